@@ -1,0 +1,60 @@
+"""``slimface`` command line: one subcommand per task.
+
+Each ``slimface.cli.<topic>`` module exposes ``register(subparsers)`` that adds its
+subcommands and sets ``func`` on them. Logs go to stderr; ``--json`` output goes to stdout
+or a file, so nothing needs to scrape human text. Exit codes: 0 success, 1 failure, 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from slimface.errors import SlimfaceError
+
+# Topic modules, in the order their subcommands appear in --help.
+_TOPICS = ("data", "align", "embed", "eval", "models", "train", "compress", "info", "bench",
+           "verify", "gallery", "export", "report")
+
+log = logging.getLogger("slimface")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimface", description="Small, fast face recognition: align, train, compress, "
+                                     "evaluate on LFW, verify and identify.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for topic in _TOPICS:
+        try:
+            module = importlib.import_module(f"slimface.cli.{topic}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"slimface.cli.{topic}":
+                continue  # topic not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SlimfaceError as exc:
+        print(f"slimface: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("slimface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Errors that reach users.
+
+Every failure a user can cause (a bad file, no face, an unknown model name) is raised as a
+subclass of :class:`SlimfaceError`. The CLI catches exactly this base class and prints its
+message without a traceback, so messages must name the offending file or value and say what
+would be valid.
+"""
+from __future__ import annotations
+
+from os import PathLike
+
+
+class SlimfaceError(Exception):
+    """Base of every user-facing error; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int = 1
+
+
+def _where(path: str | PathLike[str] | None, problem: str) -> str:
+    return f"{path}: {problem}" if path is not None else problem
+
+
+class ImageError(SlimfaceError):
+    """An input image could not be used; the message starts with the file path."""
+
+    def __init__(self, path: str | PathLike[str] | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(_where(path, problem))
+
+
+class ImageNotFoundError(ImageError):
+    """The path does not exist or is not a regular file."""
+
+
+class ImageDecodeError(ImageError):
+    """The file looks like an image but cannot be decoded (truncated or corrupt)."""
+
+
+class NotAnImageError(ImageError):
+    """The file's content is not any image format."""
+
+
+class UnsupportedImageError(ImageError):
+    """An image format or pixel layout that slimface does not read."""
+
+
+class EmptyImageError(ImageError):
+    """Zero-byte file or an image with a zero dimension."""
+
+
+class ImageTooLargeError(ImageError):
+    """More pixels than the decode limit (guards against decompression bombs)."""
+
+
+class FaceError(ImageError):
+    """Detection did not give exactly the one face the caller needs."""
+
+
+class NoFaceError(FaceError):
+    """No face was found in the image."""
+
+
+class MultipleFacesError(FaceError):
+    """Several faces were found where the caller asked for exactly one."""
+
+
+class ModelError(SlimfaceError):
+    """A model name or model file cannot be used."""
+
+
+class UnknownNameError(SlimfaceError, ValueError):
+    """A registry lookup failed; the message lists close matches."""
+
+
+class ModelFileError(ModelError):
+    """A model file is missing, corrupt, or not a slimface/expected model file."""
+
+
+class DataError(SlimfaceError):
+    """A data set is missing or malformed (pairs files, identity folders)."""
+
+
+class ConfigError(SlimfaceError, ValueError):
+    """An experiment config or ``--set`` override is invalid."""
+
+
+class GalleryError(SlimfaceError):
+    """A gallery database cannot be used as asked (other model, missing identity...)."""
