@@ -1,0 +1,30 @@
+"""Commands with sub-commands contributed by several modules (``bench``, ``compress``).
+
+``register_group(sub, "bench", ("kernels", "train", ...))`` imports
+``slimface.cli.bench_kernels`` etc. and lets each add itself to the group's sub-parsers, so
+each feature owns its command in its own file.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any, Iterable
+
+
+def register_group(sub: Any, group: str, members: Iterable[str], help_text: str) -> None:
+    parser = sub.add_parser(group, help=help_text, description=help_text)
+    inner = parser.add_subparsers(dest=f"{group}_command", metavar="WHAT")
+    parser.set_defaults(func=lambda args: _no_member(parser))
+    for member in members:
+        try:
+            module = importlib.import_module(f"slimface.cli.{group}_{member}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"slimface.cli.{group}_{member}":
+                continue
+            raise
+        module.register(inner)
+
+
+def _no_member(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2

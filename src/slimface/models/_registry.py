@@ -1,0 +1,46 @@
+"""Backbone and head registries (timm-style): ``@register_backbone`` keys on the function name.
+
+Every backbone module built here follows one contract so that alignment, evaluation,
+compression and export can treat them alike:
+
+* ``forward(x)`` takes float32 NCHW **RGB in 0..255** (pixel normalisation lives inside the
+  model, so exported and compressed files need no separate preprocessing spec);
+* it returns the un-normalised embedding, shape ``(N, embedding_dim)``;
+* attributes ``template`` (alignment template name, see ``slimface.align.templates``),
+  ``input_size`` ``(H, W)`` and ``embedding_dim``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from slimface._registry import Registry
+
+BACKBONES: Registry[nn.Module] = Registry("backbone")
+HEADS: Registry[nn.Module] = Registry("head")
+
+
+def register_backbone(fn: Callable[..., nn.Module] | None = None, **kw: Any) -> Any:
+    return BACKBONES.register(fn, **kw)
+
+
+def register_head(fn: Callable[..., nn.Module] | None = None, **kw: Any) -> Any:
+    return HEADS.register(fn, **kw)
+
+
+def create_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered backbone; ``None`` kwargs are dropped so factory defaults apply."""
+    return BACKBONES.create(name, **kwargs)
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names()
+
+
+def create_head(name: str, **kwargs: Any) -> nn.Module:
+    return HEADS.create(name, **kwargs)
+
+
+def list_heads() -> list[str]:
+    return HEADS.names()

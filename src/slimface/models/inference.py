@@ -1,0 +1,49 @@
+"""Batch inference of any backbone on aligned crops: the single place that turns uint8 crops
+into L2-normalised embeddings, so eval, gallery, distillation and export all agree on
+layout, flip handling and normalisation."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+FlipMode = Literal["none", "sum", "concat"]
+FLIP_MODES: tuple[str, ...] = ("none", "sum", "concat")
+
+
+def crops_to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC RGB -> float32 NCHW in 0..255 (the backbone contract)."""
+    if crops.ndim == 3:
+        crops = crops[None]
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+@torch.inference_mode()
+def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
+                flip: FlipMode = "none", normalize: bool = True) -> np.ndarray:
+    """Embed uint8 NHWC crops; ``flip`` adds the mirror image by summing or concatenating.
+
+    Summing (InsightFace) keeps the dimension; concatenating is the seed papers' 2x-wide
+    feature. Each half is normalised before combining so neither view dominates.
+    """
+    if flip not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
+    model.eval()
+    out = []
+    for start in range(0, len(crops), batch_size):
+        x = crops_to_tensor(crops[start:start + batch_size])
+        e = model(x).float().cpu().numpy()
+        if flip != "none":
+            ef = model(torch.flip(x, dims=[3])).float().cpu().numpy()
+            e, ef = l2_normalize(e), l2_normalize(ef)
+            e = e + ef if flip == "sum" else np.concatenate([e, ef], axis=1)
+        out.append(e)
+    dim = getattr(model, "embedding_dim", 0) * (2 if flip == "concat" else 1)
+    emb = np.concatenate(out, axis=0) if out else np.zeros((0, dim), np.float32)
+    return l2_normalize(emb).astype(np.float32) if normalize else emb.astype(np.float32)

@@ -1,0 +1,33 @@
+"""Shared fixtures: real data slices from ../shared/data (skipped cleanly when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    from slimface.io.paths import find_data_root
+
+    root = find_data_root()
+    if root is None:
+        pytest.skip("../shared/data not found (set SLIMFACE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lfw_root(data_root: Path) -> Path:
+    root = data_root / "lfw"
+    if not (root / "pairs.txt").is_file():
+        pytest.skip("LFW not present under the data root")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Tests never write to the user's ~/.cache; one temp cache per session."""
+    monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
