@@ -1,0 +1,201 @@
+"""From an image file to one L2-normalised embedding: load, detect, align, embed.
+
+The verify command, the gallery and :class:`slimface.FaceMatcher` all go through
+:class:`FaceEmbedder`, so a gallery built by one of them can be searched by the others and
+the calibrated threshold applies to all of them. Every failure names the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from slimface.errors import FaceError, ModelError, NoFaceError, SlimfaceError
+from slimface.gallery.gallery import ModelInfo
+
+MultiFace = Literal["error", "largest"]
+MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest")
+#: Flip handling used for every match (verify threshold, gallery): mirror embedding summed.
+DEFAULT_FLIP = "sum"
+
+
+def load_model(spec: Any) -> tuple[Any, str]:
+    """(model, canonical name) from a registry name, a model file, or a model object.
+
+    Goes through ``slimface.runtime.loader.load_model`` (registry names, .pt, .slim, .onnx);
+    a bare registry build is the fallback while the loader is not installed.
+    """
+    if spec is None:
+        spec = default_model_name()
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec, str(getattr(spec, "name", type(spec).__name__))
+    name = str(Path(spec).resolve()) if Path(spec).is_file() else str(spec)
+    try:
+        from slimface.runtime.loader import load_model as _load
+    except ModuleNotFoundError as exc:
+        if exc.name != "slimface.runtime.loader":
+            raise
+        from slimface.models import create_backbone
+
+        return create_backbone(str(spec)), name
+    return _load(spec), name
+
+
+def default_model_name() -> str:
+    try:
+        from slimface.runtime.loader import default_model_name as _default
+    except ModuleNotFoundError:
+        return "dlib-resnet"
+    return _default()
+
+
+def model_fingerprint(model: Any) -> str:
+    """A short hash of the weights: two galleries agree only if their weights agree."""
+    given = getattr(model, "fingerprint", None)
+    if isinstance(given, str) and given:
+        return given
+    h = hashlib.sha256()
+    state = getattr(model, "state_dict", None)
+    if callable(state):
+        for key, value in sorted(state().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:24]
+    path = getattr(model, "path", None)
+    if path is not None and Path(path).is_file():
+        h.update(Path(path).read_bytes())
+        return h.hexdigest()[:24]
+    raise ModelError(f"cannot fingerprint model {type(model).__name__}: it has neither "
+                     "state_dict() nor a file path")
+
+
+def template_name(model: Any) -> str:
+    template = getattr(model, "template", None)
+    if template is None:
+        raise ModelError(f"model {type(model).__name__} has no alignment template attribute")
+    return template if isinstance(template, str) else str(getattr(template, "name", template))
+
+
+def embed_crops_any(model: Any, crops: np.ndarray, flip: str) -> np.ndarray:
+    """torch backbones through ``embed_crops``; runtime backends through their own method."""
+    own = getattr(model, "embed_crops", None)
+    if callable(own):
+        return np.asarray(own(crops, flip=flip), np.float32)
+    from slimface.models.inference import embed_crops
+
+    return embed_crops(model, crops, flip=flip)
+
+
+@dataclass
+class EmbeddedFace:
+    """One image's embedding and how its face was found (``status`` as in align)."""
+
+    path: str
+    embedding: np.ndarray
+    crop: np.ndarray
+    status: str
+    box: list[float] | None
+
+
+class FaceEmbedder:
+    """Model + detector + template, loaded once; ``embed_file`` per image."""
+
+    def __init__(self, model: Any = None, *, flip: str = DEFAULT_FLIP, pad: float = 0.0,
+                 detector: str | None = None, aligner: Callable[..., Any] | None = None,
+                 image_loader: Callable[[str], np.ndarray] | None = None):
+        self.model, self.model_name = load_model(model)
+        self.template = template_name(self.model)
+        self.flip = flip
+        self.pad = float(pad)
+        self.detector_name = detector or getattr(self.model, "detector", None) or "retinaface"
+        self.fallback_name = None if detector else getattr(self.model, "fallback_detector", None)
+        self._aligner = aligner
+        self._image_loader = image_loader
+        self._detectors: dict[str, Any] = {}
+        self._fingerprint: str | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return ModelInfo(name=self.model_name, fingerprint=self._fingerprint,
+                         template=self.template,
+                         embedding_dim=int(self.model.embedding_dim) * (
+                             2 if self.flip == "concat" else 1),
+                         flip=self.flip, detector=self.detector_name)
+
+    # ---- one image -----------------------------------------------------------------------
+    def embed_file(self, path: str | os.PathLike[str], multi_face: MultiFace = "error",
+                   no_face: str = "error") -> EmbeddedFace:
+        """Detect exactly one face (or the largest with ``multi_face='largest'``), embed it."""
+        if multi_face not in MULTI_FACE_CHOICES:
+            raise SlimfaceError(f"--face must be one of {MULTI_FACE_CHOICES}, got {multi_face!r}")
+        image = self._load(path)
+        aligned = self._align(path, image, multi_face, no_face)
+        emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
+        face = getattr(aligned, "face", None)
+        box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
+        return EmbeddedFace(str(path), emb, aligned.crop, aligned.status, box)
+
+    def embed_files(self, paths: Sequence[str | os.PathLike[str]],
+                    multi_face: MultiFace = "error", no_face: str = "error",
+                    progress: bool = False) -> list[EmbeddedFace]:
+        """All or nothing: the first bad file raises before anything is returned."""
+        from tqdm import tqdm
+
+        it = tqdm(paths, desc="embed", unit="img", disable=not progress, leave=False)
+        return [self.embed_file(p, multi_face=multi_face, no_face=no_face) for p in it]
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _load(self, path: str | os.PathLike[str]) -> np.ndarray:
+        if self._image_loader is not None:
+            image = self._image_loader(str(path))
+        else:
+            from slimface.io.image import load_image
+
+            image = load_image(path)
+        return _pad_replicate(image, self.pad) if self.pad > 0 else image
+
+    def _align(self, path: str | os.PathLike[str], image: np.ndarray, multi_face: str,
+               no_face: str) -> Any:
+        aligner = self._aligner or _default_aligner()
+        names = [self.detector_name] + ([self.fallback_name] if self.fallback_name else [])
+        for i, name in enumerate(names):
+            last = i == len(names) - 1
+            try:
+                return aligner(image, template=self.template, detector=self._detector(name),
+                               multi_face=multi_face,
+                               no_face=no_face if last else "error")
+            except NoFaceError:
+                if last:
+                    raise NoFaceError(path, f"no face found (detectors tried: "
+                                            f"{', '.join(names)})") from None
+            except FaceError as exc:
+                raise type(exc)(path, exc.problem) from None
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _detector(self, name: str) -> Any:
+        if self._aligner is not None:
+            return name
+        if name not in self._detectors:
+            from slimface.align.detect import create_detector
+
+            self._detectors[name] = create_detector(name)
+        return self._detectors[name]
+
+
+def _default_aligner() -> Callable[..., Any]:
+    from slimface.align.pipeline import align_image
+
+    return align_image
+
+
+def _pad_replicate(image: np.ndarray, fraction: float) -> np.ndarray:
+    """Tight crops (AT&T, UTKFace) need context around the face before detection."""
+    h, w = image.shape[:2]
+    py, px = int(round(h * fraction)), int(round(w * fraction))
+    return np.pad(image, ((py, py), (px, px), (0, 0)), mode="edge")

@@ -1,0 +1,72 @@
+"""Small fakes shared by the gallery/verify/api/export tests: a tiny random backbone and an
+aligner that resizes the whole image (so tests need neither detectors nor real weights)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from slimface.errors import MultipleFacesError, NoFaceError
+
+
+class TinyBackbone(nn.Module):
+    """Obeys the backbone contract: NCHW RGB 0..255 in, (N, 16) out, template attributes."""
+
+    template = "arcface112"
+    input_size = (112, 112)
+    embedding_dim = 16
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, self.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 127.5) / 128.0
+        x = torch.relu(self.bn(self.conv(x)))
+        x = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return self.fc(x)
+
+
+def fake_align(image, template="arcface112", detector=None, multi_face="error",
+               no_face="error"):
+    """Resize to 112x112; an all-black image has 'no face', a red-marked one 'two faces'."""
+    if image.max() == 0:
+        raise NoFaceError(None, "no face found")
+    if image[0, 0, 0] == 255 and image[0, 0, 1] == 0 and multi_face == "error":
+        raise MultipleFacesError(None, "2 faces found; pass --face largest")
+    crop = np.asarray(Image.fromarray(image).resize((112, 112)))
+    return SimpleNamespace(crop=crop, face=None, status="detected")
+
+
+def fake_load(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def write_faces(folder: Path, n_people: int, per_person: int, seed: int = 0) -> dict[str, list[Path]]:
+    """Each 'person' is a base noise image; their photos are small perturbations of it."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Path]] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in range(n_people):
+        base = rng.integers(30, 220, (40, 40, 3))
+        out[f"p{p}"] = []
+        for k in range(per_person):
+            img = np.clip(base + rng.integers(-6, 7, base.shape), 1, 254).astype(np.uint8)
+            path = folder / f"p{p}_{k}.png"
+            Image.fromarray(img).save(path)
+            out[f"p{p}"].append(path)
+    return out
+
+
+def make_embedder(seed: int = 0, flip: str = "none"):
+    from slimface.gallery.embedder import FaceEmbedder
+
+    return FaceEmbedder(TinyBackbone(seed).eval(), flip=flip, aligner=fake_align,
+                        image_loader=fake_load)
