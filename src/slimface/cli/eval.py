@@ -1,0 +1,97 @@
+"""``slimface eval``: LFW verification accuracy of a model from raw images.
+
+    slimface eval --model dlib-resnet --benchmark lfw --json /tmp/eval.json
+
+prints a table on stderr (accuracy mean +- std over the 10 folds, AUC, TAR@FAR, thresholds,
+pair and no-face counts, timings) and writes the JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from slimface.cli._common import add_json_arg, emit_json
+
+BENCHMARKS = {"lfw": "view2", "lfw-view1": "view1"}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("eval", help="verification accuracy on LFW (10-fold, from raw images)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="registry name or .slim/.pt/.onnx file (default: the best bundled)")
+    p.add_argument("--benchmark", default="lfw", choices=sorted(BENCHMARKS),
+                   help="lfw = view 2, 6000 pairs, 10 folds (report); lfw-view1 = tuning split")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="data folder holding lfw/ (default: $SLIMFACE_DATA, ../shared/data)")
+    p.add_argument("--flip", default="none", choices=("none", "sum", "concat"),
+                   help="add the mirror image's features (sum or concatenate)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="embedding batch size")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the crop cache")
+    p.add_argument("--roc", default=None, metavar="PNG", help="write the ROC curve to PNG")
+    p.add_argument("--scores", action="store_true",
+                   help="include per-pair scores, labels and folds in the JSON")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def result_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The human table: one (what, value) row per figure."""
+    acc = _percent(r["accuracy_mean"])
+    if r.get("accuracy_std") is not None:
+        acc += f" +- {_percent(r['accuracy_std'])}"
+    details = r.get("tar_at_far_details", {})
+    rows = [("model", r["model"]), ("benchmark", f"{r['benchmark']} (flip {r['flip']})"),
+            ("accuracy", acc), ("AUC", f"{r['auc']:.5f}")]
+    for key, d in details.items():
+        note = f" (n_neg {d['n_neg']}: below resolution, 0 false accepts)" \
+            if d["below_resolution"] else ""
+        rows.append((key.replace("tar_at_far_", "TAR @ FAR "), _percent(d["tar"]) + note))
+    thresholds = r.get("thresholds", [])
+    rows += [("thresholds", " ".join(f"{t:.4f}" for t in thresholds)),
+             ("pairs / images", f"{r['n_pairs']} / {r['n_images']}"),
+             ("no face (centre crop)", r["no_face"]),
+             (f"fallback detector ({r.get('fallback_detector_name')})", r["fallback_detector"]),
+             ("seconds (align + embed)",
+              f"{r['seconds']:.1f} ({r['seconds_align']:.1f} + {r['seconds_embed']:.1f})")]
+    return [{"what": k, "value": v} for k, v in rows]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimface.cli._common import print_table
+    from slimface.eval.run import evaluate_lfw, json_summary
+    from slimface.runtime.loader import default_model_name, load_model
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model or default_model_name())
+    result = evaluate_lfw(model, args.data, flip=args.flip, batch_size=args.batch_size,
+                          cache=not args.no_cache, progress=True,
+                          pairs=BENCHMARKS[args.benchmark])
+    print_table(result_rows(result))
+    if args.roc:
+        from slimface.eval.plots import curves_from_results, plot_roc
+
+        path = plot_roc(args.roc, curves_from_results([result]),
+                        title=f"LFW {result['benchmark']} ROC")
+        print(f"ROC plot: {path}", file=sys.stderr)
+    emit_json(json_summary(result, include_scores=args.scores), args.json)
+    return 0

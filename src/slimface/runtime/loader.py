@@ -1,0 +1,192 @@
+"""One entry point from "what the user typed after --model" to a runnable embedding model.
+
+``load_model(spec)`` accepts:
+
+* a **registry name** (``dlib-resnet``, ``mobilefacenet``...): ``create_backbone(name,
+  pretrained=True)`` when the factory takes ``pretrained``;
+* a **.slim** file: ``runtime.slimfile.load_slim`` + ``runtime.deploy.build_from_slim``;
+* a **.pt / .pth** checkpoint, read with ``torch.load(weights_only=True)`` (never unpickled
+  code). It must be a dict ``{"architecture": {"backbone": NAME, "kwargs": {...}},
+  "state_dict": {...}}``, optionally with ``template``, ``input_size``, ``embedding_dim`` and
+  ``threshold`` entries, which become attributes of the model;
+* an **.onnx** file, wrapped in :class:`OnnxModel`, which keeps the backbone contract.
+
+Whatever the source, the result follows the backbone contract (float32 NCHW RGB 0..255 in,
+raw embedding out; attributes ``template``, ``input_size``, ``embedding_dim``) and carries
+``name`` = the spec it was loaded from, so evaluation reports can say what they measured.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimface.errors import ModelError, ModelFileError, UnknownNameError
+
+MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx")
+_CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
+
+
+def default_model_name() -> str:
+    """``slimface-mobile`` once it is registered (the distilled student), else ``dlib-resnet``."""
+    from slimface.models import BACKBONES
+
+    return "slimface-mobile" if "slimface-mobile" in BACKBONES else "dlib-resnet"
+
+
+def _looks_like_file(spec: str) -> bool:
+    return Path(spec).suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in spec or Path(spec).exists()
+
+
+def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+    """Load a model by registry name or file (see the module docstring), in eval mode.
+
+    Args:
+        spec: registry name, or path to a ``.slim``, ``.pt``/``.pth`` or ``.onnx`` file.
+        **kwargs: passed to ``create_backbone`` for registry names (``None`` values dropped);
+            for ``.onnx``, ``threads`` sets ONNX Runtime's intra-op threads.
+
+    Raises:
+        UnknownNameError: not a file and not a registered name (close matches listed).
+        ModelFileError: the file is missing, corrupt, or not in an expected layout.
+    """
+    text = str(spec)
+    if not text.strip():
+        raise ModelError("empty model name; pass a registry name or a .slim/.pt/.onnx file")
+    if _looks_like_file(text):
+        model = _load_file(Path(text), **kwargs)
+    else:
+        model = _load_registered(text, **kwargs)
+    model.name = text
+    return model.eval()
+
+
+def _load_registered(name: str, **kwargs: Any) -> nn.Module:
+    from slimface.models import BACKBONES, create_backbone
+
+    factory = BACKBONES.get(name)  # raises UnknownNameError with close matches
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "pretrained" in params or accepts_any:
+        kwargs.setdefault("pretrained", True)
+    return create_backbone(name, **kwargs)
+
+
+def _load_file(path: Path, **kwargs: Any) -> nn.Module:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found (expected a registry name or a "
+                             f"{'/'.join(MODEL_FILE_SUFFIXES)} file)")
+    suffix = path.suffix.lower()
+    if suffix == ".slim":
+        return _load_slim(path)
+    if suffix in (".pt", ".pth"):
+        return _load_checkpoint(path)
+    if suffix == ".onnx":
+        return OnnxModel(path, threads=kwargs.get("threads"))
+    raise ModelFileError(f"{path}: unknown model file type {suffix!r} "
+                         f"(known: {', '.join(MODEL_FILE_SUFFIXES)})")
+
+
+def _load_slim(path: Path) -> nn.Module:
+    from slimface.runtime.deploy import build_from_slim
+    from slimface.runtime.slimfile import load_slim
+
+    tensors, meta = load_slim(path)
+    try:
+        return build_from_slim(str(path), tensors, meta)
+    except UnknownNameError as exc:
+        raise ModelFileError(f"{path}: needs an architecture this slimface does not have "
+                             f"({exc})") from None
+
+
+def _load_checkpoint(path: Path) -> nn.Module:
+    """A ``{"architecture": ..., "state_dict": ...}`` dict saved with ``torch.save``."""
+    from slimface.models import create_backbone
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ModelFileError(f"{path}: not a readable weights-only torch checkpoint ({exc})"
+                             ) from None
+    if not isinstance(ckpt, dict) or "architecture" not in ckpt or "state_dict" not in ckpt:
+        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ModelFileError(f"{path}: expected a dict with 'architecture' and 'state_dict' "
+                             f"entries, found {found}")
+    arch = ckpt["architecture"]
+    if not isinstance(arch, dict) or "backbone" not in arch:
+        raise ModelFileError(f"{path}: 'architecture' must be {{'backbone': NAME, 'kwargs': "
+                             f"{{...}}}}, got {arch!r}")
+    try:
+        model = create_backbone(arch["backbone"], **dict(arch.get("kwargs") or {}))
+    except UnknownNameError as exc:
+        raise ModelFileError(f"{path}: unknown architecture ({exc})") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: weights do not fit architecture {arch['backbone']!r} "
+                             f"({str(exc).splitlines()[0]})") from None
+    for key in _CONTRACT_ATTRS:
+        if key in ckpt:
+            setattr(model, key, tuple(ckpt[key]) if key == "input_size" else ckpt[key])
+    return model
+
+
+class OnnxModel(nn.Module):
+    """An ONNX Runtime session behind the backbone contract, so ``embed_crops`` can use it.
+
+    Reads ``template``, ``input_size``, ``embedding_dim`` and ``threshold`` from the model's
+    ``metadata_props`` when present (JSON values or plain strings); otherwise ``input_size``
+    and ``embedding_dim`` come from static input/output shapes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or min(2, os.cpu_count() or 1))
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({exc})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self._set_contract_attrs()
+
+    def _set_contract_attrs(self) -> None:
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        values = {k: _parse_meta_value(v) for k, v in meta.items()}
+        in_shape = self.session.get_inputs()[0].shape
+        out_shape = self.session.get_outputs()[0].shape
+        static_hw = tuple(in_shape[2:4]) if all(isinstance(d, int) for d in in_shape[2:4]) else None
+        self.input_size = tuple(values.get("input_size") or static_hw or (112, 112))
+        out_dim = out_shape[-1] if isinstance(out_shape[-1], int) else 0
+        self.embedding_dim = int(values.get("embedding_dim") or out_dim)
+        self.template = values.get("template", "arcface112")
+        for optional in ("threshold", "detector", "fallback_detector"):
+            if optional in values:
+                setattr(self, optional, values[optional])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 NCHW RGB 0..255 -> raw embedding, computed by ONNX Runtime."""
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        out = self.session.run(None, {self.input_name: array})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def extra_repr(self) -> str:
+        return f"path={str(self.path)!r}, template={self.template!r}, dim={self.embedding_dim}"
+
+
+def _parse_meta_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return raw
