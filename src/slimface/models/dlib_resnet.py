@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimface.errors import ModelFileError
+from slimface.errors import ModelError, ModelFileError
 from slimface.models._registry import register_backbone
 from slimface.models.layers import Affine, Normalize
 
@@ -555,7 +555,7 @@ def dlib_resnet(pretrained: bool = True, path: str | PathLike[str] | None = None
     """
     if pretrained:
         if kwargs:
-            raise TypeError(f"dlib_resnet(pretrained=True) takes no architecture arguments, "
-                            f"got {sorted(kwargs)}")
+            raise ModelError(f"dlib_resnet(pretrained=True) takes no architecture arguments "
+                             f"(got {sorted(kwargs)}); pass pretrained=False to set them")
         return load_dlib_resnet(path)
     return DlibResNet(**kwargs)
