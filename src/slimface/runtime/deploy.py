@@ -13,6 +13,7 @@ for its ``kind`` with :data:`LAYER_CODECS`, so adding a scheme never touches thi
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -40,6 +41,19 @@ class LayerCodec:
 
 LAYER_CODECS: Registry[LayerCodec] = Registry("layer codec")
 
+# Modules that register codecs for their ``kind``; imported on first use so that saving or
+# loading a file never depends on the caller having imported the scheme's module.
+_CODEC_MODULES: tuple[str, ...] = ("slimface.runtime.binary", "slimface.runtime.pq")
+
+
+def _import_codec_modules() -> None:
+    for name in _CODEC_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a scheme not written yet is fine; a broken import is not
+                raise
+
 
 def register_codec(codec: LayerCodec) -> LayerCodec:
     LAYER_CODECS.register(lambda: codec, name=codec.kind)
@@ -47,11 +61,13 @@ def register_codec(codec: LayerCodec) -> LayerCodec:
 
 
 def _codec(kind: str) -> LayerCodec:
+    _import_codec_modules()
     return LAYER_CODECS.create(kind)
 
 
 def export_state(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Split ``model`` into compressed layers (by registered codecs) and float leftovers."""
+    _import_codec_modules()
     codecs = [LAYER_CODECS.create(k) for k in LAYER_CODECS.names()]
     tensors: dict[str, np.ndarray] = {}
     layers: dict[str, Any] = {}
