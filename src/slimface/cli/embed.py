@@ -46,10 +46,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model or default_model_name())
     template = getattr(model, "template", "arcface112")
     detector = getattr(model, "detector", None) or "retinaface"
+    fallback = getattr(model, "fallback_detector", None)
     records, crops = [], []
     for path in args.images:
         aligned = align_image(path, template=template, detector=detector,
-                              multi_face="error", no_face="error")
+                              fallback_detector=fallback, multi_face="error", no_face="error")
         records.append(_face_record(path, aligned))
         crops.append(aligned.crop)
     embeddings = embed_crops(model, np.stack(crops), flip=args.flip)
