@@ -28,7 +28,7 @@ def teacher() -> DlibResNet:
     (b"\x01\x00", 0), (b"\x01\x02", 2), (b"\x81\x05", -5), (b"\x02\x2c\x01", 300),
     (b"\x02\x80\x12", 4736)])
 def test_reader_decodes_dlib_packed_integers(raw: bytes, value: int):
-    assert _Reader(raw, "x").int() == value
+    assert _Reader(raw, "x").read_int() == value
 
 
 def test_reader_decodes_float_as_mantissa_times_power_of_two():
@@ -36,15 +36,15 @@ def test_reader_decodes_float_as_mantissa_times_power_of_two():
     raw = (b"\x01\x01\x81\x01" + b"\x01\x04con_" + b"1"
            + b"\x01\x02" + b"\x01\x01" * 3 + b"\x01\x02" + np.float32([1.5, -2]).tobytes())
     r = _Reader(raw, "x")
-    assert r.float() == 0.5
-    assert r.string() == "con_"
-    assert r.bool() is True
-    np.testing.assert_array_equal(r.tensor().reshape(-1), [1.5, -2.0])
+    assert r.read_float() == 0.5
+    assert r.read_string() == "con_"
+    assert r.read_bool() is True
+    np.testing.assert_array_equal(r.read_tensor().reshape(-1), [1.5, -2.0])
 
 
 def test_reader_names_file_when_data_ends_early():
     with pytest.raises(ModelFileError, match="net.dat: .*ends early"):
-        _Reader(b"\x02\x01", "net.dat").int()
+        _Reader(b"\x02\x01", "net.dat").read_int()
 
 
 # ---------------------------------------------------------------- bad files

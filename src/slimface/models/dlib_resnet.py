@@ -44,12 +44,11 @@ written outermost first: the loss layer, then each wrapping layer's version numb
 from __future__ import annotations
 
 import importlib.resources
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -120,7 +119,7 @@ class _Reader:
         self.pos += n
         return chunk
 
-    def int(self) -> int:
+    def read_int(self) -> int:
         head = self._take(1)[0]
         size = head & 0x0F
         if size > 8 or head & 0x70:
@@ -128,20 +127,20 @@ class _Reader:
         value = int.from_bytes(self._take(size), "little")
         return -value if head & 0x80 else value
 
-    def float(self) -> float:
-        mantissa, exponent = self.int(), self.int()
+    def read_float(self) -> float:
+        mantissa, exponent = self.read_int(), self.read_int()
         if exponent in self._FLOAT_SPECIAL:
             return self._FLOAT_SPECIAL[exponent]
         return float(mantissa * 2.0 ** exponent)
 
-    def bool(self) -> bool:
+    def read_bool(self) -> bool:
         ch = self._take(1)
         if ch not in (b"0", b"1"):
             raise self.error(f"expected a bool ('0' or '1'), got {ch!r}")
         return ch == b"1"
 
-    def string(self, max_len: int = 256) -> str:
-        n = self.int()
+    def read_string(self, max_len: int = 256) -> str:
+        n = self.read_int()
         if not 0 <= n <= max_len:
             raise self.error(f"implausible string length {n}")
         try:
@@ -153,7 +152,7 @@ class _Reader:
         """The string at the cursor if one plausibly starts there, without consuming it."""
         start = self.pos
         try:
-            return self.string(max_len=64)
+            return self.read_string(max_len=64)
         except ModelFileError:
             return None
         finally:
@@ -162,22 +161,22 @@ class _Reader:
     def next_is_bool(self) -> bool:
         return self.pos < len(self.data) and self.data[self.pos:self.pos + 1] in (b"0", b"1")
 
-    def tensor(self) -> np.ndarray:
-        version = self.int()
+    def read_tensor(self) -> np.ndarray:
+        version = self.read_int()
         if version != 2:
             raise self.error(f"tensor version {version}, expected 2")
-        dims = tuple(self.int() for _ in range(4))
+        dims = tuple(self.read_int() for _ in range(4))
         if min(dims) < 0:
             raise self.error(f"negative tensor dims {dims}")
         count = int(np.prod(dims, dtype=np.int64))
         raw = self._take(4 * count)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(dims)
 
-    def alias(self) -> tuple[int, int, int, int]:
-        version = self.int()
+    def read_alias(self) -> tuple[int, int, int, int]:
+        version = self.read_int()
         if version != 1:
             raise self.error(f"alias_tensor version {version}, expected 1")
-        return tuple(self.int() for _ in range(4))  # type: ignore[return-value]
+        return tuple(self.read_int() for _ in range(4))  # type: ignore[return-value]
 
 
 def _slice_params(r: _Reader, params: np.ndarray, shapes: Sequence[tuple[int, ...]]
@@ -194,12 +193,12 @@ def _slice_params(r: _Reader, params: np.ndarray, shapes: Sequence[tuple[int, ..
 
 
 def _read_con(r: _Reader) -> DlibLayer:
-    params = r.tensor()
-    num_filters, nr, nc = r.int(), r.int(), r.int()
-    stride, padding = (r.int(), r.int()), (r.int(), r.int())
-    filters, biases = r.alias(), r.alias()
+    params = r.read_tensor()
+    num_filters, nr, nc = r.read_int(), r.read_int(), r.read_int()
+    stride, padding = (r.read_int(), r.read_int()), (r.read_int(), r.read_int())
+    filters, biases = r.read_alias(), r.read_alias()
     for _ in range(4):  # learning-rate and weight-decay multipliers
-        r.float()
+        r.read_float()
     weight, bias = _slice_params(r, params, [filters, (int(np.prod(biases)),)])
     if weight.shape[0] != num_filters or weight.shape[2:] != (nr, nc):
         raise r.error(f"con_ filters {weight.shape} disagree with {num_filters}x{nr}x{nc}")
@@ -208,29 +207,29 @@ def _read_con(r: _Reader) -> DlibLayer:
 
 
 def _read_affine(r: _Reader) -> DlibLayer:
-    params = r.tensor()
-    gamma, beta = r.alias(), r.alias()
+    params = r.read_tensor()
+    gamma, beta = r.read_alias(), r.read_alias()
     if not r.next_is_bool():  # newer dlib appends the mode (0 conv / 1 fc)
-        r.int()
+        r.read_int()
     g, b = _slice_params(r, params, [gamma, beta])
     return DlibLayer("affine", {}, {"weight": g.reshape(-1), "bias": b.reshape(-1)})
 
 
-def _read_pool(kind: str):
+def _read_pool(kind: str) -> Callable[[_Reader], DlibLayer]:
     def read(r: _Reader) -> DlibLayer:
-        nr, nc = r.int(), r.int()
-        stride, padding = (r.int(), r.int()), (r.int(), r.int())
+        nr, nc = r.read_int(), r.read_int()
+        stride, padding = (r.read_int(), r.read_int()), (r.read_int(), r.read_int())
         return DlibLayer(kind, {"kernel": (nr, nc), "stride": stride, "padding": padding})
     return read
 
 
 def _read_fc(r: _Reader) -> DlibLayer:
-    num_outputs, num_inputs = r.int(), r.int()
-    params = r.tensor()
-    weights, biases = r.alias(), r.alias()
-    has_bias = r.int() == 0  # dlib's fc_bias_mode: FC_HAS_BIAS = 0, FC_NO_BIAS = 1
+    num_outputs, num_inputs = r.read_int(), r.read_int()
+    params = r.read_tensor()
+    weights, biases = r.read_alias(), r.read_alias()
+    has_bias = r.read_int() == 0  # dlib's fc_bias_mode: FC_HAS_BIAS = 0, FC_NO_BIAS = 1
     for _ in range(4):
-        r.float()
+        r.read_float()
     shapes = [weights] + ([biases] if has_bias else [])
     arrays = _slice_params(r, params, shapes)
     w = arrays[0].reshape(num_inputs, num_outputs).T.copy()  # dlib computes x @ W
@@ -252,7 +251,7 @@ _LAYER_READERS = {
 
 
 def _read_layer_details(r: _Reader) -> DlibLayer:
-    tag = r.string()
+    tag = r.read_string()
     if tag not in _LAYER_READERS:
         raise r.error(f"unsupported layer {tag!r}; this reader knows "
                       f"{', '.join(sorted(_LAYER_READERS))}")
@@ -262,26 +261,26 @@ def _read_layer_details(r: _Reader) -> DlibLayer:
 def _skip_add_layer_state(r: _Reader, bottom_version: int | None = None) -> None:
     """Skip add_layer's bookkeeping after its details: 3 bools, 3 (empty) tensors, ..."""
     for _ in range(3):
-        r.bool()
+        r.read_bool()
     for _ in range(3):
-        r.tensor()
+        r.read_tensor()
     if bottom_version is not None and bottom_version >= 3:
-        r.int()  # sample_expansion_factor
+        r.read_int()  # sample_expansion_factor
 
 
 def _read_input(r: _Reader) -> tuple[tuple[float, float, float], tuple[int, int]]:
-    tag = r.string()
+    tag = r.read_string()
     if tag != "input_rgb_image_sized":
         raise r.error(f"input layer {tag!r}, expected 'input_rgb_image_sized'")
-    mean = (r.float(), r.float(), r.float())
-    return mean, (r.int(), r.int())
+    mean = (r.read_float(), r.read_float(), r.read_float())
+    return mean, (r.read_int(), r.read_int())
 
 
 def _read_wrapper_versions(r: _Reader) -> list[int]:
     """Version numbers of the nested layers, outermost first, up to the input layer."""
     versions: list[int] = []
     while True:
-        versions.append(r.int())
+        versions.append(r.read_int())
         if versions[-1] not in (1, 2, 3):
             raise r.error(f"unexpected layer version {versions[-1]}")
         if (r.peek_string() or "").startswith("input"):
@@ -302,13 +301,13 @@ def read_dlib_net(path: str | PathLike[str]) -> DlibNet:
     except OSError as exc:
         raise ModelFileError(f"{p}: cannot read the dlib model file ({exc.strerror})") from exc
     r = _Reader(data, str(p))
-    if r.int() != 1:
+    if r.read_int() != 1:
         raise r.error("not a dlib loss-layer network (add_loss_layer version != 1)")
-    loss = r.string()
+    loss = r.read_string()
     if not loss.startswith("loss_metric"):
         raise r.error(f"loss layer {loss!r}; expected dlib's metric-learning network")
     if loss == "loss_metric_2":
-        r.float(), r.float()  # margin, distance threshold
+        r.read_float(), r.read_float()  # margin, distance threshold
     versions = _read_wrapper_versions(r)
     *wrappers, bottom = versions
     mean, size = _read_input(r)
