@@ -35,13 +35,13 @@ class TinyBackbone(nn.Module):
 
 
 def fake_align(image, template="arcface112", detector=None, multi_face="error",
-               no_face="error"):
+               no_face="error", fallback_detector=None):
     """Resize to 112x112; an all-black image has 'no face', a red-marked one 'two faces'."""
     if image.max() == 0:
         raise NoFaceError(None, "no face found")
     if image[0, 0, 0] == 255 and image[0, 0, 1] == 0 and multi_face == "error":
         raise MultipleFacesError(None, "2 faces found; pass --face largest")
-    crop = np.asarray(Image.fromarray(image).resize((112, 112)))
+    crop = np.array(Image.fromarray(image).resize((112, 112)))
     return SimpleNamespace(crop=crop, face=None, status="detected")
 
 
@@ -70,3 +70,26 @@ def make_embedder(seed: int = 0, flip: str = "none"):
 
     return FaceEmbedder(TinyBackbone(seed).eval(), flip=flip, aligner=fake_align,
                         image_loader=fake_load)
+
+
+def register_tiny(monkeypatch, name: str = "tiny-test", seed: int = 0) -> str:
+    """Register TinyBackbone under ``name`` and route alignment to :func:`fake_align`."""
+    import slimface.gallery.embedder as emb
+    from slimface.models import BACKBONES
+
+    def factory(**kw):
+        return TinyBackbone(seed=kw.get("seed", seed)).eval()
+
+    monkeypatch.setitem(BACKBONES._factories, name.replace("-", "_"), factory)
+    monkeypatch.setitem(BACKBONES._display, name.replace("-", "_"), name)
+    monkeypatch.setattr(emb, "_default_aligner", lambda: fake_align)
+    return name
+
+
+def two_face_image(path: Path) -> Path:
+    """An image fake_align reports as holding two faces (red top-left pixel)."""
+    rng = np.random.default_rng(9)
+    img = rng.integers(30, 220, (40, 40, 3)).astype(np.uint8)
+    img[0, 0] = (255, 0, 0)
+    Image.fromarray(img).save(path)
+    return path

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from slimface.errors import FaceError, ModelError, NoFaceError, SlimfaceError
+from slimface.errors import FaceError, ModelError, MultipleFacesError, SlimfaceError
 from slimface.gallery.gallery import ModelInfo
 
 MultiFace = Literal["error", "largest"]
@@ -59,14 +59,14 @@ def model_fingerprint(model: Any) -> str:
     if isinstance(given, str) and given:
         return given
     h = hashlib.sha256()
-    state = getattr(model, "state_dict", None)
-    if callable(state):
-        for key, value in sorted(state().items()):
+    path = getattr(model, "path", None)
+    state = model.state_dict() if callable(getattr(model, "state_dict", None)) else {}
+    if state:
+        for key, value in sorted(state.items()):
             h.update(key.encode())
             h.update(value.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:24]
-    path = getattr(model, "path", None)
-    if path is not None and Path(path).is_file():
+    if path is not None and Path(path).is_file():  # runtime backends (ONNX): the file itself
         h.update(Path(path).read_bytes())
         return h.hexdigest()[:24]
     raise ModelError(f"cannot fingerprint model {type(model).__name__}: it has neither "
@@ -115,7 +115,6 @@ class FaceEmbedder:
         self.fallback_name = None if detector else getattr(self.model, "fallback_detector", None)
         self._aligner = aligner
         self._image_loader = image_loader
-        self._detectors: dict[str, Any] = {}
         self._fingerprint: str | None = None
 
     @property
@@ -162,30 +161,17 @@ class FaceEmbedder:
 
     def _align(self, path: str | os.PathLike[str], image: np.ndarray, multi_face: str,
                no_face: str) -> Any:
+        """Detector, then the model's fallback detector; face errors re-raised naming ``path``."""
         aligner = self._aligner or _default_aligner()
-        names = [self.detector_name] + ([self.fallback_name] if self.fallback_name else [])
-        for i, name in enumerate(names):
-            last = i == len(names) - 1
-            try:
-                return aligner(image, template=self.template, detector=self._detector(name),
-                               multi_face=multi_face,
-                               no_face=no_face if last else "error")
-            except NoFaceError:
-                if last:
-                    raise NoFaceError(path, f"no face found (detectors tried: "
-                                            f"{', '.join(names)})") from None
-            except FaceError as exc:
-                raise type(exc)(path, exc.problem) from None
-        raise AssertionError("unreachable")  # the loop always returns or raises
-
-    def _detector(self, name: str) -> Any:
-        if self._aligner is not None:
-            return name
-        if name not in self._detectors:
-            from slimface.align.detect import create_detector
-
-            self._detectors[name] = create_detector(name)
-        return self._detectors[name]
+        try:
+            return aligner(image, template=self.template, detector=self.detector_name,
+                           multi_face=multi_face, no_face=no_face,
+                           fallback_detector=self.fallback_name)
+        except FaceError as exc:
+            tried = " then ".join(n for n in (self.detector_name, self.fallback_name) if n)
+            problem = exc.problem if isinstance(exc, MultipleFacesError) else (
+                f"no face found (detectors tried: {tried})")
+            raise type(exc)(path, problem) from None
 
 
 def _default_aligner() -> Callable[..., Any]:

@@ -23,12 +23,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from slimface._registry import _key
-from slimface.errors import DataError
 from slimface.io.atomic import atomic_write_text
 
 THRESHOLDS_PATH = Path(__file__).resolve().parents[1] / "runtime" / "thresholds.json"
 DEFAULT_FAR = 1e-3
-VIEW1_FILES = ("pairsDevTrain.txt", "pairsDevTest.txt")
 
 
 @dataclass(frozen=True)
@@ -79,59 +77,25 @@ def save_threshold(model_name: str, entry: Mapping[str, Any],
     atomic_write_text(path, json.dumps(dict(sorted(table.items())), indent=2) + "\n")
 
 
-def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
-    """Smallest threshold whose false-accept rate on the different pairs is <= ``far``.
+def threshold_at_far(scores_neg: np.ndarray, far: float) -> float:
+    """The eval stage's rule (accept iff score > threshold), so both stages agree."""
+    from slimface.eval.metrics import threshold_at_far as _shared
 
-    Uses the eval engineer's ``slimface.eval.metrics.threshold_at_far`` when installed so
-    both stages agree; this fallback is the same rule (accept iff score > threshold).
+    return float(_shared(np.asarray(scores_neg), far))
+
+
+def calibrate(embedder: Any, data_root: Path | None, far: float = DEFAULT_FAR) -> dict[str, Any]:
+    """Score LFW view 1 with ``embedder``'s model and flip mode; threshold at ``far``.
+
+    Alignment is the eval stage's (``evaluate_lfw(pairs="view1")``: central face, centre crop
+    when no face), so the threshold matches how accuracy is reported.
     """
-    try:
-        from slimface.eval.metrics import threshold_at_far as _shared
-    except ModuleNotFoundError:
-        neg = np.sort(np.asarray(scores)[~np.asarray(same, bool)])[::-1]
-        allowed = int(np.floor(far * len(neg)))
-        return float(neg[allowed]) if allowed < len(neg) else float(neg[-1])
-    return float(_shared(np.asarray(scores), np.asarray(same, bool), far))
+    from slimface.eval.run import evaluate_lfw
 
-
-def read_view1_pairs(lfw_root: Path) -> list[tuple[Path, Path, bool]]:
-    """LFW view-1 pairs as (image a, image b, same person) with deep-funneled paths."""
-    pairs: list[tuple[Path, Path, bool]] = []
-    images = lfw_root / "lfw-deepfunneled"
-    for name in VIEW1_FILES:
-        f = lfw_root / name
-        if not f.is_file():
-            raise DataError(f"{f}: LFW view-1 pairs file missing (needed for calibration)")
-        for line in f.read_text().splitlines()[1:]:
-            parts = line.split()
-            if len(parts) == 3:
-                a = (parts[0], int(parts[1]))
-                b = (parts[0], int(parts[2]))
-            elif len(parts) == 4:
-                a, b = (parts[0], int(parts[1])), (parts[2], int(parts[3]))
-            else:
-                continue
-            pairs.append((images / a[0] / f"{a[0]}_{a[1]:04d}.jpg",
-                          images / b[0] / f"{b[0]}_{b[1]:04d}.jpg", len(parts) == 3))
-    return pairs
-
-
-def calibrate(embedder: Any, lfw_root: Path, far: float = DEFAULT_FAR) -> dict[str, Any]:
-    """Embed LFW view 1 through ``embedder``'s model/template/flip and pick the threshold."""
-    from slimface.align.pipeline import align_paths
-
-    pairs = read_view1_pairs(lfw_root)
-    paths = sorted({str(p) for a, b, _ in pairs for p in (a, b)})
-    batch = align_paths(paths, embedder.template, detector=embedder.detector_name,
-                        fallback_detector=embedder.fallback_name, multi_face="central",
-                        no_face="centre", cache=True, progress=True)
-    from slimface.gallery.embedder import embed_crops_any
-
-    emb = embed_crops_any(embedder.model, batch.crops, embedder.flip)
-    row = {p: i for i, p in enumerate(paths)}
-    scores = np.array([emb[row[str(a)]] @ emb[row[str(b)]] for a, b, _ in pairs])
-    same = np.array([s for _, _, s in pairs])
-    value = threshold_at_far(scores, same, far)
+    result = evaluate_lfw(embedder.model, data_root, flip=embedder.flip, pairs="view1")
+    scores = np.asarray(result["scores"], np.float64)
+    same = np.asarray(result["labels"]).astype(bool)
+    value = threshold_at_far(scores[~same], far)
     accept = scores > value
     return {"value": round(value, 6), "far": far, "flip": embedder.flip,
             "fingerprint": embedder.info.fingerprint,
@@ -141,4 +105,4 @@ def calibrate(embedder: Any, lfw_root: Path, far: float = DEFAULT_FAR) -> dict[s
             "tar": round(float(accept[same].mean()), 4),
             "far_measured": round(float(accept[~same].mean()), 5),
             "view1_accuracy_at_threshold": round(float((accept == same).mean()), 4),
-            "n_centre_fallback": int(getattr(batch, "n_centre", 0))}
+            "no_face": int(result.get("no_face", 0))}

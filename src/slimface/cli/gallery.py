@@ -1,0 +1,155 @@
+"""``slimface gallery``: a face database for 1:N identification.
+
+  create DB [--model M] [--index auto|flat|ivf_flat|ivf_pq|hnsw]
+  enroll DB --name NAME IMG...      several images per person, all or nothing
+  identify DB IMG... [--top k]      best identities per image
+  list DB                           identities and image counts
+  remove DB --name NAME
+
+The database (SQLite) records the model and alignment it was built with and refuses others.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli.verify import add_model_args
+from slimface.errors import GalleryError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("gallery", help="enroll and identify faces (SQLite + FAISS)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inner = p.add_subparsers(dest="gallery_command", metavar="WHAT")
+    p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
+
+    c = inner.add_parser("create", help="create an empty gallery for one model")
+    c.add_argument("db")
+    c.add_argument("--model", default=None, help="registry name or model file")
+    c.add_argument("--index", default="auto",
+                   help="search index: auto (exact up to 50k embeddings, IVF above), flat, "
+                        "ivf_flat, ivf_pq, hnsw")
+    add_json_arg(c)
+    c.set_defaults(func=_create)
+
+    e = inner.add_parser("enroll", help="add one person's images")
+    e.add_argument("db")
+    e.add_argument("--name", required=True)
+    e.add_argument("images", nargs="+", metavar="IMG")
+    e.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata stored with the identity (repeatable)")
+    add_model_args(e)
+    add_json_arg(e)
+    e.set_defaults(func=_enroll)
+
+    i = inner.add_parser("identify", help="who is in these images?")
+    i.add_argument("db")
+    i.add_argument("images", nargs="+", metavar="IMG")
+    i.add_argument("--top", type=int, default=1, help="candidates per image")
+    add_model_args(i)
+    add_json_arg(i)
+    i.set_defaults(func=_identify)
+
+    ls = inner.add_parser("list", help="enrolled identities")
+    ls.add_argument("db")
+    add_json_arg(ls)
+    ls.set_defaults(func=_list)
+
+    r = inner.add_parser("remove", help="delete an identity and its embeddings")
+    r.add_argument("db")
+    r.add_argument("--name", required=True)
+    add_json_arg(r)
+    r.set_defaults(func=_remove)
+
+
+def _matcher(args: argparse.Namespace, model: str | None = None) -> Any:
+    """A FaceMatcher on the gallery's own model unless --model names another (refused)."""
+    from slimface.api import FaceMatcher
+    from slimface.gallery.store import GalleryStore
+
+    if model is None:
+        store = GalleryStore.open(args.db)
+        model = store.meta()["model_name"]
+        store.close()
+    return FaceMatcher(model, face=getattr(args, "face", "error"),
+                       pad=getattr(args, "pad", 0.0), gallery=args.db)
+
+
+def _create(args: argparse.Namespace) -> int:
+    from slimface.gallery.embedder import FaceEmbedder
+    from slimface.gallery.gallery import Gallery
+
+    embedder = FaceEmbedder(args.model)
+    with Gallery.create(args.db, embedder.info, index_kind=args.index) as g:
+        info = g.model
+    print(f"created {args.db} for model {info.name} (template {info.template}, "
+          f"{info.embedding_dim}-d)", file=sys.stderr)
+    emit_json({"db": args.db, "model": info.name, "template": info.template,
+               "embedding_dim": info.embedding_dim}, args.json)
+    return 0
+
+
+def _parse_meta(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GalleryError(f"--meta {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    meta = _parse_meta(args.meta)
+    with _matcher(args, args.model) as m:
+        m.open_gallery()  # refuse an incompatible gallery before embedding anything
+        n = m.enroll(args.name, args.images, metadata=meta)
+    print(f"enrolled {args.name}: {len(args.images)} image(s), {n} in total", file=sys.stderr)
+    emit_json({"name": args.name, "added": len(args.images), "n_embeddings": n}, args.json)
+    return 0
+
+
+def _identify(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise GalleryError(f"--top must be at least 1, got {args.top}")
+    with _matcher(args, args.model) as m:
+        results = m.identify_many(args.images, top_k=args.top)
+        threshold = results[0].threshold if results else None
+    for r in results:
+        cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
+        best = r.match.name if r.match else "unknown"
+        print(f"{r.path}: {best}  [{cands}]", file=sys.stderr if args.json == "-" else sys.stdout)
+    emit_json({"threshold": threshold, "results": [r.as_dict() for r in results]}, args.json)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from slimface.gallery.store import GalleryStore
+
+    store = GalleryStore.open(args.db)
+    try:
+        meta, people = store.meta(), store.identities()
+    finally:
+        store.close()
+    rows = [{"name": p.name, "images": p.n_embeddings, "enrolled": p.created_at,
+             "metadata": json.dumps(p.metadata) if p.metadata else ""} for p in people]
+    print(f"{args.db}: model {meta['model_name']}, template {meta['template']}, "
+          f"{len(people)} identities", file=sys.stderr)
+    if rows:
+        print_table(rows)
+    emit_json({"model": meta["model_name"], "template": meta["template"],
+               "identities": [p.__dict__ for p in people]}, args.json)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from slimface.gallery.gallery import Gallery
+
+    with Gallery.open(args.db) as g:
+        n = g.remove(args.name)
+    print(f"removed {args.name} ({n} embedding(s))", file=sys.stderr)
+    emit_json({"name": args.name, "removed_embeddings": n}, args.json)
+    return 0

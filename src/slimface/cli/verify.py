@@ -1,0 +1,69 @@
+"""``slimface verify A B``: same person or not, with the similarity and the threshold used.
+
+``slimface verify --calibrate --model M`` (re)computes the model's default threshold on LFW
+view 1 at FAR 1e-3 and stores it in ``slimface/runtime/thresholds.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from slimface.cli._common import add_json_arg, emit_json
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Options every matching command shares (verify, gallery)."""
+    p.add_argument("--model", default=None,
+                   help="registry name or model file (.slim/.pt/.onnx); default: the "
+                        "default model")
+    p.add_argument("--face", choices=("error", "largest"), default="error",
+                   help="several faces in one image: refuse (default) or use the largest")
+    p.add_argument("--pad", type=float, default=0.0,
+                   help="replicated border added before detection, as a fraction of the "
+                        "image size (tight face crops such as AT&T need ~0.25)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("verify", help="are two face images the same person?",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="*", metavar="IMG", help="two image files")
+    add_model_args(p)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cosine threshold (default: the model's LFW-calibrated one)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="compute the model's default threshold on LFW view 1 and store it")
+    p.add_argument("--far", type=float, default=1e-3, help="false-accept rate for --calibrate")
+    p.add_argument("--data", default=None, help="data root for --calibrate (LFW under lfw/)")
+    add_json_arg(p)
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.calibrate:
+        return _calibrate(args)
+    if len(args.images) != 2:
+        args._parser.error(f"verify needs exactly two images, got {len(args.images)}")
+    from slimface.api import FaceMatcher
+
+    matcher = FaceMatcher(args.model, threshold=args.threshold, face=args.face, pad=args.pad)
+    result = matcher.verify(*args.images)
+    verdict = "same" if result.same else "different"
+    print(f"{verdict}  similarity={result.similarity:.4f}  threshold={result.threshold:.4f}"
+          f"  ({result.threshold_source})", file=sys.stderr if args.json == "-" else sys.stdout)
+    emit_json({"model": matcher.embedder.model_name, **result.as_dict()}, args.json)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from slimface.gallery.embedder import FaceEmbedder
+    from slimface.gallery.thresholds import THRESHOLDS_PATH, calibrate, save_threshold
+
+    embedder = FaceEmbedder(args.model)
+    entry = calibrate(embedder, args.data, far=args.far)
+    save_threshold(embedder.model_name, entry)
+    print(f"{embedder.model_name}: threshold {entry['value']:.4f} at FAR {args.far:g} "
+          f"(measured FAR {entry['far_measured']}, TAR {entry['tar']}) -> {THRESHOLDS_PATH}",
+          file=sys.stderr)
+    emit_json({"model": embedder.model_name, **entry}, args.json)
+    return 0

@@ -1,0 +1,125 @@
+"""Issue 7, point 5: every bad input to verify/enroll/identify gives a message naming the
+file, exit code 1, and leaves the gallery exactly as it was."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _gallery_fakes import register_tiny, two_face_image, write_faces
+from PIL import Image
+
+from slimface.cli.main import main
+
+
+@pytest.fixture()
+def setup(tmp_path: Path, monkeypatch):
+    register_tiny(monkeypatch)
+    faces = write_faces(tmp_path / "img", 2, 2)
+    db = tmp_path / "g.db"
+    assert main(["gallery", "create", str(db), "--model", "tiny-test"]) == 0
+    assert main(["gallery", "enroll", str(db), "--name", "p0", str(faces["p0"][0])]) == 0
+    return tmp_path, faces, db
+
+
+def _snapshot(db: Path) -> tuple[list[str], str]:
+    from slimface.gallery.store import GalleryStore
+
+    store = GalleryStore.open(db)
+    names = [(i.name, i.n_embeddings) for i in store.identities()]
+    store.close()
+    index = Path(f"{db}.faiss")
+    return names, hashlib.sha256(index.read_bytes()).hexdigest()
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    files = {"no_face": tmp / "black.png", "corrupt": tmp / "truncated.jpg",
+             "not_image": tmp / "notes.jpg", "huge": tmp / "huge.png",
+             "missing": tmp / "missing.jpg", "empty": tmp / "empty.png"}
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(files["no_face"])
+    Image.fromarray(np.full((60, 60, 3), 99, np.uint8)).save(tmp / "ok.jpg")
+    files["corrupt"].write_bytes((tmp / "ok.jpg").read_bytes()[:200])
+    files["not_image"].write_text("this is a text file, not a photo\n")
+    Image.fromarray(np.full((100, 120, 3), 80, np.uint8)).save(files["huge"])
+    files["empty"].write_bytes(b"")
+    return files
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no_face", "no face found"), ("corrupt", ""), ("not_image", ""), ("huge", ""),
+    ("missing", "no such file"), ("empty", "empty")])
+def test_bad_image_fails_cleanly_everywhere(setup, case, message, capsys, monkeypatch):
+    import slimface.io.image as image_io
+
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 10_000)  # makes the 120x100 file "huge"
+    tmp, faces, db = setup
+    bad = _bad_files(tmp)[case]
+    good = str(faces["p1"][0])
+    before = _snapshot(db)
+    commands = [["verify", str(bad), good, "--model", "tiny-test", "--threshold", "0.5"],
+                ["gallery", "enroll", str(db), "--name", "p1", good, str(bad)],
+                ["gallery", "identify", str(db), str(bad)]]
+    for argv in commands:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"slimface: error: {bad}:"), err
+        assert message in err and "Traceback" not in err
+    assert _snapshot(db) == before  # nothing half-enrolled
+
+
+def test_several_faces_refused_on_enroll_without_partial_write(setup, capsys):
+    tmp, faces, db = setup
+    two = two_face_image(tmp / "two.png")
+    before = _snapshot(db)
+    assert main(["gallery", "enroll", str(db), "--name", "p1", str(faces["p1"][0]),
+                 str(two)]) == 1
+    assert f"{two}: 2 faces found" in capsys.readouterr().err
+    assert _snapshot(db) == before
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "I;16"])
+def test_grey_alpha_and_16_bit_images_are_accepted(setup, mode, capsys):
+    tmp, faces, _ = setup
+    rgb = np.asarray(Image.open(faces["p0"][1]).convert("RGB"))
+    if mode == "I;16":
+        img = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)  # 16-bit grey
+    else:
+        img = Image.fromarray(rgb).convert(mode)
+    path = tmp / f"odd_{mode.replace(';', '')}.png"
+    img.save(path)
+    assert main(["verify", str(path), str(faces["p0"][0]), "--model", "tiny-test",
+                 "--threshold", "0.0"]) == 0, capsys.readouterr().err
+
+
+def test_unknown_model_name_lists_close_matches(setup, capsys):
+    _, faces, _ = setup
+    a = str(faces["p0"][0])
+    assert main(["verify", a, a, "--model", "tiny-tset", "--threshold", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown backbone 'tiny-tset'" in err and "tiny-test" in err
+
+
+@pytest.mark.parametrize("suffix", [".slim", ".pt", ".onnx"])
+def test_broken_model_file_is_named(setup, suffix, capsys):
+    tmp, faces, _ = setup
+    broken = tmp / f"broken{suffix}"
+    broken.write_bytes(b"\x00garbage" * 64)
+    a = str(faces["p0"][0])
+    assert main(["verify", a, a, "--model", str(broken), "--threshold", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}:" in err and "Traceback" not in err
+
+
+def test_gallery_built_with_another_model_is_refused_without_write(setup, monkeypatch,
+                                                                    capsys):
+    _, faces, db = setup
+    register_tiny(monkeypatch, name="tiny-other", seed=3)
+    before = _snapshot(db)
+    for argv in (["gallery", "enroll", str(db), "--name", "p1", str(faces["p1"][0]),
+                  "--model", "tiny-other"],
+                 ["gallery", "identify", str(db), str(faces["p1"][0]), "--model", "tiny-other"]):
+        assert main(argv) == 1
+        assert f"{db}: gallery was built with model 'tiny-test'" in capsys.readouterr().err
+    assert _snapshot(db) == before

@@ -1,0 +1,63 @@
+"""``slimface gallery`` end to end with a tiny registered model and a fake aligner."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _gallery_fakes import register_tiny, write_faces
+
+from slimface.cli.main import main
+
+
+@pytest.fixture()
+def people(tmp_path: Path, monkeypatch) -> dict[str, list[Path]]:
+    register_tiny(monkeypatch)
+    return write_faces(tmp_path / "img", 3, 3)
+
+
+def _run_json(capsys, argv: list[str]) -> dict:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_create_enroll_identify_list_remove(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    _run_json(capsys, ["gallery", "create", db, "--model", "tiny-test"])
+    for name, imgs in people.items():
+        out = _run_json(capsys, ["gallery", "enroll", db, "--name", name, *map(str, imgs[:2]),
+                                 "--meta", "team=a"])
+        assert out == {"name": name, "added": 2, "n_embeddings": 2}
+    probes = [str(imgs[2]) for imgs in people.values()]
+    out = _run_json(capsys, ["gallery", "identify", db, *probes, "--top", "2"])
+    assert [r["candidates"][0]["name"] for r in out["results"]] == list(people)
+    assert all(len(r["candidates"]) == 2 for r in out["results"])
+    listed = _run_json(capsys, ["gallery", "list", db])
+    assert [i["name"] for i in listed["identities"]] == sorted(people)
+    assert listed["identities"][0]["metadata"] == {"team": "a"}
+    _run_json(capsys, ["gallery", "remove", db, "--name", "p1"])
+    listed = _run_json(capsys, ["gallery", "list", db])
+    assert [i["name"] for i in listed["identities"]] == ["p0", "p2"]
+
+
+def test_gallery_refuses_another_model(tmp_path: Path, people, monkeypatch, capsys):
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, "--model", "tiny-test"]) == 0
+    register_tiny(monkeypatch, name="tiny-other", seed=1)
+    img = str(people["p0"][0])
+    assert main(["gallery", "enroll", db, "--name", "x", img, "--model", "tiny-other"]) == 1
+    err = capsys.readouterr().err
+    assert f"{db}: gallery was built with model 'tiny-test'" in err
+    assert "--model tiny-test" in err
+
+
+def test_identify_with_top_zero_is_an_error_not_a_traceback(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    main(["gallery", "create", db, "--model", "tiny-test"])
+    assert main(["gallery", "identify", db, str(people["p0"][0]), "--top", "0"]) == 1
+    assert "--top must be at least 1" in capsys.readouterr().err
+
+
+def test_missing_gallery_says_how_to_create_one(tmp_path: Path, people, capsys):
+    assert main(["gallery", "list", str(tmp_path / "nope.db")]) == 1
+    assert "gallery create" in capsys.readouterr().err

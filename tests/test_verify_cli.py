@@ -1,0 +1,69 @@
+"""``slimface verify``: verdict, similarity and threshold, with fakes for model and aligner."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slimface.cli.main import main
+from _gallery_fakes import register_tiny, two_face_image, write_faces
+
+
+@pytest.fixture()
+def faces(tmp_path: Path, monkeypatch) -> dict[str, list[Path]]:
+    register_tiny(monkeypatch)
+    return write_faces(tmp_path / "img", 2, 2)
+
+
+def test_verify_prints_verdict_similarity_and_threshold(faces, capsys):
+    a, b = faces["p0"]
+    assert main(["verify", str(a), str(b), "--model", "tiny-test", "--threshold", "0.5",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["same"] is True and out["threshold"] == 0.5 and out["similarity"] > 0.9
+    assert out["threshold_source"] == "given"
+
+
+def test_verify_different_people_is_different_and_human_line_names_threshold(faces, capsys):
+    a, c = faces["p0"][0], faces["p1"][0]
+    assert main(["verify", str(a), str(c), "--model", "tiny-test", "--threshold", "0.999"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("different  similarity=") and "threshold=0.9990" in line
+
+
+def test_verify_uses_the_calibrated_threshold_table(faces, capsys, tmp_path, monkeypatch):
+    import slimface.gallery.thresholds as th
+
+    table = tmp_path / "thresholds.json"
+    monkeypatch.setattr(th, "THRESHOLDS_PATH", table)
+    monkeypatch.setattr(th.lookup_threshold, "__defaults__", (table,))
+    th.save_threshold("tiny-test", {"value": 0.25, "far": 1e-3, "flip": "sum",
+                                    "source": "unit test"}, path=table)
+    a, b = faces["p0"]
+    assert main(["verify", str(a), str(b), "--model", "tiny-test", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threshold"] == 0.25 and out["threshold_source"] == "unit test"
+
+
+def test_verify_without_any_threshold_says_how_to_calibrate(faces, capsys):
+    a, b = faces["p0"]
+    assert main(["verify", str(a), str(b), "--model", "tiny-test"]) == 1
+    err = capsys.readouterr().err
+    assert "no calibrated threshold" in err and "verify --calibrate" in err
+
+
+def test_verify_refuses_two_faces_unless_face_largest(faces, tmp_path, capsys):
+    two = two_face_image(tmp_path / "two.png")
+    a = faces["p0"][0]
+    assert main(["verify", str(two), str(a), "--model", "tiny-test", "--threshold", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert f"{two}: 2 faces found" in err and "--face largest" in err
+    assert main(["verify", str(two), str(a), "--model", "tiny-test", "--threshold", "0.5",
+                 "--face", "largest"]) == 0
+
+
+def test_verify_needs_exactly_two_images(faces):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(faces["p0"][0]), "--model", "tiny-test"])
+    assert exc.value.code == 2
