@@ -1,0 +1,13 @@
+"""CPU smoke test of the seed-002 recipe (model A, softmax) on the CelebA subset."""
+from slimface.train.config import TrainConfig
+
+config = TrainConfig(
+    backbone="face_resnet_a",
+    head="softmax",
+    data="celeba_subset/img_align_celeba_89x109",
+    min_images_per_identity=4,
+    batch_size=16,
+    epochs=1,
+    max_steps=20,
+    milestones=(),
+)

@@ -1,0 +1,175 @@
+"""Experiment configs: one frozen dataclass, experiment files that change only what differs.
+
+An experiment file (``configs/<name>.py``) defines ``config = TrainConfig(...)`` with the
+fields it changes; ``configs/base.py`` documents the defaults. The file is imported by path
+(no ``exec`` into globals), and ``--set key=value`` overrides are converted to the field's type
+and checked, so a misspelled key or a wrong type is a :class:`ConfigError`, never a silently
+ignored setting (insightface's EasyDict pitfall).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from slimface.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on. Schedules are counted in optimizer steps.
+
+    ``epochs`` x ``steps_per_epoch`` is the schedule length; ``steps_per_epoch=0`` means one
+    pass over the (filtered) data at the global batch size. ``milestones`` are in epochs.
+    """
+
+    # model
+    backbone: str = "mobilefacenet"
+    backbone_kwargs: dict = field(default_factory=dict)
+    head: str = "arcface"
+    head_kwargs: dict = field(default_factory=dict)
+    # data: identity folders root/IDENTITY/image, relative to the data root unless absolute
+    data: str = "celeba_subset/img_align_celeba_89x109"
+    min_images_per_identity: int = 1
+    max_identities: int = 0               # 0 = all
+    template: str = ""                     # "" = the backbone's own template
+    crop_pad: int = 8                      # random crops come from a canvas 2*pad larger
+    detector: str = "retinaface"
+    flip: bool = True
+    # optimisation (SPEC section 1: SGD, lr 0.01 /10 at epochs 40, 70, 90)
+    batch_size: int = 64                   # per process
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    epochs: int = 100
+    steps_per_epoch: int = 0
+    milestones: tuple = (40, 70, 90)
+    gamma: float = 0.1
+    max_steps: int = 0                     # 0 = the whole schedule; stops early, schedule unchanged
+    # bookkeeping
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 500
+    log_every: int = 20
+    eval_every: int = 0                    # LFW view-1 accuracy every N steps (0 = off)
+    eval_batch_size: int = 128
+    channels_last: bool = True
+    out: str = ""                          # "" = work_dirs/<config stem>
+
+    def schedule_steps(self, steps_per_epoch: int) -> int:
+        return self.epochs * steps_per_epoch
+
+
+def config_fields() -> dict[str, Any]:
+    """Field name -> resolved type annotation."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _convert(key: str, raw: str, typ: Any) -> Any:
+    """Parse ``raw`` as the field type; JSON for dicts and tuples."""
+    try:
+        if typ is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if typ in (int, float, str):
+            return typ(raw)
+        if typ is dict:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
+        if typ is tuple:
+            value = json.loads(raw if raw.strip().startswith("[") else f"[{raw}]")
+            return tuple(value)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--set {key}={raw!r}: not a valid {typ.__name__}") from exc
+    raise ConfigError(f"--set {key}: unsupported field type {typ}")
+
+
+def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+    """Apply ``key=value`` strings; unknown keys and unparsable values raise ConfigError."""
+    types_by_name = config_fields()
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in types_by_name:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: "
+                              f"{', '.join(sorted(types_by_name))}")
+        changes[key] = _convert(key, raw, types_by_name[key])
+    return validate(replace(config, **changes))
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Reject values that would fail later with a less helpful message."""
+    positive = ("batch_size", "epochs", "checkpoint_every", "log_every", "threads",
+                "eval_batch_size")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
+    for name in ("steps_per_epoch", "max_steps", "warmup_steps", "eval_every", "crop_pad",
+                 "max_identities", "min_images_per_identity"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if config.lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {config.lr}")
+    if list(config.milestones) != sorted(config.milestones):
+        raise ConfigError(f"milestones must ascend, got {list(config.milestones)}")
+    return config
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(f"slimface_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: cannot be imported as a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except TypeError as exc:  # TrainConfig(unknown_key=...) lands here
+        raise ConfigError(f"{path}: {exc}") from exc
+    return module
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Load ``configs/<name>.py`` (its ``config`` attribute) and apply ``--set`` overrides."""
+    p = Path(path)
+    if not p.is_file():
+        hint = ""
+        cands = sorted(Path("configs").glob("*.py")) if Path("configs").is_dir() else []
+        if cands:
+            hint = f" (configs here: {', '.join(c.stem for c in cands)})"
+        raise ConfigError(f"{p}: config file not found{hint}")
+    module = _import_file(p)
+    config = getattr(module, "config", None)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"{p}: must define `config = TrainConfig(...)`")
+    return apply_overrides(validate(config), overrides)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """JSON-ready dict (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Inverse of :func:`config_to_dict`; unknown keys raise ConfigError."""
+    known = config_fields()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}")
+    fixed = {k: tuple(v) if known[k] is tuple else v for k, v in values.items()}
+    return TrainConfig(**fixed)

@@ -1,0 +1,64 @@
+"""Periodic LFW **view 1** check during training (view 2 is only for final reports).
+
+The threshold is chosen on ``pairsDevTrain`` and accuracy is measured on ``pairsDevTest``,
+using the eval stage's parsing and verification code. Crops are aligned once (and cached by
+the alignment stage) the first time the hook runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from torch import nn
+
+Evaluator = Callable[[nn.Module], dict[str, float]]
+
+
+class LfwView1Evaluator:
+    """Callable ``(backbone) -> {"lfw_view1_acc", "lfw_view1_threshold"}``."""
+
+    def __init__(self, data_root: str | Path, template: str, detector: str = "retinaface",
+                 batch_size: int = 128):
+        self.data_root = Path(data_root)
+        self.template = template
+        self.detector = detector
+        self.batch_size = batch_size
+        self._crops: np.ndarray | None = None
+        self._index: dict[Path, int] = {}
+        self._pairs: Any = None
+
+    def _prepare(self) -> None:
+        from slimface.align.pipeline import align_paths
+        from slimface.eval.lfw import find_lfw_root, load_view1, unique_images
+
+        split = load_view1(find_lfw_root(self.data_root))
+        images = unique_images(split.pairs)
+        batch = align_paths(images, self.template, detector=self.detector,
+                            multi_face="central", no_face="centre", cache=True, progress=True)
+        self._crops = batch.crops
+        self._index = {p: i for i, p in enumerate(images)}
+        self._pairs = split
+
+    def _scores(self, emb: np.ndarray, pairs: list) -> tuple[np.ndarray, np.ndarray]:
+        from slimface.eval.verification import cosine_scores
+
+        a = np.array([self._index[p.path_a] for p in pairs])
+        b = np.array([self._index[p.path_b] for p in pairs])
+        return cosine_scores(emb[a], emb[b]), np.array([p.same for p in pairs])
+
+    def __call__(self, backbone: nn.Module) -> dict[str, float]:
+        from slimface.eval.verification import split_verification
+        from slimface.models.inference import embed_crops
+
+        if self._crops is None:
+            self._prepare()
+        was_training = backbone.training
+        try:
+            emb = embed_crops(backbone, self._crops, batch_size=self.batch_size, flip="none")
+        finally:
+            backbone.train(was_training)
+        tr_s, tr_y = self._scores(emb, self._pairs.train)
+        te_s, te_y = self._scores(emb, self._pairs.test)
+        res = split_verification(tr_s, tr_y, te_s, te_y)
+        return {"lfw_view1_acc": res["test_accuracy"], "lfw_view1_threshold": res["threshold"]}
