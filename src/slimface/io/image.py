@@ -1,0 +1,144 @@
+"""Decode and validate input images: one function, :func:`load_image`, that every stage uses.
+
+Why a wrapper around Pillow: user photos arrive rotated by EXIF tags, as grey, 16-bit, palette,
+CMYK or with alpha; a detector and a network want plain HxWx3 uint8 RGB. And every way a file
+can be wrong (missing, truncated, not an image, too big) must become a
+:class:`~slimface.errors.ImageError` whose message starts with the file path, so the CLI can
+print it without a traceback.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from slimface.errors import (EmptyImageError, ImageDecodeError, ImageNotFoundError,
+                             ImageTooLargeError, NotAnImageError, UnsupportedImageError)
+
+#: Decode limit; larger images are refused before their pixels are decoded.
+MAX_PIXELS = 50_000_000
+
+#: Pillow format names we read (PGM/PPM are "PPM"; MPO is the JPEG variant phones write).
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP")
+SUPPORTED_NAMES = "JPEG, PNG, PGM/PPM, BMP, WebP"
+
+#: Extensions that folder walks pick up (``slimface align`` and friends).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp")
+
+# Leading bytes of image formats: a file that starts like an image but fails to open is
+# "corrupt", anything else is "not an image".
+_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"P1", b"P2", b"P3", b"P4", b"P5",
+          b"P6", b"II*\x00", b"MM\x00*")
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read ``path`` as an HxWx3 uint8 RGB array, rotated upright by its EXIF orientation.
+
+    Raises:
+        ImageNotFoundError: the path does not exist or is not a file.
+        EmptyImageError: zero-byte file or a zero-sized image.
+        NotAnImageError: the content is not an image format at all.
+        UnsupportedImageError: an image format or pixel mode slimface does not read.
+        ImageTooLargeError: more than :data:`MAX_PIXELS` pixels (checked before decoding).
+        ImageDecodeError: truncated or corrupt image data.
+    """
+    p = Path(path)
+    if not p.is_file():
+        problem = "is a directory, not an image file" if p.is_dir() else "no such file"
+        raise ImageNotFoundError(p, problem)
+    if p.stat().st_size == 0:
+        raise EmptyImageError(p, "file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _open_checked(p) as im:
+            _check_dimensions(p, im)
+            im = _decode(p, im)
+            im = _exif_upright(im)
+            return _to_rgb_uint8(p, im)
+
+
+def _open_checked(p: Path) -> Image.Image:
+    """Open lazily (header only) and map Pillow's failures to our error classes."""
+    try:
+        im = Image.open(p)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(p, f"image too large to decode ({exc}); limit is "
+                                    f"{MAX_PIXELS // 1_000_000} megapixels") from None
+    except UnidentifiedImageError:
+        with open(p, "rb") as f:
+            head = f.read(16)
+        if head.startswith(_MAGIC) and not head.startswith((b"GIF8", b"II*\x00", b"MM\x00*")):
+            raise ImageDecodeError(p, "corrupt or truncated image header") from None
+        if head.startswith((b"GIF8", b"II*\x00", b"MM\x00*")):
+            raise UnsupportedImageError(p, f"GIF/TIFF images are not supported (supported: "
+                                           f"{SUPPORTED_NAMES})") from None
+        raise NotAnImageError(p, f"not an image file (supported: {SUPPORTED_NAMES})") from None
+    except OSError as exc:
+        raise ImageDecodeError(p, f"cannot read image: {exc}") from None
+    if im.format not in SUPPORTED_FORMATS:
+        fmt = im.format
+        im.close()
+        raise UnsupportedImageError(p, f"{fmt} images are not supported "
+                                       f"(supported: {SUPPORTED_NAMES})")
+    return im
+
+
+def _check_dimensions(p: Path, im: Image.Image) -> None:
+    w, h = im.size
+    if w == 0 or h == 0:
+        raise EmptyImageError(p, f"image has a zero dimension ({w}x{h})")
+    if w * h > MAX_PIXELS:
+        raise ImageTooLargeError(p, f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the "
+                                    f"{MAX_PIXELS // 1_000_000} megapixel limit")
+
+
+def _decode(p: Path, im: Image.Image) -> Image.Image:
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(p, f"truncated or corrupt image data ({exc})") from None
+    return im
+
+
+def _exif_upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block is ignored rather than fatal."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not lose an otherwise good image
+        return im
+
+
+def _to_rgb_uint8(p: Path, im: Image.Image) -> np.ndarray:
+    """Every pixel mode to HxWx3 uint8; 16-bit is scaled (65535 -> 255), alpha over white."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode.startswith("I;16") or mode == "I":
+        return _sixteen_bit_to_rgb(p, im)
+    if mode == "F":
+        raise UnsupportedImageError(p, "floating-point images are not supported")
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (ValueError, OSError) as exc:
+        raise UnsupportedImageError(p, f"pixel mode {mode!r} cannot be converted to RGB "
+                                       f"({exc})") from None
+
+
+def _sixteen_bit_to_rgb(p: Path, im: Image.Image) -> np.ndarray:
+    """16-bit grey (Pillow modes I;16* or I) to 8 bits by scaling, never by clipping."""
+    arr = np.asarray(im).astype(np.float64)  # astype also fixes big-endian I;16B
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 65535:
+        raise UnsupportedImageError(p, f"32-bit integer pixels out of the 16-bit range "
+                                       f"({lo:.0f}..{hi:.0f})")
+    grey = np.rint(arr / 257.0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
