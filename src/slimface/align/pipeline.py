@@ -184,7 +184,7 @@ def _detector_spec(det: Detector | None) -> tuple[str, dict] | None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(job: _Job) -> None:
+def _init_worker(job: _Job, forked: bool = True) -> None:
     """Per-process setup: one thread per worker, models loaded once.
 
     Workers are forked (scripts without a ``__main__`` guard keep working; the workers never
@@ -194,10 +194,11 @@ def _init_worker(job: _Job) -> None:
 
     from slimface.align.detect import dlib_hog, retinaface
 
-    cv2.setNumThreads(1)
-    retinaface._session.cache_clear()
-    dlib_hog._models.cache_clear()
-    _cached_detector.cache_clear()
+    if forked:
+        cv2.setNumThreads(1)
+        retinaface._session.cache_clear()
+        dlib_hog._models.cache_clear()
+        _cached_detector.cache_clear()
     _WORKER["job"] = job
     _WORKER["det"] = None if job.detector is None else create_detector(
         job.detector[0], **job.detector[1], threads=1)
@@ -234,12 +235,14 @@ def _run_jobs(job: _Job, tasks: list[tuple], workers: int, progress: bool,
     """Yield worker results (any order), serially or in a process pool."""
     from tqdm import tqdm
 
+    if not tasks:
+        return
     bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress or not tasks,
                dynamic_ncols=True, leave=False)
     workers = max(1, min(workers, math.ceil(len(tasks) / 32)))
     try:
         if workers == 1:
-            _init_worker(job)
+            _init_worker(job, forked=False)
             for task in tasks:
                 yield _work(task)
                 bar.update()

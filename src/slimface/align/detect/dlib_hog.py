@@ -39,15 +39,15 @@ def dlib(upsample: int = 1, adjust_threshold: float = 0.0, pad: float | str = "a
 class DlibDetector(Detector):
     def __init__(self, name: str, pad: float | str, config: dict):
         super().__init__(name=name, pad=pad, config=config)
-        self.hog, self.predictor, self._dlib = _models()
 
     def _detect(self, image: np.ndarray) -> list[Face]:
+        hog, predictor, _ = _models()  # loaded on first use (a cache hit never needs them)
         image = np.ascontiguousarray(image)
-        rects, scores, _ = self.hog.run(image, self.config["upsample"],
+        rects, scores, _ = hog.run(image, self.config["upsample"],
                                         self.config["adjust_threshold"])
         faces = []
         for rect, score in zip(rects, scores):
-            shape = self.predictor(image, rect)
+            shape = predictor(image, rect)
             pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
             box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1],
                            dtype=np.float32)

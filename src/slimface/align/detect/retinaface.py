@@ -87,7 +87,6 @@ class RetinaFaceDetector(Detector):
     def __init__(self, name: str, pad: float | str, config: dict, threads: int = 1):
         super().__init__(name=name, pad=pad, config=config)
         self.threads = threads
-        self.session = _session(threads)
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         h, w = image.shape[:2]
@@ -97,7 +96,7 @@ class RetinaFaceDetector(Detector):
                                interpolation=cv2.INTER_AREA)
         net_in = self._preprocess(image)
         with _LOCK:  # a session may be shared by threads of one process
-            loc, conf, landms = self.session.run(None, {"input": net_in})
+            loc, conf, landms = _session(self.threads).run(None, {"input": net_in})
         return self._postprocess(loc[0], conf[0], landms[0], image.shape[:2], factor)
 
     @staticmethod
