@@ -1,0 +1,87 @@
+"""NumPy twin of ``_kernel.c`` with the same functions and signatures (the fallback when the C
+extension was not built, and the reference the parity tests compare the C paths with).
+
+It reproduces the C kernel's arithmetic from the same prepared weight layouts, but through a
+float64 matmul of +-1 matrices instead of XOR + popcount, so it is slow and memory-hungry:
+correct, not fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_ISA = "numpy"
+
+
+def isa() -> str:
+    return _ISA
+
+
+def best_isa() -> str:
+    return _ISA
+
+
+def set_isa(name: str) -> None:
+    if name != _ISA:
+        raise ValueError(f"ISA {name} not available in the NumPy kernel (only {_ISA!r})")
+
+
+def max_threads() -> int:
+    return 1
+
+
+def _words(c: int) -> int:
+    return (c + 63) // 64
+
+
+def pack_nhwc(x: np.ndarray, out: np.ndarray, threads: int) -> None:
+    """Signs of NHWC floats (x >= 0 -> bit 1), channel c at bit c % 64 of word c // 64."""
+    n, h, w, c = x.shape
+    bits = np.zeros((n, h, w, _words(c) * 64), dtype=bool)
+    bits[..., :c] = x >= 0
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    out[...] = packed.view("<u8").reshape(out.shape)
+
+
+def _im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
+    """(N, HP, WP, C) padded input -> (N*OH*OW, kh*kw*C) in (i, j, c) order."""
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    n, oh, ow, c = win.shape[:4]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c)
+
+
+def _pad(x: np.ndarray, ph: int, pw: int, value: float) -> np.ndarray:
+    return np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=value)
+
+
+def _pm1_from_words(wwords: np.ndarray, kk: int, c: int) -> np.ndarray:
+    """Kernel weight words (kk*Cw, CoP) -> +-1 float64 matrix (kk*C, CoP)."""
+    cop = wwords.shape[1]
+    b = np.unpackbits(np.ascontiguousarray(wwords.T).view(np.uint8), axis=-1, bitorder="little")
+    b = b.reshape(cop, kk, _words(c) * 64)[:, :, :c].reshape(cop, kk * c)
+    return np.where(b.T > 0, 1.0, -1.0)
+
+
+def bconv(x: np.ndarray, wwords: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+          out: np.ndarray, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
+          threads: int) -> None:
+    """out = scale * dot + bias, dot = exact +-1 dot product of sign(x) and the weights;
+    padding = +1."""
+    c = x.shape[3]
+    cout = scale.shape[0]
+    a = np.where(_pad(x, ph, pw, 0.0) >= 0, 1.0, -1.0)
+    cols = _im2col(a, kh, kw, sh, sw)
+    dot = (cols @ _pm1_from_words(wwords, kh * kw, c)[:, :cout]).astype(np.float32)
+    res = dot.astype(np.float64) * scale + bias  # one rounding, as the C kernel's fma
+    out[...] = res.reshape(out.shape).astype(np.float32)
+
+
+def fconv(x: np.ndarray, wmask: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+          out: np.ndarray, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
+          threads: int) -> None:
+    """out = scale * sum(w_k ? x_k : -x_k) + bias, zero padding."""
+    cout = scale.shape[0]
+    cols = _im2col(_pad(x, ph, pw, 0.0).astype(np.float64), kh, kw, sh, sw)
+    bits = np.unpackbits(np.ascontiguousarray(wmask).view(np.uint8), axis=-1,
+                         bitorder="little")[:, :cout]
+    res = (cols @ np.where(bits > 0, 1.0, -1.0)) * scale + bias
+    out[...] = res.reshape(out.shape).astype(np.float32)

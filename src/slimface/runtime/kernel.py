@@ -1,0 +1,206 @@
+"""Binary-layer CPU kernels behind a thin, checked NumPy interface (faiss-style).
+
+The implementation is picked once at import: the compiled ``_kernel`` extension when it was
+built by ``pip install`` (it dispatches at run time to AVX-512 VPOPCNTDQ, AVX2 or portable C),
+else the NumPy twin ``_kernel_py``. ``SLIMFACE_KERNEL=c`` or ``=py`` forces one. The choice is
+logged. Every wrapper validates shapes and dtypes, makes inputs contiguous and preallocates the
+output, so the C side never sees a malformed buffer.
+
+Conventions (shared with :mod:`slimface.compress.quantizers`): ``sign(x) = +1`` for
+``x >= 0`` (bit 1); activations are NHWC; binary-activation convs pad with +1.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from types import ModuleType
+from typing import Sequence
+
+import numpy as np
+
+from slimface.errors import SlimfaceError
+
+log = logging.getLogger(__name__)
+
+CO_TILE = 32
+DEFAULT_THREADS = 2
+ENV_VAR = "SLIMFACE_KERNEL"
+
+
+class KernelError(SlimfaceError):
+    """The requested kernel implementation is unavailable or its inputs are malformed."""
+
+
+def _load(choice: str | None) -> ModuleType:
+    if choice not in (None, "", "c", "py"):
+        raise KernelError(f"{ENV_VAR}={choice!r}: choose 'c' or 'py'")
+    if choice != "py":
+        try:
+            mod = importlib.import_module("slimface.runtime._kernel")
+            log.debug("slimface kernel: C extension (%s)", mod.isa())
+            return mod
+        except ImportError as exc:
+            if choice == "c":
+                raise KernelError(
+                    f"{ENV_VAR}=c but the C kernel is not built ({exc}); reinstall with a C "
+                    f"compiler: `pip install -e .` (needs gcc), or unset {ENV_VAR}") from None
+            log.warning("slimface kernel: C extension not built (%s); using the slow NumPy "
+                        "fallback — reinstall with gcc available for the fast path", exc)
+    return importlib.import_module("slimface.runtime._kernel_py")
+
+
+_impl: ModuleType = _load(os.environ.get(ENV_VAR))
+
+
+def implementation() -> str:
+    """``"c:<isa>"`` or ``"py:numpy"``: what actually runs."""
+    kind = "py" if _impl.__name__.endswith("_kernel_py") else "c"
+    return f"{kind}:{_impl.isa()}"
+
+
+def use(choice: str) -> None:
+    """Switch implementation at run time (``"c"``, ``"py"``) — for parity tests and benchmarks."""
+    global _impl
+    _impl = _load(choice)
+
+
+def set_isa(name: str) -> None:
+    """Force an instruction set of the C kernel (``portable``, ``avx2``, ``avx512``)."""
+    try:
+        _impl.set_isa(name)
+    except ValueError as exc:
+        raise KernelError(str(exc)) from None
+
+
+def best_isa() -> str:
+    return _impl.best_isa()
+
+
+def _threads(threads: int | None) -> int:
+    n = DEFAULT_THREADS if threads is None else int(threads)
+    if n < 1:
+        raise KernelError(f"threads must be >= 1, got {threads}")
+    return n
+
+
+# ------------------------------------------------------------------ weight layouts
+def _words(c: int) -> int:
+    return (c + 63) // 64
+
+
+def _padded_cout(cout: int) -> int:
+    return (cout + CO_TILE - 1) // CO_TILE * CO_TILE
+
+
+def _check_bits(bits: np.ndarray) -> np.ndarray:
+    if bits.ndim != 4:
+        raise KernelError(f"weight bits must be (C_out, C_in, kh, kw), got shape {bits.shape}")
+    return np.asarray(bits, dtype=bool)
+
+
+def prepare_binary_weights(bits: np.ndarray) -> np.ndarray:
+    """Bits (C_out, C_in, kh, kw), True = +1 -> the XNOR kernel's (kh*kw*Cw, CoP) uint64 words.
+
+    Row ``(i*kw + j)*Cw + w`` holds, for every output channel, the signs of input channels
+    ``64w .. 64w+63`` at kernel position (i, j); bit b = channel 64w + b. Padding bits are 0.
+    """
+    bits = _check_bits(bits)
+    cout, cin, kh, kw = bits.shape
+    cw, cop = _words(cin), _padded_cout(cout)
+    full = np.zeros((cop, kh, kw, cw * 64), dtype=bool)
+    full[:cout, :, :, :cin] = bits.transpose(0, 2, 3, 1)
+    packed = np.packbits(full, axis=-1, bitorder="little").view("<u8")  # (cop, kh, kw, cw)
+    return np.ascontiguousarray(packed.reshape(cop, kh * kw * cw).T).astype(np.uint64)
+
+
+def prepare_sign_masks(bits: np.ndarray) -> np.ndarray:
+    """Bits (C_out, C_in, kh, kw) -> the float-activation kernel's (kh*kw*C_in, CoP/16) uint16
+    masks: bit t of entry [k, g] is the sign of output channel 16g + t at input index k."""
+    bits = _check_bits(bits)
+    cout, cin, kh, kw = bits.shape
+    cop = _padded_cout(cout)
+    full = np.zeros((kh * kw * cin, cop), dtype=bool)
+    full[:, :cout] = bits.transpose(2, 3, 1, 0).reshape(kh * kw * cin, cout)
+    return np.packbits(full, axis=-1, bitorder="little").view("<u2").astype(np.uint16)
+
+
+# ------------------------------------------------------------------ checked calls
+def _as_nhwc(x: np.ndarray) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise KernelError(f"x must be a 4-d NHWC float32 array, got "
+                          f"{getattr(x, 'shape', type(x).__name__)}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    t = (int(v), int(v)) if np.isscalar(v) else tuple(int(a) for a in v)  # type: ignore[arg-type]
+    if len(t) != 2:
+        raise KernelError(f"expected an int or a pair, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _out_shape(x: np.ndarray, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int],
+               cout: int) -> tuple[int, int, int, int]:
+    n, h, w, _ = x.shape
+    oh, ow = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+    if oh < 1 or ow < 1 or min(s) < 1 or min(p) < 0:
+        raise KernelError(f"kernel {k} / stride {s} / padding {p} give no output for input "
+                          f"{h}x{w}")
+    return n, oh, ow, cout
+
+
+def _vec(v: np.ndarray | float, cout: int, name: str) -> np.ndarray:
+    a = np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float32), (cout,)))
+    return a.astype(np.float32, copy=False)
+
+
+def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int | Sequence[int],
+                  stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                  scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
+                  threads: int | None = None) -> np.ndarray:
+    """XNOR-popcount conv of sign(x) (NHWC) with prepared binary weights.
+
+    Returns NHWC float32 ``scale * dot + bias`` where ``dot = sum_k sign(x_k) sign(w_k)`` is
+    computed exactly as an integer (K - 2 popcount(xor)) and scaled with one rounding (fma);
+    the border is +1. With ``scale=1, bias=0`` the result is the exact integer dot product.
+    """
+    x = _as_nhwc(x)
+    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
+    cin = x.shape[3]
+    expect = (k[0] * k[1] * _words(cin), _padded_cout(cout))
+    if wwords.dtype != np.uint64 or wwords.shape != expect:
+        raise KernelError(f"wwords must be uint64 {expect} for C_in={cin}, C_out={cout}, "
+                          f"kernel {k}; got {wwords.dtype} {wwords.shape}")
+    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
+    _impl.bconv(x, np.ascontiguousarray(wwords), _vec(scale, cout, "scale"),
+                _vec(bias, cout, "bias"), out, k[0], k[1], s[0], s[1], p[0], p[1],
+                _threads(threads))
+    return out
+
+
+def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | Sequence[int],
+                stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
+                threads: int | None = None) -> np.ndarray:
+    """Binary weights, float activations (NHWC): ``scale * sum(w_k ? x_k : -x_k) + bias``."""
+    x = _as_nhwc(x)
+    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
+    cin = x.shape[3]
+    expect = (k[0] * k[1] * cin, _padded_cout(cout) // 16)
+    if wmask.dtype != np.uint16 or wmask.shape != expect:
+        raise KernelError(f"wmask must be uint16 {expect} for C_in={cin}, C_out={cout}, "
+                          f"kernel {k}; got {wmask.dtype} {wmask.shape}")
+    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
+    _impl.fconv(x, np.ascontiguousarray(wmask), _vec(scale, cout, "scale"),
+                _vec(bias, cout, "bias"), out, k[0], k[1], s[0], s[1], p[0], p[1],
+                _threads(threads))
+    return out
+
+
+def pack_signs(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """NHWC floats -> (N, H, W, ceil(C/64)) uint64 sign words (bit 1 = x >= 0)."""
+    x = _as_nhwc(x)
+    out = np.empty((*x.shape[:3], _words(x.shape[3])), np.uint64)
+    _impl.pack_nhwc(x, out, _threads(threads))
+    return out
