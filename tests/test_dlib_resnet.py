@@ -10,7 +10,7 @@ from torch import nn
 
 from slimface.errors import ModelError, ModelFileError
 from slimface.models import BACKBONES, create_backbone
-from slimface.models.dlib_resnet import (DlibResNet, _Reader, add_zero_padded,
+from slimface.models.dlib_resnet import (DlibBlock, DlibResNet, _Reader, add_zero_padded,
                                         default_model_path, read_dlib_net)
 from slimface.models.layers import Affine, Normalize
 
@@ -151,6 +151,22 @@ def test_add_zero_padded_places_smaller_tensor_top_left_and_first_channels():
     assert torch.all(out[:, :2, :3, :3] == 6) and out.sum() == 64 + 5 * 18
 
 
+def test_down_block_matches_dlib_zero_padded_add():
+    torch.manual_seed(0)
+    block = DlibBlock(32, 64, downsample=True).eval()
+    x = torch.randn(1, 32, 8, 8)  # residual 3x3x64, skip 4x4x32
+    with torch.no_grad():
+        y = block.affine2(block.conv2(block.relu1(block.affine1(block.conv1(x)))))
+        expected = torch.relu(add_zero_padded(y, nn.functional.avg_pool2d(x, 2, 2)))
+        torch.testing.assert_close(block(x), expected)
+    assert expected.shape == (1, 64, 4, 4)
+
+
+def test_block_refuses_to_narrow_channels():
+    with pytest.raises(ModelError, match="64 -> 32"):
+        DlibBlock(64, 32, downsample=True)
+
+
 # ---------------------------------------------------------------- shared layers
 
 def test_affine_equals_eval_batchnorm():
@@ -217,3 +233,4 @@ def test_embeddings_equal_dlib_on_the_same_chip(teacher: DlibResNet, dlib_chips)
     with torch.no_grad():
         out = teacher(torch.from_numpy(chips).permute(0, 3, 1, 2).float()).numpy()
     assert np.abs(out - ref).max() < 1e-4
+

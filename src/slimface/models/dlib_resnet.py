@@ -333,16 +333,15 @@ def dlib_default_padding(kernel: int, stride: int) -> int:
     return 0 if stride != 1 else kernel // 2
 
 
+def pad_to(t: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """Zero-pad ``t`` (NCHW) at the end of C, H and W up to the given sizes."""
+    return F.pad(t, (0, width - t.shape[3], 0, height - t.shape[2], 0, channels - t.shape[1]))
+
+
 def add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a + b`` as dlib's ``tt::add``: the smaller tensor is zero-padded at the end of C/H/W."""
-    if a.shape == b.shape:
-        return a + b
     c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-    return pad(a) + pad(b)
+    return pad_to(a, c, h, w) + pad_to(b, c, h, w)
 
 
 class DlibBlock(nn.Module):
@@ -354,6 +353,9 @@ class DlibBlock(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, downsample: bool):
         super().__init__()
+        if channels < in_channels:
+            raise ModelError(f"a dlib block cannot narrow {in_channels} -> {channels} channels "
+                             "(dlib's add would zero-pad the residual instead)")
         stride = 2 if downsample else 1
         self.downsample = downsample
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, dlib_default_padding(3, stride))
@@ -366,7 +368,13 @@ class DlibBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.affine2(self.conv2(self.relu1(self.affine1(self.conv1(x)))))
-        return self.relu2(add_zero_padded(y, self.skip(x)))
+        skip = self.skip(x)
+        if self.downsample:
+            # add_zero_padded without data-dependent branches (export-friendly): the residual
+            # has at least the skip's channels, the avg-pooled skip at least its H and W.
+            c, h, w = y.shape[1], skip.shape[2], skip.shape[3]
+            y, skip = pad_to(y, c, h, w), pad_to(skip, c, h, w)
+        return self.relu2(y + skip)
 
 
 class DlibResNet(nn.Module):
