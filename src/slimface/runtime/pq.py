@@ -1,0 +1,285 @@
+"""Product-quantized Linear / Conv2d layers, lookup-table inference and their ``.slim`` codec.
+
+A PQ layer (Q-CNN, Wu et al. 2016, https://arxiv.org/abs/1512.06473) splits the weight's
+input dimension into ``M`` subspaces of ``d`` channels. Subspace ``m`` has a codebook of
+``K`` sub-codewords (``codebooks[m]``, shape ``(K, d)``) and one index per output unit and
+kernel position (``indices[m]``, shape ``(R, P)``; ``R`` outputs, ``P = kh * kw``, 1 for
+Linear). The reconstructed weight is ``W[o, m*d:(m+1)*d, p] = codebooks[m, indices[m, o, p]]``:
+for a conv the codebook of a channel slice is shared by every kernel position.
+
+Lookup-table inference never rebuilds ``W``: per subspace it computes the inner products of
+the input slice with all ``K`` codewords once (``M*K`` "tables"; for a conv, a grouped 1x1
+convolution), then each output is a sum of ``M*P`` table entries picked by the indices, done
+by ``embedding_bag(mode="sum")`` (a vectorised gather-sum).
+
+Storage (codec ``kind="pq"``): ``codebooks`` fp32 (or fp16 when the layer asks for it),
+``indices`` bit-packed at ``ceil(log2 K)`` bits each, least significant bit first, in the
+order ``(m, o, p)``; ``bias`` fp32 when present.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimface.errors import ConfigError, ModelFileError
+from slimface.runtime.deploy import LayerCodec, register_codec
+
+PQMode = Literal["lut", "dense"]
+PQ_MODES: tuple[str, ...] = ("lut", "dense")
+CODEBOOK_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+# --------------------------------------------------------------------------- bit packing
+def index_bits(k: int) -> int:
+    """Bits per stored index for ``K`` codewords: ``ceil(log2 K)`` (at least 1)."""
+    if k < 1:
+        raise ConfigError(f"PQ codebook size K must be >= 1, got {k}")
+    return max(1, math.ceil(math.log2(k)))
+
+
+def pack_indices(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack non-negative integers ``< 2**bits`` into uint8, LSB first, no padding between."""
+    flat = np.ascontiguousarray(values, dtype=np.int64).ravel()
+    if flat.size and (flat.min() < 0 or flat.max() >= (1 << bits)):
+        raise ConfigError(f"indices must lie in [0, {1 << bits}) to pack at {bits} bits, got "
+                          f"[{flat.min()}, {flat.max()}]")
+    planes = ((flat[:, None] >> np.arange(bits)) & 1).astype(np.uint8)
+    return np.packbits(planes.ravel(), bitorder="little")
+
+
+def unpack_indices(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_indices`: the first ``count`` integers as int64."""
+    need = math.ceil(count * bits / 8)
+    if packed.size < need:
+        raise ModelFileError(f"packed PQ indices too short: {packed.size} bytes, need {need}")
+    planes = np.unpackbits(np.asarray(packed, np.uint8), count=count * bits, bitorder="little")
+    return planes.reshape(count, bits).astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- modules
+class _PQWeight(nn.Module):
+    """Codebooks ``(M, K, d)`` (a Parameter: fine-tunable with fixed assignments) and indices
+    ``(M, R, P)`` (a buffer), plus the dense reconstruction both PQ layers share."""
+
+    def __init__(self, codebooks: torch.Tensor, indices: torch.Tensor,
+                 bias: torch.Tensor | None, mode: PQMode, codebook_dtype: str):
+        super().__init__()
+        if codebooks.dim() != 3 or indices.dim() != 3 or codebooks.shape[0] != indices.shape[0]:
+            raise ConfigError(f"PQ layer needs codebooks (M, K, d) and indices (M, R, P), got "
+                              f"{tuple(codebooks.shape)} and {tuple(indices.shape)}")
+        if codebook_dtype not in CODEBOOK_DTYPES:
+            raise ConfigError(f"codebook dtype {codebook_dtype!r}; choose from "
+                              f"{sorted(CODEBOOK_DTYPES)}")
+        books = codebooks.detach().float().clone()
+        if codebook_dtype == "float16":
+            books = books.half().float()  # what the file will hold, so round trips are exact
+        self.codebooks = nn.Parameter(books)
+        self.register_buffer("indices", indices.detach().long().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone())
+        self.codebook_dtype = codebook_dtype
+        self.mode = mode
+        self._lut_index: torch.Tensor | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in PQ_MODES:
+            raise ConfigError(f"PQ mode {value!r}; choose from {PQ_MODES}")
+        self._mode = value
+
+    @property
+    def num_subspaces(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    @property
+    def num_codewords(self) -> int:
+        return int(self.codebooks.shape[1])
+
+    @property
+    def subspace_dim(self) -> int:
+        return int(self.codebooks.shape[2])
+
+    def dense_weight_rows(self) -> torch.Tensor:
+        """``(R, M*d, P)`` reconstructed weight; differentiable w.r.t. the codebooks."""
+        m, r, p = self.indices.shape
+        words = self.codebooks[torch.arange(m)[:, None, None], self.indices]  # (M, R, P, d)
+        return words.permute(1, 0, 3, 2).reshape(r, m * self.subspace_dim, p)
+
+    def bag_index(self) -> torch.Tensor:
+        """``(R, M*P)`` rows of the flattened table each output sums (cached per indices)."""
+        cached = self._lut_index
+        if cached is None or cached.device != self.indices.device:
+            m, r, p = self.indices.shape
+            k = self.num_codewords
+            sub = torch.arange(m, device=self.indices.device)[:, None, None]
+            pos = torch.arange(p, device=self.indices.device)[None, None, :]
+            rows = (sub * k + self.indices) * p + pos  # (M, R, P)
+            cached = rows.permute(1, 0, 2).reshape(r, m * p).contiguous()
+            self._lut_index = cached
+        return cached
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._lut_index = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def storage_bytes(self) -> int:
+        """Deployed size: bit-packed indices + codebooks (in their stored dtype) + fp32 bias."""
+        bits = index_bits(self.num_codewords)
+        idx = math.ceil(self.indices.numel() * bits / 8)
+        book = self.codebooks.numel() * np.dtype(CODEBOOK_DTYPES[self.codebook_dtype]).itemsize
+        return idx + book + (0 if self.bias is None else 4 * self.bias.numel())
+
+
+class PQLinear(_PQWeight):
+    """``nn.Linear`` with a product-quantized weight; ``mode="lut"`` runs table lookups.
+
+    With ``K`` at least the number of distinct weight rows per subspace the layer equals the
+    float layer exactly (up to float summation order).
+    """
+
+    def __init__(self, codebooks: torch.Tensor, indices: torch.Tensor,
+                 bias: torch.Tensor | None = None, mode: PQMode = "lut",
+                 codebook_dtype: str = "float32"):
+        if indices.dim() == 2:
+            indices = indices[..., None]
+        super().__init__(codebooks, indices, bias, mode, codebook_dtype)
+        self.in_features = self.num_subspaces * self.subspace_dim
+        self.out_features = int(indices.shape[1])
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dense_weight_rows()[..., 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "dense":
+            return F.linear(x, self.weight, self.bias)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        n, m, k = x2.shape[0], self.num_subspaces, self.num_codewords
+        # tables[m, k, n] = <x_n[m-th slice], codebooks[m, k]>
+        tables = torch.bmm(self.codebooks, x2.view(n, m, self.subspace_dim).permute(1, 2, 0))
+        out = F.embedding_bag(self.bag_index(), tables.reshape(m * k, n), mode="sum").t()
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"M={self.num_subspaces}, K={self.num_codewords}, d={self.subspace_dim}, "
+                f"mode={self.mode}")
+
+
+class PQConv2d(_PQWeight):
+    """``nn.Conv2d`` (groups=1, zero padding) with a product-quantized kernel.
+
+    Subspaces are slices of ``d`` input channels; one codebook per slice serves every kernel
+    position. LUT mode: tables = grouped 1x1 conv of ``x`` with the codewords (zero padding
+    commutes with it), unfolded over the kernel window, then one gather-sum per output.
+    """
+
+    def __init__(self, codebooks: torch.Tensor, indices: torch.Tensor,
+                 kernel_size: tuple[int, int], stride: tuple[int, int] = (1, 1),
+                 padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1),
+                 bias: torch.Tensor | None = None, mode: PQMode = "lut",
+                 codebook_dtype: str = "float32"):
+        kh, kw = kernel_size
+        if indices.dim() == 4:
+            indices = indices.reshape(indices.shape[0], indices.shape[1], kh * kw)
+        if indices.shape[2] != kh * kw:
+            raise ConfigError(f"PQ conv indices have {indices.shape[2]} kernel positions, "
+                              f"kernel {kh}x{kw} needs {kh * kw}")
+        super().__init__(codebooks, indices, bias, mode, codebook_dtype)
+        self.in_channels = self.num_subspaces * self.subspace_dim
+        self.out_channels = int(indices.shape[1])
+        self.kernel_size = (int(kh), int(kw))
+        self.stride = tuple(int(s) for s in stride)
+        self.padding = tuple(int(s) for s in padding)
+        self.dilation = tuple(int(s) for s in dilation)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dense_weight_rows().reshape(self.out_channels, self.in_channels,
+                                                *self.kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "dense":
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        n, _, h, w = x.shape
+        m, k, d = self.num_subspaces, self.num_codewords, self.subspace_dim
+        tables = F.conv2d(x, self.codebooks.reshape(m * k, d, 1, 1), groups=m)
+        cols = F.unfold(tables, self.kernel_size, self.dilation, self.padding, self.stride)
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) \
+            // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
+            // self.stride[1] + 1
+        rows = cols.permute(1, 0, 2).reshape(cols.shape[1], n * oh * ow)
+        out = F.embedding_bag(self.bag_index(), rows, mode="sum")  # (Cout, N*L)
+        out = out.view(self.out_channels, n, oh, ow).permute(1, 0, 2, 3)
+        if self.bias is not None:
+            out = out + self.bias[:, None, None]
+        return out.contiguous()
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, M={self.num_subspaces}, "
+                f"K={self.num_codewords}, d={self.subspace_dim}, mode={self.mode}")
+
+
+def set_pq_mode(model: nn.Module, mode: PQMode) -> int:
+    """Switch every PQ layer of ``model`` to ``"lut"`` or ``"dense"``; returns how many."""
+    layers = [mod for mod in model.modules() if isinstance(mod, _PQWeight)]
+    for layer in layers:
+        layer.mode = mode
+    return len(layers)
+
+
+# --------------------------------------------------------------------------- codec
+def _encode(module: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if not isinstance(module, _PQWeight):
+        raise TypeError(f"PQ codec cannot encode {type(module).__name__}")
+    m, r, p = module.indices.shape
+    k = module.num_codewords
+    bits = index_bits(k)
+    dtype = CODEBOOK_DTYPES[module.codebook_dtype]
+    tensors = {"codebooks": module.codebooks.detach().cpu().numpy().astype(dtype),
+               "indices": pack_indices(module.indices.cpu().numpy(), bits)}
+    if module.bias is not None:
+        tensors["bias"] = module.bias.detach().cpu().numpy().astype(np.float32)
+    meta: dict[str, Any] = {"layer": "linear" if isinstance(module, PQLinear) else "conv2d",
+                            "m": m, "k": k, "d": module.subspace_dim, "rows": r,
+                            "positions": p, "bits": bits,
+                            "codebook_dtype": module.codebook_dtype}
+    if isinstance(module, PQConv2d):
+        meta.update(kernel_size=list(module.kernel_size), stride=list(module.stride),
+                    padding=list(module.padding), dilation=list(module.dilation))
+    return tensors, meta
+
+
+def _decode(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> nn.Module:
+    m, k, d, r, p = (int(meta[key]) for key in ("m", "k", "d", "rows", "positions"))
+    books = torch.from_numpy(np.asarray(tensors["codebooks"], np.float32).reshape(m, k, d))
+    idx = unpack_indices(np.asarray(tensors["indices"]), int(meta["bits"]), m * r * p)
+    if idx.size and idx.max() >= k:
+        raise ValueError(f"index {idx.max()} out of range for K={k}")
+    indices = torch.from_numpy(idx.reshape(m, r, p))
+    bias = torch.from_numpy(np.array(tensors["bias"], np.float32)) if "bias" in tensors else None
+    dtype = str(meta.get("codebook_dtype", "float32"))
+    if meta["layer"] == "linear":
+        return PQLinear(books, indices, bias, codebook_dtype=dtype)
+    if meta["layer"] == "conv2d":
+        return PQConv2d(books, indices, tuple(meta["kernel_size"]), tuple(meta["stride"]),
+                        tuple(meta["padding"]), tuple(meta["dilation"]), bias,
+                        codebook_dtype=dtype)
+    raise ValueError(f"unknown PQ layer type {meta['layer']!r} (linear, conv2d)")
+
+
+PQ_CODEC = register_codec(LayerCodec(kind="pq", matches=lambda mod: isinstance(mod, _PQWeight),
+                                     encode=_encode, decode=_decode))
