@@ -27,8 +27,8 @@ _PYRAMID_RATIO = 2.0
 # (width, height), measured on LFW people in no pair (benchmarks/align_template_points.py).
 # The no-face fallback assumes a face of that layout (LFW and similar protocol images centre
 # the subject).
-CENTRED_FACE_5PT = np.array([[0.4128, 0.4539], [0.5875, 0.4532], [0.5007, 0.5538],
-                             [0.4266, 0.6303], [0.5748, 0.6297]], dtype=np.float64)
+CENTRED_FACE_5PT = np.array([[0.4158, 0.4521], [0.5881, 0.4486], [0.5014, 0.5458],
+                             [0.4304, 0.6296], [0.5758, 0.6270]], dtype=np.float64)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
