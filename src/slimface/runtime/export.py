@@ -1,0 +1,285 @@
+"""Export a float backbone to ONNX, check it against PyTorch, and quantize it to int8.
+
+* :func:`export_onnx` - TorchScript-based ``torch.onnx.export`` (opset 17, dynamic batch);
+  the file carries ``template``, ``input_size``, ``embedding_dim``, ``detector`` and the
+  calibrated ``threshold`` in ``metadata_props`` (JSON values), so
+  ``runtime.loader.OnnxModel`` needs nothing else to run it.
+* :func:`parity` - cosine between PyTorch and ONNX Runtime embeddings of real aligned crops;
+  the CLI refuses to write a float export below :data:`PARITY_MIN_COSINE`.
+* :func:`quantize_int8` - post-training *static* quantization with
+  ``onnxruntime.quantization``: per-channel int8 weights, activations calibrated on aligned
+  crops the caller passes in (CelebA, never LFW pair images), QDQ or QOperator format.
+* :func:`latency_ms` - ONNX Runtime latency at a batch size, median and p95 per batch.
+
+This module never imports ``eval`` or ``gallery``: callers pass crops, thresholds and
+metadata in (dependencies point one way).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimface.errors import ModelError, ModelFileError
+from slimface.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+PARITY_MIN_COSINE = 0.9999
+INPUT_NAME = "input"
+OUTPUT_NAME = "embedding"
+
+
+def contract_metadata(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """``metadata_props`` of an exported model: the backbone contract as JSON strings."""
+    meta: dict[str, Any] = {"producer": "slimface"}
+    for key in ("template", "input_size", "embedding_dim", "detector", "fallback_detector",
+                "threshold"):
+        value = getattr(model, key, None)
+        if value is not None:
+            meta[key] = list(value) if isinstance(value, tuple) else value
+    meta.update(dict(extra or {}))
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def _input_hw(model: nn.Module) -> tuple[int, int]:
+    size = getattr(model, "input_size", None)
+    if size is None:
+        raise ModelError(f"{type(model).__name__} has no input_size attribute; cannot export")
+    return int(size[0]), int(size[1])
+
+
+def export_onnx(model: nn.Module, out: str | os.PathLike[str], *,
+                metadata: Mapping[str, Any] | None = None,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``model`` as ONNX (dynamic batch) with contract metadata; atomic."""
+    import onnx
+
+    model = model.eval()
+    h, w = _input_hw(model)
+    dummy = torch.full((2, 3, h, w), 127.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            # the TorchScript exporter is deprecated in favour of torch.export, which needs
+            # onnxscript (not a dependency); it still produces standard opset-17 graphs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (dummy,), str(raw), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              do_constant_folding=True)
+        proto = onnx.load(str(raw))
+    set_metadata(proto, contract_metadata(model, metadata))
+    onnx.checker.check_model(proto)
+    with atomic_path(out) as tmp_out:
+        onnx.save(proto, str(tmp_out))
+    return Path(out)
+
+
+def set_metadata(proto: Any, meta: Mapping[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in meta.items():
+        prop = existing.get(key) or proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable ONNX file ({exc})") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def session(path: str | os.PathLike[str], threads: int = 2,
+            optimization: str = "all") -> Any:
+    """An ONNX Runtime CPU session; ``optimization`` in basic/extended/all/disable."""
+    import onnxruntime as ort
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise ModelError(f"optimization {optimization!r} unknown (choose from {list(levels)})")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = levels[optimization]
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
+
+
+def run_onnx(sess: Any, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Raw embeddings of uint8 NHWC crops through an ONNX session (backbone contract)."""
+    name = sess.get_inputs()[0].name
+    out = []
+    for start in range(0, len(crops), batch_size):
+        x = np.ascontiguousarray(crops[start:start + batch_size].transpose(0, 3, 1, 2),
+                                 np.float32)
+        out.append(sess.run(None, {name: x})[0])
+    return np.concatenate(out).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@torch.inference_mode()
+def torch_embeddings(model: nn.Module, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    out = []
+    for start in range(0, len(crops), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(crops[start:start + batch_size]))
+        out.append(model(x.permute(0, 3, 1, 2).float()).float().numpy())
+    return np.concatenate(out)
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Per-crop cosine between two embedding sets: min, mean, and count."""
+    cos = np.sum(_unit(reference) * _unit(candidate), axis=1)
+    return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+            "n_crops": int(len(cos))}
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """Post-training static quantization settings (ORT names in brackets).
+
+    Attributes:
+        quant_format: "qdq" (QuantizeLinear/DequantizeLinear pairs that ORT fuses into
+            integer kernels) or "qoperator" (QLinearConv etc. directly).
+        per_channel: one weight scale per output channel (per_channel).
+        reduce_range: 7-bit weights, for CPUs without VNNI whose u8*s8 products saturate.
+        activation_type: "uint8" or "int8" activations.
+        calibrate_method: "minmax", "entropy" or "percentile".
+    """
+
+    quant_format: str = "qdq"
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: str = "uint8"
+    calibrate_method: str = "minmax"
+
+    def label(self) -> str:
+        return (f"{self.quant_format},{'per-channel' if self.per_channel else 'per-tensor'},"
+                f"act={self.activation_type}{',reduce_range' if self.reduce_range else ''},"
+                f"{self.calibrate_method}")
+
+
+class _CropReader:
+    """ORT CalibrationDataReader over uint8 NHWC crops, in batches."""
+
+    def __init__(self, crops: np.ndarray, input_name: str, batch_size: int = 16):
+        self._batches: Iterator[np.ndarray] = (
+            np.ascontiguousarray(crops[i:i + batch_size].transpose(0, 3, 1, 2), np.float32)
+            for i in range(0, len(crops), batch_size))
+        self._name = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self._name: batch}
+
+    def rewind(self) -> None:  # not needed for a single calibration pass
+        raise NotImplementedError
+
+
+def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str],
+                  calib_crops: np.ndarray, options: Int8Options = Int8Options()) -> Path:
+    """Static int8 PTQ of an exported float model; metadata is carried over. Atomic."""
+    import onnx
+    from onnxruntime import quantization as q
+
+    if len(calib_crops) == 0:
+        raise ModelError("int8 calibration needs at least one aligned crop")
+    formats = {"qdq": q.QuantFormat.QDQ, "qoperator": q.QuantFormat.QOperator}
+    types = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+    for value, table, what in ((options.quant_format, formats, "quant_format"),
+                               (options.activation_type, types, "activation_type"),
+                               (options.calibrate_method, methods, "calibrate_method")):
+        if value not in table:
+            raise ModelError(f"int8 {what} {value!r} unknown (choose from {sorted(table)})")
+    meta = read_metadata(fp32_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prep.onnx"
+        q.quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        qpath = Path(tmp) / "int8.onnx"
+        q.quantize_static(str(prepped), str(qpath), _CropReader(calib_crops, INPUT_NAME),
+                          quant_format=formats[options.quant_format],
+                          per_channel=options.per_channel, reduce_range=options.reduce_range,
+                          activation_type=types[options.activation_type],
+                          weight_type=q.QuantType.QInt8,
+                          calibrate_method=methods[options.calibrate_method])
+        proto = onnx.load(str(qpath))
+    set_metadata(proto, {**meta, "quantization": json.dumps(
+        {"scheme": "int8 static PTQ (onnxruntime)", "options": options.label(),
+         "n_calibration_crops": int(len(calib_crops))})})
+    with atomic_path(out) as tmp_out:
+        onnx.save(proto, str(tmp_out))
+    return Path(out)
+
+
+def latency_ms(sess: Any, input_hw: tuple[int, int], batch: int, repeats: int = 30,
+               warmup: int = 3, seed: int = 0) -> dict[str, float]:
+    """Median and p95 wall time of one ``sess.run`` at ``batch``, plus ms per face."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (batch, 3, *input_hw)).astype(np.float32)
+    name = sess.get_inputs()[0].name
+    for _ in range(warmup):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append((time.perf_counter() - t) * 1e3)
+    med = float(np.median(times))
+    return {"batch": batch, "median_ms": med, "p95_ms": float(np.percentile(times, 95)),
+            "ms_per_face": med / batch, "repeats": repeats}
+
+
+def describe_cpu() -> dict[str, Any]:
+    """CPU facts that decide int8 speed (VNNI = fast u8*s8 dot products)."""
+    flags: set[str] = set()
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags,
+            "avx512f": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
+            "avx_vnni": "avx_vnni" in flags}
+
+
+def summarise_parity(name: str, stats: Mapping[str, float]) -> str:
+    return (f"{name}: cosine vs PyTorch min {stats['min_cosine']:.6f} mean "
+            f"{stats['mean_cosine']:.6f} over {stats['n_crops']} crops")
+
+
+def check_parity(stats: Mapping[str, float], path: str | os.PathLike[str],
+                 minimum: float = PARITY_MIN_COSINE) -> None:
+    if stats["min_cosine"] < minimum:
+        raise ModelError(f"{path}: ONNX export disagrees with PyTorch (min cosine "
+                         f"{stats['min_cosine']:.6f} < {minimum}); not written")
+

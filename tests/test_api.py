@@ -1,0 +1,75 @@
+"""``slimface.FaceMatcher``: the Python API mirrors verify / embed / enroll / identify."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _gallery_fakes import make_embedder, write_faces
+
+import slimface
+from slimface.errors import GalleryError, NoFaceError, SlimfaceError
+
+
+@pytest.fixture()
+def people(tmp_path: Path) -> dict[str, list[Path]]:
+    return write_faces(tmp_path / "img", 3, 3)
+
+
+def test_import_slimface_stays_light_and_exposes_facematcher():
+    code = ("import sys, slimface; assert 'torch' not in sys.modules and 'faiss' not in "
+            "sys.modules; from slimface import FaceMatcher; print(FaceMatcher.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "FaceMatcher"
+
+
+def test_verify_and_embed(people):
+    fm = slimface.FaceMatcher(embedder=make_embedder(), threshold=0.9)
+    e = fm.embed(people["p0"][0])
+    assert e.shape == (16,) and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-5)
+    same = fm.verify(people["p0"][0], people["p0"][1])
+    assert same.same and same.threshold == 0.9 and same.similarity > 0.9
+    assert same.as_dict()["faces"][0]["status"] == "detected"
+
+
+def test_enroll_identify_remove(tmp_path: Path, people):
+    with slimface.FaceMatcher(embedder=make_embedder(), gallery=tmp_path / "g.db",
+                              threshold=0.5) as fm:
+        for name, imgs in people.items():
+            assert fm.enroll(name, imgs[:2], metadata={"k": name}) == 2
+        hits = fm.identify_many([imgs[2] for imgs in people.values()], top_k=2)
+        assert [h.match.name for h in hits] == list(people)
+        assert fm.identify(people["p1"][2]).as_dict()["match"] == "p1"
+        assert fm.remove("p1") == 2
+        assert fm.identify(people["p1"][2]).candidates[0].name != "p1"
+
+
+def test_enroll_is_all_or_nothing(tmp_path: Path, people):
+    from PIL import Image
+
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(black)
+    fm = slimface.FaceMatcher(embedder=make_embedder(), gallery=tmp_path / "g.db")
+    fm.enroll("p0", people["p0"][:1])
+    with pytest.raises(NoFaceError, match=f"{black}: no face found"):
+        fm.enroll("p1", [people["p1"][0], black])
+    assert [i.name for i in fm.open_gallery().identities()] == ["p0"]
+
+
+def test_gallery_of_another_model_is_refused(tmp_path: Path, people):
+    slimface.FaceMatcher(embedder=make_embedder(seed=0), gallery=tmp_path / "g.db").enroll(
+        "p0", people["p0"][:1])
+    other = slimface.FaceMatcher(embedder=make_embedder(seed=1), gallery=tmp_path / "g.db")
+    with pytest.raises(GalleryError, match="cannot be searched with model"):
+        other.identify(people["p0"][1])
+
+
+def test_identify_without_gallery_and_verify_without_threshold_explain_themselves(people):
+    fm = slimface.FaceMatcher(embedder=make_embedder())
+    with pytest.raises(GalleryError, match="FaceMatcher\\(gallery=PATH\\)"):
+        fm.identify(people["p0"][0])
+    with pytest.raises(SlimfaceError, match="no calibrated threshold"):
+        fm.verify(people["p0"][0], people["p0"][1])

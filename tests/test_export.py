@@ -1,0 +1,85 @@
+"""ONNX export (parity, metadata, dynamic batch) and int8 static quantization on a tiny model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _gallery_fakes import TinyBackbone
+
+from slimface.errors import ModelError, ModelFileError
+from slimface.runtime import export as ex
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[TinyBackbone, Path]:
+    model = TinyBackbone().eval()
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    ex.export_onnx(model, out, metadata={"threshold": {"value": 0.42, "far": 1e-3}})
+    return model, out
+
+
+def _crops(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
+
+
+def test_export_matches_pytorch_at_any_batch_size(exported):
+    model, path = exported
+    sess = ex.session(path)
+    ref = ex.torch_embeddings(model, _crops(5))
+    for batch in (1, 5):
+        stats = ex.parity(ref, ex.run_onnx(sess, _crops(5), batch_size=batch))
+        assert stats["min_cosine"] >= ex.PARITY_MIN_COSINE and stats["n_crops"] == 5
+
+
+def test_export_metadata_round_trips_through_the_loader(exported):
+    from slimface.runtime.loader import OnnxModel
+
+    _, path = exported
+    meta = ex.read_metadata(path)
+    assert json.loads(meta["threshold"])["value"] == 0.42
+    loaded = OnnxModel(path)
+    assert loaded.template == "arcface112" and loaded.embedding_dim == 16
+    assert tuple(loaded.input_size) == (112, 112) and loaded.threshold["value"] == 0.42
+
+
+def test_parity_below_minimum_is_refused():
+    a = np.eye(3, dtype=np.float32)
+    b = a.copy()
+    b[0] = [1, 1, 0]
+    with pytest.raises(ModelError, match="out.onnx: ONNX export disagrees"):
+        ex.check_parity(ex.parity(a, b), "out.onnx")
+
+
+@pytest.mark.parametrize("options", [ex.Int8Options(),
+                                     ex.Int8Options(quant_format="qoperator", per_channel=False)])
+def test_int8_quantization_keeps_embeddings_close_and_metadata(exported, tmp_path, options):
+    model, path = exported
+    out = ex.quantize_int8(path, tmp_path / "tiny.int8.onnx", _crops(16, seed=1), options)
+    meta = ex.read_metadata(out)
+    assert meta["template"] == "arcface112"
+    assert json.loads(meta["quantization"])["n_calibration_crops"] == 16
+    ref = ex.torch_embeddings(model, _crops(6, seed=2))
+    stats = ex.parity(ref, ex.run_onnx(ex.session(out), _crops(6, seed=2)))
+    assert stats["mean_cosine"] > 0.97  # int8 is close, not exact
+    ops = {n.op_type for n in __import__("onnx").load(str(out)).graph.node}
+    assert ops & {"QuantizeLinear", "QLinearConv"}
+
+
+def test_bad_int8_option_and_unreadable_file_are_named(exported, tmp_path):
+    _, path = exported
+    with pytest.raises(ModelError, match="activation_type 'int4' unknown"):
+        ex.quantize_int8(path, tmp_path / "x.onnx", _crops(2),
+                         ex.Int8Options(activation_type="int4"))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"nope")
+    with pytest.raises(ModelFileError, match="broken.onnx"):
+        ex.session(broken)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_latency_reports_median_and_per_face(exported):
+    _, path = exported
+    stats = ex.latency_ms(ex.session(path), (112, 112), batch=2, repeats=3, warmup=1)
+    assert stats["batch"] == 2 and stats["ms_per_face"] == pytest.approx(stats["median_ms"] / 2)
