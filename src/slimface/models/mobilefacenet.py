@@ -119,10 +119,10 @@ class MobileFaceNet(nn.Module):
         return torch.flatten(x, 1)
 
 
-def _create(width: float, **kwargs: Any) -> MobileFaceNet:
+def _create(default_width: float, **kwargs: Any) -> MobileFaceNet:
     kwargs.pop("pretrained", None)  # no bundled weights; accepted for a uniform factory call
     kwargs.pop("tag", None)
-    kwargs.setdefault("width", width)
+    kwargs.setdefault("width", default_width)
     return MobileFaceNet(**kwargs)
 
 

@@ -101,11 +101,16 @@ class RunState:
 
 
 class Trainer:
-    """Train ``config`` on ``data``; rank 0 writes checkpoints, metrics and the progress bar."""
+    """Train ``config`` on ``data``; rank 0 writes checkpoints, metrics and the progress bar.
+
+    The seed is set before the backbone is built, so every rank starts from the same weights
+    (pass an already built ``backbone`` only after seeding the same way on every rank).
+    """
 
     def __init__(self, config: TrainConfig, data: CropSet, out_dir: str | Path,
                  resume: bool = False, evaluator: Evaluator | None = None,
-                 progress: bool = True, info: DistInfo | None = None):
+                 progress: bool = True, info: DistInfo | None = None,
+                 backbone: nn.Module | None = None):
         self.config = config
         self.data = data
         self.out_dir = Path(out_dir)
@@ -113,7 +118,8 @@ class Trainer:
         self.evaluator = evaluator
         self.progress = progress
         torch.manual_seed(config.seed)  # identical initial weights on every rank
-        self.backbone = create_backbone(config.backbone, **config.backbone_kwargs)
+        # ``backbone`` lets tests and distillation pass a module the registry does not know.
+        self.backbone = backbone or create_backbone(config.backbone, **config.backbone_kwargs)
         head_kwargs = dict(config.head_kwargs)
         try:
             self.head = create_head(config.head, embedding_dim=self.backbone.embedding_dim,
