@@ -1,0 +1,32 @@
+"""``slimface models --json`` and ``slimface bench train``: JSON on stdout, table on stderr."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slimface.cli.main import main
+
+
+@pytest.mark.slow
+def test_models_json_lists_every_backbone_with_counts(capsys):
+    from slimface.models import BACKBONES
+
+    assert main(["models", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in out["models"]}
+    assert {"face_resnet_a", "face_resnet_b", "face_resnet_c", "mobilefacenet"} <= set(rows)
+    assert all(name in BACKBONES for name in rows)
+    a = rows["face_resnet_a"]
+    assert abs(a["params_with_fc6"] - 4.36e7) / 4.36e7 < 0.005
+    assert a["input_size"] == [112, 96] and a["template"] == "seed112x96"
+    assert 0.22e9 <= rows["mobilefacenet"]["macs"] <= 0.23e9
+
+
+def test_bench_train_reports_images_per_second(capsys):
+    assert main(["bench", "train", "--model", "mobilefacenet_050", "--batch-size", "2",
+                 "--steps", "1", "--warmup", "0", "--threads", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)["results"][0]
+    assert result["batch_size"] == 2 and result["images_per_s"] > 0
+    assert "training throughput" in captured.err
