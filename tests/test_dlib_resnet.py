@@ -234,3 +234,19 @@ def test_embeddings_equal_dlib_on_the_same_chip(teacher: DlibResNet, dlib_chips)
         out = teacher(torch.from_numpy(chips).permute(0, 3, 1, 2).float()).numpy()
     assert np.abs(out - ref).max() < 1e-4
 
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("detector", ["dlib", "retinaface"])
+def test_our_dlib150_chip_embeds_like_dlibs_own_chip(teacher: DlibResNet, dlib_chips,
+                                                     detector: str):
+    """The issue's bar: mean cosine >= 0.99 between the teacher on our aligned chip and dlib's
+    descriptor of dlib's chip, with the model's detector (dlib) and its fallback (RetinaFace)."""
+    pipeline = pytest.importorskip("slimface.align.pipeline")
+    from slimface.models.inference import embed_crops, l2_normalize
+
+    _, ref, images = dlib_chips
+    crops = np.stack([pipeline.align_image(image, template="dlib150", detector=detector,
+                                           multi_face="central").crop for image in images])
+    cos = (embed_crops(teacher, crops) * l2_normalize(ref)).sum(axis=1)
+    assert cos.mean() >= 0.99, f"cosines {np.round(cos, 4).tolist()}"
