@@ -98,6 +98,17 @@ def test_random_init_has_contract_attributes_and_output_shape():
     assert [f["num_chs"] for f in model.feature_info] == [32, 64, 128, 256, 256]
 
 
+def test_random_init_reads_no_file(monkeypatch: pytest.MonkeyPatch):
+    import slimface.models.dlib_resnet as mod
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("pretrained=False must not read the .dat file")
+
+    monkeypatch.setattr(mod, "read_dlib_net", no_file)
+    monkeypatch.setattr(mod, "default_model_path", no_file)
+    assert isinstance(create_backbone("dlib_resnet", pretrained=False), DlibResNet)
+
+
 def test_pretrained_matches_random_architecture_and_names(teacher: DlibResNet):
     fresh = DlibResNet()
     assert {k: v.shape for k, v in teacher.state_dict().items()} == \
