@@ -46,3 +46,17 @@ def test_metrics_log_and_backbone_file_are_written(tmp_path):
     state = load_state(tmp_path / "checkpoint.pt")
     assert state["step"] == 3 and "optimizer" in state
     assert load_state(tmp_path / "backbone.pt")["format"] == "slimface-backbone"
+
+
+def test_backbone_file_loads_through_the_runtime_loader(tmp_path):
+    from slimface.models import create_backbone
+    from slimface.runtime.loader import load_model
+    from slimface.train.checkpoint import backbone_record, load_trained_backbone, save_state
+
+    model = create_backbone("mobilefacenet_050")
+    save_state(tmp_path / "backbone.pt", backbone_record("mobilefacenet_050", {}, model))
+    for loaded in (load_model(str(tmp_path / "backbone.pt")),
+                   load_trained_backbone(tmp_path / "backbone.pt")):
+        assert loaded.template == "arcface112"
+        for k, v in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v)

@@ -3,7 +3,9 @@
 ``checkpoint.pt`` holds everything ``--resume`` needs (weights, optimizer, scheduler, step,
 RNG state, config) and is replaced atomically, so a run killed mid-write resumes from the
 previous checkpoint. ``backbone.pt`` is the deliverable: backbone weights plus the registry
-name and kwargs that rebuild it (read with :func:`load_trained_backbone`).
+name and kwargs that rebuild it, in the layout ``slimface.runtime.loader.load_model`` reads
+(``slimface eval --model work_dirs/NAME/backbone.pt``); :func:`load_trained_backbone` also
+accepts a full ``checkpoint.pt``.
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def backbone_record(name: str, kwargs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
-    return {"format": "slimface-backbone", "backbone": name, "backbone_kwargs": dict(kwargs),
+    """The layout ``runtime.loader.load_model`` reads from a ``.pt`` file."""
+    return {"format": "slimface-backbone",
+            "architecture": {"backbone": name, "kwargs": dict(kwargs)},
             "template": getattr(model, "template", ""),
             "embedding_dim": int(getattr(model, "embedding_dim", 0)),
             "input_size": list(getattr(model, "input_size", ())),
@@ -48,8 +52,9 @@ def load_trained_backbone(path: str | Path) -> nn.Module:
     from slimface.models import create_backbone
 
     state = load_state(path)
-    if state.get("format") == "slimface-backbone":
-        name, kwargs, weights = state["backbone"], state["backbone_kwargs"], state["state_dict"]
+    if "architecture" in state and "state_dict" in state:
+        arch = state["architecture"]
+        name, kwargs, weights = arch["backbone"], arch.get("kwargs") or {}, state["state_dict"]
     elif "backbone" in state and "config" in state:
         cfg = state["config"]
         name, kwargs, weights = cfg["backbone"], cfg["backbone_kwargs"], state["backbone"]
