@@ -83,3 +83,41 @@ def test_latency_reports_median_and_per_face(exported):
     _, path = exported
     stats = ex.latency_ms(ex.session(path), (112, 112), batch=2, repeats=3, warmup=1)
     assert stats["batch"] == 2 and stats["ms_per_face"] == pytest.approx(stats["median_ms"] / 2)
+
+
+def _fake_aligned_crops(model, paths):
+    from PIL import Image
+
+    return np.stack([np.array(Image.open(p).convert("RGB").resize((112, 112))) for p in paths])
+
+
+def test_export_cli_writes_checked_fp32_and_int8(tmp_path, monkeypatch, capsys):
+    from _gallery_fakes import register_tiny, write_faces
+
+    import slimface.cli.export as cli_export
+    from slimface.cli.main import main
+
+    register_tiny(monkeypatch)
+    monkeypatch.setattr(cli_export, "aligned_crops", _fake_aligned_crops)
+    write_faces(tmp_path / "celeb", 4, 4)
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", "--model", "tiny-test", "--out", str(out), "--int8", "--calib",
+                 str(tmp_path / "celeb"), "--calib-n", "8", "--parity-n", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parity_fp32"]["min_cosine"] >= ex.PARITY_MIN_COSINE
+    assert Path(report["int8"]).is_file() and report["n_calibration_crops"] == 8
+    assert json.loads(ex.read_metadata(out)["input_size"]) == [112, 112]
+    assert not list(tmp_path.glob(".*unchecked*"))
+
+
+def test_export_cli_refuses_lfw_as_calibration_data(tmp_path, monkeypatch, capsys):
+    from _gallery_fakes import register_tiny, write_faces
+
+    from slimface.cli.main import main
+
+    register_tiny(monkeypatch)
+    write_faces(tmp_path / "lfw" / "x", 1, 2)
+    assert main(["export", "--model", "tiny-test", "--out", str(tmp_path / "m.onnx"),
+                 "--calib", str(tmp_path / "lfw")]) == 1
+    assert "refusing to calibrate on LFW" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

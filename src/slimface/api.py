@@ -71,16 +71,20 @@ class FaceMatcher:
             means the default model.
         threshold: overrides the model's calibrated verify threshold.
         face: ``"error"`` refuses images with several faces, ``"largest"`` takes the biggest.
+        no_face: ``"error"`` refuses images without a detected face; ``"centre"`` uses the
+            template's centre crop (tight, pre-cropped faces such as AT&T).
         gallery: path of a gallery database for enroll/identify (created on first enroll).
         pad: fraction of replicated border added before detection (tight crops).
         embedder: a ready :class:`FaceEmbedder` (tests, custom detectors); overrides model.
     """
 
     def __init__(self, model: Any = None, *, threshold: float | None = None,
-                 face: str = "error", gallery: PathLike | None = None, pad: float = 0.0,
+                 face: str = "error", no_face: str = "error",
+                 gallery: PathLike | None = None, pad: float = 0.0,
                  flip: str = DEFAULT_FLIP, embedder: FaceEmbedder | None = None):
         self.embedder = embedder or FaceEmbedder(model, flip=flip, pad=pad)
         self.face = face
+        self.no_face = no_face
         self._threshold_override = threshold
         self.gallery_path = None if gallery is None else Path(gallery)
         self._gallery: Gallery | None = None
@@ -101,7 +105,8 @@ class FaceMatcher:
         return found
 
     def embed_face(self, image: PathLike) -> EmbeddedFace:
-        return self.embedder.embed_file(image, multi_face=self.face)  # type: ignore[arg-type]
+        return self.embedder.embed_file(image, multi_face=self.face,  # type: ignore[arg-type]
+                                        no_face=self.no_face)
 
     def embed(self, image: PathLike) -> np.ndarray:
         """L2-normalised embedding of the one face in ``image``."""
@@ -138,7 +143,8 @@ class FaceMatcher:
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         if not paths:
             raise GalleryError(f"enroll {name!r}: no images given")
-        faces = self.embedder.embed_files(paths, multi_face=self.face)  # type: ignore[arg-type]
+        faces = self.embedder.embed_files(paths, multi_face=self.face,  # type: ignore[arg-type]
+                                          no_face=self.no_face)
         vectors = np.stack([f.embedding for f in faces])
         return self.open_gallery(create=True).enroll(name, vectors, [f.path for f in faces],
                                                      metadata)
@@ -148,7 +154,8 @@ class FaceMatcher:
 
     def identify_many(self, images: Sequence[PathLike], top_k: int = 1) -> list[IdentifyResult]:
         gallery = self.open_gallery()
-        faces = self.embedder.embed_files(images, multi_face=self.face)  # type: ignore[arg-type]
+        faces = self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
+                                          no_face=self.no_face)
         ranked = gallery.identify(np.stack([f.embedding for f in faces]), top_k)
         try:
             threshold: float | None = self.threshold.value

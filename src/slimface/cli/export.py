@@ -66,7 +66,7 @@ def folder_images(folder: Path, n: int, seed: int, skip: int = 0) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found (pass --calib DIR)")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if "lfw" in str(folder).lower():
+    if any(part.lower().startswith("lfw") for part in folder.resolve().parts):
         raise DataError(f"{folder}: refusing to calibrate on LFW images (use CelebA)")
     if not files:
         raise DataError(f"{folder}: no images found")

@@ -75,7 +75,8 @@ def _matcher(args: argparse.Namespace, model: str | None = None) -> Any:
         model = store.meta()["model_name"]
         store.close()
     return FaceMatcher(model, face=getattr(args, "face", "error"),
-                       pad=getattr(args, "pad", 0.0), gallery=args.db)
+                       no_face=getattr(args, "no_face", "error"), pad=getattr(args, "pad", 0.0),
+                       gallery=args.db)
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -19,6 +19,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "default model")
     p.add_argument("--face", choices=("error", "largest"), default="error",
                    help="several faces in one image: refuse (default) or use the largest")
+    p.add_argument("--no-face", choices=("error", "centre"), default="error",
+                   help="no face detected: refuse (default) or use the template's centre "
+                        "crop (pre-cropped faces)")
     p.add_argument("--pad", type=float, default=0.0,
                    help="replicated border added before detection, as a fraction of the "
                         "image size (tight face crops such as AT&T need ~0.25)")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         args._parser.error(f"verify needs exactly two images, got {len(args.images)}")
     from slimface.api import FaceMatcher
 
-    matcher = FaceMatcher(args.model, threshold=args.threshold, face=args.face, pad=args.pad)
+    matcher = FaceMatcher(args.model, threshold=args.threshold, face=args.face,
+                          no_face=args.no_face, pad=args.pad)
     result = matcher.verify(*args.images)
     verdict = "same" if result.same else "different"
     print(f"{verdict}  similarity={result.similarity:.4f}  threshold={result.threshold:.4f}"

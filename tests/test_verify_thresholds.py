@@ -1,0 +1,37 @@
+"""Where a model's default verify threshold comes from, and the view-1 calibration rule."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from slimface.gallery import thresholds as th
+
+
+def test_model_metadata_wins_over_the_table(tmp_path):
+    table = tmp_path / "t.json"
+    th.save_threshold("dlib-resnet", {"value": 0.5, "far": 1e-3, "flip": "sum",
+                                      "source": "table"}, path=table)
+    model = SimpleNamespace(threshold={"value": 0.7, "far": 1e-3, "source": "file"})
+    assert th.lookup_threshold(model, "dlib-resnet", "sum", path=table).value == 0.7
+    assert th.lookup_threshold(object(), "dlib_resnet", "sum", path=table).value == 0.5
+
+
+def test_table_entry_for_another_flip_mode_is_not_used(tmp_path):
+    table = tmp_path / "t.json"
+    th.save_threshold("m", {"value": 0.5, "far": 1e-3, "flip": "none", "source": "x"},
+                      path=table)
+    assert th.lookup_threshold(object(), "m", "sum", path=table) is None
+    assert th.lookup_threshold(object(), "unknown", "none", path=table) is None
+
+
+def test_threshold_at_far_accepts_at_most_far_of_the_negatives():
+    neg = np.linspace(0, 1, 2000)
+    t = th.threshold_at_far(neg, 1e-3)
+    assert np.sum(neg > t) <= 2 and np.sum(neg >= t) >= 2
+
+
+def test_shipped_table_entries_are_documented():
+    for name, entry in th.read_table().items():
+        assert {"value", "far", "source", "flip"} <= set(entry), name
+        assert "view 1" in entry["source"] and "view 2 untouched" in entry["source"]
