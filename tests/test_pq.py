@@ -129,7 +129,7 @@ def test_pq_mode_rejects_unknown_names():
 
 # ----------------------------------------------------------------------------- error correction
 def _stats(conv: nn.Conv2d, x: torch.Tensor, x_hat: torch.Tensor | None = None) -> ResponseStats:
-    stats = ResponseStats.zeros(weight_matrix(conv).shape[1])
+    stats = ResponseStats.zeros(*weight_matrix(conv).shape)
     accumulate_stats(stats, conv, x, x if x_hat is None else x_hat)
     return stats
 
@@ -141,7 +141,7 @@ def test_response_error_from_moments_equals_direct_computation():
     w_hat = make_pq_layer(conv, books, idx).weight.detach().reshape(8, -1)
     direct = (weight_matrix(conv) @ layer_columns(conv, x)
               - w_hat @ layer_columns(conv, x_hat)).double().pow(2).sum()
-    assert response_error(w_hat, weight_matrix(conv), _stats(conv, x, x_hat)) == \
+    assert response_error(w_hat, _stats(conv, x, x_hat)) == \
         pytest.approx(float(direct), rel=1e-4)
 
 
@@ -152,7 +152,7 @@ def test_error_correction_never_increases_response_error(sweeps):
     x = _conv_input()
     stats = _stats(conv, x, x + 0.1 * torch.randn_like(x))  # multi-layer: upstream error
     books, idx = kmeans_layer(conv, 4, 8)
-    _, _, trace = correct_layer(weight_matrix(conv), books, idx, stats, sweeps=sweeps)
+    _, _, trace = correct_layer(books, idx, stats, sweeps=sweeps)
     assert all(b <= a * (1 + 1e-9) for a, b in zip(trace.errors, trace.errors[1:]))
     assert trace.final < trace.initial
 
@@ -162,7 +162,7 @@ def test_error_correction_lowers_the_measured_layer_output_error():
     conv = nn.Conv2d(16, 8, 3, padding=1, bias=False)
     x = _conv_input()
     books, idx = kmeans_layer(conv, 4, 8)
-    new_books, new_idx, _ = correct_layer(weight_matrix(conv), books, idx, _stats(conv, x))
+    new_books, new_idx, _ = correct_layer(books, idx, _stats(conv, x))
     ref = conv(x)
     plain = (make_pq_layer(conv, books, idx)(x) - ref).pow(2).sum()
     fixed = (make_pq_layer(conv, new_books, new_idx)(x) - ref).pow(2).sum()

@@ -11,7 +11,7 @@ whose earlier layers are already quantized (multi-layer mode; ``X_hat = X`` for 
 Columns of ``X`` are im2col patches (``Cin * P`` rows, P = kernel positions) over every output
 location of every calibration image. Everything below works on second moments only::
 
-    S = X_hat X_hat^T,   B = W X X_hat^T,   E = ||W X||^2 - 2 tr(B W_hat^T) + tr(W_hat S W_hat^T)
+    S = X_hat X_hat^T,   B = (W X) X_hat^T,   E = ||W X||^2 - 2 tr(B W_hat^T) + tr(W_hat S W_hat^T)
 
 so the cost does not grow with the number of calibration locations after the statistics are
 accumulated, and each coordinate step is solved exactly:
@@ -38,21 +38,22 @@ from slimface.errors import ConfigError
 
 @dataclass
 class ResponseStats:
-    """Second moments of one layer's inputs, accumulated over calibration batches (float64).
+    """Moments of one layer's inputs, accumulated over calibration batches (float64).
 
-    ``sigma_hat`` = X_hat X_hat^T, ``cross`` = X X_hat^T (both ``(Cin*P, Cin*P)``),
-    ``target_energy`` = ||W X||^2 and ``count`` = number of im2col columns seen.
+    ``sigma_hat`` = X_hat X_hat^T ``(Cin*P, Cin*P)``; ``target_cross`` = (W X) X_hat^T
+    ``(R, Cin*P)`` (``B`` above, computed from the float response directly: R/(Cin*P) of the
+    cost of X X_hat^T); ``target_energy`` = ||W X||^2; ``count`` = im2col columns seen.
     """
 
     sigma_hat: torch.Tensor
-    cross: torch.Tensor
+    target_cross: torch.Tensor
     target_energy: float = 0.0
     count: int = 0
 
     @classmethod
-    def zeros(cls, dim: int) -> "ResponseStats":
-        z = torch.zeros(dim, dim, dtype=torch.float64)
-        return cls(z, z.clone())
+    def zeros(cls, rows: int, dim: int) -> "ResponseStats":
+        return cls(torch.zeros(dim, dim, dtype=torch.float64),
+                   torch.zeros(rows, dim, dtype=torch.float64))
 
 
 @dataclass
@@ -70,11 +71,18 @@ class CorrectionTrace:
         return self.errors[-1]
 
 
-def layer_columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """im2col of ``x`` as the layer sees it: ``(Cin*P, N*L)`` in the weight's column order."""
+def layer_columns(layer: nn.Module, x: torch.Tensor,
+                  locations: torch.Tensor | None = None) -> torch.Tensor:
+    """im2col of ``x`` as the layer sees it: ``(Cin*P, N*L)`` in the weight's column order.
+
+    ``locations`` (flat output positions, shared by every image of the batch) keeps only
+    those columns, before the transposing copy.
+    """
     if isinstance(layer, nn.Linear) or getattr(layer, "kernel_size", None) is None:
         return x.reshape(-1, x.shape[-1]).t()
     cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+    if locations is not None:
+        cols = cols[:, :, locations]
     return cols.permute(1, 0, 2).reshape(cols.shape[1], -1)
 
 
@@ -84,25 +92,51 @@ def weight_matrix(layer: nn.Module) -> torch.Tensor:
     return w.reshape(w.shape[0], -1)
 
 
+def sample_locations(n_locations: int, per_image: int | None,
+                     generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """At most ``per_image`` random output locations (the same for a whole batch).
+
+    Early layers have ~1,000 locations per image whose patches are highly redundant; a random
+    subset, redrawn per batch, keeps the moments' cost proportional to the number of images.
+    ``None`` = keep all.
+    """
+    if per_image is None or n_locations <= per_image:
+        return None
+    return torch.randperm(n_locations, generator=generator)[:per_image].sort().values
+
+
+def _n_locations(layer: nn.Module, x: torch.Tensor) -> int:
+    if isinstance(layer, nn.Linear) or getattr(layer, "kernel_size", None) is None:
+        return 1
+    h, w = x.shape[-2:]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (layer.kernel_size, layer.stride, layer.padding,
+                                              layer.dilation)
+    return ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1) * ((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
 @torch.no_grad()
 def accumulate_stats(stats: ResponseStats, layer: nn.Module, x_float: torch.Tensor,
-                     x_quant: torch.Tensor) -> None:
-    """Add one batch of the layer's float-network and quantized-network inputs."""
-    cols = layer_columns(layer, x_float.float())
-    cols_hat = cols if x_quant is x_float else layer_columns(layer, x_quant.float())
-    stats.sigma_hat += (cols_hat @ cols_hat.t()).double()
-    stats.cross += (cols @ cols_hat.t()).double()
+                     x_quant: torch.Tensor, per_image: int | None = None,
+                     generator: torch.Generator | None = None) -> None:
+    """Add one batch of the layer's float-network and quantized-network inputs.
+
+    ``per_image`` caps the output locations sampled per image (see :func:`sample_locations`).
+    """
+    keep = sample_locations(_n_locations(layer, x_float), per_image, generator)
+    cols = layer_columns(layer, x_float.float(), keep)
+    cols_hat = cols if x_quant is x_float else layer_columns(layer, x_quant.float(), keep)
     response = weight_matrix(layer).float() @ cols
+    stats.sigma_hat += (cols_hat @ cols_hat.t()).double()
+    stats.target_cross += (response @ cols_hat.t()).double()
     stats.target_energy += float(response.double().pow(2).sum())
     stats.count += cols.shape[1]
 
 
-def response_error(w_hat: torch.Tensor, w: torch.Tensor, stats: ResponseStats) -> float:
-    """``||W X - W_hat X_hat||^2`` from the accumulated moments (``w*`` are ``(R, Cin*P)``)."""
+def response_error(w_hat: torch.Tensor, stats: ResponseStats) -> float:
+    """``||W X - W_hat X_hat||^2`` from the accumulated moments (``w_hat`` is ``(R, Cin*P)``)."""
     w_hat = w_hat.double()
-    b = w.double() @ stats.cross
-    return float(stats.target_energy - 2 * (b * w_hat).sum() + ((w_hat @ stats.sigma_hat)
-                                                                 * w_hat).sum())
+    return float(stats.target_energy - 2 * (stats.target_cross * w_hat).sum()
+                 + ((w_hat @ stats.sigma_hat) * w_hat).sum())
 
 
 class _SubspaceProblem:
@@ -145,13 +179,12 @@ class _SubspaceProblem:
             w[:, :, p] = self.books[self.idx[:, p]]
 
 
-def correct_layer(w: torch.Tensor, books: torch.Tensor, idx: torch.Tensor,
-                  stats: ResponseStats, sweeps: int = 1) -> tuple[torch.Tensor, torch.Tensor,
+def correct_layer(books: torch.Tensor, idx: torch.Tensor, stats: ResponseStats,
+                  sweeps: int = 1) -> tuple[torch.Tensor, torch.Tensor,
                                                                     CorrectionTrace]:
     """Block coordinate descent on ``E`` over subspaces; returns new codebooks and indices.
 
     Args:
-        w: float weight ``(R, Cin*P)``.
         books: ``(M, K, d)`` initial codebooks (e.g. from k-means on the weights).
         idx: ``(M, R, P)`` initial assignments.
         stats: moments from :func:`accumulate_stats`.
@@ -164,10 +197,10 @@ def correct_layer(w: torch.Tensor, books: torch.Tensor, idx: torch.Tensor,
     _, r, p = idx.shape
     books, idx = books.double().clone(), idx.clone()
     s = stats.sigma_hat
-    b = w.double() @ stats.cross
+    b = stats.target_cross
     w_hat = _dense(books, idx)
     g = w_hat @ s  # maintained so each subspace's target is cheap
-    trace = CorrectionTrace([response_error(w_hat, w, stats)])
+    trace = CorrectionTrace([response_error(w_hat, stats)])
     for _ in range(max(sweeps, 1)):
         for sub in range(m):
             cols = slice(sub * d * p, (sub + 1) * d * p)
@@ -183,7 +216,7 @@ def correct_layer(w: torch.Tensor, books: torch.Tensor, idx: torch.Tensor,
             new = prob.weights().reshape(r, d * p)
             w_hat[:, cols] = new
             g += (new - old) @ s[cols, :]
-        trace.errors.append(response_error(w_hat, w, stats))
+        trace.errors.append(response_error(w_hat, stats))
     return books.float(), idx, trace
 
 

@@ -82,7 +82,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0,
         seed: seeds the k-means++ sampling, so results are reproducible.
     """
     single = x.dim() == 2
-    x = (x[None] if single else x).to(torch.float64)
+    x64 = (x[None] if single else x).to(torch.float64)  # exact means
+    x = x64.float()  # distances in float32 (2x faster, ties aside the same argmin)
     m, n, _ = x.shape
     if not 1 <= k <= n:
         raise ConfigError(f"k-means: K={k} clusters need 1 <= K <= number of vectors ({n})")
@@ -92,7 +93,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0,
     for _ in range(iters):
         err, assign = _sq_dists(x, centroids).min(-1)
         repair_empty_clusters(x, centroids, assign, err, k)
-        centroids = _cluster_means(x, assign, centroids, k)
+        centroids = _cluster_means(x64, assign, centroids.double(), k).float()
         inertia = err.sum(1)
         if previous is not None and bool(((previous - inertia) <= tol * previous).all()):
             break

@@ -22,6 +22,7 @@ weights only; biases and normalisation parameters are reported apart.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -149,18 +150,24 @@ def execution_order(model: nn.Module, example: torch.Tensor,
     return seen + [p for p in paths if p not in seen]
 
 
-@torch.inference_mode()
-def layer_inputs(model: nn.Module, path: str, batch: torch.Tensor) -> torch.Tensor:
-    """The input tensor the module at ``path`` receives when ``model`` runs ``batch``."""
+def _capture(model: nn.Module, path: str, batch: torch.Tensor, output: bool) -> torch.Tensor:
+    """Run ``model`` until the module at ``path`` has its input (or output), then stop."""
     got: list[torch.Tensor] = []
 
-    def grab(_m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    def grab_input(_m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         got.append(inputs[0])
         raise _StopForward
 
-    handle = model.get_submodule(path).register_forward_pre_hook(grab)
+    def grab_output(_m: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        got.append(out)
+        raise _StopForward
+
+    module = model.get_submodule(path)
+    handle = (module.register_forward_hook(grab_output) if output
+              else module.register_forward_pre_hook(grab_input))
     try:
-        model(batch)
+        with torch.inference_mode():
+            model(batch)
     except _StopForward:
         pass
     finally:
@@ -168,6 +175,16 @@ def layer_inputs(model: nn.Module, path: str, batch: torch.Tensor) -> torch.Tens
     if not got:
         raise ConfigError(f"layer {path!r} did not run in the model's forward pass")
     return got[0]
+
+
+def layer_inputs(model: nn.Module, path: str, batch: torch.Tensor) -> torch.Tensor:
+    """The input tensor the module at ``path`` receives when ``model`` runs ``batch``."""
+    return _capture(model, path, batch, output=False)
+
+
+def layer_outputs(model: nn.Module, path: str, batch: torch.Tensor) -> torch.Tensor:
+    """The tensor the module at ``path`` returns when ``model`` runs ``batch``."""
+    return _capture(model, path, batch, output=True)
 
 
 def iter_batches(crops: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
@@ -179,18 +196,134 @@ def iter_batches(crops: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[
         yield chunk.float()
 
 
-def collect_stats(float_model: nn.Module, quant_model: nn.Module, path: str,
-                  calib: np.ndarray | torch.Tensor, batch_size: int = 32) -> ResponseStats:
+def chain_prefix(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Top-level children that run as a plain chain at the start of ``model.forward``.
+
+    ``[c0, c1, ..., ck]`` in call order such that each is called once and ``c(i)`` receives
+    exactly the tensor ``c(i-1)`` returned. For such a prefix, the output of ``c(j)`` on the
+    calibration set can be cached and replayed, so calibrating a layer deep in the network
+    does not recompute everything in front of it. Models that do something else simply get
+    a shorter (or empty) prefix and are recomputed in full - slower, never wrong.
+    """
+    calls: list[tuple[str, torch.Tensor, torch.Tensor | None]] = []
+    handles = []
+    for name, child in model.named_children():
+        handles.append(child.register_forward_pre_hook(
+            lambda _m, inp, name=name: calls.append((name, inp[0] if inp else None, None))))
+        handles.append(child.register_forward_hook(
+            lambda _m, _i, out, name=name: calls.__setitem__(
+                _last_call(calls, name), (name, calls[_last_call(calls, name)][1], out))))
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    chain: list[str] = []
+    for i, (name, inp, out) in enumerate(calls):
+        if name in chain or not isinstance(out, torch.Tensor):
+            break
+        if i > 0 and inp is not calls[i - 1][2]:
+            break
+        chain.append(name)
+    return chain
+
+
+def _last_call(calls: list[tuple[str, Any, Any]], name: str) -> int:
+    return max(i for i, c in enumerate(calls) if c[0] == name)
+
+
+class _Replay(nn.Module):
+    """Stands in for the first chain child: returns the cached activation of this batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value: torch.Tensor | None = None
+
+    def forward(self, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+        return self.value
+
+
+class _PrefixCache:
+    """The output of one chain child over the whole calibration set, for one model."""
+
+    def __init__(self, model: nn.Module, chain: list[str]):
+        self.model, self.chain = model, chain
+        self.boundary = -1
+        self.outputs: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def _replaying(self, start: int, n: int) -> Iterator[None]:
+        """Chain children up to the boundary replaced by the cached rows ``start:start+n``."""
+        if self.outputs is None:
+            yield
+            return
+        replay = _Replay()
+        replay.value = self.outputs[start:start + n]
+        saved = {name: self.model._modules[name] for name in self.chain[:self.boundary + 1]}
+        try:
+            for i, name in enumerate(saved):
+                self.model._modules[name] = replay if i == 0 else nn.Identity()
+            yield
+        finally:
+            self.model._modules.update(saved)
+
+    def inputs_of(self, path: str, batch: torch.Tensor, start: int) -> torch.Tensor:
+        """Input of the module at ``path`` for this batch (``start`` = its offset in the set)."""
+        with self._replaying(start, len(batch)):
+            return layer_inputs(self.model, path, batch)
+
+    @torch.inference_mode()
+    def advance(self, boundary: int, calib: np.ndarray | torch.Tensor, batch_size: int) -> None:
+        """Cache the output of ``chain[boundary]`` (computed from the current cache)."""
+        if boundary <= self.boundary:
+            return
+        outs, start = [], 0
+        for batch in iter_batches(calib, batch_size):
+            with self._replaying(start, len(batch)):
+                outs.append(layer_outputs(self.model, self.chain[boundary], batch).clone())
+            start += len(batch)
+        self.outputs, self.boundary = torch.cat(outs), boundary
+
+
+class ActivationSource:
+    """Inputs of any layer in the float and the partly quantized model, over the calibration
+    set, reusing cached chain outputs in front of the layer (see :func:`chain_prefix`)."""
+
+    def __init__(self, float_model: nn.Module, quant_model: nn.Module,
+                 calib: np.ndarray | torch.Tensor, batch_size: int = 32):
+        self.calib, self.batch_size = calib, batch_size
+        example = next(iter_batches(calib[:1], 1))
+        self.chain = chain_prefix(float_model, example)
+        if self.chain != chain_prefix(quant_model, example):
+            self.chain = []
+        self.caches = (_PrefixCache(float_model, self.chain), _PrefixCache(quant_model, self.chain))
+
+    def _boundary(self, path: str) -> int:
+        """Last chain child that lies entirely before the layer at ``path``."""
+        top = path.split(".")[0]
+        return self.chain.index(top) - 1 if top in self.chain else len(self.chain) - 1
+
+    def batches(self, path: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x_float, x_quant)`` input batches of layer ``path``."""
+        boundary = self._boundary(path)
+        for cache in self.caches:
+            cache.advance(boundary, self.calib, self.batch_size)
+        start = 0
+        for batch in iter_batches(self.calib, self.batch_size):
+            yield (self.caches[0].inputs_of(path, batch, start),
+                   self.caches[1].inputs_of(path, batch, start))
+            start += len(batch)
+
+
+def collect_stats(source: ActivationSource, layer: nn.Module, path: str,
+                  locations_per_image: int | None = 256, seed: int = 0) -> ResponseStats:
     """Response moments of layer ``path`` over the calibration set (float vs. quantized)."""
-    layer = float_model.get_submodule(path)
-    stats: ResponseStats | None = None
-    for batch in iter_batches(calib, batch_size):
-        x = layer_inputs(float_model, path, batch)
-        x_hat = layer_inputs(quant_model, path, batch)
-        if stats is None:
-            stats = ResponseStats.zeros(weight_matrix(layer).shape[1])
-        accumulate_stats(stats, layer, x, x_hat)
-    if stats is None:
+    gen = torch.Generator().manual_seed(seed)
+    stats = ResponseStats.zeros(*weight_matrix(layer).shape)
+    for x, x_hat in source.batches(path):
+        accumulate_stats(stats, layer, x, x_hat, locations_per_image, gen)
+    if stats.count == 0:
         raise ConfigError("error correction needs at least one calibration crop")
     return stats
 
@@ -296,12 +429,13 @@ def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tenso
     paths = [p for p, _ in quantizable_layers(model)]
     if calib is not None and len(calib):
         paths = execution_order(float_model, next(iter_batches(calib[:1], 1)), paths)
+    source = (ActivationSource(float_model, quant, calib, batch_size)
+              if error_correction else None)
     reports = []
     bar = tqdm(paths, desc="pq layers", unit="layer", disable=not progress, leave=False)
     for path in bar:
         bar.set_postfix_str(path)
-        reports.append(_quantize_one(float_model, quant, path, cfg, calib, error_correction,
-                                     sweeps, batch_size))
+        reports.append(_quantize_one(float_model, quant, path, cfg, source, sweeps))
         if reports[-1].rel_error_corrected is not None:
             bar.set_postfix_str(f"{path} err {reports[-1].rel_error_kmeans:.3f}->"
                                 f"{reports[-1].rel_error_corrected:.3f}")
@@ -310,8 +444,7 @@ def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tenso
 
 
 def _quantize_one(float_model: nn.Module, quant: nn.Module, path: str, cfg: PQConfig,
-                  calib: np.ndarray | torch.Tensor | None, error_correction: bool,
-                  sweeps: int, batch_size: int) -> LayerReport:
+                  source: ActivationSource | None, sweeps: int) -> LayerReport:
     layer = float_model.get_submodule(path)
     d, k = cfg.for_layer(path)
     kind = type(layer).__name__
@@ -321,9 +454,9 @@ def _quantize_one(float_model: nn.Module, quant: nn.Module, path: str, cfg: PQCo
         return LayerReport(path, kind, float_bytes, float_bytes, skipped=reason)
     books, idx = kmeans_layer(layer, d, k, cfg.kmeans_iters, cfg.seed)
     report = LayerReport(path, kind, float_bytes, 0, d, k)
-    if error_correction:
-        stats = collect_stats(float_model, quant, path, calib, batch_size)
-        books, idx, trace = correct_layer(weight_matrix(layer), books, idx, stats, sweeps)
+    if source is not None:
+        stats = collect_stats(source, layer, path)
+        books, idx, trace = correct_layer(books, idx, stats, sweeps)
         report.rel_error_kmeans = trace.initial / max(stats.target_energy, 1e-30)
         report.rel_error_corrected = trace.final / max(stats.target_energy, 1e-30)
     pq_layer = make_pq_layer(layer, books, idx, cfg.codebook_dtype)

@@ -1,0 +1,159 @@
+"""``slimface bench pq``: lookup-table (PQ) inference against fp32, measured in the same run.
+
+    slimface bench pq --model dlib-resnet --d 4 --k 32 --json
+    slimface bench pq --pq dlib_pq.slim --json
+
+For every PQ layer, the layer's real batch-1 input is captured once; then the LUT layer and
+``F.conv2d`` / ``F.linear`` with the same (reconstructed) weight in fp32 are timed in
+alternation (so both see the same machine load) and the median is reported. The whole
+model is timed the same way (PQ in LUT mode vs. the float model with the same weights).
+Without ``--pq`` the model's layers are product-quantized with plain k-means first; speed
+does not depend on how the codewords were fitted.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from slimface.cli._common import add_json_arg, emit_json, print_table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pq", help="PQ lookup-table inference vs fp32 (per layer + model)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="dlib-resnet", help="float model (registry name / .pt)")
+    p.add_argument("--pq", default=None, metavar="M.slim",
+                   help="a PQ .slim file (default: k-means PQ of --model)")
+    p.add_argument("--d", type=int, default=4, help="subspace size when quantizing --model")
+    p.add_argument("--k", type=int, default=32, help="codewords when quantizing --model")
+    p.add_argument("--batch", type=int, default=1, help="batch size")
+    p.add_argument("--repeats", type=int, default=30, help="timed calls per variant")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def _median_ms_pair(a: Callable[[], Any], b: Callable[[], Any],
+                    repeats: int) -> tuple[float, float]:
+    """Median wall time (ms) of ``a`` and ``b``, called alternately after a warm-up."""
+    for _ in range(3):
+        a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a()
+        t1 = time.perf_counter()
+        b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return 1e3 * statistics.median(ta), 1e3 * statistics.median(tb)
+
+
+def float_twin(model: Any) -> Any:
+    """A copy of ``model`` with every PQ layer replaced by nn.Conv2d/nn.Linear (same weights)."""
+    from torch import nn
+
+    from slimface.runtime.pq import PQConv2d, PQLinear
+
+    twin = copy.deepcopy(model)
+    for path, mod in list(twin.named_modules()):
+        if isinstance(mod, PQLinear):
+            new = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
+        elif isinstance(mod, PQConv2d):
+            new = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride,
+                            mod.padding, mod.dilation, bias=mod.bias is not None)
+        else:
+            continue
+        new.weight.data.copy_(mod.weight.detach())
+        if mod.bias is not None:
+            new.bias.data.copy_(mod.bias.detach())
+        parent, _, name = path.rpartition(".")
+        setattr(twin.get_submodule(parent) if parent else twin, name, new)
+    return twin.eval()
+
+
+def _pq_model(args: argparse.Namespace) -> Any:
+    from slimface.runtime.loader import load_model
+
+    if args.pq:
+        return load_model(args.pq)
+    from slimface.compress.pq import PQConfig, quantize_pq
+
+    model = load_model(args.model)
+    quant, _ = quantize_pq(model, PQConfig(d=args.d, k=args.k), error_correction=False)
+    return quant
+
+
+def layer_rows(quant: Any, x: Any, repeats: int) -> list[dict[str, Any]]:
+    """Per PQ layer: shape, fp32 and LUT medians at the captured input."""
+    import torch
+    import torch.nn.functional as F
+
+    from slimface.compress.pq import layer_inputs
+    from slimface.runtime.pq import PQConv2d, PQLinear
+
+    rows = []
+    for path, mod in quant.named_modules():
+        if not isinstance(mod, (PQConv2d, PQLinear)):
+            continue
+        inp = layer_inputs(quant, path, x).clone()
+        w = mod.weight.detach().clone()
+        b = None if mod.bias is None else mod.bias.detach().clone()
+        if isinstance(mod, PQLinear):
+            dense = lambda: F.linear(inp, w, b)  # noqa: E731
+            shape = f"fc {mod.in_features}->{mod.out_features}"
+        else:
+            dense = lambda: F.conv2d(inp, w, b, mod.stride, mod.padding, mod.dilation)  # noqa
+            shape = (f"conv {mod.in_channels}->{mod.out_channels} {mod.kernel_size[0]}x"
+                     f"{mod.kernel_size[1]}/{mod.stride[0]} @{inp.shape[-2]}x{inp.shape[-1]}")
+        with torch.inference_mode():
+            torch.testing.assert_close(mod(inp), dense(), rtol=1e-3, atol=1e-3)
+            fp32_ms, lut_ms = _median_ms_pair(dense, lambda: mod(inp), repeats)
+        rows.append({"layer": path, "shape": shape, "M": mod.num_subspaces,
+                     "K": mod.num_codewords, "fp32_ms": fp32_ms, "lut_ms": lut_ms,
+                     "speedup": fp32_ms / lut_ms})
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimface.runtime.pq import set_pq_mode
+
+    torch.set_num_threads(args.threads)
+    quant = _pq_model(args).eval()
+    set_pq_mode(quant, "lut")
+    twin = float_twin(quant)
+    h, w = getattr(quant, "input_size", (112, 112))
+    x = torch.rand(args.batch, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255
+    rows = layer_rows(quant, x, args.repeats)
+    with torch.inference_mode():
+        fp32_ms, lut_ms = _median_ms_pair(lambda: twin(x), lambda: quant(x),
+                                          max(5, args.repeats // 3))
+    model_row = {"layer": "whole model", "shape": f"{args.batch}x3x{h}x{w}", "fp32_ms": fp32_ms,
+                 "lut_ms": lut_ms, "speedup": fp32_ms / lut_ms}
+    print_table(rows + [model_row], ["layer", "shape", "M", "K", "fp32_ms", "lut_ms", "speedup"],
+                title=f"PQ lookup-table vs fp32, batch {args.batch}, {args.threads} thread(s), "
+                      "median ms")
+    first = next((r for r in rows), {})
+    emit_json({"benchmark": "pq", "model": args.pq or args.model,
+               "d": None if not rows else int(quant.get_submodule(first["layer"]).subspace_dim),
+               "k": first.get("K"),
+               "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
+               "torch": torch.__version__, "commit": _commit(), "layers": rows,
+               "model_latency": model_row}, args.json)
+    return 0
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None

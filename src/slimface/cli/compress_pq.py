@@ -1,0 +1,164 @@
+"""``slimface compress pq``: product quantization (Q-CNN) of conv + FC layers into a .slim file.
+
+    slimface compress pq --model dlib-resnet --ratio 15 --out dlib_pq.slim --eval --json
+    slimface compress pq --model dlib-resnet --d 4 --k 32 --sweeps 2 --calib-n 2000 --out M.slim
+
+Subspaces are slices of ``--d`` input channels (one K-word codebook per slice, shared by every
+kernel position); ``--ratio`` picks the largest power-of-two K reaching that compression of
+all conv+fc weights (codebooks counted, fp32 unless ``--codebook-dtype float16``). Error
+correction (default) refits each layer to its response on aligned calibration crops, layer by
+layer, fed by the already-quantized earlier layers; ``--finetune-epochs`` then trains the
+codebooks to match the float model's embeddings. Calibration images are never LFW pair images.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.errors import ConfigError, ModelError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pq", help="product quantization with error correction (Q-CNN)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="dlib-resnet",
+                   help="registry name or .pt checkpoint with an architecture entry")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--ratio", type=float, default=None,
+                      help="target compression of conv+fc weights (picks K for --d)")
+    size.add_argument("--k", type=_positive_int, default=None,
+                      help="codewords per subspace (default 32)")
+    p.add_argument("--d", type=_positive_int, default=4, help="input channels per subspace")
+    p.add_argument("--no-error-correction", action="store_true",
+                   help="plain k-means on the weights (no calibration data needed)")
+    p.add_argument("--sweeps", type=_nonneg_int, default=1,
+                   help="error-correction rounds per layer (codebook LS, re-assign, LS)")
+    p.add_argument("--calib", default=None, metavar="DIR",
+                   help="calibration images (default <data>/celeba_subset/img_align_celeba_89x109;"
+                        " never LFW pair images)")
+    p.add_argument("--calib-n", type=_positive_int, default=1000,
+                   help="calibration images, spread evenly over --calib")
+    p.add_argument("--finetune-epochs", type=_nonneg_int, default=0,
+                   help="epochs of codebook-only distillation on the calibration crops")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam learning rate")
+    p.add_argument("--codebook-dtype", default="float32", choices=("float32", "float16"))
+    p.add_argument("--skip", nargs="*", default=(), metavar="PATH",
+                   help="module paths to keep float")
+    p.add_argument("--data", default=None, metavar="DIR", help="data root (for --calib, --eval)")
+    p.add_argument("--eval", action="store_true",
+                   help="also measure LFW view-2 accuracy of the result")
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads")
+    p.add_argument("--out", required=True, metavar="M.slim", help="output deploy file")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def _load_float_model(spec: str) -> tuple[Any, dict[str, Any]]:
+    """The float model and the architecture entry that rebuilds its skeleton."""
+    import torch
+
+    from slimface.runtime.loader import load_model
+
+    path = Path(spec)
+    if path.suffix.lower() in (".pt", ".pth"):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        arch = ckpt.get("architecture") if isinstance(ckpt, dict) else None
+        if not isinstance(arch, dict):
+            raise ModelError(f"{path}: checkpoint has no architecture entry to rebuild from")
+        return load_model(spec), arch
+    if path.suffix.lower() in (".slim", ".onnx"):
+        raise ModelError(f"{path}: compress pq needs a float model (registry name or .pt), "
+                         f"not an already exported {path.suffix} file")
+    model = load_model(spec)
+    return model, {"backbone": spec, "kwargs": {"pretrained": False}}
+
+
+def _calibration(args: argparse.Namespace, model: Any) -> Any:
+    from slimface.compress.pq import DEFAULT_CALIB_SUBDIR, calibration_crops
+    from slimface.io.paths import data_root
+
+    calib_dir = args.calib or data_root(args.data) / DEFAULT_CALIB_SUBDIR
+    crops = calibration_crops(model, calib_dir, args.calib_n, data_root=args.data)
+    if len(crops) == 0:
+        raise ConfigError(f"{calib_dir}: no face could be aligned for calibration")
+    return crops, str(calib_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimface.compress.pq import (PQConfig, config_for_ratio, finetune_codebooks,
+                                      pq_size_report, quantize_pq, save_pq_model)
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model, arch = _load_float_model(args.model)
+    base = PQConfig(d=args.d, k=args.k or 32, skip=tuple(args.skip),
+                    codebook_dtype=args.codebook_dtype)
+    cfg = config_for_ratio(model, args.ratio, args.d, base) if args.ratio else base
+    need_calib = not args.no_error_correction or args.finetune_epochs > 0
+    crops, calib_dir = _calibration(args, model) if need_calib else (None, None)
+    quant, reports = quantize_pq(model, cfg, crops, error_correction=not args.no_error_correction,
+                                 sweeps=args.sweeps)
+    losses = (finetune_codebooks(quant, model, crops, args.finetune_epochs, args.finetune_lr)
+              if args.finetune_epochs else [])
+    size = pq_size_report(reports)
+    summary = {"model": args.model, "method": "pq", "d": cfg.d, "k": cfg.k,
+               "error_correction": not args.no_error_correction, "sweeps": args.sweeps,
+               "codebook_dtype": cfg.codebook_dtype, "calib": calib_dir,
+               "calib_n": 0 if crops is None else len(crops),
+               "finetune_epochs": args.finetune_epochs, "finetune_losses": losses, **size}
+    out = save_pq_model(quant, args.out, arch, {"compression": summary})
+    summary.update(out=str(out), file_bytes=out.stat().st_size,
+                   seconds=time.perf_counter() - start,
+                   layers=[r.__dict__ for r in reports])
+    if args.eval:
+        summary["lfw"] = _evaluate(quant, args.data)
+    _print_summary(summary)
+    emit_json(summary, args.json)
+    return 0
+
+
+def _evaluate(quant: Any, data: str | None) -> dict[str, Any]:
+    from slimface.eval.run import evaluate_lfw, json_summary
+
+    res = json_summary(evaluate_lfw(quant, data))
+    return {k: res[k] for k in ("accuracy_mean", "accuracy_std", "auc", "tar_at_far_1e-3",
+                                "n_pairs", "no_face") if k in res}
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    rows = [{"layer": r["path"], "d": r["d"], "K": r["k"], "float_B": r["float_bytes"],
+             "stored_B": r["stored_bytes"], "err_kmeans": r["rel_error_kmeans"],
+             "err_corrected": r["rel_error_corrected"], "note": r["skipped"] or ""}
+            for r in s["layers"]]
+    print_table(rows, title="per layer (relative response error on the calibration set)")
+    acc = s.get("lfw", {}).get("accuracy_mean")
+    print(f"{s['out']}: conv+fc weights {s['float_weight_bytes']:,} -> {s['pq_weight_bytes']:,} "
+          f"bytes ({s['ratio']:.2f}x, {s['codebook_dtype']} codebooks), file "
+          f"{s['file_bytes']:,} bytes, {s['seconds']:.0f} s"
+          + (f", LFW view 2 {100 * acc:.2f}%" if acc is not None else ""), file=sys.stderr)
