@@ -168,17 +168,12 @@ def _chain_names(detector: str | Detector, fallback: str | Detector | None) -> s
 
 @dataclass(frozen=True)
 class _Job:
-    """What a worker needs to rebuild the detectors and template (picklable)."""
+    """What a worker needs (picklable: detectors load their models lazily, per process)."""
 
     template: Template
-    detector: tuple[str, dict] | None
-    fallback: tuple[str, dict] | None
+    detector: Detector | None
+    fallback: Detector | None
     multi_face: str
-
-
-def _detector_spec(det: Detector | None) -> tuple[str, dict] | None:
-    """Name and settings from which a worker rebuilds the same detector."""
-    return None if det is None else (det.name, dict(det.config, pad=det.pad))
 
 
 _WORKER: dict[str, Any] = {}
@@ -187,9 +182,10 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(job: _Job, forked: bool = True) -> None:
     """Per-process setup: one thread per worker, models loaded once.
 
-    Workers are forked (scripts without a ``__main__`` guard keep working; the workers never
-    touch torch, so its thread pools in the parent do not matter). Model caches inherited
-    from the parent are dropped: an onnxruntime session does not survive a fork."""
+    Workers are spawned, not forked: a forked child deadlocks in onnxruntime once the parent
+    has run a session (measured: pool hung at 0% CPU). So scripts calling
+    :func:`align_paths` with ``workers > 1`` need an ``if __name__ == "__main__":`` guard.
+    ``SLIMFACE_MP_START=fork`` overrides; model caches are then dropped in the child."""
     import cv2
 
     from slimface.align.detect import dlib_hog, retinaface
@@ -200,10 +196,6 @@ def _init_worker(job: _Job, forked: bool = True) -> None:
         dlib_hog._models.cache_clear()
         _cached_detector.cache_clear()
     _WORKER["job"] = job
-    _WORKER["det"] = None if job.detector is None else create_detector(
-        job.detector[0], **job.detector[1], threads=1)
-    _WORKER["fallback"] = None if job.fallback is None else create_detector(
-        job.fallback[0], **job.fallback[1], threads=1)
 
 
 def _work(task: tuple[int, str, Face | None, bool]) -> tuple:
@@ -218,8 +210,7 @@ def _work(task: tuple[int, str, Face | None, bool]) -> tuple:
         if known:
             face, status = known_face, ("centre" if known_face is None else "known")
         else:
-            face, status = detect_one(image, _WORKER["det"], _WORKER["fallback"],
-                                      job.multi_face, path)
+            face, status = detect_one(image, job.detector, job.fallback, job.multi_face, path)
         return index, status, face, crop_for(image, face, job.template)
     except errors.ImageError as exc:
         return index, "error", type(exc).__name__, exc.path, exc.problem
@@ -247,7 +238,7 @@ def _run_jobs(job: _Job, tasks: list[tuple], workers: int, progress: bool,
                 yield _work(task)
                 bar.update()
             return
-        ctx = mp.get_context(os.environ.get("SLIMFACE_MP_START", "fork"))
+        ctx = mp.get_context(os.environ.get("SLIMFACE_MP_START", "spawn"))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
             for result in pool.imap_unordered(_work, tasks, chunksize=8):
                 yield result
@@ -293,7 +284,7 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
     for key, idx in unique.items():
         hit = known.get(key)
         tasks.append((idx[0], key.path, hit[1] if hit else None, hit is not None))
-    job = _Job(t, _detector_spec(det), _detector_spec(fb), multi_face)
+    job = _Job(t, det, fb, multi_face)
     new: list[tuple[FileKey, str, Face | None, np.ndarray]] = []
     try:
         for result in _run_jobs(job, tasks, workers, progress, f"align {t.name}"):

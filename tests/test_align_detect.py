@@ -1,0 +1,76 @@
+"""Detectors: prior boxes, NMS, one face found on a real LFW image, padding of tight crops."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slimface.align.detect import create_detector, list_detectors, nms
+from slimface.align.detect.retinaface import decode_boxes, prior_boxes
+from slimface.errors import UnknownNameError
+from slimface.io.image import load_image
+
+LFW_IMAGE = "lfw-deepfunneled/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
+
+
+@pytest.fixture(scope="module")
+def lfw_image(lfw_root: Path) -> np.ndarray:
+    return load_image(lfw_root / LFW_IMAGE)
+
+
+def test_registry_names_and_unknown() -> None:
+    assert {"retinaface", "dlib"} <= set(list_detectors())
+    with pytest.raises(UnknownNameError, match="retinaface"):
+        create_detector("retinafac")
+
+
+def test_prior_boxes_count_and_order() -> None:
+    priors = prior_boxes(64, 96)
+    # (8x12 + 4x6 + 2x3) cells x 2 sizes each
+    assert priors.shape == ((8 * 12 + 4 * 6 + 2 * 3) * 2, 4)
+    np.testing.assert_allclose(priors[0], [4 / 96, 4 / 64, 16 / 96, 16 / 64])
+    np.testing.assert_allclose(priors[1], [4 / 96, 4 / 64, 32 / 96, 32 / 64])
+
+
+def test_zero_offsets_decode_to_the_prior_box() -> None:
+    priors = np.array([[0.5, 0.5, 0.2, 0.4]], np.float32)
+    np.testing.assert_allclose(decode_boxes(np.zeros((1, 4), np.float32), priors),
+                               [[0.4, 0.3, 0.6, 0.7]], atol=1e-6)
+
+
+def test_nms_keeps_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], float)
+    keep = nms(boxes, np.array([0.8, 0.9, 0.5]), 0.4)
+    assert keep.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("name,kind", [("retinaface", "5pt"), ("dlib", "dlib5")])
+def test_detector_finds_the_face_in_lfw_image(lfw_image: np.ndarray, name: str,
+                                              kind: str) -> None:
+    faces = create_detector(name).detect(lfw_image)
+    assert faces and faces[0].kind == kind
+    best = faces[0]
+    assert best.landmarks.shape == (5, 2)
+    cx, cy = best.centre
+    assert 80 < cx < 170 and 70 < cy < 180  # LFW centres the subject in 250x250
+    if kind == "5pt":  # viewer's left eye first, mouth below the eyes
+        assert best.landmarks[0, 0] < best.landmarks[1, 0]
+        assert best.landmarks[3, 1] > best.landmarks[0, 1]
+
+
+def test_blank_image_has_no_face() -> None:
+    assert create_detector("retinaface").detect(np.full((120, 100, 3), 128, np.uint8)) == []
+
+
+def test_tight_crop_needs_padding(lfw_image: np.ndarray) -> None:
+    tight = lfw_image[70:190, 70:180]  # face fills the frame, like UTKFace
+    padded = create_detector("retinaface", pad="auto").detect(tight)
+    assert padded, "auto padding should find the face in a tight crop"
+    lm = padded[0].landmarks
+    assert (lm > -5).all() and (lm[:, 0] < tight.shape[1] + 5).all()  # unpadded coordinates
+
+
+def test_detect_rejects_non_rgb() -> None:
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        create_detector("retinaface").detect(np.zeros((10, 10), np.uint8))

@@ -1,0 +1,122 @@
+"""align_image policies and align_paths: order, status counts, cache hits, errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from slimface.align import align_image, align_paths
+from slimface.align import pipeline
+from slimface.errors import (ConfigError, ImageNotFoundError, MultipleFacesError,
+                             NoFaceError)
+from slimface.io.image import load_image
+
+NAMES = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "Abba_Eban/Abba_Eban_0001.jpg",
+         "Adam_Sandler/Adam_Sandler_0001.jpg"]
+
+
+@pytest.fixture(scope="module")
+def lfw_files(lfw_root: Path) -> list[Path]:
+    files = [lfw_root / "lfw-deepfunneled" / n for n in NAMES]
+    if not all(f.is_file() for f in files):
+        pytest.skip("LFW sample images missing")
+    return files
+
+
+@pytest.fixture()
+def blank_file(tmp_path: Path) -> Path:
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((90, 80, 3), 128, np.uint8)).save(path)
+    return path
+
+
+def test_align_image_from_path(lfw_files: list[Path]) -> None:
+    out = align_image(lfw_files[0], "arcface112", multi_face="central")
+    assert out.status == "detected" and out.crop.shape == (112, 112, 3)
+    assert out.face is not None and out.face.kind == "5pt"
+
+
+def test_no_face_policies(blank_file: Path) -> None:
+    with pytest.raises(NoFaceError, match="blank.png"):
+        align_image(blank_file)
+    out = align_image(blank_file, "seed112x96", no_face="centre")
+    assert out.status == "centre" and out.face is None and out.crop.shape == (112, 96, 3)
+
+
+def test_multi_face_policies(lfw_files: list[Path]) -> None:
+    a, b = load_image(lfw_files[0]), load_image(lfw_files[1])
+    both = np.concatenate([a, b[:, :, :]], axis=1)  # two faces side by side
+    with pytest.raises(MultipleFacesError, match="2 faces"):
+        align_image(both)
+    largest = align_image(both, multi_face="largest")
+    assert largest.status == "detected"
+
+
+def test_bad_policy_is_a_config_error(lfw_files: list[Path]) -> None:
+    with pytest.raises(ConfigError, match="largest"):
+        align_image(lfw_files[0], multi_face="biggest")
+
+
+def test_align_paths_order_status_and_cache(lfw_files: list[Path], blank_file: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [lfw_files[1], blank_file, lfw_files[0], lfw_files[1]]
+    first = align_paths(files, "arcface112", multi_face="central", workers=1, progress=False)
+    assert first.crops.shape == (4, 112, 112, 3)
+    assert first.status == ["detected", "centre", "detected", "detected"]
+    assert first.n_centre == 1 and first.counts()["detected"] == 3
+    np.testing.assert_array_equal(first.crops[0], first.crops[3])
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("a cache hit must not detect again")
+
+    monkeypatch.setattr(pipeline, "detect_one", no_detection)
+    again = align_paths(files, "arcface112", multi_face="central", workers=1, progress=False)
+    np.testing.assert_array_equal(again.crops, first.crops)
+    assert again.status == first.status
+    # another template reuses the cached detections (no detection, only a warp)
+    other = align_paths(files, "seed112x96", multi_face="central", workers=1, progress=False)
+    assert other.crops.shape == (4, 112, 96, 3) and other.status == first.status
+
+
+def test_fallback_detector_status(lfw_files: list[Path], monkeypatch) -> None:
+    from slimface.align.detect import Detector
+
+    class Blind(Detector):
+        def _detect(self, image):
+            return []
+
+    out = align_paths(lfw_files[:1], "arcface112", detector=Blind(name="blind"),
+                      fallback_detector="retinaface", cache=False, workers=1, progress=False)
+    assert out.status == ["fallback_detector"]
+
+
+def test_align_paths_errors_name_the_file(tmp_path: Path, blank_file: Path) -> None:
+    with pytest.raises(ImageNotFoundError, match="missing.jpg"):
+        align_paths([blank_file, tmp_path / "missing.jpg"], "arcface112", progress=False)
+    with pytest.raises(NoFaceError, match="blank.png"):
+        align_paths([blank_file], "arcface112", no_face="error", cache=False, progress=False)
+
+
+def test_align_paths_in_worker_processes(tmp_path: Path) -> None:
+    files = []
+    for i in range(40):
+        path = tmp_path / f"b{i:02d}.png"
+        Image.fromarray(np.full((40, 40, 3), i * 5, np.uint8)).save(path)
+        files.append(path)
+    out = align_paths(files, "arcface112", workers=2, progress=False)
+    assert out.n_centre == len(files) and out.crops.shape == (40, 112, 112, 3)
+
+
+def test_worker_errors_travel_back_as_the_same_error(tmp_path: Path) -> None:
+    from slimface.align.templates import get_template
+    from slimface.errors import NotAnImageError
+
+    (tmp_path / "bad.png").write_text("not an image")
+    pipeline._init_worker(pipeline._Job(get_template("arcface112"), None, None, "largest"),
+                          forked=False)
+    result = pipeline._work((0, str(tmp_path / "bad.png"), None, False))
+    assert result[1] == "error"
+    with pytest.raises(NotAnImageError, match="bad.png"):
+        pipeline._raise_worker_error(result)

@@ -1,0 +1,155 @@
+"""load_image: every supported layout becomes HxWx3 uint8 RGB; every bad file a named error."""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from slimface.errors import (EmptyImageError, ImageDecodeError, ImageError, ImageNotFoundError,
+                             ImageTooLargeError, NotAnImageError, UnsupportedImageError)
+from slimface.io.image import load_image
+
+
+def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR claims width x height but that carries no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("fmt,ext", [("PNG", ".png"), ("BMP", ".bmp"), ("WEBP", ".webp"),
+                                     ("PPM", ".ppm")])
+def test_lossless_formats_round_trip(tmp_path: Path, fmt: str, ext: str) -> None:
+    arr = _rgb()
+    path = tmp_path / f"x{ext}"
+    Image.fromarray(arr).save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    out = load_image(path)
+    assert out.dtype == np.uint8 and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_jpeg_decodes_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "x.jpg"
+    Image.fromarray(np.full((16, 16, 3), (200, 30, 60), np.uint8)).save(path, quality=95)
+    out = load_image(path)
+    assert out.shape == (16, 16, 3)
+    assert np.abs(out.astype(int) - (200, 30, 60)).max() <= 4
+
+
+def test_grey_pgm_becomes_three_equal_channels(tmp_path: Path) -> None:
+    grey = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    path = tmp_path / "g.pgm"
+    Image.fromarray(grey, mode="L").save(path)
+    out = load_image(path)
+    assert out.shape == (12, 10, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], grey)
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    out = load_image(path)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255])
+
+
+def test_rgba_is_composited_over_white(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)   # opaque keeps its colour
+    rgba[1, 1] = (10, 20, 30, 0)     # transparent becomes white
+    path = tmp_path / "a.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    out = load_image(path)
+    np.testing.assert_array_equal(out[0, 0], (10, 20, 30))
+    np.testing.assert_array_equal(out[1, 1], (255, 255, 255))
+
+
+def test_palette_and_cmyk_convert(tmp_path: Path) -> None:
+    pal = Image.fromarray(_rgb()).convert("P")
+    pal.save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png").shape == (24, 32, 3)
+    Image.fromarray(_rgb()).convert("CMYK").save(tmp_path / "c.jpg")
+    assert load_image(tmp_path / "c.jpg").shape == (24, 32, 3)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rot.jpg"
+    im.save(path, exif=exif, quality=95)
+    out = load_image(path)
+    assert out.shape == (40, 20, 3)
+    assert out[:15].mean() > 200 and out[25:].mean() < 50  # white half is now on top
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageNotFoundError, match=str(tmp_path / "nope.jpg")):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageNotFoundError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "z.jpg").write_bytes(b"")
+    with pytest.raises(EmptyImageError, match="z.jpg"):
+        load_image(tmp_path / "z.jpg")
+
+
+def test_text_named_jpg_is_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "t.jpg").write_text("hello, I am not a picture\n")
+    with pytest.raises(NotAnImageError, match="t.jpg: not an image"):
+        load_image(tmp_path / "t.jpg")
+
+
+def test_truncated_jpeg_is_a_decode_error(tmp_path: Path) -> None:
+    full = tmp_path / "full.jpg"
+    Image.fromarray(_rgb(64, 64)).save(full, quality=90)
+    data = full.read_bytes()
+    (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="half.jpg"):
+        load_image(tmp_path / "half.jpg")
+    (tmp_path / "head.jpg").write_bytes(data[:12])
+    with pytest.raises(ImageDecodeError, match="head.jpg"):
+        load_image(tmp_path / "head.jpg")
+
+
+def test_unsupported_format(tmp_path: Path) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "x.gif")
+    with pytest.raises(UnsupportedImageError, match="GIF"):
+        load_image(tmp_path / "x.gif")
+
+
+@pytest.mark.parametrize("side", [8000, 20000])  # 64 MP (over our limit), 400 MP (Pillow bomb)
+def test_huge_dimensions_refused_without_decoding(tmp_path: Path, side: int) -> None:
+    path = _png_header_only(tmp_path / "huge.png", side, side)
+    with pytest.raises(ImageTooLargeError, match="huge.png"):
+        load_image(path)
+
+
+def test_zero_width_header_is_empty_or_corrupt(tmp_path: Path) -> None:
+    path = _png_header_only(tmp_path / "flat.png", 0, 10)
+    with pytest.raises((EmptyImageError, ImageDecodeError)):
+        load_image(path)
+
+
+def test_every_error_is_an_image_error_with_the_path(tmp_path: Path) -> None:
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(ImageError) as info:
+        load_image(tmp_path / "e.png")
+    assert info.value.path == str(tmp_path / "e.png")
+    assert str(info.value).startswith(str(tmp_path / "e.png"))
