@@ -74,3 +74,17 @@ def test_tight_crop_needs_padding(lfw_image: np.ndarray) -> None:
 def test_detect_rejects_non_rgb() -> None:
     with pytest.raises(ValueError, match="uint8 RGB"):
         create_detector("retinaface").detect(np.zeros((10, 10), np.uint8))
+
+
+def test_dlib150_chip_matches_dlib_on_real_image(lfw_image: np.ndarray) -> None:
+    dlib = pytest.importorskip("dlib")
+    from slimface.align.detect.dlib_hog import _models
+    from slimface.align.warp import warp_face
+
+    face = create_detector("dlib").detect(lfw_image)[0]
+    hog, predictor, _ = _models()
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    shape = predictor(lfw_image, dlib.rectangle(x1, y1, x2 - 1, y2 - 1))
+    ref = dlib.get_face_chip(lfw_image, shape, 150, 0.25)
+    ours = warp_face(lfw_image, face.landmarks, "dlib150", kind="dlib5")
+    assert np.abs(ref.astype(int) - ours.astype(int)).mean() < 0.01

@@ -103,9 +103,13 @@ def face_transform(landmarks: np.ndarray, template: Template | str,
     return similarity_transform(lm, pts)
 
 
-def warp_with_matrix(image: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def warp_with_matrix(image: np.ndarray, m: np.ndarray, size: tuple[int, int],
+                     truncate: bool = False) -> np.ndarray:
     """Bilinear warp of ``image`` by image->crop matrix ``m`` into ``size`` = (H, W); outside
-    pixels are black. Downscales beyond 2x go through a Gaussian pyramid first."""
+    pixels are black. Downscales beyond 2x go through a Gaussian pyramid first.
+
+    ``truncate=True`` interpolates in float and rounds down, as dlib's ``extract_image_chip``
+    does (OpenCV's uint8 path rounds to nearest, 0.5 grey levels brighter on average)."""
     img = np.ascontiguousarray(image)
     m = np.array(m, dtype=np.float64)
     ratio = 1.0 / math.sqrt(abs(np.linalg.det(m[:, :2])))  # image pixels per crop pixel
@@ -114,6 +118,10 @@ def warp_with_matrix(image: np.ndarray, m: np.ndarray, size: tuple[int, int]) ->
         m[:, :2] *= 2.0  # pyrDown output pixel j sits on input pixel 2j
         ratio /= 2.0
     h, w = size
+    if truncate:
+        out = cv2.warpAffine(img.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        return np.clip(np.floor(out), 0, 255).astype(np.uint8)
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
@@ -122,7 +130,8 @@ def warp_face(image: np.ndarray, landmarks: np.ndarray, template: Template | str
               kind: str = "5pt") -> np.ndarray:
     """Aligned HxWx3 uint8 crop of the face whose 5 landmarks (convention ``kind``) are given."""
     t = get_template(template)
-    return warp_with_matrix(image, face_transform(landmarks, t, kind), t.size)
+    return warp_with_matrix(image, face_transform(landmarks, t, kind), t.size,
+                            truncate=t.geometry == "dlib_chip")
 
 
 def centred_landmarks(image_shape: tuple[int, ...]) -> np.ndarray:
