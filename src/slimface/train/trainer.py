@@ -252,13 +252,17 @@ class Trainer:
                 bar.set_postfix(loss=f"{last['loss']:.3f}", img_s=f"{ips:.1f}")
                 window_loss, window_acc, window_n = 0.0, 0.0, 0
                 t_window, img_window = now, self.state.images
-            if self.state.step % cfg.checkpoint_every == 0:
+            finished = self.state.step == self.total_steps
+            eval_due = bool(cfg.eval_every) and self.state.step % cfg.eval_every == 0
+            # Save before evaluating, so a failing or interrupted evaluation loses no training.
+            if self.state.step % cfg.checkpoint_every == 0 or eval_due or finished:
                 self.save_checkpoint()
-            if cfg.eval_every and self.state.step % cfg.eval_every == 0:
+            if finished:
+                self.save_backbone()
+            if eval_due:
                 last.update(self._evaluate(self.state.step))
         bar.close()
-        self.save_checkpoint()
-        backbone_path = self.save_backbone()
+        backbone_path = self.save_backbone()  # also when resuming an already finished run
         elapsed = time.perf_counter() - t0
         return {**last, "steps": self.state.step, "total_steps": self.total_steps,
                 "seconds": round(elapsed, 2),
