@@ -166,3 +166,31 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 def quantized_layers(model: nn.Module) -> dict[str, Any]:
     """Paths of the quantized layers in ``model`` (for reports and tests)."""
     return {p: m for p, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
+
+
+def create_quantized_backbone(base: str, base_kwargs: dict[str, Any] | None = None,
+                              scheme: str = "xnor", w_bits: int = 1, a_bits: int | None = None,
+                              keep_float: Sequence[str] | None = None, scale: str = "channel",
+                              beta: str = "none", h: str = "clip", **_: Any) -> nn.Module:
+    """A registry backbone ``base`` passed through :func:`quantize_model` (for QAT configs).
+
+    Every argument is JSON, so trainer checkpoints (``backbone_kwargs``) rebuild it. The model
+    remembers ``backbone_name`` / ``backbone_kwargs`` of its float skeleton, which is what a
+    ``.slim`` deploy file records as its architecture.
+    """
+    from slimface.models import create_backbone
+
+    model = create_backbone(base, **dict(base_kwargs or {}))
+    quantize_model(model, scheme, w_bits, a_bits, keep_float, scale, beta, h)
+    model.backbone_name, model.backbone_kwargs = base, dict(base_kwargs or {})
+    return model
+
+
+def _register_quantized_backbone() -> None:
+    from slimface.models import BACKBONES
+
+    if "quantized" not in BACKBONES:
+        BACKBONES.register(create_quantized_backbone, name="quantized")
+
+
+_register_quantized_backbone()

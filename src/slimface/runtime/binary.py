@@ -476,6 +476,18 @@ def _decode_kwargs(t: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> dict
     return kw
 
 
+def _checked(decode: Any) -> Any:
+    """Turn shape/size mismatches of a corrupt file into ValueError (deploy adds the path)."""
+    def wrapper(t: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> nn.Module:
+        try:
+            return decode(t, meta)
+        except (RuntimeError, TypeError, IndexError) as exc:
+            raise ValueError(f"{meta.get('kind')} layer data do not fit its metadata "
+                             f"({str(exc).splitlines()[0]})") from None
+    return wrapper
+
+
+@_checked
 def _decode_binary(t: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> nn.Module:
     bits = unpack_signs_bytes(t["bits"], tuple(meta["shape"]))
     kw = _decode_kwargs(t, meta)
@@ -484,6 +496,7 @@ def _decode_binary(t: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> nn.M
     return module
 
 
+@_checked
 def _decode_kbit(t: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> nn.Module:
     shape = tuple(meta["shape"])
     codes = unpack_codes(t["codes"], int(meta["bits"]), int(np.prod(shape))).reshape(shape)

@@ -1,0 +1,249 @@
+"""``slimface bench kernels``: our binary conv kernel against torch fp32 conv, same threads.
+
+Per conv shape of face_resnet_c and mobilefacenet (dense convs only: the first conv stays
+float in every quantized model, and depthwise convs have no popcount GEMM), at batch 1 and
+32: the XNOR-popcount kernel (binary weights and activations, NHWC input) against
+``torch.nn.functional.conv2d`` in fp32, timed in both NCHW and channels_last memory formats
+with the faster one kept. Then the whole model Q (face_resnet_c, XNOR weights and
+activations except Conv1a, loaded from its ``.slim`` deploy file) against model C in fp32.
+
+Runs are interleaved (ours, torch, ours, torch...) so both see the same machine load;
+``min_ms`` (the least disturbed run) drives the speed-up, ``median_ms`` is reported too.
+Table on stderr, one JSON object on stdout (device, threads, commit, load average).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from slimface.cli._common import add_json_arg, emit_json, print_table
+
+MODELS = {"face_resnet_c": (112, 96), "mobilefacenet": (112, 112)}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("kernels", help="binary conv kernel and model Q vs torch fp32",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=2, help="threads for torch and our kernel")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes")
+    p.add_argument("--reps", type=int, default=7, help="timed runs per case (after 1 warm-up)")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
+                   help="whose conv shapes to time")
+    p.add_argument("--no-model", action="store_true", help="skip the whole-model Q vs C runs")
+    p.add_argument("--seed", type=int, default=0)
+    add_json_arg(p)
+    p.set_defaults(json="-")
+
+
+# ------------------------------------------------------------------ environment
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import torch
+
+    from slimface.runtime import kernel
+
+    return {"cpu": _cpu_name(), "cpus": os.cpu_count(), "threads": threads,
+            "kernel": kernel.implementation(), "torch": torch.__version__,
+            "python": platform.python_version(), "commit": _commit(),
+            "loadavg_before": list(os.getloadavg())}
+
+
+# ------------------------------------------------------------------ timing
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, dict[str, float]]:
+    """Time each function ``reps`` times, alternating between them; ms statistics per name."""
+    for fn in fns.values():
+        fn()  # warm-up (allocations, weight layout, oneDNN primitive cache)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"min_ms": float(np.min(v)), "median_ms": float(np.median(v))}
+            for k, v in times.items()}
+
+
+def conv_shapes(model_name: str) -> list[dict[str, Any]]:
+    """Distinct dense conv shapes met in a forward pass (first conv excluded)."""
+    import torch
+
+    from slimface.models import create_backbone
+
+    model = create_backbone(model_name).eval()
+    seen: list[dict[str, Any]] = []
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def hook(mod: torch.nn.Conv2d, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if mod is convs[0] or mod.groups != 1:
+            return
+        c, h, w = inp[0].shape[1:]
+        shape = {"model": model_name, "cin": int(c), "h": int(h), "w": int(w),
+                 "cout": mod.out_channels, "k": mod.kernel_size[0], "stride": mod.stride[0],
+                 "pad": mod.padding[0]}
+        if shape not in seen:
+            seen.append(shape)
+
+    handles = [m.register_forward_hook(hook) for m in convs]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, *MODELS[model_name]))
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
+              rng: np.random.Generator) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from slimface.runtime import kernel
+
+    cin, cout, k, s, p = shape["cin"], shape["cout"], shape["k"], shape["stride"], shape["pad"]
+    x = rng.standard_normal((batch, shape["h"], shape["w"], cin)).astype(np.float32)
+    bits = rng.random((cout, cin, k, k)) > 0.5
+    wwords = kernel.prepare_binary_weights(bits)
+    scale = np.ones(cout, np.float32)
+    bias = np.zeros(cout, np.float32)
+    x_cl = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last view
+    x_nchw = x_cl.contiguous()
+    w = torch.from_numpy(np.where(bits, 1.0, -1.0).astype(np.float32))
+    w_cl = w.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t = interleaved({
+            "binary": lambda: kernel.binary_conv2d(x, wwords, cout, k, s, p, scale, bias,
+                                                   threads),
+            "torch_nchw": lambda: F.conv2d(x_nchw, w, None, s, p),
+            "torch_cl": lambda: F.conv2d(x_cl, w_cl, None, s, p),
+        }, reps)
+    torch_best = min(t["torch_nchw"]["min_ms"], t["torch_cl"]["min_ms"])
+    torch_med = min(t["torch_nchw"]["median_ms"], t["torch_cl"]["median_ms"])
+    oh, ow = (shape["h"] + 2 * p - k) // s + 1, (shape["w"] + 2 * p - k) // s + 1
+    macs = batch * oh * ow * cout * cin * k * k
+    return {**shape, "batch": batch, "binary_ms": t["binary"]["min_ms"],
+            "torch_fp32_ms": torch_best,
+            "torch_layout": "cl" if t["torch_cl"]["min_ms"] <= t["torch_nchw"]["min_ms"] else "nchw",
+            "speedup": torch_best / t["binary"]["min_ms"],
+            "speedup_median": torch_med / t["binary"]["median_ms"],
+            "binary_gmacs": macs / t["binary"]["min_ms"] / 1e6,
+            "torch_gmacs": macs / torch_best / 1e6, "timings": t}
+
+
+def time_models(batches: list[int], threads: int, reps: int) -> list[dict[str, Any]]:
+    """Model Q from its deploy file against model C in fp32 (random weights: speed only)."""
+    import torch
+
+    from slimface.compress.binary import quantize_model
+    from slimface.models import create_backbone
+    from slimface.runtime.binary import load_deploy, save_deploy
+
+    torch.manual_seed(0)
+    kw = {"act_order": "conv_bn_pool_act"}
+    c_model = create_backbone("face_resnet_c").eval()
+    c_cl = create_backbone("face_resnet_c").eval().to(memory_format=torch.channels_last)
+    with tempfile.TemporaryDirectory() as tmp:
+        q_path = Path(tmp) / "q.slim"
+        q_train = quantize_model(create_backbone("face_resnet_c", **kw), "xnor", 1, 1)
+        save_deploy(q_train, q_path, backbone="face_resnet_c", backbone_kwargs=kw)
+        q_bytes = q_path.stat().st_size
+        q_model = load_deploy(q_path)
+    for m in q_model.modules():
+        if hasattr(m, "threads"):
+            m.threads = threads
+    rows = []
+    for batch in batches:
+        x = torch.rand(batch, 3, 112, 96) * 255
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            t = interleaved({"q_deploy": lambda: q_model(x_cl), "c_fp32_nchw": lambda: c_model(x),
+                             "c_fp32_cl": lambda: c_cl(x_cl)}, max(3, reps // 2))
+        c_best = min(t["c_fp32_nchw"]["min_ms"], t["c_fp32_cl"]["min_ms"])
+        c_med = min(t["c_fp32_nchw"]["median_ms"], t["c_fp32_cl"]["median_ms"])
+        rows.append({"batch": batch, "q_ms": t["q_deploy"]["min_ms"], "c_fp32_ms": c_best,
+                     "speedup": c_best / t["q_deploy"]["min_ms"],
+                     "speedup_median": c_med / t["q_deploy"]["median_ms"],
+                     "q_file_bytes": q_bytes, "timings": t})
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    env = environment(args.threads)
+    shapes = [s for m in args.models for s in conv_shapes(m)]
+    from tqdm import tqdm
+
+    convs = []
+    cases = [(s, b) for b in args.batch for s in shapes]
+    for shape, batch in tqdm(cases, desc="conv shapes", file=sys.stderr, leave=False):
+        convs.append(time_conv(shape, batch, args.threads, args.reps, rng))
+    print_table([{**{k: r[k] for k in ("model", "batch", "cin", "cout", "h", "w", "k", "stride")},
+                  "binary_ms": r["binary_ms"], "torch_fp32_ms": r["torch_fp32_ms"],
+                  "speedup": r["speedup"], "speedup_median": r["speedup_median"]}
+                 for r in convs],
+                title=f"binary conv (XNOR-popcount, {env['kernel']}) vs torch fp32, "
+                      f"{args.threads} threads")
+    models = [] if args.no_model else time_models(args.batch, args.threads, args.reps)
+    if models:
+        print_table([{k: r[k] for k in ("batch", "q_ms", "c_fp32_ms", "speedup",
+                                         "speedup_median")} for r in models],
+                    title="\nmodel Q (deploy file) vs model C fp32, face_resnet_c 112x96")
+    env["loadavg_after"] = list(os.getloadavg())
+    emit_json({"benchmark": "kernels", "environment": env, "seed": args.seed,
+               "reps": args.reps, "convs": convs, "models": models,
+               "summary": _summary(convs, models)}, args.json)
+    return 0
+
+
+def _summary(convs: list[dict[str, Any]], models: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for batch in sorted({r["batch"] for r in convs}):
+        for model in sorted({r["model"] for r in convs}):
+            sp = [r["speedup"] for r in convs if r["batch"] == batch and r["model"] == model]
+            out[f"{model}_b{batch}"] = {"min_speedup": min(sp), "max_speedup": max(sp),
+                                        "geomean_speedup": float(np.exp(np.mean(np.log(sp))))}
+    for r in models:
+        out[f"model_q_vs_c_b{r['batch']}"] = r["speedup"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``benchmarks/bench_kernels.py``."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))

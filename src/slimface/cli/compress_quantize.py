@@ -1,0 +1,95 @@
+"""``slimface compress quantize``: binary / k-bit quantization into a ``.slim`` deploy file.
+
+Float models are quantized with :func:`slimface.compress.quantize_model` (post-training: the
+signs of the float weights, no retraining); QAT checkpoints (``backbone="quantized"``, from
+``slimface train``) are exported as trained. The file stores 1 bit per binary weight and k
+bits per k-bit weight, per-channel scales, and BatchNorms folded into those scales.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from slimface.cli._common import add_json_arg, emit_json, print_table
+
+log = logging.getLogger("slimface.compress")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("quantize", help="binary / k-bit quantization into a .slim deploy file",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="registry name (face_resnet_c...) or a .pt/.slim file")
+    p.add_argument("--scheme", choices=("bnn", "xnor", "dorefa"), default="xnor",
+                   help="quantization scheme (default xnor)")
+    p.add_argument("--w-bits", type=int, default=1, help="weight bits (1 for bnn/xnor)")
+    p.add_argument("--a-bits", type=int, default=None,
+                   help="activation bits: 1 = binary, 2..8 = DoReFa k-bit, 32 = float "
+                        "(default: binary for bnn/xnor, float for dorefa)")
+    p.add_argument("--scale", choices=("channel", "layer"), default="channel",
+                   help="XNOR weight scale alpha per output channel or per layer")
+    p.add_argument("--beta", choices=("none", "mean", "spatial"), default="none",
+                   help="XNOR activation scale beta")
+    p.add_argument("--h", choices=("tanh", "abs", "clip"), default="clip",
+                   help="DoReFa activation function h")
+    p.add_argument("--keep-float", default=None,
+                   help="comma-separated module paths kept float (default: the model's own "
+                        "choice, e.g. Conv1a for Face-ResNet)")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorms unfolded")
+    p.add_argument("--out", required=True, help="output .slim file")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def _load(spec: str) -> Any:
+    import slimface.compress  # noqa: F401 - registers the "quantized" backbone for .pt files
+    from slimface.runtime.loader import load_model
+
+    return load_model(spec)
+
+
+def _architecture(model: Any, spec: str) -> tuple[str, dict[str, Any]]:
+    """The float skeleton's registry name and kwargs (what the .slim file rebuilds)."""
+    from slimface.errors import ModelError
+
+    if getattr(model, "backbone_name", None):
+        return model.backbone_name, dict(getattr(model, "backbone_kwargs", {}) or {})
+    if Path(spec).suffix.lower() in (".pt", ".pth"):
+        import torch
+
+        ckpt = torch.load(spec, map_location="cpu", weights_only=True)
+        arch = ckpt.get("architecture") or {"backbone": ckpt.get("backbone"),
+                                            "kwargs": ckpt.get("backbone_kwargs")}
+        if arch.get("backbone"):
+            return arch["backbone"], dict(arch.get("kwargs") or {})
+    if Path(spec).suffix == "" and not Path(spec).exists():
+        return spec, {}
+    raise ModelError(f"{spec}: cannot tell which registered architecture this model is; "
+                     f"quantize a registry name or a slimface .pt checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimface.cli.info import describe_file
+    from slimface.compress.binary import quantize_model, quantized_layers
+    from slimface.runtime.binary import save_deploy
+
+    model = _load(args.model)
+    backbone, kwargs = _architecture(model, args.model)
+    if quantized_layers(model):
+        log.info("%s is already quantized (QAT); exporting it as trained", args.model)
+    else:
+        keep = args.keep_float.split(",") if args.keep_float else None
+        quantize_model(model, args.scheme, args.w_bits, args.a_bits, keep, args.scale,
+                       args.beta, args.h)
+    save_deploy(model, args.out, backbone=backbone, backbone_kwargs=kwargs,
+                fold_bn=not args.no_fold_bn, extra_meta={"source": str(args.model)})
+    summary = describe_file(args.out)
+    print_table(summary["rows"], ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio"),
+                title=f"{args.out}: {summary['file_bytes']} bytes")
+    print(f"quantized part {summary['quantized_ratio']:.2f}x smaller than fp32; "
+          f"whole file {summary['overall_ratio']:.2f}x", file=sys.stderr)
+    emit_json(summary, args.json)
+    return 0

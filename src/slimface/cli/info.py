@@ -1,0 +1,134 @@
+"""``slimface info FILE``: what a ``.slim`` file holds, layer by layer, and what it saves.
+
+For every compressed layer: its kind (binary, kbit, pq...), bits per weight, bytes stored and
+the bytes the same parameters take in fp32 (``fp32_bytes`` recorded by the codec). Float
+tensors are grouped by module. Two ratios against fp32: the quantized part (compressed layers
+only) and the whole file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimface.cli._common import add_json_arg, emit_json, print_table
+
+_NO_WEIGHTS = ("folded_bn", "identity")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("info", help="layers, bits, bytes and compression of a .slim file",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="a .slim model file")
+    p.add_argument("--all", action="store_true", help="list float modules one by one too")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def _tensor_bytes(path: str | os.PathLike[str]) -> dict[str, tuple[str, int, int]]:
+    """name -> (dtype, element count, bytes), read from the safetensors header only."""
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(path), framework="numpy") as f:
+        for key in f.keys():
+            sl = f.get_slice(key)
+            count = int(np.prod(sl.get_shape())) if sl.get_shape() else 1
+            dtype = np.dtype(_NP_DTYPES.get(sl.get_dtype(), "uint8"))
+            out[key] = (str(dtype), count, count * dtype.itemsize)
+    return out
+
+
+_NP_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "uint16", "F64": "float64",
+              "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16", "I32": "int32",
+              "U32": "uint32", "I64": "int64", "U64": "uint64", "BOOL": "bool"}
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / den if den else None
+
+
+def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Per-layer sizes and compression ratios of a ``.slim`` file (the ``--json`` object)."""
+    from slimface.runtime.slimfile import read_slim_metadata
+
+    meta = read_slim_metadata(path)
+    sizes = _tensor_bytes(path)
+    rows: list[dict[str, Any]] = []
+    q_bytes = q_fp32 = 0
+    for layer, lm in meta.get("layers", {}).items():
+        kind = lm.get("kind", "?")
+        if kind in _NO_WEIGHTS:
+            continue
+        stored = sum(b for k, (_, _, b) in sizes.items() if k.startswith(f"{layer}/"))
+        fp32 = lm.get("fp32_bytes")
+        rows.append({"layer": layer, "kind": kind, "bits": lm.get("bits"), "bytes": stored,
+                     "fp32_bytes": fp32, "ratio": _ratio(fp32, stored) if fp32 else None})
+        q_bytes += stored
+        q_fp32 += int(fp32 or 0)
+    float_rows = _float_modules(sizes)
+    f_bytes = sum(r["bytes"] for r in float_rows)
+    f_fp32 = sum(r["fp32_bytes"] for r in float_rows)
+    file_bytes = Path(path).stat().st_size
+    return {"file": str(path), "file_bytes": file_bytes,
+            "architecture": meta.get("architecture"), "quantization": meta.get("quantization"),
+            "template": meta.get("template"), "embedding_dim": meta.get("embedding_dim"),
+            "kinds": _by_kind(rows, f_bytes, f_fp32),
+            "quantized_bytes": q_bytes, "quantized_fp32_bytes": q_fp32,
+            "quantized_ratio": _ratio(q_fp32, q_bytes),
+            "float_bytes": f_bytes, "fp32_equivalent_bytes": q_fp32 + f_fp32,
+            "overall_ratio": _ratio(q_fp32 + f_fp32, file_bytes),
+            "rows": rows, "float_modules": float_rows}
+
+
+def _float_modules(sizes: dict[str, tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """Float tensors grouped by module path; fp32 size counts float tensors at 4 bytes."""
+    groups: dict[str, dict[str, Any]] = {}
+    for key, (dtype, count, nbytes) in sizes.items():
+        if not key.startswith("float/"):
+            continue
+        module = key[len("float/"):].rpartition(".")[0]
+        g = groups.setdefault(module, {"layer": module, "kind": "float", "bits": 32,
+                                       "bytes": 0, "fp32_bytes": 0})
+        g["bytes"] += nbytes
+        g["fp32_bytes"] += 4 * count if dtype.startswith("float") else nbytes
+    for g in groups.values():
+        g["ratio"] = _ratio(g["fp32_bytes"], g["bytes"])
+    return list(groups.values())
+
+
+def _by_kind(rows: list[dict[str, Any]], f_bytes: int, f_fp32: int) -> list[dict[str, Any]]:
+    kinds: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        k = kinds.setdefault(r["kind"], {"kind": r["kind"], "layers": 0, "bytes": 0,
+                                         "fp32_bytes": 0})
+        k["layers"] += 1
+        k["bytes"] += r["bytes"]
+        k["fp32_bytes"] += int(r["fp32_bytes"] or 0)
+    out = list(kinds.values())
+    out.append({"kind": "float", "layers": None, "bytes": f_bytes, "fp32_bytes": f_fp32})
+    for k in out:
+        k["ratio"] = _ratio(k["fp32_bytes"], k["bytes"])
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe_file(args.file)
+    cols = ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio")
+    rows = info["rows"] + (info["float_modules"] if args.all else [])
+    arch = info.get("architecture") or {}
+    print_table(rows, cols, title=f"{args.file}: {arch.get('backbone', '?')}, "
+                                  f"{info['file_bytes']:,} bytes")
+    print_table(info["kinds"], ("kind", "layers", "bytes", "fp32_bytes", "ratio"),
+                title="\nby kind")
+    qr, orr = info["quantized_ratio"], info["overall_ratio"]
+    print(f"\nquantized part: {info['quantized_bytes']:,} bytes vs {info['quantized_fp32_bytes']:,}"
+          f" fp32 ({qr:.2f}x)" if qr else "\nno compressed layers", file=sys.stderr)
+    print(f"whole file: {info['file_bytes']:,} bytes vs {info['fp32_equivalent_bytes']:,} fp32 "
+          f"({orr:.2f}x)" if orr else "", file=sys.stderr)
+    emit_json(info, args.json)
+    return 0

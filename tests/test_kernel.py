@@ -1,0 +1,151 @@
+"""Binary conv kernels: every implementation (C per ISA, NumPy) against the PyTorch reference.
+
+Integer paths (binary weights and activations, scale 1, bias 0) must match exactly; scaled
+and float-activation paths to 1e-5 relative to the output's magnitude.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimface.runtime import kernel
+
+
+def _variants() -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = [("py", None)]
+    try:
+        import slimface.runtime._kernel as ck
+    except ImportError:
+        return out
+    order = ["portable", "avx2", "avx512"]
+    return out + [("c", isa) for isa in order[:order.index(ck.best_isa()) + 1]]
+
+
+VARIANTS = _variants()
+IDS = [f"{impl}-{isa or 'numpy'}" for impl, isa in VARIANTS]
+
+
+@pytest.fixture(params=VARIANTS, ids=IDS)
+def impl(request):
+    choice, isa = request.param
+    kernel.use(choice)
+    if isa:
+        kernel.set_isa(isa)
+    yield request.param
+    kernel.use("c" if any(v[0] == "c" for v in VARIANTS) else "py")
+    if len(VARIANTS) > 1:
+        kernel.set_isa(kernel.best_isa())
+
+
+# (batch, C_in, H, W, C_out, k, stride, pad): odd channels, words boundaries, odd batches
+SHAPES = [(1, 1, 5, 4, 1, 3, 1, 1), (3, 3, 7, 5, 5, 3, 1, 1), (2, 63, 6, 5, 7, 3, 2, 1),
+          (1, 64, 5, 6, 33, 3, 1, 0), (2, 65, 4, 4, 31, 1, 1, 0), (1, 130, 5, 3, 40, 3, 1, 2),
+          (5, 17, 9, 8, 64, 5, 2, 2), (1, 200, 1, 1, 65, 1, 1, 0)]
+
+
+def _data(shape, seed=0):
+    n, c, h, w, co, k, s, p = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0  # exact zeros: sign(0) = +1
+    bits = rng.random((co, c, k, k)) > 0.5
+    return x, bits
+
+
+def _reference(x, bits, s, p, binary):
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).double()
+    w = torch.from_numpy(np.where(bits, 1.0, -1.0))
+    if binary:  # zero padding before the sign: the border is +1
+        xt = torch.where(F.pad(xt, (p, p, p, p)) >= 0, 1.0, -1.0).double()
+        p = 0
+    return F.conv2d(xt, w, stride=s, padding=p).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_binary_conv_integer_path_is_exact(impl, shape):
+    x, bits = _data(shape)
+    co, k, s, p = shape[4:]
+    out = kernel.binary_conv2d(x, kernel.prepare_binary_weights(bits), co, k, s, p, threads=2)
+    assert np.array_equal(out, _reference(x, bits, s, p, binary=True))
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:4], ids=lambda s: "x".join(map(str, s)))
+def test_binary_conv_scale_and_bias(impl, shape):
+    x, bits = _data(shape, seed=1)
+    co, k, s, p = shape[4:]
+    rng = np.random.default_rng(2)
+    scale = rng.uniform(0.1, 2, co).astype(np.float32)
+    bias = rng.standard_normal(co).astype(np.float32)
+    out = kernel.binary_conv2d(x, kernel.prepare_binary_weights(bits), co, k, s, p, scale, bias)
+    ref = _reference(x, bits, s, p, binary=True) * scale + bias
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_sign_select_conv_matches_float_conv(impl, shape):
+    x, bits = _data(shape, seed=3)
+    co, k, s, p = shape[4:]
+    scale = np.linspace(0.5, 1.5, co).astype(np.float32)
+    out = kernel.sign_conv2d(x, kernel.prepare_sign_masks(bits), co, k, s, p, scale, 0.25)
+    ref = _reference(x, bits, s, p, binary=False) * scale + 0.25
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_thread_count_does_not_change_results(impl):
+    x, bits = _data((3, 70, 9, 7, 45, 3, 1, 1))
+    ww = kernel.prepare_binary_weights(bits)
+    a = kernel.binary_conv2d(x, ww, 45, 3, 1, 1, threads=1)
+    b = kernel.binary_conv2d(x, ww, 45, 3, 1, 1, threads=3)
+    assert np.array_equal(a, b)
+
+
+def test_pack_signs_bit_order_and_zero_convention(impl):
+    x = np.array([[[[0.0, -0.0, -1.0, 2.0] + [-1.0] * 62 + [3.0]]]], np.float32)  # 67 channels
+    words = kernel.pack_signs(x)
+    assert words.shape == (1, 1, 1, 2) and words.dtype == np.uint64
+    assert int(words[0, 0, 0, 0]) == 0b1011  # channels 0, 1 (zeros -> +1) and 3
+    assert int(words[0, 0, 0, 1]) == 0b100  # channel 66 = bit 2 of word 1; padding bits 0
+
+
+def test_sign_convention_round_trip_quantizer_packer_kernel(impl):
+    """sign(0) = +1 and one bit order, through ste_sign, the file packer and the kernel."""
+    from slimface.compress.quantizers import ste_sign
+    from slimface.runtime.binary import pack_signs_bytes, unpack_signs_bytes
+
+    x = np.array([0.0, -0.0, 1e-30, -1e-30, 2.0, -3.0, 0.0, -1.0, 0.5], np.float32)
+    q = ste_sign(torch.from_numpy(x)).numpy() > 0
+    stored = unpack_signs_bytes(pack_signs_bytes(x), x.shape)
+    assert np.array_equal(q, stored)
+    # The kernel's +-1 dot of x with itself-as-weights is len(x) iff both binarize alike.
+    w_bits = stored.reshape(1, -1, 1, 1)
+    dot = kernel.binary_conv2d(x.reshape(1, 1, 1, -1), kernel.prepare_binary_weights(w_bits),
+                               1, 1)
+    assert dot.item() == len(x)
+
+
+def test_bad_inputs_raise_kernel_errors():
+    x, bits = _data((1, 8, 4, 4, 4, 3, 1, 1))
+    ww = kernel.prepare_binary_weights(bits)
+    with pytest.raises(kernel.KernelError, match="uint64"):
+        kernel.binary_conv2d(x, ww.astype(np.int64), 4, 3)
+    with pytest.raises(kernel.KernelError, match="NHWC"):
+        kernel.binary_conv2d(x[0], ww, 4, 3)
+    with pytest.raises(kernel.KernelError, match="no output"):
+        kernel.binary_conv2d(x[:, :2, :2], ww, 4, 3)
+    with pytest.raises(kernel.KernelError, match="threads"):
+        kernel.binary_conv2d(x, ww, 4, 3, threads=0)
+
+
+def test_unknown_kernel_choice_says_what_is_valid():
+    with pytest.raises(kernel.KernelError, match="'c' or 'py'"):
+        kernel._load("fortran")
+
+
+def test_non_contiguous_input_is_accepted(impl):
+    x, bits = _data((2, 5, 6, 6, 3, 3, 1, 1))
+    xt = np.asfortranarray(x)
+    ww = kernel.prepare_binary_weights(bits)
+    assert np.array_equal(kernel.binary_conv2d(xt, ww, 3, 3, 1, 1),
+                          kernel.binary_conv2d(x, ww, 3, 3, 1, 1))
