@@ -18,8 +18,9 @@ How Table 1 is read (this reading reproduces Table 3's parameter counts within 0
   backbone; counted with bias it brings A/B/C to 4.36e7 / 4.55e7 / 5.68e7 parameters.
 
 For binarized activations (XNOR-Net, model Q) seed 002 moves the pool before the activation:
-``act_order="conv_bn_pool_act"``. Quantized convolutions can be swapped in with the
-``conv_layer`` factory (same signature as :class:`torch.nn.Conv2d`) or by module replacement;
+``act_order="conv_bn_pool_act"``. Quantized layers can be swapped in with the ``conv_layer``
+/ ``linear_layer`` factories (signatures of :class:`torch.nn.Conv2d` / :class:`torch.nn.Linear`)
+or by module replacement;
 ``first_layer_name`` / ``keep_float`` name the layers the seed keeps in floating point.
 """
 from __future__ import annotations
@@ -99,7 +100,8 @@ class FaceResNet(nn.Module):
     def __init__(self, units: Sequence[int] = (1, 2, 5, 3), convs_per_unit: int = 2,
                  embedding_dim: int = 1024, dropout: float = 0.5, act: str = "prelu",
                  act_order: ActOrder = "conv_bn_act_pool",
-                 conv_layer: ConvFactory = nn.Conv2d, width: float = 1.0,
+                 conv_layer: ConvFactory = nn.Conv2d, linear_layer: ConvFactory = nn.Linear,
+                 width: float = 1.0,
                  input_size: tuple[int, int] = (112, 96)):
         super().__init__()
         if act_order not in ACT_ORDERS:
@@ -121,7 +123,7 @@ class FaceResNet(nn.Module):
         self.conv4 = ConvStage(ch[3], ch[4], pool=True, **kw)
         self.conv5_x = self._stage(ch[4], units[3], convs_per_unit, act, conv_layer)
         h, w = self._final_map_size(self.input_size)
-        self.fc5 = nn.Linear(ch[4] * h * w, embedding_dim)
+        self.fc5 = linear_layer(ch[4] * h * w, embedding_dim)
         self.dropout = nn.Dropout(dropout)
 
     @staticmethod
