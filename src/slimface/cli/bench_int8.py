@@ -55,12 +55,18 @@ def _sweep_options(base: Any) -> list[Any]:
     return [v for v in variants if v != base]
 
 
-def _time(path: Path, args: argparse.Namespace, hw: tuple[int, int],
-          optimization: str = "all") -> dict[str, Any]:
+def _time_all(files: dict[str, tuple[Path, str]], args: argparse.Namespace,
+              hw: tuple[int, int]) -> dict[str, dict[str, Any]]:
+    """Latency of every (file, optimisation level), interleaved per batch size."""
     from slimface.runtime import export as ex
 
-    sess = ex.session(path, threads=args.threads, optimization=optimization)
-    return {f"b{b}": ex.latency_ms(sess, hw, b, repeats=args.repeats) for b in args.batches}
+    sessions = {label: ex.session(path, threads=args.threads, optimization=opt)
+                for label, (path, opt) in files.items()}
+    out: dict[str, dict[str, Any]] = {label: {} for label in files}
+    for b in args.batches:
+        for label, stats in ex.interleaved_latency_ms(sessions, hw, b, args.repeats).items():
+            out[label][f"b{b}"] = stats
+    return out
 
 
 def _lfw(path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -98,14 +104,16 @@ def run(args: argparse.Namespace) -> int:
     for label, path in files.items():
         par = ex.parity(reference, ex.run_onnx(ex.session(path), parity_crops))
         results[label] = {"file": str(path), "parity_vs_torch": par,
-                          "latency": _time(path, args, hw),
                           "size_bytes": path.stat().st_size}
-        print(f"timed {label}", file=sys.stderr)
+    timed = {label: (path, "all") for label, path in files.items()}
     if args.sweep:
         for level in ("extended", "basic"):
-            results[f"{base.label()} opt={level}"] = {
-                "file": str(files[base.label()]),
-                "latency": _time(files[base.label()], args, hw, optimization=level)}
+            label = f"{base.label()} opt={level}"
+            timed[label] = (files[base.label()], level)
+            results[label] = {"file": str(files[base.label()])}
+    print(f"timing {len(timed)} sessions, interleaved", file=sys.stderr)
+    for label, lat in _time_all(timed, args, hw).items():
+        results[label]["latency"] = lat
     if not args.no_lfw:
         for label in ("fp32", base.label()):
             results[label]["lfw"] = _lfw(files[label], args)

@@ -255,6 +255,31 @@ def latency_ms(sess: Any, input_hw: tuple[int, int], batch: int, repeats: int = 
             "ms_per_face": med / batch, "repeats": repeats}
 
 
+def interleaved_latency_ms(sessions: Mapping[str, Any], input_hw: tuple[int, int], batch: int,
+                           repeats: int = 30, warmup: int = 3,
+                           seed: int = 0) -> dict[str, dict[str, float]]:
+    """Like :func:`latency_ms` for several sessions, timed in alternation (a, b, a, b...),
+    so a change of machine load hits every model alike and their ratio stays fair."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (batch, 3, *input_hw)).astype(np.float32)
+    names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
+    for key, sess in sessions.items():
+        for _ in range(warmup):
+            sess.run(None, {names[key]: x})
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(repeats):
+        for key, sess in sessions.items():
+            t = time.perf_counter()
+            sess.run(None, {names[key]: x})
+            times[key].append((time.perf_counter() - t) * 1e3)
+    out = {}
+    for key, ts in times.items():
+        med = float(np.median(ts))
+        out[key] = {"batch": batch, "median_ms": med, "p95_ms": float(np.percentile(ts, 95)),
+                    "ms_per_face": med / batch, "repeats": repeats}
+    return out
+
+
 def describe_cpu() -> dict[str, Any]:
     """CPU facts that decide int8 speed (VNNI = fast u8*s8 dot products)."""
     flags: set[str] = set()
