@@ -150,11 +150,11 @@ def test_wrong_dimension_and_non_finite_embeddings_are_refused(gallery: Gallery)
 @pytest.mark.parametrize("kind", ix.SEARCH_INDEXES.names())
 def test_every_index_kind_finds_exact_copies(kind: str):
     rng = np.random.default_rng(7)
-    x = _unit(rng, 2000, 16)
-    ids = np.arange(100, 2100)
+    x = _unit(rng, 1000, 16)
+    ids = np.arange(100, 1100)
     params = {"nlist": 16, "nprobe": 16} if kind.startswith("ivf") else {}
     if kind == "ivf_pq":
-        params.update(m=4, nbits=4)
+        params.update(m=8, nbits=4, k_factor=16)
     index = ix.build_index(ix.IndexSpec(kind, params), x, ids)
     _, found = ix.search(index, x[:50], 1)
     assert (found[:, 0] == ids[:50]).mean() >= 0.95
@@ -167,3 +167,14 @@ def test_unknown_index_kind_lists_choices(tmp_path: Path):
     with pytest.raises(UnknownNameError, match="unknown search index 'ivf'"):
         Gallery.create(tmp_path / "x.db", INFO, index_kind="ivf")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_large_gallery_index_survives_remove_by_rebuilding(tmp_path: Path):
+    info = ModelInfo(name="tiny", fingerprint="f", template="arcface112", embedding_dim=16)
+    rng = np.random.default_rng(8)
+    with Gallery.create(tmp_path / "big.db", info, index_kind="ivf_pq") as g:
+        g.enroll_many([f"n{i}" for i in range(1200)], _unit(rng, 1200, 16))
+        assert g._index_kind == "ivf_pq" and g.index.ntotal == 1200
+        assert g.remove("n5") == 1
+        assert g.index.ntotal == 1199
+        assert "n5" not in {m.name for m in g.identify(_unit(rng, 20, 16), top_k=3)[0]}

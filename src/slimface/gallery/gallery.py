@@ -162,7 +162,11 @@ class Gallery:
     def _after_write(self, in_step: bool, update: Any) -> None:
         """Apply the change to the in-memory index (or rebuild) and persist it."""
         if in_step and self._index is not None and self._wanted_kind() == self._index_kind:
-            update()
+            try:
+                update()
+            except RuntimeError:  # e.g. FAISS refine indexes cannot remove ids: rebuild
+                self.rebuild_index()
+                return
             self._index_generation = self.store.generation
             self._persist_index()
         else:
