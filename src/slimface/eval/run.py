@@ -126,14 +126,31 @@ def score_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     return report
 
 
-def evaluate_crops(model: nn.Module, aligned: AlignedPairImages, pairs: Sequence[Pair],
-                   flip: str = "none", batch_size: int = 64,
-                   candidates: Candidates = "midpoints") -> dict[str, Any]:
-    """Embed pre-aligned crops once each, score ``pairs`` and run the protocol."""
+def embed_with_progress(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
+                        flip: str = "none", progress: bool = True) -> np.ndarray:
+    """``embed_crops`` in chunks of a few batches, with a tqdm bar on stderr."""
+    from tqdm import tqdm
+
     from slimface.models.inference import embed_crops
 
+    step = batch_size * 8
+    parts = []
+    with tqdm(total=len(crops), desc="embed", unit="img", disable=not progress,
+              dynamic_ncols=True, leave=False) as bar:
+        for start in range(0, len(crops), step):
+            parts.append(embed_crops(model, crops[start:start + step], batch_size=batch_size,
+                                     flip=flip))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts) if parts else embed_crops(model, crops, flip=flip)
+
+
+def evaluate_crops(model: nn.Module, aligned: AlignedPairImages, pairs: Sequence[Pair],
+                   flip: str = "none", batch_size: int = 64,
+                   candidates: Candidates = "midpoints",
+                   progress: bool = False) -> dict[str, Any]:
+    """Embed pre-aligned crops once each, score ``pairs`` and run the protocol."""
     start = time.perf_counter()
-    embeddings = embed_crops(model, aligned.crops, batch_size=batch_size, flip=flip)
+    embeddings = embed_with_progress(model, aligned.crops, batch_size, flip, progress)
     seconds_embed = time.perf_counter() - start
     scores = pair_scores(embeddings, aligned.index, pairs)
     labels = np.array([p.same for p in pairs], dtype=bool)
@@ -175,7 +192,7 @@ def evaluate_lfw(model: nn.Module | str, data_root: str | os.PathLike[str] | Non
     pair_list = load_lfw_pairs(data_root, pairs)
     aligned = align_pair_images(pair_list, model, cache=cache, progress=progress)
     report = evaluate_crops(model, aligned, pair_list, flip=flip, batch_size=batch_size,
-                            candidates=candidates)
+                            candidates=candidates, progress=progress)
     head = {"benchmark": "lfw" if pairs == "view2" else "lfw-view1",
             "model": str(getattr(model, "name", type(model).__name__)), "flip": flip,
             "template": aligned.template, "detector": aligned.detector,

@@ -17,8 +17,10 @@ raw embedding out; attributes ``template``, ``input_size``, ``embedding_dim``) a
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,14 +32,23 @@ from torch import nn
 from slimface.errors import ModelError, ModelFileError, UnknownNameError
 
 MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx")
+log = logging.getLogger(__name__)
 _CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
 
 
+@functools.lru_cache(maxsize=1)
 def default_model_name() -> str:
-    """``slimface-mobile`` once it is registered (the distilled student), else ``dlib-resnet``."""
-    from slimface.models import BACKBONES
+    """``slimface-mobile`` (the distilled student) when registered and its weights load,
+    else ``dlib-resnet``, so commands without ``--model`` work in every install."""
+    from slimface.models import BACKBONES, create_backbone
 
-    return "slimface-mobile" if "slimface-mobile" in BACKBONES else "dlib-resnet"
+    if "slimface-mobile" in BACKBONES:
+        try:
+            create_backbone("slimface-mobile")
+            return "slimface-mobile"
+        except ModelError as exc:
+            log.info("default model: slimface-mobile unavailable (%s); using dlib-resnet", exc)
+    return "dlib-resnet"
 
 
 def _looks_like_file(spec: str) -> bool:
