@@ -121,6 +121,30 @@ def test_lut_linear_matches_float_linear_for_any_batch_shape():
     torch.testing.assert_close(layer(x), F.linear(x, layer.weight))
 
 
+def test_c_lut_kernel_matches_the_torch_lut_path():
+    from slimface.runtime.pq import lut_kernel
+
+    if lut_kernel() is None:
+        pytest.skip("no C compiler: the torch path is the only one")
+    gen = torch.Generator().manual_seed(0)
+    layer = PQLinear(torch.randn(5, 16, 4, generator=gen), torch.randint(16, (5, 7),
+                                                                         generator=gen),
+                     bias=torch.randn(7, generator=gen))
+    x = torch.randn(3, 20, generator=gen)
+    x[0] = 0.0
+    with torch.inference_mode():
+        via_c = layer(x)
+    torch.testing.assert_close(via_c, layer._lut_torch(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(via_c, F.linear(x, layer.weight, layer.bias), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_lut_linear_stays_differentiable_in_the_codebooks():
+    layer = PQLinear(torch.randn(2, 4, 2), torch.randint(4, (2, 3)))
+    layer(torch.randn(1, 4)).sum().backward()
+    assert layer.codebooks.grad is not None and layer.codebooks.grad.abs().sum() > 0
+
+
 def test_pq_mode_rejects_unknown_names():
     layer = PQLinear(torch.zeros(1, 2, 2), torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ConfigError, match="lut"):

@@ -4,7 +4,7 @@
     slimface bench pq --pq dlib_pq.slim --json
 
 For every PQ layer, the layer's real batch-1 input is captured once; then the LUT layer and
-``F.conv2d`` / ``F.linear`` with the same (reconstructed) weight in fp32 are timed in
+an ``nn.Conv2d`` / ``nn.Linear`` with the same (reconstructed) weight in fp32 are timed in
 alternation (so both see the same machine load) and the median is reported. The whole
 model is timed the same way (PQ in LUT mode vs. the float model with the same weights).
 Without ``--pq`` the model's layers are product-quantized with plain k-means first; speed
@@ -90,10 +90,9 @@ def _pq_model(args: argparse.Namespace) -> Any:
     return quant
 
 
-def layer_rows(quant: Any, x: Any, repeats: int) -> list[dict[str, Any]]:
-    """Per PQ layer: shape, fp32 and LUT medians at the captured input."""
+def layer_rows(quant: Any, twin: Any, x: Any, repeats: int) -> list[dict[str, Any]]:
+    """Per PQ layer: shape, fp32 (the twin's nn module) and LUT medians at the real input."""
     import torch
-    import torch.nn.functional as F
 
     from slimface.compress.pq import layer_inputs
     from slimface.runtime.pq import PQConv2d, PQLinear
@@ -103,18 +102,15 @@ def layer_rows(quant: Any, x: Any, repeats: int) -> list[dict[str, Any]]:
         if not isinstance(mod, (PQConv2d, PQLinear)):
             continue
         inp = layer_inputs(quant, path, x).clone()
-        w = mod.weight.detach().clone()
-        b = None if mod.bias is None else mod.bias.detach().clone()
+        dense = twin.get_submodule(path)
         if isinstance(mod, PQLinear):
-            dense = lambda: F.linear(inp, w, b)  # noqa: E731
             shape = f"fc {mod.in_features}->{mod.out_features}"
         else:
-            dense = lambda: F.conv2d(inp, w, b, mod.stride, mod.padding, mod.dilation)  # noqa
             shape = (f"conv {mod.in_channels}->{mod.out_channels} {mod.kernel_size[0]}x"
                      f"{mod.kernel_size[1]}/{mod.stride[0]} @{inp.shape[-2]}x{inp.shape[-1]}")
         with torch.inference_mode():
-            torch.testing.assert_close(mod(inp), dense(), rtol=1e-3, atol=1e-3)
-            fp32_ms, lut_ms = _median_ms_pair(dense, lambda: mod(inp), repeats)
+            torch.testing.assert_close(mod(inp), dense(inp), rtol=1e-3, atol=1e-3)
+            fp32_ms, lut_ms = _median_ms_pair(lambda: dense(inp), lambda: mod(inp), repeats)
         rows.append({"layer": path, "shape": shape, "M": mod.num_subspaces,
                      "K": mod.num_codewords, "fp32_ms": fp32_ms, "lut_ms": lut_ms,
                      "speedup": fp32_ms / lut_ms})
@@ -124,7 +120,7 @@ def layer_rows(quant: Any, x: Any, repeats: int) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from slimface.runtime.pq import set_pq_mode
+    from slimface.runtime.pq import lut_kernel, set_pq_mode
 
     torch.set_num_threads(args.threads)
     quant = _pq_model(args).eval()
@@ -132,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     twin = float_twin(quant)
     h, w = getattr(quant, "input_size", (112, 112))
     x = torch.rand(args.batch, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255
-    rows = layer_rows(quant, x, args.repeats)
+    rows = layer_rows(quant, twin, x, args.repeats)
     with torch.inference_mode():
         fp32_ms, lut_ms = _median_ms_pair(lambda: twin(x), lambda: quant(x),
                                           max(5, args.repeats // 3))
@@ -146,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                "d": None if not rows else int(quant.get_submodule(first["layer"]).subspace_dim),
                "k": first.get("K"),
                "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
+               "fc_kernel": "c" if lut_kernel() is not None else "torch",
                "torch": torch.__version__, "commit": _commit(), "layers": rows,
                "model_latency": model_row}, args.json)
     return 0

@@ -18,8 +18,15 @@ order ``(m, o, p)``; ``bias`` fp32 when present.
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import logging
 import math
-from typing import Any, Literal, Mapping
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import torch
@@ -29,7 +36,10 @@ from torch import nn
 from slimface.errors import ConfigError, ModelFileError
 from slimface.runtime.deploy import LayerCodec, register_codec
 
+log = logging.getLogger(__name__)
+
 PQMode = Literal["lut", "dense"]
+KERNEL_ENV_VAR = "SLIMFACE_PQ_KERNEL"
 PQ_MODES: tuple[str, ...] = ("lut", "dense")
 CODEBOOK_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -61,6 +71,54 @@ def unpack_indices(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     return planes.reshape(count, bits).astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
 
 
+# --------------------------------------------------------------------------- C kernel
+_LUT_KERNEL: Callable[..., None] | None | bool = None  # None: not tried yet; False: unavailable
+
+
+def lut_kernel() -> Callable[..., None] | None:
+    """The compiled ``pq_linear_lut`` (``_pq_lut.c``), built once into the cache, or ``None``.
+
+    ``SLIMFACE_PQ_KERNEL=torch`` forces the torch path; without a C compiler the torch path
+    is used and the reason logged once.
+    """
+    global _LUT_KERNEL
+    if _LUT_KERNEL is None:
+        try:
+            _LUT_KERNEL = _load_lut_kernel() or False
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("PQ LUT C kernel unavailable (%s); using the torch path", exc)
+            _LUT_KERNEL = False
+    return _LUT_KERNEL or None
+
+
+def _load_lut_kernel() -> Callable[..., None] | None:
+    choice = os.environ.get(KERNEL_ENV_VAR, "")
+    if choice not in ("", "c", "torch"):
+        raise ConfigError(f"{KERNEL_ENV_VAR}={choice!r}: choose 'c' or 'torch'")
+    src = Path(__file__).with_name("_pq_lut.c")
+    if choice == "torch" or not src.is_file():
+        return None
+    from slimface.io.paths import cache_root
+
+    digest = hashlib.sha1(src.read_bytes()).hexdigest()[:12]
+    lib_path = cache_root() / "kernels" / f"pq_lut-{digest}.so"
+    if not lib_path.is_file():
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            log.warning("PQ LUT C kernel: no C compiler (cc/gcc) found; using the torch path")
+            return None
+        lib_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = lib_path.with_name(f".{lib_path.name}.{os.getpid()}.tmp")
+        subprocess.run([compiler, "-O3", "-shared", "-fPIC", str(src), "-o", str(tmp)],
+                       check=True, capture_output=True, timeout=120)
+        os.replace(tmp, lib_path)
+    fn = ctypes.CDLL(str(lib_path)).pq_linear_lut
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 5
+    log.debug("PQ LUT C kernel: %s", lib_path)
+    return fn
+
+
 # --------------------------------------------------------------------------- modules
 class _PQWeight(nn.Module):
     """Codebooks ``(M, K, d)`` (a Parameter: fine-tunable with fixed assignments) and indices
@@ -84,6 +142,7 @@ class _PQWeight(nn.Module):
         self.codebook_dtype = codebook_dtype
         self.mode = mode
         self._lut_index: torch.Tensor | None = None
+        self._byte_index: torch.Tensor | None = None
 
     @property
     def mode(self) -> str:
@@ -114,20 +173,24 @@ class _PQWeight(nn.Module):
         return words.permute(1, 0, 3, 2).reshape(r, m * self.subspace_dim, p)
 
     def bag_index(self) -> torch.Tensor:
-        """``(R, M*P)`` rows of the flattened table each output sums (cached per indices)."""
+        """``(R, P*M)`` rows of the stacked tables each output sums (cached per indices).
+
+        Table rows are ordered ``(p, m, k)``: kernel position, subspace, codeword.
+        """
         cached = self._lut_index
         if cached is None or cached.device != self.indices.device:
             m, r, p = self.indices.shape
             k = self.num_codewords
             sub = torch.arange(m, device=self.indices.device)[:, None, None]
             pos = torch.arange(p, device=self.indices.device)[None, None, :]
-            rows = (sub * k + self.indices) * p + pos  # (M, R, P)
-            cached = rows.permute(1, 0, 2).reshape(r, m * p).contiguous()
+            rows = pos * (m * k) + sub * k + self.indices  # (M, R, P)
+            dtype = torch.int32 if p * m * k < 2 ** 31 else torch.int64
+            cached = rows.permute(1, 2, 0).reshape(r, p * m).to(dtype).contiguous()
             self._lut_index = cached
         return cached
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._lut_index = None
+        self._lut_index = self._byte_index = None
         super()._load_from_state_dict(*args, **kwargs)
 
     def storage_bytes(self) -> int:
@@ -163,13 +226,36 @@ class PQLinear(_PQWeight):
             return F.linear(x, self.weight, self.bias)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
+        kernel = lut_kernel() if self._kernel_applies(x2) else None
+        out = self._lut_c(kernel, x2) if kernel is not None else self._lut_torch(x2)
+        return out.reshape(*lead, self.out_features)
+
+    def _kernel_applies(self, x2: torch.Tensor) -> bool:
+        """The C kernel: fp32 CPU, byte indices (K <= 256), nothing to differentiate."""
+        grads = torch.is_grad_enabled() and (x2.requires_grad or self.codebooks.requires_grad)
+        return (not grads and x2.dtype == torch.float32 and x2.device.type == "cpu"
+                and self.num_codewords <= 256 and self.codebooks.is_contiguous()
+                and (self.bias is None or self.bias.is_contiguous()))
+
+    def _lut_torch(self, x2: torch.Tensor) -> torch.Tensor:
         n, m, k = x2.shape[0], self.num_subspaces, self.num_codewords
         # tables[m, k, n] = <x_n[m-th slice], codebooks[m, k]>
         tables = torch.bmm(self.codebooks, x2.view(n, m, self.subspace_dim).permute(1, 2, 0))
         out = F.embedding_bag(self.bag_index(), tables.reshape(m * k, n), mode="sum").t()
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*lead, self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def _lut_c(self, kernel: Callable[..., None], x2: torch.Tensor) -> torch.Tensor:
+        if self._byte_index is None:
+            self._byte_index = self.indices[..., 0].to(torch.uint8).contiguous()  # (M, R)
+        x2 = x2.contiguous()
+        m, k, d = self.codebooks.shape
+        n, r = x2.shape[0], self.out_features
+        buf = torch.empty(n * r + m * k, dtype=torch.float32)  # output, then table scratch
+        bias = self.bias
+        kernel(x2.data_ptr(), self.codebooks.data_ptr(), self._byte_index.data_ptr(),
+               None if bias is None else bias.data_ptr(), buf.data_ptr() + 4 * n * r,
+               buf.data_ptr(), n, m, k, d, r)
+        return buf[:n * r].view(n, r)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -212,20 +298,30 @@ class PQConv2d(_PQWeight):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "dense":
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        n, _, h, w = x.shape
+        n = x.shape[0]
         m, k, d = self.num_subspaces, self.num_codewords, self.subspace_dim
         tables = F.conv2d(x, self.codebooks.reshape(m * k, d, 1, 1), groups=m)
-        cols = F.unfold(tables, self.kernel_size, self.dilation, self.padding, self.stride)
-        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) \
-            // self.stride[0] + 1
-        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
-            // self.stride[1] + 1
-        rows = cols.permute(1, 0, 2).reshape(cols.shape[1], n * oh * ow)
+        windows, oh, ow = self._shifted_windows(tables)  # (P, N, M*K, OH, OW)
+        rows = windows.transpose(1, 2).reshape(-1, n * oh * ow)
         out = F.embedding_bag(self.bag_index(), rows, mode="sum")  # (Cout, N*L)
         out = out.view(self.out_channels, n, oh, ow).permute(1, 0, 2, 3)
         if self.bias is not None:
             out = out + self.bias[:, None, None]
         return out.contiguous()
+
+    def _shifted_windows(self, tables: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The table maps seen by each kernel position, stacked: strided slices of the zero-
+        padded maps (an im2col by slicing; ``F.unfold`` is ~100x slower here on CPU)."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel_size, self.stride, self.padding,
+                                                  self.dilation)
+        if ph or pw:
+            tables = F.pad(tables, (pw, pw, ph, ph))
+        h, w = tables.shape[-2:]
+        oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+        views = [tables[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                        j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                 for i in range(kh) for j in range(kw)]
+        return torch.stack(views), oh, ow
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
