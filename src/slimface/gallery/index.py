@@ -28,7 +28,7 @@ from slimface.errors import GalleryError
 #: Galleries up to this many embeddings use exact search (a query costs < ~3 ms there).
 FLAT_MAX = 50_000
 #: Kind used above FLAT_MAX; chosen by measurement on 1M x 128-d (README).
-LARGE_KIND = "ivf_flat"
+LARGE_KIND = "ivf_pq"
 
 
 def _faiss() -> Any:

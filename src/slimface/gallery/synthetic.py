@@ -43,11 +43,11 @@ def exact_top1(flat: Any, q: np.ndarray) -> np.ndarray:
 
 
 def calibrate_sigma(x: np.ndarray, flat: Any, target: float = 0.99, n_queries: int = 1000,
-                    seed: int = 1, steps: int = 9) -> tuple[float, float]:
+                    seed: int = 1, steps: int = 8) -> tuple[float, float]:
     """Bisection on the noise level so exact search is right ``target`` of the time."""
     rng = np.random.default_rng(seed)
     sources = rng.choice(len(x), n_queries, replace=False)
-    lo, hi, best = 0.0, 1.0, (0.0, 1.0)
+    lo, hi, best = 0.0, 0.5, (0.0, 1.0)
     for _ in range(steps):
         mid = (lo + hi) / 2
         acc = float(np.mean(exact_top1(flat, noisy_views(x, sources, mid, seed)) == sources + 1))
