@@ -292,3 +292,20 @@ def test_calibration_paths_spread_over_the_folder(data_root):
         pytest.skip("CelebA subset not present")
     paths = calibration_paths(folder, 5)
     assert len(paths) == 5 and len({p.parent for p in paths}) > 1
+
+
+def test_codebook_finetuning_moves_only_codebooks_and_lowers_the_loss():
+    from slimface.compress.pq import finetune_codebooks
+
+    torch.manual_seed(0)
+    net = _TinyNet().eval()
+    crops = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)
+    quant, _ = quantize_pq(net, PQConfig(d=4, k=2), error_correction=False, progress=False)
+    stem_before = quant.stem.weight.detach().clone()
+    idx_before = quant.fc.indices.clone()
+    losses = finetune_codebooks(quant, net, crops, epochs=4, lr=1e-2, batch_size=8,
+                                progress=False)
+    assert losses[-1] < losses[0]
+    assert torch.equal(quant.stem.weight, stem_before) and torch.equal(quant.fc.indices,
+                                                                      idx_before)
+    assert quant.fc.mode == "lut" and not quant.fc.codebooks.requires_grad

@@ -555,11 +555,13 @@ def finetune_codebooks(quant: nn.Module, teacher: nn.Module, crops: np.ndarray,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(sel)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            total += float(loss.detach()) * len(sel)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         losses.append(total / len(crops))
-    for b in books:
-        b.requires_grad_(False)
+    for layer in (m for m in quant.modules() if isinstance(m, (PQConv2d, PQLinear))):
+        layer.codebooks.requires_grad_(False)
+        if layer.codebook_dtype == "float16":  # keep memory == file after training
+            layer.codebooks.data = layer.codebooks.data.half().float()
     set_pq_mode(quant, "lut")
     return losses
 
