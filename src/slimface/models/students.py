@@ -218,6 +218,7 @@ SLIMNET_CFGS: dict[str, SlimNetCfg] = {
 
 def _create_slimnet(variant: str, se: bool | None = None, act: str | None = None,
                     **kwargs: Any) -> SlimNet:
+    kwargs.pop("pretrained", None)  # no bundled weights; accepted for a uniform factory call
     cfg = SLIMNET_CFGS[variant]
     overrides = {k: v for k, v in (("se", se), ("act", act)) if v is not None}
     if overrides:
