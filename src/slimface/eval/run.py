@@ -104,6 +104,8 @@ def score_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     id (pairsDevTrain), accuracy on the higher (pairsDevTest); ``accuracy_std`` is then None.
     """
     fold_ids = np.unique(folds)
+    if fold_ids.size < 2:
+        raise ValueError(f"need a train and a test fold, got fold ids {fold_ids.tolist()}")
     if fold_ids.size > 2:
         result = k_fold_verification(scores, labels, folds, candidates)
         report: dict[str, Any] = {
