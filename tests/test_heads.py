@@ -57,15 +57,15 @@ def test_arcface_easy_margin_keeps_cosine_for_obtuse_angles():
     torch.testing.assert_close(out[1], torch.cos(torch.acos(c[1]) + 0.5))
 
 
-def test_cosface_subtracts_margin_and_scales_only_the_target():
+def test_cosface_loss_subtracts_margin_from_the_target_only():
     head = create_head("cosface", embedding_dim=DIM, num_classes=CLASSES, s=10.0, m=0.35)
     emb = torch.randn(4, DIM)
     y = torch.tensor([0, 1, 2, 3])
-    cos = head.cosine(emb)
-    logits = head(emb, y).logits
-    expected = 10.0 * cos
+    out = head(emb, y)
+    expected = 10.0 * head.cosine(emb)
+    torch.testing.assert_close(out.logits, expected.detach())  # returned logits: no margin
     expected[torch.arange(4), y] -= 10.0 * 0.35
-    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(expected, y))
 
 
 def test_sphereface_psi_is_monotone_and_matches_cos_m_theta_on_first_interval():
