@@ -45,10 +45,45 @@ def register(sub: Any) -> None:
 
 
 def _load(spec: str) -> Any:
+    """Registry name, .slim, ``{"architecture", "state_dict"}`` .pt, or a trainer's
+    ``checkpoint.pt`` (``config`` + ``backbone`` state) / older ``backbone.pt`` layout."""
     import slimface.compress  # noqa: F401 - registers the "quantized" backbone for .pt files
     from slimface.runtime.loader import load_model
 
+    if Path(spec).suffix.lower() in (".pt", ".pth") and Path(spec).is_file():
+        import torch
+
+        state = torch.load(spec, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "architecture" not in state:
+            fields = _trainer_fields(state)
+            if fields is not None:
+                return _rebuild(spec, *fields)
     return load_model(spec)
+
+
+def _trainer_fields(state: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """(backbone name, kwargs, state dict) of the trainer's checkpoint layouts, else None."""
+    if "config" in state and "backbone" in state:
+        cfg = state["config"]
+        return cfg["backbone"], dict(cfg.get("backbone_kwargs") or {}), state["backbone"]
+    if "backbone" in state and "state_dict" in state:
+        return state["backbone"], dict(state.get("backbone_kwargs") or {}), state["state_dict"]
+    return None
+
+
+def _rebuild(spec: str, name: str, kwargs: dict[str, Any], weights: dict[str, Any]) -> Any:
+    from slimface.errors import ModelFileError
+    from slimface.models import create_backbone
+
+    model = create_backbone(name, **kwargs)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{spec}: weights do not fit {name!r} "
+                             f"({str(exc).splitlines()[0]})") from None
+    if not getattr(model, "backbone_name", None):
+        model.backbone_name, model.backbone_kwargs = name, kwargs
+    return model.eval()
 
 
 def _architecture(model: Any, spec: str) -> tuple[str, dict[str, Any]]:

@@ -277,9 +277,12 @@ static void bgemm(const uint64_t *buf, const geom_t *g, const uint64_t *ww, cons
     long ptiles = (P + rt - 1) / rt, ctiles = g->cop / CO_TILE;
     int isa = g_isa;
 #pragma omp parallel for schedule(static) num_threads(threads)
+    /* Pixel tiles outer, channel tiles inner: each output row is finished while it is in
+     * cache (channel-major order rewrote every row once per channel tile, and the write
+     * traffic dominated); all the weights stay in L2 (<= 300 KB for 512x512x3x3). */
     for (long t = 0; t < ptiles * ctiles; t++) {
-        int co0 = (int)(t / ptiles) * CO_TILE;
-        long p0 = (t % ptiles) * rt;
+        int co0 = (int)(t % ctiles) * CO_TILE;
+        long p0 = (t / ctiles) * rt;
         int rows = (int)(P - p0 < rt ? P - p0 : rt);
         if (isa == ISA_AVX512) tile_avx512(buf, g, ww, p0, rows, co0, scl, bia, out);
         else if (isa == ISA_AVX2) tile_avx2(buf, g, ww, p0, rows, co0, scl, bia, out);
@@ -368,8 +371,8 @@ static void fgemm(const float *buf, const geom_t *g, const uint16_t *wm, const f
     int isa = g_isa;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long t = 0; t < ptiles * ctiles; t++) {
-        int co0 = (int)(t / ptiles) * CO_TILE;
-        long p0 = (t % ptiles) * rt;
+        int co0 = (int)(t % ctiles) * CO_TILE;
+        long p0 = (t / ctiles) * rt;
         int rows = (int)(P - p0 < rt ? P - p0 : rt);
         if (isa == ISA_AVX512) ftile_avx512(buf, g, wm, p0, rows, co0, scale, bias, out);
         else ftile_portable(buf, g, wm, p0, rows, co0, scale, bias, out);
