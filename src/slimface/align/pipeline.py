@@ -19,13 +19,15 @@ neither detects nor decodes again.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -183,9 +185,8 @@ def _init_worker(job: _Job, forked: bool = True) -> None:
     """Per-process setup: one thread per worker, models loaded once.
 
     Workers are spawned, not forked: a forked child deadlocks in onnxruntime once the parent
-    has run a session (measured: pool hung at 0% CPU). So scripts calling
-    :func:`align_paths` with ``workers > 1`` need an ``if __name__ == "__main__":`` guard.
-    ``SLIMFACE_MP_START=fork`` overrides; model caches are then dropped in the child."""
+    has run a session (measured: pool hung at 0% CPU). ``SLIMFACE_MP_START=fork`` overrides;
+    model caches are then dropped in the child."""
     import cv2
 
     from slimface.align.detect import dlib_hog, retinaface
@@ -221,6 +222,28 @@ def _raise_worker_error(result: tuple) -> None:
     raise getattr(errors, cls_name)(path, problem)
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start spawned workers without re-running the caller's script.
+
+    A spawned child normally re-imports ``__main__`` from its file, which re-runs any script
+    that lacks an ``if __name__ == "__main__":`` guard (and slows every start by the script's
+    imports). The workers need nothing from ``__main__`` (their code lives in this module), so
+    ``__file__``/``__spec__`` are hidden from multiprocessing while the pool starts."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    try:
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _run_jobs(job: _Job, tasks: list[tuple], workers: int, progress: bool,
               desc: str) -> Iterable[tuple]:
     """Yield worker results (any order), serially or in a process pool."""
@@ -239,7 +262,9 @@ def _run_jobs(job: _Job, tasks: list[tuple], workers: int, progress: bool,
                 bar.update()
             return
         ctx = mp.get_context(os.environ.get("SLIMFACE_MP_START", "spawn"))
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+        with _main_module_hidden():
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(job,))
+        with pool:
             for result in pool.imap_unordered(_work, tasks, chunksize=8):
                 yield result
                 bar.update()
@@ -300,11 +325,12 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
                 store.add(new)
                 new = []
     finally:
-        if store is not None and new:
+        if store is not None:
             store.add(new)
+            store.close()
     if no_face == "error" and "centre" in status:
         bad = [keys[i].path for i, s in enumerate(status) if s == "centre"]
-        raise errors.NoFaceError(bad[0], f"no face found (and {len(bad) - 1} more files "
-                                         f"without a face)")
+        more = f" ({len(bad) - 1} more files without a face)" if len(bad) > 1 else ""
+        raise errors.NoFaceError(bad[0], f"no face found{more}")
     return AlignedBatch(crops=crops, status=status, faces=faces,
                         paths=[k.path for k in keys], template=t.name)
