@@ -181,6 +181,7 @@ def _tiny_distiller(tmp_path: Path, steps: int = 3) -> Distiller:
     return Distiller(cfg, crops, t, np.full(16, -1), (32, 32), tmp_path)
 
 
+@pytest.mark.slow
 def test_distiller_trains_checkpoints_and_resumes(tmp_path: Path):
     d = _tiny_distiller(tmp_path, steps=2)
     d.run(tmp_path / "log.jsonl", progress=False)
@@ -234,3 +235,16 @@ def test_export_names_a_bad_input_file(tmp_path: Path):
     bad.write_bytes(b"not torch")
     with pytest.raises(ModelFileError, match="x.pt"):
         export_student(bad, tmp_path / "s.safetensors", {})
+
+
+@pytest.mark.slow
+def test_any_registered_backbone_can_be_the_student(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (8, 120, 120, 3), dtype=np.uint8)
+    t = rng.normal(size=(8, 2, 128)).astype(np.float32)
+    cfg = DistillConfig(student="mobilefacenet_050", batch_size=4, steps=1, warmup_steps=1,
+                        eval_every=0, checkpoint_minutes=60.0, threads=1)
+    d = Distiller(cfg, crops, t, np.full(8, -1), (112, 112), tmp_path)
+    assert not d.maps_to_teacher
+    rec = d.train_step(0)
+    assert np.isfinite(rec["loss"])

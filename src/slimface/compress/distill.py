@@ -423,8 +423,14 @@ class Distiller:
         self.student = create_backbone(cfg.student, **cfg.student_kwargs)
         self.mean, self.std = target_stats(targets)
         self.targets = torch.from_numpy((targets - self.mean) / self.std)
-        self.student.output_map.set_target_stats(torch.from_numpy(self.mean),
-                                                 torch.from_numpy(self.std))
+        # Students with a TeacherSpaceMap (slimnet) get the inverse map folded in, so their
+        # output lives in the teacher's space; any other registered backbone (e.g. a binarized
+        # student distilled from a float one) is trained, and compared by cosine, in the
+        # centred space directly.
+        self.maps_to_teacher = hasattr(self.student, "output_map")
+        if self.maps_to_teacher:
+            self.student.output_map.set_target_stats(torch.from_numpy(self.mean),
+                                                     torch.from_numpy(self.std))
         if cfg.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
         head = None
@@ -440,8 +446,8 @@ class Distiller:
         no_decay = [p for p in params if p.ndim <= 1]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-        self.forward = (torch.compile(self.student.forward_raw) if cfg.compile
-                        else self.student.forward_raw)
+        raw = self.student.forward_raw if self.maps_to_teacher else self.student.forward
+        self.forward = torch.compile(raw) if cfg.compile else raw
         self.state = RunState()
 
     # ---------------------------------------------------------------- checkpoints
