@@ -198,7 +198,6 @@ def test_binary_weights_take_one_bit_each_in_the_file(tmp_path):
     save_deploy(m, tmp_path / "q.slim", backbone="face_resnet_a", backbone_kwargs=TINY)
     tensors = load_file(str(tmp_path / "q.slim"))
     fc5 = m.fc5
-    assert isinstance(fc5, type(m.conv1b.conv).__mro__[0]) or True
     assert tensors["fc5/bits"].nbytes == (fc5.out_features * fc5.in_features + 7) // 8
     assert tensors["fc5/bits"].dtype == np.uint8
 

@@ -230,9 +230,12 @@ def create_quantizer(name: str, **kwargs: Any) -> nn.Module:
     return QUANTIZERS.create(name, **kwargs)
 
 
-def _activation_scale(q: nn.Module | None, x: torch.Tensor, kernel_size: tuple[int, ...],
-                      stride: tuple[int, ...]) -> torch.Tensor | None:
-    """XNOR-Net's beta for the input ``x`` (already padded), or None when not requested."""
+def activation_scale(q: nn.Module | None, x: torch.Tensor, kernel_size: tuple[int, ...],
+                     stride: tuple[int, ...]) -> torch.Tensor | None:
+    """XNOR-Net's beta for the input ``x`` (already padded), or None when ``q`` asks for none.
+
+    Shared by the QAT layers and the deploy layers so both scale identically.
+    """
     beta = getattr(q, "beta", "none")
     if beta == "none":
         return None
@@ -273,7 +276,7 @@ class QuantConv2d(nn.Conv2d):
             ph, pw = self.padding
             if ph or pw:
                 x = F.pad(x, (pw, pw, ph, ph))
-            beta = _activation_scale(self.input_quantizer, x, self.kernel_size, self.stride)
+            beta = activation_scale(self.input_quantizer, x, self.kernel_size, self.stride)
             x, padding = self.input_quantizer(x), 0
         elif alpha is None:
             return self._conv_forward(x, w, self.bias)
@@ -299,7 +302,7 @@ class QuantLinear(nn.Linear):
         w, alpha = _split_weight(self.weight_quantizer, self.weight)
         beta = None
         if self.input_quantizer is not None:
-            beta = _activation_scale(self.input_quantizer, x, (), ())
+            beta = activation_scale(self.input_quantizer, x, (), ())
             x = self.input_quantizer(x)
         elif alpha is None:
             return F.linear(x, w, self.bias)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimface.compress.quantizers import (DorefaActivation, QuantConv2d, QuantLinear, SteSign,
-                                          _activation_scale)
+                                          activation_scale)
 from slimface.errors import ModelFileError, SlimfaceError
 from slimface.runtime import kernel
 from slimface.runtime.deploy import LayerCodec, export_state, register_codec
@@ -124,7 +124,7 @@ class _DeployConvBase(_ChannelAffine):
         ph, pw = self.padding
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph))
-        beta = _activation_scale(self.input_quantizer, x, self.kernel_size, self.stride)
+        beta = activation_scale(self.input_quantizer, x, self.kernel_size, self.stride)
         return self.input_quantizer(x), beta  # type: ignore[misc]
 
     def extra_repr(self) -> str:
@@ -173,7 +173,7 @@ class BinaryConv2d(_DeployConvBase):
         if self.input_mode == "sign":  # XNOR beta: raw +-1 dots, then beta * scale + bias
             ph, pw = self.padding
             xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-            beta = _activation_scale(self.input_quantizer, xp, self.kernel_size, self.stride)
+            beta = activation_scale(self.input_quantizer, xp, self.kernel_size, self.stride)
             raw = _from_nhwc(kernel.binary_conv2d(_nhwc(x), self._wwords, self.out_channels,
                                                   self.kernel_size, self.stride, self.padding,
                                                   threads=self.threads))
@@ -223,7 +223,7 @@ class BinaryLinear(_ChannelAffine):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, 1, 1, self.in_features).float().contiguous()
         if self.input_mode == "sign":
-            beta = _activation_scale(self.input_quantizer, x.reshape(-1, self.in_features), (), ())
+            beta = activation_scale(self.input_quantizer, x.reshape(-1, self.in_features), (), ())
             if beta is None:
                 out = kernel.binary_conv2d(x2.numpy(), self._wwords, self.out_features, 1, 1, 0,
                                            self.scale.numpy(), self.bias.numpy(), self.threads)
@@ -293,7 +293,7 @@ class KbitLinear(_ChannelAffine):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         beta = None
         if self.input_quantizer is not None:
-            beta = _activation_scale(self.input_quantizer, x, (), ())
+            beta = activation_scale(self.input_quantizer, x, (), ())
             x = self.input_quantizer(x)
         y = F.linear(x, self.weight_q)
         if beta is not None:
