@@ -63,3 +63,33 @@ def test_slimface_mobile_is_registered_under_both_spellings():
 def test_slimface_mobile_without_weights_builds_the_architecture():
     model = create_backbone("slimface-mobile", pretrained=False, input_size=SMALL)
     assert model(torch.zeros(1, 3, *SMALL)).shape == (1, 128)
+
+
+def test_slimface_mobile_loads_the_shipped_file_with_its_metadata(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import save_file
+
+    from slimface.models import students
+
+    src = create_backbone("slimnet_s", input_size=SMALL).eval()
+    src.output_map.set_target_stats(torch.full((128,), 0.1), torch.full((128,), 0.5))
+    meta = {"architecture": {"backbone": "slimnet_s", "kwargs": {"input_size": list(SMALL)}},
+            "lfw_view2_accuracy_mean": 0.5}
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path),
+              metadata={"slimface": json.dumps(meta)})
+    monkeypatch.setattr(students, "_shipped_weights", lambda: path)
+    model = create_backbone("slimface-mobile")
+    x = torch.rand(1, 3, *SMALL) * 255
+    assert torch.allclose(model(x), src(x), atol=1e-6)
+    assert model.pretrained_meta["lfw_view2_accuracy_mean"] == 0.5
+
+
+def test_slimface_mobile_reports_missing_weights_as_a_model_error(monkeypatch):
+    from slimface.errors import ModelError
+    from slimface.models import students
+
+    monkeypatch.setattr(students, "SLIMFACE_MOBILE_FILE", "absent.safetensors")
+    with pytest.raises(ModelError, match="absent.safetensors"):
+        create_backbone("slimface-mobile")
