@@ -11,7 +11,6 @@ import argparse
 import json
 import platform
 import subprocess
-import sys
 from typing import Any
 
 from slimface.cli._common import add_json_arg, emit_json, print_table

@@ -16,6 +16,7 @@ metadata in (dependencies point one way).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -218,7 +219,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         if value not in table:
             raise ModelError(f"int8 {what} {value!r} unknown (choose from {sorted(table)})")
     meta = read_metadata(fp32_path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         prepped = Path(tmp) / "prep.onnx"
         q.quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         qpath = Path(tmp) / "int8.onnx"
@@ -235,6 +236,19 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
     with atomic_path(out) as tmp_out:
         onnx.save(proto, str(tmp_out))
     return Path(out)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizer warns on the root logger about every int64 shape tensor it leaves in
+    float (harmless); keep those hundreds of lines off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def latency_ms(sess: Any, input_hw: tuple[int, int], batch: int, repeats: int = 30,
