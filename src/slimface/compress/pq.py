@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from slimface.compress.error_correction import (CorrectionTrace, ResponseStats,
+from slimface.compress.error_correction import (ResponseStats,
                                                 accumulate_stats, correct_layer, weight_matrix)
 from slimface.compress.kmeans import kmeans
 from slimface.errors import ConfigError, DataError
