@@ -11,8 +11,9 @@ where both find the same central face, and averages:
 * RetinaFace landmarks as fractions of the image size -> ``CENTRED_FACE_5PT`` (the no-face
   fallback layout).
 
-It then checks the result on held-out non-pair images: mean pixel correlation between the
-dlib150 chip from RetinaFace landmarks and the chip from dlib's landmarks.
+It then checks the result on held-out non-pair images: mean pixel correlation and dlib ResNet
+embedding cosine between the dlib150 chip from RetinaFace landmarks and the chip from dlib's
+landmarks.
 
 Usage: ``python benchmarks/align_template_points.py [--data DIR] [--n 300] [--held-out 100]``
 """
@@ -94,14 +95,23 @@ def check(samples, constants: dict[str, np.ndarray]) -> dict[str, float]:
     t = Template("dlib150", base.size, {"dlib5": base.points["dlib5"],
                                         "5pt": constants["DLIB150_5PT"].astype(np.float32)},
                  geometry=base.geometry)
-    corr, mad = [], []
+    import dlib
+    import face_recognition_models as frm
+
+    resnet = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    corr, mad, cos = [], [], []
     for img, fd, fr in samples:
-        a = warp_face(img, fd.landmarks, t, kind="dlib5").astype(np.float64).ravel()
-        b = warp_face(img, fr.landmarks, t, kind="5pt").astype(np.float64).ravel()
-        corr.append(np.corrcoef(a, b)[0, 1])
-        mad.append(np.abs(a - b).mean())
+        a = warp_face(img, fd.landmarks, t, kind="dlib5")
+        b = warp_face(img, fr.landmarks, t, kind="5pt")
+        af, bf = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        corr.append(np.corrcoef(af, bf)[0, 1])
+        mad.append(np.abs(af - bf).mean())
+        ea, eb = (np.array(resnet.compute_face_descriptor(c)) for c in (a, b))
+        cos.append(float(ea @ eb / np.linalg.norm(ea) / np.linalg.norm(eb)))
     return {"n": len(corr), "mean_pixel_correlation": float(np.mean(corr)),
-            "mean_abs_pixel_difference": float(np.mean(mad))}
+            "mean_abs_pixel_difference": float(np.mean(mad)),
+            "dlib_embedding_cosine_mean": float(np.mean(cos)),
+            "dlib_embedding_cosine_min": float(np.min(cos))}
 
 
 def main(argv: list[str] | None = None) -> int:
