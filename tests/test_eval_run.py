@@ -67,4 +67,7 @@ def test_two_folds_mean_view1_split_and_summary_drops_arrays():
     assert r["accuracy_std"] is None and "pairsDevTest" in r["protocol"]
     summary = json_summary(r)
     assert "scores" not in summary and "labels" not in summary and "auc" in summary
-    assert "scores" in json_summary(r, include_scores=True)
+    import json
+
+    full = json.loads(json.dumps(json_summary(r, include_scores=True)))
+    assert len(full["scores"]) == len(full["labels"]) == 4

@@ -209,5 +209,5 @@ def evaluate_lfw(model: nn.Module | str, data_root: str | os.PathLike[str] | Non
 def json_summary(result: dict[str, Any], include_scores: bool = False) -> dict[str, Any]:
     """``result`` without the per-pair arrays (unless asked), ready for ``emit_json``."""
     if include_scores:
-        return dict(result)
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}
     return {k: v for k, v in result.items() if k not in ARRAY_KEYS}
