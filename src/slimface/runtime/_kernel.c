@@ -103,7 +103,7 @@ static inline uint64_t pad_word(int c, int w) {
 /* Pack x into a padded buffer [N, HP, WP, Cw]; the border is +1 (sign(0) = +1). */
 static void pack_padded(const float *x, const geom_t *g, uint64_t *buf, int threads) {
     long rows = (long)g->n * g->hp;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (long r = 0; r < rows; r++) {
         int n = (int)(r / g->hp), y = (int)(r % g->hp) - g->ph;
         uint64_t *dst = buf + r * g->wp * g->cw;
@@ -276,10 +276,12 @@ static void bgemm(const uint64_t *buf, const geom_t *g, const uint64_t *ww, cons
     int rt = g_isa == ISA_AVX512 ? R512 : 8;
     long ptiles = (P + rt - 1) / rt, ctiles = g->cop / CO_TILE;
     int isa = g_isa;
-#pragma omp parallel for schedule(static) num_threads(threads)
     /* Pixel tiles outer, channel tiles inner: each output row is finished while it is in
      * cache (channel-major order rewrote every row once per channel tile, and the write
-     * traffic dominated); all the weights stay in L2 (<= 300 KB for 512x512x3x3). */
+     * traffic dominated); all the weights stay in L2 (<= 300 KB for 512x512x3x3).
+     * Dynamic chunks: on a shared machine a descheduled thread then delays the call by one
+     * chunk, not by half the work (static schedules stall until it runs again). */
+#pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (long t = 0; t < ptiles * ctiles; t++) {
         int co0 = (int)(t % ctiles) * CO_TILE;
         long p0 = (t / ctiles) * rt;
@@ -369,7 +371,7 @@ static void fgemm(const float *buf, const geom_t *g, const uint16_t *wm, const f
     const int rt = 4;
     long ptiles = (P + rt - 1) / rt, ctiles = g->cop / CO_TILE;
     int isa = g_isa;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (long t = 0; t < ptiles * ctiles; t++) {
         int co0 = (int)(t % ctiles) * CO_TILE;
         long p0 = (t / ctiles) * rt;
