@@ -108,7 +108,9 @@ def test_lut_conv_matches_float_conv_of_reconstructed_weight(stride, padding, di
                      bias=torch.randn(10, generator=gen))
     x = _conv_input()
     expected = F.conv2d(x, layer.weight, layer.bias, stride, padding, dilation)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
+    for mode in ("lut", "dense"):
+        layer.mode = mode
+        torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_lut_linear_matches_float_linear_for_any_batch_shape():
@@ -272,9 +274,11 @@ def test_slim_file_round_trip_is_exact(tmp_path, codebook_dtype):
             assert torch.equal(other.codebooks, mod.codebooks)
             assert torch.equal(other.indices, mod.indices)
     x = torch.rand(2, 3, 40, 40) * 255
-    set_pq_mode(quant, "lut")
-    with torch.no_grad():
-        assert torch.equal(loaded(x), quant(x))
+    for mode in ("lut", "dense"):
+        set_pq_mode(quant, mode)
+        set_pq_mode(loaded, mode)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), quant(x))
 
 
 # ----------------------------------------------------------------------------- calibration data
@@ -308,4 +312,5 @@ def test_codebook_finetuning_moves_only_codebooks_and_lowers_the_loss():
     assert losses[-1] < losses[0]
     assert torch.equal(quant.stem.weight, stem_before) and torch.equal(quant.fc.indices,
                                                                       idx_before)
-    assert quant.fc.mode == "lut" and not quant.fc.codebooks.requires_grad
+    assert quant.fc.mode == "lut" and quant.body[1].mode == "dense"
+    assert not quant.fc.codebooks.requires_grad

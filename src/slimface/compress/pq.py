@@ -439,7 +439,7 @@ def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tenso
         if reports[-1].rel_error_corrected is not None:
             bar.set_postfix_str(f"{path} err {reports[-1].rel_error_kmeans:.3f}->"
                                 f"{reports[-1].rel_error_corrected:.3f}")
-    set_pq_mode(quant, "lut")
+    set_pq_mode(quant, "auto")
     return quant, reports
 
 
@@ -562,7 +562,7 @@ def finetune_codebooks(quant: nn.Module, teacher: nn.Module, crops: np.ndarray,
         layer.codebooks.requires_grad_(False)
         if layer.codebook_dtype == "float16":  # keep memory == file after training
             layer.codebooks.data = layer.codebooks.data.half().float()
-    set_pq_mode(quant, "lut")
+    set_pq_mode(quant, "auto")
     return losses
 
 
