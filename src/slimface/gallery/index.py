@@ -31,10 +31,18 @@ FLAT_MAX = 50_000
 LARGE_KIND = "ivf_pq"
 
 
-def _faiss() -> Any:
+#: Below this many queries a search runs on one thread: an OpenMP team for a single query
+#: only adds a barrier, which costs tens of ms when the machine is oversubscribed.
+SINGLE_THREAD_BELOW = 16
+
+
+def _faiss(n_queries: int | None = None) -> Any:
     import faiss
 
-    faiss.omp_set_num_threads(int(os.environ.get("SLIMFACE_THREADS", "2")))
+    threads = int(os.environ.get("SLIMFACE_THREADS", "2"))
+    if n_queries is not None and n_queries < SINGLE_THREAD_BELOW:
+        threads = 1
+    faiss.omp_set_num_threads(threads)
     return faiss
 
 
@@ -168,6 +176,7 @@ def remove_from_index(index: Any, ids: np.ndarray) -> int:
 def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ids), each (nq, k); missing results have id -1 and score -inf."""
     q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+    _faiss(len(q))
     if q.shape[1] != index.d:
         raise GalleryError(f"query has {q.shape[1]} dimensions, the index {index.d}")
     k = max(1, min(int(k), max(int(index.ntotal), 1)))

@@ -59,14 +59,25 @@ def calibrate_sigma(x: np.ndarray, flat: Any, target: float = 0.99, n_queries: i
     return best
 
 
-def _single_query_ms(fn: Any, q: np.ndarray) -> dict[str, float]:
-    times = []
+def _single_query_ms(fn: Any, q: np.ndarray, repeats: int = 3) -> dict[str, float]:
+    """Per query: the first call's time, and the best of ``repeats`` calls.
+
+    On a shared, oversubscribed machine the first-call figures include time the process
+    spent descheduled; the best-of-``repeats`` figures estimate the unloaded cost.
+    """
+    first, best = [], []
     for row in q:
-        t = time.perf_counter()
-        fn(row[None])
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
-            "n_queries": len(times)}
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(row[None])
+            runs.append((time.perf_counter() - t) * 1e3)
+        first.append(runs[0])
+        best.append(min(runs))
+    return {"median_ms": float(np.median(first)), "p95_ms": float(np.percentile(first, 95)),
+            f"best_of_{repeats}_median_ms": float(np.median(best)),
+            f"best_of_{repeats}_p95_ms": float(np.percentile(best, 95)),
+            "n_queries": len(first)}
 
 
 def run(n: int = 1_000_000, dim: int = 128, seed: int = 0, kind: str = ix.LARGE_KIND,
@@ -83,7 +94,7 @@ def run(n: int = 1_000_000, dim: int = 128, seed: int = 0, kind: str = ix.LARGE_
     sources = np.random.default_rng(seed + 2).choice(n, n_queries, replace=False)
     q = noisy_views(x, sources, sigma, seed + 3)
     exact = exact_top1(flat, q)
-    flat_ms = _single_query_ms(lambda r: flat.search(r, 1), q[:n_flat_latency])
+    flat_ms = _single_query_ms(lambda r: ix.search(flat, r, 1), q[:n_flat_latency])
     del flat
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -101,7 +112,7 @@ def run(n: int = 1_000_000, dim: int = 128, seed: int = 0, kind: str = ix.LARGE_
         approx = ix.search(index, q, 1)[1][:, 0]
         ident = gallery.identify(q[:200], top_k=1)  # through SQLite: names of the index hits
         names_ok = np.mean([r[0].name == f"id{i - 1:07d}" for r, i in zip(ident, approx[:200])])
-        index_ms = _single_query_ms(lambda r: index.search(r, 1), q[:n_latency])
+        index_ms = _single_query_ms(lambda r: ix.search(index, r, 1), q[:n_latency])
         identify_ms = _single_query_ms(lambda r: gallery.identify(r, 1), q[:n_latency])
         gallery.close()
 
