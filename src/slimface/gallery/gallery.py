@@ -136,7 +136,7 @@ class Gallery:
             new_ids = self.store.insert_embeddings(conn, identity_id, vectors, sources)
         self._after_write(in_step, lambda: ix.add_to_index(self._index, vectors,
                                                            np.asarray(new_ids)))
-        return next(i.n_embeddings for i in self.store.identities() if i.id == identity_id)
+        return self.store.count_embeddings_of(identity_id)
 
     def enroll_many(self, names: Sequence[str], vectors: np.ndarray) -> None:
         """One identity per row, in one transaction (synthetic benchmarks, bulk imports)."""

@@ -184,6 +184,10 @@ class GalleryStore:
     def count_embeddings(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
 
+    def count_embeddings_of(self, identity_id: int) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?",
+                                      (identity_id,)).fetchone()[0])
+
     def count_identities(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
 
