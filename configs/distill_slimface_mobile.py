@@ -11,7 +11,7 @@ slower than a 1-thread step.
 The shipped weights came from this config with one deviation: the run was started with
 ``steps=1800`` and, once the measured throughput (~48 img/s) showed it would finish early, was
 continued from its step-630 checkpoint with ``--resume --set steps=2400`` (the cosine schedule
-then continues from step 630 of a 2400-step schedule: lr 1.55e-3 -> 1.74e-3 at the switch).
+then continues from step 630 of a 2400-step schedule: lr 1.56e-3 -> 1.75e-3 at the switch).
 """
 from slimface.compress.distill import DistillConfig
 
