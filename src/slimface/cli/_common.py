@@ -26,9 +26,7 @@ def emit_json(obj: Any, dest: str | None) -> None:
 
 
 def _default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # numpy arrays and scalars alike (.item() fails on arrays)
         return o.tolist()
     if isinstance(o, Path):
         return str(o)

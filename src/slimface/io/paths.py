@@ -17,7 +17,9 @@ def data_candidates(explicit: str | os.PathLike[str] | None = None) -> list[Path
     found = []
     if os.environ.get("SLIMFACE_DATA"):
         found.append(Path(os.environ["SLIMFACE_DATA"]))
-    found += [Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data"]
+    for p in (Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data"):
+        if p.resolve() not in {f.resolve() for f in found}:
+            found.append(p)
     return found
 
 
