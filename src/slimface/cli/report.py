@@ -1,0 +1,43 @@
+"""``slimface report``: the whole story on real data (what ``make demo`` runs)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from slimface.cli._common import emit_json, print_table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "report", help="evaluate, size and time every model; write report.md/json + plots",
+        description="Evaluate every model slimface can make here on LFW view 2 (10-fold), "
+                    "count parameters, MACs and bytes, time each against the fp32 teacher in "
+                    "the same run, and write report.md, report.json and PNG plots.")
+    p.add_argument("--data", help="data root holding lfw/ (default: $SLIMFACE_DATA or "
+                                  "../shared/data)")
+    p.add_argument("--out", default="reports/latest", help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="demo mode: 60 pairs per fold (600 pairs) and fewer timing repeats")
+    p.add_argument("--model", action="append", default=[], metavar="SPEC",
+                   help="also report this model (registry name or .slim/.pt/.onnx file); "
+                        "repeatable")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="also write the JSON report to OUT (stdout when OUT is omitted)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimface.eval.report import ReportSettings, build_report
+
+    settings = ReportSettings(quick=args.quick, threads=args.threads)
+    command = "slimface " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = build_report(args.out, args.data, settings, extra=args.model, command=command)
+    print_table([{"model": r["model"], "acc%": 100 * r["accuracy_mean"],
+                  "MB": r["bytes"] and r["bytes"] / 1e6, "x smaller": r["compression"],
+                  "ms b1": r["ms_b1"], "speed-up b1": r["speedup_b1"]}
+                 for r in report["models"]], title=f"report written to {args.out}/report.md")
+    emit_json(report, args.json)
+    return 0

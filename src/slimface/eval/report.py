@@ -1,0 +1,353 @@
+"""The main job: the seed papers' Table 2 and Table 3, re-measured on this machine.
+
+``build_report`` takes every model slimface can make here (the dlib teacher, the distilled
+``slimface-mobile``, its int8 ONNX export, the product-quantized teacher, the binary
+student, and any extra model file the caller names), evaluates each on the LFW view-2
+protocol, counts parameters, multiply-accumulates and bytes on disk, times each in one run
+against the fp32 teacher in the same runtime, and writes ``report.md``, ``report.json`` and
+the plots. Nothing in the report is typed in: every number is measured by this run or read
+from a file the report names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimface.eval.lfw import Pair
+from slimface.eval.run import align_pair_images, evaluate_crops, load_lfw_pairs
+from slimface.io.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+TEACHER = "dlib-resnet"
+
+
+@dataclass
+class Candidate:
+    """One row of the report: how to get the model and what file it lives in."""
+
+    label: str
+    role: str                                   # teacher / student / int8 / pq / binary / extra
+    load: Callable[[], nn.Module]
+    file: Path | None
+    runtime: str = "torch"                      # "torch" or "onnx"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """``quick`` keeps the 10-fold protocol but uses ``pairs_per_fold`` pairs of each fold
+    (half same, half different) and fewer timing repetitions, for the demo."""
+
+    quick: bool = False
+    pairs_per_fold: int = 60
+    timing_repeats: int = 20
+    threads: int = 2
+    batch_sizes: tuple[int, ...] = (1, 32)
+
+    @property
+    def repeats(self) -> int:
+        return max(3, self.timing_repeats // 4) if self.quick else self.timing_repeats
+
+
+# --------------------------------------------------------------------------- models
+
+def _registry_file(name: str) -> Path | None:
+    """The weights file behind a registry model, for its bytes-on-disk column."""
+    if name == TEACHER:
+        from slimface.models.dlib_resnet import default_model_path
+
+        return Path(default_model_path())
+    if name == "slimface-mobile":
+        from importlib import resources
+
+        from slimface.models.students import SLIMFACE_MOBILE_FILE, WEIGHTS_PACKAGE
+
+        ref = resources.files(WEIGHTS_PACKAGE).joinpath(SLIMFACE_MOBILE_FILE)
+        return Path(str(ref)) if ref.is_file() else None
+    return None
+
+
+def _loader(spec: str) -> Callable[[], nn.Module]:
+    def load() -> nn.Module:
+        from slimface.runtime.loader import load_model
+
+        return load_model(spec)
+
+    return load
+
+
+def shipped_slim_files() -> dict[str, Path]:
+    """Compressed deploy files committed in the package (``models/weights/*.slim``)."""
+    from importlib import resources
+
+    folder = resources.files("slimface.models.weights")
+    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir()
+            if str(f).endswith(".slim")}
+
+
+def default_candidates(out_dir: Path, extra: Sequence[str] = ()) -> list[Candidate]:
+    """Every model this install can evaluate; missing optional ones are skipped with a log."""
+    from slimface.models import BACKBONES
+
+    rows = [Candidate("dlib-resnet (teacher, fp32)", "teacher", _loader(TEACHER),
+                      _registry_file(TEACHER))]
+    student_file = _registry_file("slimface-mobile") if "slimface-mobile" in BACKBONES else None
+    if student_file is not None:
+        rows.append(Candidate("slimface-mobile (fp32)", "student", _loader("slimface-mobile"),
+                              student_file))
+        int8_path = out_dir / "models" / "slimface-mobile.int8.onnx"
+        rows.append(Candidate("slimface-mobile (int8 ONNX)", "int8",
+                              lambda: _int8_export("slimface-mobile", int8_path), int8_path,
+                              runtime="onnx"))
+    else:
+        log.warning("slimface-mobile weights not installed: the student rows are skipped")
+    for stem, path in sorted(shipped_slim_files().items()):
+        role = "pq" if "pq" in stem else "binary" if any(s in stem for s in ("xnor", "bnn",
+                                                                              "binary")) else "extra"
+        rows.append(Candidate(f"{stem} (.slim)", role, _loader(str(path)), path))
+    for spec in extra:
+        path = Path(spec)
+        rows.append(Candidate(spec, "extra", _loader(spec), path if path.exists() else None,
+                              runtime="onnx" if spec.endswith(".onnx") else "torch"))
+    return rows
+
+
+def _calibration_crops(model: nn.Module, n: int = 256) -> np.ndarray:
+    """CelebA crops for int8 calibration (never LFW pair images), aligned for ``model``."""
+    from slimface.compress.pq import calibration_crops
+    from slimface.io.paths import data_root
+
+    calib_dir = data_root() / "celeba_subset" / "img_align_celeba_89x109"
+    return calibration_crops(model, calib_dir, n=n)
+
+
+def _int8_export(spec: str, out: Path) -> nn.Module:
+    """Export ``spec`` to fp32 ONNX, quantize it statically to int8, load the result."""
+    from slimface.runtime.export import export_onnx, quantize_int8
+    from slimface.runtime.loader import OnnxModel, load_model
+
+    if not out.exists():
+        model = load_model(spec)
+        fp32 = out.with_name(out.name.replace(".int8", ".fp32"))
+        export_onnx(model, fp32)
+        quantize_int8(fp32, out, _calibration_crops(model))
+    return OnnxModel(out)
+
+
+# --------------------------------------------------------------------------- measuring
+
+def quick_subset(pairs: Sequence[Pair], per_fold: int) -> list[Pair]:
+    """The first ``per_fold/2`` same and different pairs of every fold (deterministic)."""
+    half = max(1, per_fold // 2)
+    kept: list[Pair] = []
+    counts: dict[tuple[int, bool], int] = {}
+    for p in pairs:
+        key = (p.fold, p.same)
+        if counts.get(key, 0) < half:
+            kept.append(p)
+            counts[key] = counts.get(key, 0) + 1
+    return kept
+
+
+def profile_row(model: nn.Module) -> dict[str, Any]:
+    """Parameters and MACs of a torch model (``None`` for runtimes we cannot introspect)."""
+    from slimface.models.profile import profile_model
+
+    if not any(True for _ in model.parameters()) and not list(model.buffers()):
+        return {"params": None, "macs": None}
+    try:
+        prof = profile_model(model, tuple(model.input_size))
+    except Exception as exc:  # noqa: BLE001 - custom inference modules may not trace hooks
+        log.info("profile of %s failed (%s)", type(model).__name__, exc)
+        return {"params": None, "macs": None}
+    return {"params": prof["params"], "macs": prof["macs"]}
+
+
+def latency(model: nn.Module, batch: int, repeats: int, threads: int) -> float:
+    """Median ms per forward of ``batch`` random 0..255 images, after two warm-up runs."""
+    torch.set_num_threads(threads)
+    h, w = tuple(model.input_size)
+    x = torch.rand(batch, 3, h, w) * 255
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 2):
+            t = time.perf_counter()
+            model(x)
+            if i >= 2:
+                times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def _onnx_teacher(out_dir: Path) -> nn.Module:
+    """The fp32 teacher in ONNX Runtime: the like-for-like baseline of ONNX rows."""
+    from slimface.runtime.export import export_onnx
+    from slimface.runtime.loader import OnnxModel, load_model
+
+    path = out_dir / "models" / "dlib-resnet.fp32.onnx"
+    if not path.exists():
+        export_onnx(load_model(TEACHER), path)
+    return OnnxModel(path)
+
+
+def measure(candidates: Sequence[Candidate], pairs: Sequence[Pair], out_dir: Path,
+            settings: ReportSettings) -> list[dict[str, Any]]:
+    """Accuracy, size and speed of every candidate; speed-ups against the teacher measured
+    in this same run and in the same runtime (torch rows vs torch teacher, ONNX vs ONNX)."""
+    rows: list[dict[str, Any]] = []
+    baselines: dict[str, dict[int, float]] = {}
+    for cand in candidates:
+        log.info("report: %s", cand.label)
+        try:
+            model = cand.load()
+        except Exception as exc:  # noqa: BLE001 - one broken optional model must not sink the report
+            log.warning("skipping %s: %s", cand.label, exc)
+            continue
+        aligned = align_pair_images(pairs, model, cache=True, progress=True)
+        res = evaluate_crops(model, aligned, pairs, progress=True)
+        row = {"model": cand.label, "role": cand.role, "runtime": cand.runtime,
+               "file": str(cand.file) if cand.file else None,
+               "bytes": cand.file.stat().st_size if cand.file and cand.file.exists() else None,
+               **profile_row(model if cand.runtime == "torch" else _source_model(cand)),
+               "accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+               "auc": res["auc"], "tar_at_far_1e-3": res["tar_at_far_1e-3"],
+               "n_pairs": len(pairs), "no_face": aligned.count("centre"),
+               "scores": res["scores"], "labels": res["labels"]}
+        if cand.runtime not in baselines:
+            teacher = model if cand.role == "teacher" else (
+                _onnx_teacher(out_dir) if cand.runtime == "onnx" else _loader(TEACHER)())
+            baselines[cand.runtime] = {b: latency(teacher, b, settings.repeats, settings.threads)
+                                       for b in settings.batch_sizes}
+        for b in settings.batch_sizes:
+            ms = latency(model, b, settings.repeats, settings.threads)
+            row[f"ms_b{b}"] = ms / b
+            row[f"teacher_ms_b{b}"] = baselines[cand.runtime][b] / b
+            row[f"speedup_b{b}"] = baselines[cand.runtime][b] / ms
+        rows.append(row)
+    _add_ratios(rows)
+    return rows
+
+
+def _source_model(cand: Candidate) -> nn.Module:
+    """For an ONNX row, the torch model it was exported from (for params/MACs)."""
+    from slimface.runtime.loader import load_model
+
+    if cand.role == "int8":
+        return load_model("slimface-mobile")
+    return nn.Identity()
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    teacher_bytes = next((r["bytes"] for r in rows if r["role"] == "teacher"), None)
+    for r in rows:
+        r["compression"] = (teacher_bytes / r["bytes"]
+                            if teacher_bytes and r.get("bytes") else None)
+
+
+# --------------------------------------------------------------------------- writing
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """Table 2 (accuracy) and Table 3 (size and speed) analogues as Markdown."""
+    acc = ["| model | LFW acc % (mean ± std) | AUC | TAR@FAR=1e-3 | pairs | no-face crops |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        acc.append(f"| {r['model']} | {100 * r['accuracy_mean']:.2f} ± "
+                   f"{100 * r['accuracy_std']:.2f} | {r['auc']:.4f} | "
+                   f"{100 * r['tar_at_far_1e-3']:.1f} | {r['n_pairs']} | {r['no_face']} |")
+    size = ["| model | runtime | params | MACs | bytes on disk | compression vs teacher | "
+            "ms/face b1 | speed-up b1 | ms/face b32 | speed-up b32 | file |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        size.append(
+            f"| {r['model']} | {r['runtime']} | {_fmt(r['params'], ',')} | "
+            f"{_fmt(r['macs'] and r['macs'] / 1e6, '.0f')}M | {_fmt(r['bytes'], ',')} | "
+            f"{_fmt(r['compression'], '.1f')}x | {r['ms_b1']:.2f} | {r['speedup_b1']:.2f}x | "
+            f"{r['ms_b32']:.2f} | {r['speedup_b32']:.2f}x | `{r['file'] or '-'}` |")
+    return "\n".join([
+        "# slimface report", "",
+        f"Command: `{meta['command']}`  ", f"Commit: {meta['commit']}; machine: {meta['cpu']}, "
+        f"{meta['threads']} threads; {meta['seconds']:.0f} s; "
+        f"{'QUICK: ' + str(meta['n_pairs']) + ' of 6000 pairs' if meta['quick'] else 'all 6000 pairs'}"
+        " of LFW view 2, 10-fold protocol.", "",
+        "## Accuracy (Table 2 analogue)", "", *acc, "",
+        "## Size and speed (Table 3 analogue)", "",
+        "Speed-ups are against the fp32 dlib teacher timed in the same run and the same "
+        "runtime (torch rows vs torch teacher, ONNX rows vs the teacher exported to ONNX).", "",
+        *size, "",
+        "![accuracy vs size](acc_vs_size.png) ![accuracy vs latency](acc_vs_latency.png)",
+        "", "![ROC](roc.png)", ""])
+
+
+def scatter(path: Path, rows: Sequence[dict[str, Any]], x_key: str, x_label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for r in rows:
+        if r.get(x_key) is None:
+            continue
+        ax.scatter(r[x_key], 100 * r["accuracy_mean"])
+        ax.annotate(r["model"], (r[x_key], 100 * r["accuracy_mean"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("LFW view-2 accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build_report(out_dir: str | os.PathLike[str], data_root: str | None = None,
+                 settings: ReportSettings = ReportSettings(), extra: Sequence[str] = (),
+                 command: str = "slimface report") -> dict[str, Any]:
+    """Run everything and write report.md / report.json / plots into ``out_dir``."""
+    from slimface.eval.plots import plot_roc
+    from slimface.runtime.export import describe_cpu
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    pairs = load_lfw_pairs(data_root, "view2")
+    if settings.quick:
+        pairs = quick_subset(pairs, settings.pairs_per_fold)
+    rows = measure(default_candidates(out, extra), pairs, out, settings)
+    plot_roc(out / "roc.png", {r["model"]: (r["scores"], r["labels"]) for r in rows},
+             title=f"LFW view 2 ROC ({len(pairs)} pairs)")
+    scatter(out / "acc_vs_size.png", rows, "bytes", "bytes on disk")
+    scatter(out / "acc_vs_latency.png", rows, "ms_b1", "ms per face, batch 1")
+    public = [{k: v for k, v in r.items() if k not in ("scores", "labels")} for r in rows]
+    meta = {"command": command, "commit": _git_commit(), "cpu": describe_cpu()["cpu"],
+            "python": platform.python_version(), "torch": torch.__version__,
+            "threads": settings.threads, "quick": settings.quick, "n_pairs": len(pairs),
+            "seconds": time.perf_counter() - start}
+    report = {"meta": meta, "models": public}
+    import json
+
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+    atomic_write_text(out / "report.md", markdown(public, meta))
+    return report
