@@ -248,3 +248,12 @@ def test_any_registered_backbone_can_be_the_student(tmp_path: Path):
     assert not d.maps_to_teacher
     rec = d.train_step(0)
     assert np.isfinite(rec["loss"])
+
+
+def test_max_shift_limits_crop_offsets_around_the_centre():
+    crops = np.zeros((4, 20, 20, 3), np.uint8)
+    crops[:, 10, 10] = 255  # a dot at the canvas centre stays within +-1 px of (8, 8)
+    cfg = DistillConfig(jitter=0.0, flip=False, max_shift=1)
+    x, _ = augment_batch(crops, np.arange(4), (16, 16), np.random.default_rng(0), cfg)
+    ys, xs = np.nonzero(x[:, 0].amax(0).numpy())
+    assert ys.min() >= 7 and ys.max() <= 9 and xs.min() >= 7 and xs.max() <= 9

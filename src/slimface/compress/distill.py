@@ -217,6 +217,7 @@ class DistillConfig:
     limit_images: int = 0                # 0 = all (smoke tests use a few hundred)
     # augmentation
     flip: bool = True
+    max_shift: int = -1                  # crop offset +-pixels from centre (-1 = whole canvas)
     jitter: float = 0.2                  # brightness/contrast +-jitter, saturation +-jitter/2
     grey_prob: float = 0.05
     # losses
@@ -352,8 +353,11 @@ def augment_batch(crops: np.ndarray, idx: np.ndarray, size: tuple[int, int],
     n = len(idx)
     hp, wp = crops.shape[1:3]
     h, w = size
-    oy = rng.integers(0, hp - h + 1, n)
-    ox = rng.integers(0, wp - w + 1, n)
+    cy, cx = (hp - h) // 2, (wp - w) // 2
+    sy = cy if cfg.max_shift < 0 else min(cy, cfg.max_shift)
+    sx = cx if cfg.max_shift < 0 else min(cx, cfg.max_shift)
+    oy = rng.integers(cy - sy, cy + sy + 1, n)
+    ox = rng.integers(cx - sx, cx + sx + 1, n)
     flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, bool)
     out = np.empty((n, h, w, 3), np.uint8)
     for k, i in enumerate(idx):
