@@ -168,11 +168,14 @@ def quantized_layers(model: nn.Module) -> dict[str, Any]:
     return {p: m for p, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
 
 
-def create_quantized_backbone(base: str, base_kwargs: dict[str, Any] | None = None,
+def create_quantized_backbone(base: str = "face_resnet_c", base_kwargs: dict[str, Any] | None = None,
                               scheme: str = "xnor", w_bits: int = 1, a_bits: int | None = None,
                               keep_float: Sequence[str] | None = None, scale: str = "channel",
                               beta: str = "none", h: str = "clip", **_: Any) -> nn.Module:
     """A registry backbone ``base`` passed through :func:`quantize_model` (for QAT configs).
+
+    With no arguments this is the seed's model Q: face_resnet_c, XNOR weights and
+    activations everywhere except Conv1a.
 
     Every argument is JSON, so trainer checkpoints (``backbone_kwargs``) rebuild it. The model
     remembers ``backbone_name`` / ``backbone_kwargs`` of its float skeleton, which is what a
