@@ -7,10 +7,6 @@ config = TrainConfig(
     backbone="face_resnet_a",
     head="softmax",
     data="CASIA-WebFace",
-    batch_size=64,
-    lr=0.01,
-    epochs=100,
-    steps_per_epoch=10_000,
-    milestones=(40, 70, 90),
+    steps_per_epoch=10_000,       # batch 64, lr 0.01, 100 epochs, /10 at 40/70/90: the defaults
     eval_every=10_000,
 )
