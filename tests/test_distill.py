@@ -183,12 +183,12 @@ def _tiny_distiller(tmp_path: Path, steps: int = 3) -> Distiller:
 
 @pytest.mark.slow
 def test_distiller_trains_checkpoints_and_resumes(tmp_path: Path):
-    d = _tiny_distiller(tmp_path, steps=2)
-    d.run(tmp_path / "log.jsonl", progress=False)
+    d = _tiny_distiller(tmp_path, steps=3)
+    d.run(tmp_path / "log.jsonl", progress=False, until_step=2)
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "model.pt").is_file()
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 2 and np.isfinite(lines[-1]["loss"])
-    resumed = _tiny_distiller(tmp_path, steps=2)
+    resumed = _tiny_distiller(tmp_path, steps=3)
     resumed.load_checkpoint(tmp_path / "checkpoint.pt")
     assert resumed.state.step == 2
     for k, v in d.student.state_dict().items():

@@ -22,6 +22,8 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop this session after N minutes (checkpointed; schedule unchanged)")
+    p.add_argument("--until-step", type=int, default=0,
+                   help="stop at this step (checkpointed; schedule unchanged)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field (type-checked; repeatable)")
     p.add_argument("--export", metavar="FILE",
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_distillation(args.config, args.overrides, data=args.data, out=args.out,
                                resume=args.resume, max_minutes=args.max_minutes,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, until_step=args.until_step)
     keys = ("step", "steps", "train_seconds", "best_lfw_view1", "model")
     print_table([{k: summary.get(k) for k in keys}], title=f"distilled -> {summary['out']}")
     emit_json(summary, args.json)

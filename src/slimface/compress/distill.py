@@ -518,8 +518,10 @@ class Distiller:
         self.student.train()
         return res
 
-    def run(self, log_path: Path, progress: bool = True, max_minutes: float = 0.0) -> RunState:
-        """Train to ``cfg.steps`` (or until ``max_minutes`` of this session), checkpointing."""
+    def run(self, log_path: Path, progress: bool = True, max_minutes: float = 0.0,
+            until_step: int = 0) -> RunState:
+        """Train to ``cfg.steps`` (or until ``max_minutes`` of this session or step
+        ``until_step``, schedule unchanged), checkpointing."""
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -527,8 +529,9 @@ class Distiller:
                    disable=not progress, dynamic_ncols=True)
         session_start = last_ckpt = time.perf_counter()
         window_t, window_n = time.perf_counter(), 0
+        last = min(cfg.steps, until_step) if until_step > 0 else cfg.steps
         with open(log_path, "a", encoding="utf-8") as logf:
-            while self.state.step < cfg.steps:
+            while self.state.step < last:
                 t0 = time.perf_counter()
                 rec = self.train_step(self.state.step)
                 self.state.step += 1
@@ -554,7 +557,7 @@ class Distiller:
                         bar.write(f"step {step}: LFW view-1 accuracy "
                                   f"{ev.get('lfw_view1_acc', float('nan')):.4f}")
                 now = time.perf_counter()
-                if now - last_ckpt >= cfg.checkpoint_minutes * 60 or step == cfg.steps:
+                if now - last_ckpt >= cfg.checkpoint_minutes * 60 or step == last:
                     self.save_checkpoint()
                     last_ckpt = now
                 if max_minutes and now - session_start >= max_minutes * 60:
@@ -572,7 +575,8 @@ def default_out_dir(config_path: str | Path) -> Path:
 
 def run_distillation(config_path: str | Path, overrides: Sequence[str] = (),
                      data: str | None = None, out: str | None = None, resume: bool = False,
-                     max_minutes: float = 0.0, progress: bool = True) -> dict[str, Any]:
+                     max_minutes: float = 0.0, progress: bool = True,
+                     until_step: int = 0) -> dict[str, Any]:
     """``slimface compress distill CONFIG``: build/cached data, train, write model.pt."""
     from slimface.compress.distill_data import build_distill_set, describe
     from slimface.io.paths import data_root as resolve_data_root
@@ -602,7 +606,8 @@ def run_distillation(config_path: str | Path, overrides: Sequence[str] = (),
     if resume and d.checkpoint_path.is_file():
         d.load_checkpoint(d.checkpoint_path)
         log.info("resumed at step %d", d.state.step)
-    state = d.run(out_dir / "log.jsonl", progress=progress, max_minutes=max_minutes)
+    state = d.run(out_dir / "log.jsonl", progress=progress, max_minutes=max_minutes,
+                  until_step=until_step)
     return {"out": str(out_dir), "step": state.step, "steps": cfg.steps,
             "train_seconds": state.seconds, "best_lfw_view1": state.best_view1,
             "data": data_desc, "model": str(out_dir / "model.pt")}
