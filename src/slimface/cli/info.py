@@ -52,6 +52,16 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num) / den if den else None
 
 
+def _derived_fp32_bytes(lm: dict[str, Any], layer: str, sizes: dict[str, Any]) -> int | None:
+    """fp32 size of a PQ layer from its shape, for files written before codecs recorded it."""
+    if lm.get("kind") != "pq":
+        return None
+    from slimface.runtime.pq import pq_fp32_bytes
+
+    return pq_fp32_bytes(int(lm["m"]), int(lm["d"]), int(lm["rows"]), int(lm["positions"]),
+                         f"{layer}/bias" in sizes)
+
+
 def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Per-layer sizes and compression ratios of a ``.slim`` file (the ``--json`` object)."""
     from slimface.runtime.slimfile import read_slim_metadata
@@ -65,7 +75,7 @@ def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         if kind in _NO_WEIGHTS:
             continue
         stored = sum(b for k, (_, _, b) in sizes.items() if k.startswith(f"{layer}/"))
-        fp32 = lm.get("fp32_bytes")
+        fp32 = lm.get("fp32_bytes") or _derived_fp32_bytes(lm, layer, sizes)
         rows.append({"layer": layer, "kind": kind, "bits": lm.get("bits"), "bytes": stored,
                      "fp32_bytes": fp32, "ratio": _ratio(fp32, stored) if fp32 else None})
         q_bytes += stored

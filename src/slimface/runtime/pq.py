@@ -364,6 +364,11 @@ def set_pq_mode(model: nn.Module, mode: str) -> int:
 
 
 # --------------------------------------------------------------------------- codec
+def pq_fp32_bytes(m: int, d: int, rows: int, positions: int, bias: bool) -> int:
+    """Bytes the same layer takes in fp32 (weight + bias): the denominator of its ratio."""
+    return 4 * (m * d * rows * positions + (rows if bias else 0))
+
+
 def _encode(module: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not isinstance(module, _PQWeight):
         raise TypeError(f"PQ codec cannot encode {type(module).__name__}")
@@ -378,7 +383,9 @@ def _encode(module: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     meta: dict[str, Any] = {"layer": "linear" if isinstance(module, PQLinear) else "conv2d",
                             "m": m, "k": k, "d": module.subspace_dim, "rows": r,
                             "positions": p, "bits": bits,
-                            "codebook_dtype": module.codebook_dtype}
+                            "codebook_dtype": module.codebook_dtype,
+                            "fp32_bytes": pq_fp32_bytes(m, module.subspace_dim, r, p,
+                                                        module.bias is not None)}
     if isinstance(module, PQConv2d):
         meta.update(kernel_size=list(module.kernel_size), stride=list(module.stride),
                     padding=list(module.padding), dilation=list(module.dilation))
