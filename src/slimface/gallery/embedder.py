@@ -24,33 +24,15 @@ DEFAULT_FLIP = "sum"
 
 
 def load_model(spec: Any) -> tuple[Any, str]:
-    """(model, canonical name) from a registry name, a model file, or a model object.
+    """(model, canonical name) from a registry name, a model file, or a model object."""
+    from slimface.runtime.loader import default_model_name, load_model as _load
 
-    Goes through ``slimface.runtime.loader.load_model`` (registry names, .pt, .slim, .onnx);
-    a bare registry build is the fallback while the loader is not installed.
-    """
     if spec is None:
         spec = default_model_name()
     if not isinstance(spec, (str, os.PathLike)):
         return spec, str(getattr(spec, "name", type(spec).__name__))
     name = str(Path(spec).resolve()) if Path(spec).is_file() else str(spec)
-    try:
-        from slimface.runtime.loader import load_model as _load
-    except ModuleNotFoundError as exc:
-        if exc.name != "slimface.runtime.loader":
-            raise
-        from slimface.models import create_backbone
-
-        return create_backbone(str(spec)), name
     return _load(spec), name
-
-
-def default_model_name() -> str:
-    try:
-        from slimface.runtime.loader import default_model_name as _default
-    except ModuleNotFoundError:
-        return "dlib-resnet"
-    return _default()
 
 
 def model_fingerprint(model: Any) -> str:
