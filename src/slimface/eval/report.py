@@ -238,7 +238,7 @@ def measure(candidates: Sequence[Candidate], pairs: Sequence[Pair], out_dir: Pat
         row = {"model": cand.label, "role": cand.role, "runtime": cand.runtime,
                "file": str(cand.file) if cand.file else None,
                "bytes": cand.file.stat().st_size if cand.file and cand.file.exists() else None,
-               **profile_row(model if cand.runtime == "torch" else _source_model(cand)),
+               **profile_row(_float_architecture(cand, model)),
                "accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
                "auc": res["auc"], "tar_at_far_1e-3": res["tar_at_far_1e-3"],
                "n_pairs": len(pairs), "no_face": aligned.count("centre"),
@@ -260,13 +260,21 @@ def measure(candidates: Sequence[Candidate], pairs: Sequence[Pair], out_dir: Pat
     return rows
 
 
-def _source_model(cand: Candidate) -> nn.Module:
-    """For an ONNX row, the torch model it was exported from (for params/MACs)."""
+def _float_architecture(cand: Candidate, model: nn.Module) -> nn.Module:
+    """The float network a row's params/MACs are counted on: the model itself, or for
+    compressed files (.slim, int8 ONNX) the float architecture they were made from, so the
+    columns compare networks rather than storage formats (bytes on disk shows the storage)."""
+    from slimface.models import create_backbone
     from slimface.runtime.loader import load_model
 
     if cand.role == "int8":
         return load_model("slimface-mobile")
-    return nn.Identity()
+    if cand.file is not None and cand.file.suffix == ".slim":
+        from slimface.runtime.slimfile import read_slim_metadata
+
+        arch = read_slim_metadata(cand.file)["architecture"]
+        return create_backbone(arch["backbone"], **{**arch.get("kwargs", {}), "pretrained": False})
+    return model if cand.runtime == "torch" else nn.Identity()
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -316,7 +324,8 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         "## Accuracy (Table 2 analogue)", "", *acc, "",
         "## Size and speed (Table 3 analogue)", "",
         "Speed-ups are against the fp32 dlib teacher timed in the same run and the same "
-        "runtime (torch rows vs torch teacher, ONNX rows vs the teacher exported to ONNX).", "",
+        "runtime (torch rows vs torch teacher, ONNX rows vs the teacher exported to ONNX). "
+        "Params and MACs are those of the float network; bytes on disk show the storage.", "",
         *size, "",
         "![accuracy vs size](acc_vs_size.png) ![accuracy vs latency](acc_vs_latency.png)",
         "", "![ROC](roc.png)", ""])

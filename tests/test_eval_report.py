@@ -1,0 +1,56 @@
+"""The report's pure parts: the quick subset keeps the protocol's structure, the Markdown
+tables carry every model and measured column, latency is measured on the model given."""
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimface.eval.lfw import Pair
+from slimface.eval.report import latency, markdown, quick_subset
+
+
+def _pairs(folds: int = 10, per: int = 6) -> list[Pair]:
+    return [Pair(Path(f"a{f}{i}{s}"), Path(f"b{f}{i}{s}"), s, f)
+            for f in range(folds) for s in (True, False) for i in range(per)]
+
+
+def test_quick_subset_keeps_every_fold_balanced():
+    kept = quick_subset(_pairs(), per_fold=4)
+    assert len(kept) == 10 * 4
+    for fold in range(10):
+        same = [p.same for p in kept if p.fold == fold]
+        assert same.count(True) == 2 and same.count(False) == 2
+
+
+def test_markdown_has_a_row_per_model_with_measured_columns():
+    row = {"model": "m1", "role": "teacher", "runtime": "torch", "file": "/x/m1.slim",
+           "bytes": 1000, "params": 10, "macs": 2e6, "accuracy_mean": 0.9912,
+           "accuracy_std": 0.0031, "auc": 0.999, "tar_at_far_1e-3": 0.97, "n_pairs": 600,
+           "no_face": 0, "compression": 1.0, "ms_b1": 2.0, "speedup_b1": 1.0, "ms_b32": 1.0,
+           "speedup_b32": 1.0}
+    meta = {"command": "slimface report --quick", "commit": "abc", "cpu": "cpu", "threads": 2,
+            "seconds": 12.0, "quick": True, "n_pairs": 600}
+    text = markdown([row, {**row, "model": "m2", "role": "pq", "bytes": 100,
+                           "compression": 10.0}], meta)
+    assert "| m1 | 99.12 ± 0.31 |" in text and "| m2 |" in text
+    assert "10.0x" in text and "slimface report --quick" in text
+
+
+class _Tiny(nn.Module):
+    input_size = (8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x).flatten(1)
+
+
+def test_latency_runs_the_model_in_both_layouts_and_returns_a_positive_time():
+    model = _Tiny()
+    ms = latency(model, batch=2, repeats=3, threads=1)
+    assert ms > 0
+    assert model.calls == 2 * (3 + 2)      # both memory layouts, 2 warm-up runs each
