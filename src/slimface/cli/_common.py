@@ -1,6 +1,7 @@
 """Small helpers every CLI topic shares: JSON output and human tables."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,25 @@ from slimface.io.atomic import atomic_write_text
 def add_json_arg(parser: Any) -> None:
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                         help="write one JSON object to OUT (stdout when OUT is omitted)")
+
+
+def int_at_least(minimum: int) -> Any:
+    """argparse ``type=`` for an integer >= ``minimum`` (a usage error, exit 2, otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+nonneg_int = int_at_least(0)
 
 
 def emit_json(obj: Any, dest: str | None) -> None:

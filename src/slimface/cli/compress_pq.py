@@ -18,28 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (add_json_arg, emit_json, nonneg_int, positive_int,
+                                   print_table)
 from slimface.errors import ConfigError, ModelError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -50,19 +31,19 @@ def register(sub: Any) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--ratio", type=float, default=None,
                       help="target compression of conv+fc weights (picks K for --d)")
-    size.add_argument("--k", type=_positive_int, default=None,
+    size.add_argument("--k", type=positive_int, default=None,
                       help="codewords per subspace (default 32)")
-    p.add_argument("--d", type=_positive_int, default=4, help="input channels per subspace")
+    p.add_argument("--d", type=positive_int, default=4, help="input channels per subspace")
     p.add_argument("--no-error-correction", action="store_true",
                    help="plain k-means on the weights (no calibration data needed)")
-    p.add_argument("--sweeps", type=_nonneg_int, default=1,
+    p.add_argument("--sweeps", type=nonneg_int, default=1,
                    help="error-correction rounds per layer (codebook LS, re-assign, LS)")
     p.add_argument("--calib", default=None, metavar="DIR",
                    help="calibration images (default <data>/celeba_subset/img_align_celeba_89x109;"
                         " never LFW pair images)")
-    p.add_argument("--calib-n", type=_positive_int, default=1000,
+    p.add_argument("--calib-n", type=positive_int, default=1000,
                    help="calibration images, spread evenly over --calib")
-    p.add_argument("--finetune-epochs", type=_nonneg_int, default=0,
+    p.add_argument("--finetune-epochs", type=nonneg_int, default=0,
                    help="epochs of codebook-only distillation on the calibration crops")
     p.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--codebook-dtype", default="float32", choices=("float32", "float16"))
@@ -71,7 +52,7 @@ def register(sub: Any) -> None:
     p.add_argument("--data", default=None, metavar="DIR", help="data root (for --calib, --eval)")
     p.add_argument("--eval", action="store_true",
                    help="also measure LFW view-2 accuracy of the result")
-    p.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--out", required=True, metavar="M.slim", help="output deploy file")
     add_json_arg(p)
     p.set_defaults(func=run)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json
+from slimface.cli._common import add_json_arg, emit_json, positive_int
 
 BENCHMARKS = {"lfw": "view2", "lfw-view1": "view1"}
 
@@ -35,17 +35,6 @@ def register(sub: Any) -> None:
                    help="include per-pair scores, labels and folds in the JSON")
     add_json_arg(p)
     p.set_defaults(func=run)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (usage error, exit 2, otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _percent(x: float | None) -> str:

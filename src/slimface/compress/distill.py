@@ -21,7 +21,6 @@ accuracy as the health signal; :func:`export_student` writes the shipped safeten
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimface.errors import ConfigError, ModelFileError
+from slimface.train.config import import_config_file
 
 log = logging.getLogger(__name__)
 
@@ -297,14 +297,7 @@ def load_distill_config(path: str | Path, overrides: Iterable[str] = ()) -> Dist
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
-    spec = importlib.util.spec_from_file_location(f"slimface_distill_config_{p.stem}", p)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{p}: cannot be imported as a Python config file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except TypeError as exc:  # DistillConfig(unknown_key=...) lands here
-        raise ConfigError(f"{p}: {exc}") from None
+    module = import_config_file(p)
     cfg = getattr(module, "config", None)
     if not isinstance(cfg, DistillConfig):
         raise ConfigError(f"{p}: must define `config = DistillConfig(...)`")

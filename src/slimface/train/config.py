@@ -131,14 +131,16 @@ def validate(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def _import_file(path: Path) -> types.ModuleType:
+def import_config_file(path: Path) -> types.ModuleType:
+    """Import an experiment file by path (no ``exec`` into globals); a dataclass built with
+    an unknown key (``TypeError``) becomes a :class:`ConfigError` naming the file."""
     spec = importlib.util.spec_from_file_location(f"slimface_config_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"{path}: cannot be imported as a Python config file")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except TypeError as exc:  # TrainConfig(unknown_key=...) lands here
+    except TypeError as exc:  # Config(unknown_key=...) lands here
         raise ConfigError(f"{path}: {exc}") from exc
     return module
 
@@ -152,7 +154,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
         if cands:
             hint = f" (configs here: {', '.join(c.stem for c in cands)})"
         raise ConfigError(f"{p}: config file not found{hint}")
-    module = _import_file(p)
+    module = import_config_file(p)
     config = getattr(module, "config", None)
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"{p}: must define `config = TrainConfig(...)`")
