@@ -19,19 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from slimface._provenance import git_commit
 
 
 def att_people(root: Path) -> dict[str, list[Path]]:
@@ -87,7 +80,7 @@ def run(model: str | None, data: str | None, enroll_index: int, top_k: int,
             f"top{top_k}_accuracy": in_top / len(probes),
             "face_status": {s: statuses.count(s) for s in sorted(set(statuses))},
             "no_face_policy": no_face, "pad": pad, "errors": wrong[:20],
-            "seconds": round(time.perf_counter() - start, 1), "commit": _commit()}
+            "seconds": round(time.perf_counter() - start, 1), "commit": git_commit()}
 
 
 def main(argv: list[str] | None = None) -> int:

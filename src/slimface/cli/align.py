@@ -10,7 +10,6 @@ by ``--no-face``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 from typing import Any
 
+from slimface._provenance import git_commit
 from slimface.cli._common import add_json_arg, emit_json, print_table
 
 
@@ -45,14 +45,6 @@ def _params(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -65,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     result = synthetic.run(n=args.n, dim=args.dim, seed=args.seed, kind=kind,
                            params=_params(args.param), n_queries=args.queries,
                            n_latency=args.latency_queries)
-    result.update(commit=_commit(), machine=platform.processor() or platform.machine(),
+    result.update(commit=git_commit(), machine=platform.processor() or platform.machine(),
                   threads=int(os.environ.get("SLIMFACE_THREADS", "2")),
                   load_average_before=load_before, load_average=list(os.getloadavg()))
     rows = []

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from slimface._provenance import describe_cpu
 from slimface.cli._common import add_json_arg, emit_json, print_table
 from slimface.cli.export import (add_int8_args, aligned_crops, calibration_folder,
                                  folder_images, int8_options, model_metadata)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     emit_json({"model": name, "threads": args.threads, "flip": args.flip,
-               "cpu": ex.describe_cpu(), "load_average": list(os.getloadavg()),
+               "cpu": describe_cpu(), "load_average": list(os.getloadavg()),
                "n_calibration_crops": len(calib), "calibration_folder": str(folder),
                "default_int8": base.label(), "results": results}, args.json)
     return 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from slimface._provenance import describe_cpu, git_commit
 from slimface.cli._common import add_json_arg, emit_json, print_table
 
 MODELS = {"face_resnet_c": (112, 96), "mobilefacenet": (112, 112)}
@@ -51,34 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------ environment
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parents[3]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(threads: int) -> dict[str, Any]:
     import torch
 
     from slimface.runtime import kernel
 
-    return {"cpu": _cpu_name(), "cpus": os.cpu_count(), "threads": threads,
+    return {"cpu": describe_cpu()["cpu"], "cpus": os.cpu_count(), "threads": threads,
             "kernel": kernel.implementation(), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": _commit(),
+            "python": platform.python_version(), "commit": git_commit(),
             "loadavg_before": list(os.getloadavg())}
 
 

@@ -113,7 +113,7 @@ def bench(specs: Sequence[str], runtimes: Sequence[str], batches: Sequence[int],
           repeats: int) -> dict[str, Any]:
     import torch
 
-    from slimface.runtime.export import describe_cpu
+    from slimface._provenance import describe_cpu
 
     torch.set_num_threads(threads)
     models, rows = {}, []

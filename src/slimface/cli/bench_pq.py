@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import subprocess
 import time
-from pathlib import Path
 from typing import Any, Callable
 
+from slimface._provenance import git_commit
 from slimface.cli._common import add_json_arg, emit_json, print_table
 
 
@@ -146,14 +145,6 @@ def run(args: argparse.Namespace) -> int:
                "k": first.get("K"),
                "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
                "fc_kernel": "c" if lut_kernel() is not None else "torch",
-               "torch": torch.__version__, "commit": _commit(), "layers": rows,
+               "torch": torch.__version__, "commit": git_commit(), "layers": rows,
                "model_latency": model_row}, args.json)
     return 0
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None

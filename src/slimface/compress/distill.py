@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimface.errors import ConfigError, ModelFileError
-from slimface.train.config import import_config_file
+from slimface.train.config import load_config_object
 
 log = logging.getLogger(__name__)
 
@@ -294,14 +294,7 @@ def apply_overrides(cfg: DistillConfig, overrides: Iterable[str]) -> DistillConf
 
 def load_distill_config(path: str | Path, overrides: Iterable[str] = ()) -> DistillConfig:
     """Import ``configs/<name>.py`` by path and take its ``config = DistillConfig(...)``."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    module = import_config_file(p)
-    cfg = getattr(module, "config", None)
-    if not isinstance(cfg, DistillConfig):
-        raise ConfigError(f"{p}: must define `config = DistillConfig(...)`")
-    return apply_overrides(validate_config(cfg), overrides)
+    return apply_overrides(validate_config(load_config_object(path, DistillConfig)), overrides)
 
 
 def config_to_dict(cfg: DistillConfig) -> dict[str, Any]:

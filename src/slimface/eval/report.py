@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimface._provenance import describe_cpu, git_commit
 from slimface.eval.lfw import Pair
 from slimface.eval.run import align_pair_images, evaluate_crops, load_lfw_pairs
 from slimface.io.atomic import atomic_write_text
@@ -286,14 +286,6 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
 
 # --------------------------------------------------------------------------- writing
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def _fmt(v: Any, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
@@ -358,7 +350,6 @@ def build_report(out_dir: str | os.PathLike[str], data_root: str | None = None,
                  command: str = "slimface report") -> dict[str, Any]:
     """Run everything and write report.md / report.json / plots into ``out_dir``."""
     from slimface.eval.plots import plot_roc
-    from slimface.runtime.export import describe_cpu
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -372,7 +363,7 @@ def build_report(out_dir: str | os.PathLike[str], data_root: str | None = None,
     scatter(out / "acc_vs_size.png", rows, "bytes", "bytes on disk")
     scatter(out / "acc_vs_latency.png", rows, "ms_b1", "ms per face, batch 1")
     public = [{k: v for k, v in r.items() if k not in ("scores", "labels")} for r in rows]
-    meta = {"command": command, "commit": _git_commit(), "cpu": describe_cpu()["cpu"],
+    meta = {"command": command, "commit": git_commit(), "cpu": describe_cpu()["cpu"],
             "python": platform.python_version(), "torch": torch.__version__,
             "threads": settings.threads, "quick": settings.quick, "n_pairs": len(pairs),
             "seconds": time.perf_counter() - start}

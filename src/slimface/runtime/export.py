@@ -294,23 +294,6 @@ def interleaved_latency_ms(sessions: Mapping[str, Any], input_hw: tuple[int, int
     return out
 
 
-def describe_cpu() -> dict[str, Any]:
-    """CPU facts that decide int8 speed (VNNI = fast u8*s8 dot products)."""
-    flags: set[str] = set()
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags,
-            "avx512f": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
-            "avx_vnni": "avx_vnni" in flags}
-
-
 def summarise_parity(name: str, stats: Mapping[str, float]) -> str:
     return (f"{name}: cosine vs PyTorch min {stats['min_cosine']:.6f} mean "
             f"{stats['mean_cosine']:.6f} over {stats['n_crops']} crops")

@@ -15,9 +15,11 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 from slimface.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,8 @@ def import_config_file(path: Path) -> types.ModuleType:
     return module
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
-    """Load ``configs/<name>.py`` (its ``config`` attribute) and apply ``--set`` overrides."""
+def load_config_object(path: str | Path, cls: type[T]) -> T:
+    """The ``config = cls(...)`` object of an experiment file, or a ConfigError naming it."""
     p = Path(path)
     if not p.is_file():
         hint = ""
@@ -154,11 +156,15 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
         if cands:
             hint = f" (configs here: {', '.join(c.stem for c in cands)})"
         raise ConfigError(f"{p}: config file not found{hint}")
-    module = import_config_file(p)
-    config = getattr(module, "config", None)
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"{p}: must define `config = TrainConfig(...)`")
-    return apply_overrides(validate(config), overrides)
+    config = getattr(import_config_file(p), "config", None)
+    if not isinstance(config, cls):
+        raise ConfigError(f"{p}: must define `config = {cls.__name__}(...)`")
+    return config
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Load ``configs/<name>.py`` (its ``config`` attribute) and apply ``--set`` overrides."""
+    return apply_overrides(validate(load_config_object(path, TrainConfig)), overrides)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
