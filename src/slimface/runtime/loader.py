@@ -154,17 +154,10 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None):
         super().__init__()
-        import onnxruntime as ort
+        from slimface.runtime.export import session
 
         self.path = Path(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or min(2, os.cpu_count() or 1))
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({exc})") from None
+        self.session = session(self.path, threads=int(threads or min(2, os.cpu_count() or 1)))
         self.input_name = self.session.get_inputs()[0].name
         self._set_contract_attrs()
 
