@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,7 +41,6 @@ class Candidate:
     load: Callable[[], nn.Module]
     file: Path | None
     runtime: str = "torch"                      # "torch" or "onnx"
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
