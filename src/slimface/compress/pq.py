@@ -135,18 +135,23 @@ class _StopForward(Exception):
     """Raised by a hook once the layer of interest has seen its input (saves the rest)."""
 
 
-def execution_order(model: nn.Module, example: torch.Tensor,
-                    paths: Sequence[str]) -> list[str]:
-    """``paths`` sorted by when their module first runs in ``model(example)``."""
-    seen: list[str] = []
-    handles = [model.get_submodule(p).register_forward_pre_hook(
-        lambda _m, _i, p=p: seen.append(p) if p not in seen else None) for p in paths]
+def _run_then_remove(model: nn.Module, example: torch.Tensor, handles: Sequence[Any]) -> None:
+    """One inference pass that feeds the caller's hooks; the hooks are removed even on error."""
     try:
         with torch.inference_mode():
             model(example)
     finally:
         for h in handles:
             h.remove()
+
+
+def execution_order(model: nn.Module, example: torch.Tensor,
+                    paths: Sequence[str]) -> list[str]:
+    """``paths`` sorted by when their module first runs in ``model(example)``."""
+    seen: list[str] = []
+    handles = [model.get_submodule(p).register_forward_pre_hook(
+        lambda _m, _i, p=p: seen.append(p) if p not in seen else None) for p in paths]
+    _run_then_remove(model, example, handles)
     return seen + [p for p in paths if p not in seen]
 
 
@@ -213,12 +218,7 @@ def chain_prefix(model: nn.Module, example: torch.Tensor) -> list[str]:
         handles.append(child.register_forward_hook(
             lambda _m, _i, out, name=name: calls.__setitem__(
                 _last_call(calls, name), (name, calls[_last_call(calls, name)][1], out))))
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_then_remove(model, example, handles)
     chain: list[str] = []
     for i, (name, inp, out) in enumerate(calls):
         if name in chain or not isinstance(out, torch.Tensor):
