@@ -15,7 +15,7 @@ import importlib
 import logging
 import os
 from types import ModuleType
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -155,6 +155,24 @@ def _vec(v: np.ndarray | float, cout: int, name: str) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
+def _conv(fn: Any, wname: str, wdtype: type, wshape: Any, x: np.ndarray, w: np.ndarray,
+          cout: int, kernel_size: int | Sequence[int], stride: int | Sequence[int],
+          padding: int | Sequence[int], scale: np.ndarray | float, bias: np.ndarray | float,
+          threads: int | None) -> np.ndarray:
+    """Validate shapes and dtypes once for both conv kinds, preallocate, call the kernel."""
+    x = _as_nhwc(x)
+    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
+    cin = x.shape[3]
+    expect = wshape(k[0] * k[1], cin)
+    if w.dtype != wdtype or w.shape != expect:
+        raise KernelError(f"{wname} must be {np.dtype(wdtype).name} {expect} for C_in={cin}, "
+                          f"C_out={cout}, kernel {k}; got {w.dtype} {w.shape}")
+    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
+    fn(x, np.ascontiguousarray(w), _vec(scale, cout, "scale"), _vec(bias, cout, "bias"), out,
+       k[0], k[1], s[0], s[1], p[0], p[1], _threads(threads))
+    return out
+
+
 def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int | Sequence[int],
                   stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                   scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
@@ -165,18 +183,9 @@ def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int
     computed exactly as an integer (K - 2 popcount(xor)) and scaled with one rounding (fma);
     the border is +1. With ``scale=1, bias=0`` the result is the exact integer dot product.
     """
-    x = _as_nhwc(x)
-    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
-    cin = x.shape[3]
-    expect = (k[0] * k[1] * _words(cin), _padded_cout(cout))
-    if wwords.dtype != np.uint64 or wwords.shape != expect:
-        raise KernelError(f"wwords must be uint64 {expect} for C_in={cin}, C_out={cout}, "
-                          f"kernel {k}; got {wwords.dtype} {wwords.shape}")
-    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
-    _impl.bconv(x, np.ascontiguousarray(wwords), _vec(scale, cout, "scale"),
-                _vec(bias, cout, "bias"), out, k[0], k[1], s[0], s[1], p[0], p[1],
-                _threads(threads))
-    return out
+    return _conv(_impl.bconv, "wwords", np.uint64, lambda kk, cin: (
+        kk * _words(cin), _padded_cout(cout)), x, wwords, cout, kernel_size, stride, padding,
+        scale, bias, threads)
 
 
 def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | Sequence[int],
@@ -184,18 +193,9 @@ def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | 
                 scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
                 threads: int | None = None) -> np.ndarray:
     """Binary weights, float activations (NHWC): ``scale * sum(w_k ? x_k : -x_k) + bias``."""
-    x = _as_nhwc(x)
-    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
-    cin = x.shape[3]
-    expect = (k[0] * k[1] * cin, _padded_cout(cout) // 16)
-    if wmask.dtype != np.uint16 or wmask.shape != expect:
-        raise KernelError(f"wmask must be uint16 {expect} for C_in={cin}, C_out={cout}, "
-                          f"kernel {k}; got {wmask.dtype} {wmask.shape}")
-    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
-    _impl.fconv(x, np.ascontiguousarray(wmask), _vec(scale, cout, "scale"),
-                _vec(bias, cout, "bias"), out, k[0], k[1], s[0], s[1], p[0], p[1],
-                _threads(threads))
-    return out
+    return _conv(_impl.fconv, "wmask", np.uint16, lambda kk, cin: (
+        kk * cin, _padded_cout(cout) // 16), x, wmask, cout, kernel_size, stride, padding,
+        scale, bias, threads)
 
 
 def pack_signs(x: np.ndarray, threads: int | None = None) -> np.ndarray:
