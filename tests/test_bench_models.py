@@ -29,7 +29,8 @@ def test_interleaved_ms_times_every_runner_per_face():
 
     res = interleaved_ms({"a": runner("a"), "b": runner("b")}, {"a": (4, 4), "b": (2, 2)},
                          batch=3, repeats=2, warmup=1)
-    assert calls == {"a": 9, "b": 9} and res["a"]["repeats"] == 2
+    # 1 warm-up, then 2 blocks of (1 untimed + 1 timed) call, each call a batch of 3 faces
+    assert calls == {"a": 15, "b": 15} and res["a"]["repeats"] == 2
 
 
 def test_weight_bytes_counts_float_parameters_and_buffers():

@@ -12,8 +12,10 @@ from slimface.compress.distill import (DistillConfig, DistillLoss, Distiller,
                                        EmbeddingDistillLoss, FeatureTap, HintLoss, KDLoss,
                                        apply_overrides, augment_batch, colour_jitter,
                                        config_from_dict, config_to_dict, export_student,
-                                       kd_loss, load_distill_config, lr_at, target_stats)
+                                       init_student_weights, kd_loss, load_distill_config,
+                                       lr_at, target_stats)
 from slimface.errors import ConfigError, ModelFileError
+from slimface.models import create_backbone
 
 
 def test_embedding_loss_l2_is_zero_for_equal_and_positive_otherwise():
@@ -257,3 +259,30 @@ def test_max_shift_limits_crop_offsets_around_the_centre():
     x, _ = augment_batch(crops, np.arange(4), (16, 16), np.random.default_rng(0), cfg)
     ys, xs = np.nonzero(x[:, 0].amax(0).numpy())
     assert ys.min() >= 7 and ys.max() <= 9 and xs.min() >= 7 and xs.max() <= 9
+
+
+def test_init_from_grows_slimnet_s_into_slimnet_s2_without_changing_its_output(tmp_path: Path):
+    small = create_backbone("slimnet_s").eval()
+    with torch.no_grad():  # non-trivial BN statistics, so an identity block would show up
+        for m in small.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path / "model.pt"
+    torch.save({"architecture": {"backbone": "slimnet_s", "kwargs": {}},
+                "state_dict": small.state_dict()}, path)
+    grown = create_backbone("slimnet_s2")
+    fresh = init_student_weights(grown, path)
+    x = torch.rand(2, 3, 112, 112) * 255
+    with torch.no_grad():
+        assert torch.allclose(grown.eval()(x), small(x), atol=1e-5)
+    assert fresh and all(k.startswith("stages.") for k in fresh)
+
+
+def test_init_from_refuses_weights_of_another_architecture(tmp_path: Path):
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": create_backbone("slimnet_l").state_dict()}, path)
+    with pytest.raises(ModelFileError, match="do not fit"):
+        init_student_weights(create_backbone("slimnet_s"), path)
+    with pytest.raises(ConfigError, match="not found"):
+        init_student_weights(create_backbone("slimnet_s"), tmp_path / "missing.pt")

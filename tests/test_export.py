@@ -121,3 +121,24 @@ def test_export_cli_refuses_lfw_as_calibration_data(tmp_path, monkeypatch, capsy
                  "--calib", str(tmp_path / "lfw")]) == 1
     assert "refusing to calibrate on LFW" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_dlib_zero_padded_adds_export_with_constant_pads(tmp_path):
+    # dlib's shape-reconciling residual adds must not leave Shape/Gather arithmetic in the
+    # graph: int8 quantization cannot fuse it and it runs in float on every call
+    import collections
+
+    import onnx
+    import torch
+
+    from slimface.models import create_backbone
+
+    model = create_backbone("dlib_resnet", pretrained=False).eval()
+    path = ex.export_onnx(model, tmp_path / "dlib.onnx")
+    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert ops["Shape"] == 0 and ops["Gather"] == 0 and ops["Pad"] > 0
+    x = np.random.default_rng(0).uniform(0, 255, (3, 3, 150, 150)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = ex.session(path).run(None, {ex.INPUT_NAME: x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -154,9 +154,10 @@ def test_pq_mode_rejects_unknown_names():
 
 
 # ----------------------------------------------------------------------------- error correction
-def _stats(conv: nn.Conv2d, x: torch.Tensor, x_hat: torch.Tensor | None = None) -> ResponseStats:
+def _stats(conv: nn.Conv2d, x: torch.Tensor, x_hat: torch.Tensor | None = None,
+           target: str = "float") -> ResponseStats:
     stats = ResponseStats.zeros(*weight_matrix(conv).shape)
-    accumulate_stats(stats, conv, x, x if x_hat is None else x_hat)
+    accumulate_stats(stats, conv, x, x if x_hat is None else x_hat, target=target)
     return stats
 
 
@@ -171,12 +172,13 @@ def test_response_error_from_moments_equals_direct_computation():
         pytest.approx(float(direct), rel=1e-4)
 
 
+@pytest.mark.parametrize("target", ["float", "quantized"])
 @pytest.mark.parametrize("sweeps", [0, 1, 3])
-def test_error_correction_never_increases_response_error(sweeps):
+def test_error_correction_never_increases_response_error(sweeps, target):
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 8, 3, padding=1)
     x = _conv_input()
-    stats = _stats(conv, x, x + 0.1 * torch.randn_like(x))  # multi-layer: upstream error
+    stats = _stats(conv, x, x + 0.1 * torch.randn_like(x), target)  # upstream error
     books, idx = kmeans_layer(conv, 4, 8)
     _, _, trace = correct_layer(books, idx, stats, sweeps=sweeps)
     assert all(b <= a * (1 + 1e-9) for a, b in zip(trace.errors, trace.errors[1:]))
@@ -220,9 +222,20 @@ def test_multilayer_quantization_replaces_eligible_layers_and_reports_sizes():
     assert all(r.rel_error_corrected <= r.rel_error_kmeans + 1e-9 for r in reports
                if not r.skipped)
     size = pq_size_report(reports)
-    assert size["float_weight_bytes"], size["pq_weight_bytes"] == planned_weight_bytes(
+    assert (size["float_weight_bytes"], size["pq_weight_bytes"]) == planned_weight_bytes(
         net, PQConfig(d=4, k=4))
     assert quant(torch.rand(2, 3, 12, 12) * 255).shape == (2, 6)
+
+
+def test_quantized_target_fits_the_float_layer_on_the_quantized_input():
+    # with target="quantized" the best possible W_hat is W itself: zero response error
+    conv = nn.Conv2d(8, 4, 3, padding=1)
+    x = _conv_input(c=8)
+    stats = _stats(conv, x, x + 0.1 * torch.randn_like(x), "quantized")
+    error = response_error(weight_matrix(conv), stats)
+    assert error == pytest.approx(0.0, abs=1e-6 * stats.target_energy)
+    with pytest.raises(ConfigError, match="target"):
+        _stats(conv, x, x, "both")
 
 
 def test_error_correction_without_calibration_is_a_config_error():
@@ -232,12 +245,25 @@ def test_error_correction_without_calibration_is_a_config_error():
 
 def test_config_for_ratio_picks_the_largest_codebook_that_meets_the_ratio():
     net = nn.Sequential(nn.Conv2d(64, 64, 3), nn.Conv2d(64, 64, 3))
-    cfg = config_for_ratio(net, 10.0, d=4)
+    cfg = config_for_ratio(net, 10.0, d=4, per_layer=False)
     fb, qb = planned_weight_bytes(net, cfg)
     bigger = planned_weight_bytes(net, PQConfig(d=4, k=cfg.k * 2))
     assert fb / qb >= 10.0 and bigger[0] / bigger[1] < 10.0
     with pytest.raises(ConfigError, match="ratio"):
         config_for_ratio(net, 1000.0, d=4)
+
+
+def test_per_layer_k_buys_the_cheap_bit_first_and_keeps_the_ratio():
+    # uniform K=32 leaves room for one more index bit in either layer but not in both; the
+    # wide layer's bit costs far fewer bytes per weight (its codebook is small beside its
+    # indices), so it gets K=64 and the codebook-dominated narrow layer stays at 32
+    net = nn.Sequential(nn.Conv2d(8, 8, 3), nn.Conv2d(128, 128, 3))
+    ratio = 9.55
+    uniform = config_for_ratio(net, ratio, d=4, per_layer=False)
+    mixed = config_for_ratio(net, ratio, d=4)
+    fb, qb = planned_weight_bytes(net, mixed)
+    assert uniform.k == 32 and fb / qb >= ratio
+    assert mixed.for_layer("1") == (4, 64) and mixed.for_layer("0") == (4, 32)
 
 
 # ----------------------------------------------------------------------------- storage

@@ -37,7 +37,7 @@ def test_verify_uses_the_calibrated_threshold_table(faces, capsys, tmp_path, mon
 
     table = tmp_path / "thresholds.json"
     monkeypatch.setattr(th, "THRESHOLDS_PATH", table)
-    monkeypatch.setattr(th.lookup_threshold, "__defaults__", (table,))
+    monkeypatch.setattr(th.lookup_threshold, "__defaults__", (table, None))
     th.save_threshold("tiny-test", {"value": 0.25, "far": 1e-3, "flip": "sum",
                                     "source": "unit test"}, path=table)
     a, b = faces["p0"]

@@ -35,3 +35,14 @@ def test_shipped_table_entries_are_documented():
     for name, entry in th.read_table().items():
         assert {"value", "far", "source", "flip"} <= set(entry), name
         assert "view 1" in entry["source"] and "view 2 untouched" in entry["source"]
+
+
+def test_entry_calibrated_on_other_weights_is_not_used(tmp_path):
+    # a retrained model keeps its registry name; its old threshold may sit on another scale
+    table = tmp_path / "t.json"
+    th.save_threshold("m", {"value": 0.5, "far": 1e-3, "flip": "sum", "source": "x",
+                            "fingerprint": "aaaa"}, path=table)
+    assert th.lookup_threshold(object(), "m", "sum", path=table, fingerprint="bbbb") is None
+    assert th.lookup_threshold(object(), "m", "sum", path=table,
+                               fingerprint="aaaa").value == 0.5
+    assert th.lookup_threshold(object(), "m", "sum", path=table).value == 0.5

@@ -96,11 +96,11 @@ class FaceMatcher:
         if self._threshold_override is not None:
             return Threshold(float(self._threshold_override), None, "given")
         found = lookup_threshold(self.embedder.model, self.embedder.model_name,
-                                 self.embedder.flip)
+                                 self.embedder.flip, fingerprint=self.embedder.info.fingerprint)
         if found is None:
             raise SlimfaceError(
-                f"model {self.embedder.model_name!r} has no calibrated threshold; pass "
-                f"--threshold T or run `slimface verify --calibrate --model "
+                f"model {self.embedder.model_name!r} has no calibrated threshold for these "
+                f"weights; pass --threshold T or run `slimface verify --calibrate --model "
                 f"{self.embedder.model_name}`")
         return found
 

@@ -61,7 +61,8 @@ def _time_all(files: dict[str, tuple[Path, str]], args: argparse.Namespace,
     """Latency of every (file, optimisation level), interleaved per batch size."""
     from slimface.runtime import export as ex
 
-    sessions = {label: ex.session(path, threads=args.threads, optimization=opt)
+    # no spinning: idle pools of the other sessions must not steal the timed one's cores
+    sessions = {label: ex.session(path, threads=args.threads, optimization=opt, spin=False)
                 for label, (path, opt) in files.items()}
     out: dict[str, dict[str, Any]] = {label: {} for label in files}
     for b in args.batches:

@@ -1,7 +1,8 @@
 """``slimface bench models``: size, multiply-adds and CPU latency of several models, one run.
 
 Every model is timed in the same process, runtime, precision (fp32) and thread count, at each
-batch size, *interleaved* (a, b, a, b ...) so a change of machine load hits all of them alike.
+batch size, in alternating blocks (a a a, b b b, a a a ...) so a change of machine load hits all
+of them alike without one runtime's spinning threads slowing the next (``runtime/timing.py``).
 The first model is the baseline: each row gets ``speedup_b<N>`` (baseline ms / model ms) and
 ``size_ratio`` (baseline bytes / model bytes). Runtimes: ONNX Runtime (the model exported to
 ONNX with dynamic batch) and eager torch (``channels_last``).
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -74,7 +74,7 @@ def _onnx_runner(model: Any, workdir: Path, name: str, threads: int) -> Callable
     from slimface.runtime.export import export_onnx, session
 
     path = export_onnx(model, workdir / f"{name}.onnx")
-    sess = session(path, threads=threads)
+    sess = session(path, threads=threads, spin=False)  # see runtime/timing.py
     inp = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {inp: x}), path.stat().st_size  # type: ignore[return-value]
 
@@ -93,20 +93,16 @@ def _torch_runner(model: Any) -> Callable[[np.ndarray], Any]:
 def interleaved_ms(runners: dict[str, Callable[[np.ndarray], Any]],
                    sizes: dict[str, tuple[int, int]], batch: int, repeats: int,
                    warmup: int = 3) -> dict[str, dict[str, float]]:
-    """Per-face median/min ms of each runner, timed in alternation at ``batch``."""
+    """Per-face median/min ms of each runner at ``batch``, timed in alternating blocks
+    (:func:`slimface.runtime.timing.time_in_blocks`: fair under load, no spin cross-talk)."""
+    from slimface.runtime.timing import time_in_blocks
+
     rng = np.random.default_rng(0)
     xs = {k: rng.uniform(0, 255, (batch, 3, *sizes[k])).astype(np.float32) for k in runners}
-    for k, fn in runners.items():
-        for _ in range(warmup):
-            fn(xs[k])
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(repeats):
-        for k, fn in runners.items():
-            t = time.perf_counter()
-            fn(xs[k])
-            times[k].append((time.perf_counter() - t) * 1e3 / batch)
-    return {k: {"median_ms": float(np.median(v)), "min_ms": float(np.min(v)),
-                "repeats": repeats} for k, v in times.items()}
+    fns = {k: (lambda fn=fn, x=xs[k]: fn(x)) for k, fn in runners.items()}
+    times = time_in_blocks(fns, repeats, warmup=warmup)
+    return {k: {"median_ms": float(np.median(v)) / batch, "min_ms": float(np.min(v)) / batch,
+                "repeats": len(v)} for k, v in times.items()}
 
 
 def bench(specs: Sequence[str], runtimes: Sequence[str], batches: Sequence[int], threads: int,

@@ -38,6 +38,11 @@ def register(sub: Any) -> None:
                    help="plain k-means on the weights (no calibration data needed)")
     p.add_argument("--sweeps", type=nonneg_int, default=1,
                    help="error-correction rounds per layer (codebook LS, re-assign, LS)")
+    p.add_argument("--ec-target", default="float", choices=("float", "quantized"),
+                   help="response to fit: the float network's (W X, default) or the float "
+                        "layer on the quantized network's input (W X_hat)")
+    p.add_argument("--per-layer-k", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --ratio, spend the byte budget on larger K where it is cheap")
     p.add_argument("--calib", default=None, metavar="DIR",
                    help="calibration images (default <data>/celeba_subset/img_align_celeba_89x109;"
                         " never LFW pair images)")
@@ -100,16 +105,18 @@ def run(args: argparse.Namespace) -> int:
     model, arch = _load_float_model(args.model)
     base = PQConfig(d=args.d, k=args.k or 32, skip=tuple(args.skip),
                     codebook_dtype=args.codebook_dtype)
-    cfg = config_for_ratio(model, args.ratio, args.d, base) if args.ratio else base
+    cfg = (config_for_ratio(model, args.ratio, args.d, base, per_layer=args.per_layer_k)
+           if args.ratio else base)
     need_calib = not args.no_error_correction or args.finetune_epochs > 0
     crops, calib_dir = _calibration(args, model) if need_calib else (None, None)
     quant, reports = quantize_pq(model, cfg, crops, error_correction=not args.no_error_correction,
-                                 sweeps=args.sweeps)
+                                 sweeps=args.sweeps, target=args.ec_target)
     losses = (finetune_codebooks(quant, model, crops, args.finetune_epochs, args.finetune_lr)
               if args.finetune_epochs else [])
     size = pq_size_report(reports)
     summary = {"model": args.model, "method": "pq", "d": cfg.d, "k": cfg.k,
                "error_correction": not args.no_error_correction, "sweeps": args.sweeps,
+               "ec_target": args.ec_target, "k_per_layer": dict(cfg.overrides),
                "codebook_dtype": cfg.codebook_dtype, "calib": calib_dir,
                "calib_n": 0 if crops is None else len(crops),
                "finetune_epochs": args.finetune_epochs, "finetune_losses": losses, **size}

@@ -93,11 +93,11 @@ def calibration_folder(args: argparse.Namespace) -> Path:
 
 def model_metadata(model: Any, name: str) -> dict[str, Any]:
     """Threshold (when calibrated) and source name for the exported file's metadata."""
-    from slimface.gallery.embedder import DEFAULT_FLIP
+    from slimface.gallery.embedder import DEFAULT_FLIP, model_fingerprint
     from slimface.gallery.thresholds import lookup_threshold
 
     meta: dict[str, Any] = {"source_model": name}
-    found = lookup_threshold(model, name, DEFAULT_FLIP)
+    found = lookup_threshold(model, name, DEFAULT_FLIP, fingerprint=model_fingerprint(model))
     if found is not None:
         meta["threshold"] = {**found.as_dict(), "flip": DEFAULT_FLIP}
     return meta

@@ -208,6 +208,7 @@ class DistillConfig:
     student: str = "slimnet_m"
     student_kwargs: dict = field(default_factory=dict)
     teacher: str = "dlib_resnet"
+    init_from: str = ""                  # student weights to start from (model.pt/.safetensors)
     # data
     sources: tuple = ("utkface", "celeba", "lfw_unpaired", "att")
     pad_fraction: float = 0.25           # border replication before detecting tight crops
@@ -397,6 +398,41 @@ def _batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     return perm[k * batch:(k + 1) * batch]
 
 
+def init_student_weights(student: nn.Module, path: str | Path) -> list[str]:
+    """Start from trained weights (a distilled ``model.pt`` or a shipped ``.safetensors``).
+
+    Every tensor of the file must fit the student by name and shape; tensors the student has
+    beyond the file's keep their fresh initialisation and are returned. Why: a binarized
+    student learns far faster from its float twin's weights (a quantized layer keeps the
+    float layer's tensor names), and a deeper slimnet grows from a trained shallower one
+    (its extra residual blocks start as identity: zero-initialised last BatchNorm).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"init_from: {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            record = torch.load(path, map_location="cpu", weights_only=True)
+            state = record["state_dict"] if "state_dict" in record else record
+    except Exception as exc:  # noqa: BLE001 - corrupt or not a weights file
+        raise ModelFileError(f"{path}: cannot read student weights ({exc})") from None
+    own = student.state_dict()
+    misfit = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if misfit:
+        raise ModelFileError(f"{path}: {len(misfit)} tensors do not fit the student "
+                             f"{type(student).__name__} (e.g. {misfit[:3]})")
+    student.load_state_dict(state, strict=False)
+    fresh = [k for k in own if k not in state]
+    if fresh:
+        log.info("init_from %s: %d student tensors keep their initialisation (e.g. %s)",
+                 path, len(fresh), fresh[:3])
+    return fresh
+
+
 class Distiller:
     """Owns the student, the optimizer and the loop; data and evaluator are injected."""
 
@@ -411,6 +447,8 @@ class Distiller:
         self.out_dir = out_dir
         self.evaluator = evaluator
         self.student = create_backbone(cfg.student, **cfg.student_kwargs)
+        if cfg.init_from:
+            init_student_weights(self.student, cfg.init_from)
         self.mean, self.std = target_stats(targets)
         self.targets = torch.from_numpy((targets - self.mean) / self.std)
         # Students with a TeacherSpaceMap (slimnet) get the inverse map folded in, so their

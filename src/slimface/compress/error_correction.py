@@ -114,18 +114,27 @@ def _n_locations(layer: nn.Module, x: torch.Tensor) -> int:
     return ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1) * ((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
+TARGETS = ("float", "quantized")
+
+
 @torch.no_grad()
 def accumulate_stats(stats: ResponseStats, layer: nn.Module, x_float: torch.Tensor,
                      x_quant: torch.Tensor, per_image: int | None = None,
-                     generator: torch.Generator | None = None) -> None:
+                     generator: torch.Generator | None = None, target: str = "float") -> None:
     """Add one batch of the layer's float-network and quantized-network inputs.
 
     ``per_image`` caps the output locations sampled per image (see :func:`sample_locations`).
+    ``target`` is what ``W_hat X_hat`` should reproduce: ``"float"`` = ``W X``, the float
+    network's response (Q-CNN's multi-layer objective: also undo upstream error), or
+    ``"quantized"`` = ``W X_hat``, the float layer on the quantized network's input (only this
+    layer's own error; less prone to over-fitting a few thousand calibration crops).
     """
+    if target not in TARGETS:
+        raise ConfigError(f"error-correction target must be one of {TARGETS}, got {target!r}")
     keep = sample_locations(_n_locations(layer, x_float), per_image, generator)
     cols = layer_columns(layer, x_float.float(), keep)
     cols_hat = cols if x_quant is x_float else layer_columns(layer, x_quant.float(), keep)
-    response = weight_matrix(layer).float() @ cols
+    response = weight_matrix(layer).float() @ (cols if target == "float" else cols_hat)
     stats.sigma_hat += (cols_hat @ cols_hat.t()).double()
     stats.target_cross += (response @ cols_hat.t()).double()
     stats.target_energy += float(response.double().pow(2).sum())

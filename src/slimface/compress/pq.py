@@ -317,12 +317,13 @@ class ActivationSource:
 
 
 def collect_stats(source: ActivationSource, layer: nn.Module, path: str,
-                  locations_per_image: int | None = 256, seed: int = 0) -> ResponseStats:
+                  locations_per_image: int | None = 256, seed: int = 0,
+                  target: str = "float") -> ResponseStats:
     """Response moments of layer ``path`` over the calibration set (float vs. quantized)."""
     gen = torch.Generator().manual_seed(seed)
     stats = ResponseStats.zeros(*weight_matrix(layer).shape)
     for x, x_hat in source.batches(path):
-        accumulate_stats(stats, layer, x, x_hat, locations_per_image, gen)
+        accumulate_stats(stats, layer, x, x_hat, locations_per_image, gen, target)
     if stats.count == 0:
         raise ConfigError("error correction needs at least one calibration crop")
     return stats
@@ -410,7 +411,8 @@ class LayerReport:
 
 def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tensor | None = None,
                 error_correction: bool = True, sweeps: int = 1, batch_size: int = 32,
-                progress: bool = True) -> tuple[nn.Module, list[LayerReport]]:
+                progress: bool = True, target: str = "float"
+                ) -> tuple[nn.Module, list[LayerReport]]:
     """Product-quantize every eligible Conv2d/Linear of a copy of ``model``.
 
     Args:
@@ -420,6 +422,7 @@ def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tenso
             the execution order; never LFW pair images).
         error_correction: refit each layer to its response (multi-layer Q-CNN).
         sweeps: coordinate-descent rounds per layer (see ``correct_layer``).
+        target: ``"float"`` or ``"quantized"`` response to fit (see ``accumulate_stats``).
     """
     if error_correction and (calib is None or len(calib) == 0):
         raise ConfigError("error correction needs calibration crops (pass --calib DIR or "
@@ -435,7 +438,7 @@ def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tenso
     bar = tqdm(paths, desc="pq layers", unit="layer", disable=not progress, leave=False)
     for path in bar:
         bar.set_postfix_str(path)
-        reports.append(_quantize_one(float_model, quant, path, cfg, source, sweeps))
+        reports.append(_quantize_one(float_model, quant, path, cfg, source, sweeps, target))
         if reports[-1].rel_error_corrected is not None:
             bar.set_postfix_str(f"{path} err {reports[-1].rel_error_kmeans:.3f}->"
                                 f"{reports[-1].rel_error_corrected:.3f}")
@@ -444,7 +447,8 @@ def quantize_pq(model: nn.Module, cfg: PQConfig, calib: np.ndarray | torch.Tenso
 
 
 def _quantize_one(float_model: nn.Module, quant: nn.Module, path: str, cfg: PQConfig,
-                  source: ActivationSource | None, sweeps: int) -> LayerReport:
+                  source: ActivationSource | None, sweeps: int,
+                  target: str = "float") -> LayerReport:
     layer = float_model.get_submodule(path)
     d, k = cfg.for_layer(path)
     kind = type(layer).__name__
@@ -455,7 +459,7 @@ def _quantize_one(float_model: nn.Module, quant: nn.Module, path: str, cfg: PQCo
     books, idx = kmeans_layer(layer, d, k, cfg.kmeans_iters, cfg.seed)
     report = LayerReport(path, kind, float_bytes, 0, d, k)
     if source is not None:
-        stats = collect_stats(source, layer, path)
+        stats = collect_stats(source, layer, path, target=target)
         books, idx, trace = correct_layer(books, idx, stats, sweeps)
         report.rel_error_kmeans = trace.initial / max(stats.target_energy, 1e-30)
         report.rel_error_corrected = trace.final / max(stats.target_energy, 1e-30)
@@ -479,6 +483,13 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- sizes
+def _layer_pq_bytes(layer: nn.Module, d: int, k: int, codebook_dtype: str) -> int:
+    """Bit-packed indices plus codebooks of one layer quantized with ``(d, k)``."""
+    itemsize = np.dtype(CODEBOOK_DTYPES[codebook_dtype]).itemsize
+    m = layer.weight.shape[1] // d
+    return math.ceil(layer.weight.numel() // d * index_bits(k) / 8) + m * k * d * itemsize
+
+
 def planned_weight_bytes(model: nn.Module, cfg: PQConfig) -> tuple[int, int]:
     """``(float_bytes, pq_bytes)`` over all conv+fc weights if ``cfg`` were applied."""
     total_float = total_pq = 0
@@ -489,19 +500,25 @@ def planned_weight_bytes(model: nn.Module, cfg: PQConfig) -> tuple[int, int]:
         if skip_reason(path, layer, d, k, cfg) is not None:
             total_pq += fb
             continue
-        m = layer.weight.shape[1] // d
-        itemsize = np.dtype(CODEBOOK_DTYPES[cfg.codebook_dtype]).itemsize
-        total_pq += math.ceil(layer.weight.numel() // d * index_bits(k) / 8) + m * k * d * itemsize
+        total_pq += _layer_pq_bytes(layer, d, k, cfg.codebook_dtype)
     return total_float, total_pq
 
 
 def config_for_ratio(model: nn.Module, ratio: float, d: int = 4,
-                     base: PQConfig | None = None) -> PQConfig:
-    """The largest power-of-two ``K`` (same for all layers) whose conv+fc ratio is >= ``ratio``."""
+                     base: PQConfig | None = None, per_layer: bool = True) -> PQConfig:
+    """A codebook size per layer whose conv+fc compression is at least ``ratio``.
+
+    Starts from the largest power-of-two ``K`` shared by all layers that meets the ratio, then
+    (``per_layer``) greedily doubles ``K`` of the layer where one more index bit costs the
+    fewest extra bytes per weight it refines, while the ratio still holds. Why: codebooks cost
+    ``Cin * K`` words whatever the layer's size, so in a 32-channel layer they outweigh the
+    indices, while in a 256-channel layer one more bit is nearly free of codebook cost; an
+    equal ``K`` everywhere spends the budget where it buys least.
+    """
     base = base or PQConfig(d=d)
     best = None
     for bits in range(1, 13):
-        cfg = PQConfig(**{**asdict(base), "d": d, "k": 2 ** bits})
+        cfg = PQConfig(**{**asdict(base), "d": d, "k": 2 ** bits, "overrides": {}})
         fb, qb = planned_weight_bytes(model, cfg)
         if fb / qb >= ratio:
             best = cfg
@@ -509,7 +526,33 @@ def config_for_ratio(model: nn.Module, ratio: float, d: int = 4,
         fb, qb = planned_weight_bytes(model, PQConfig(**{**asdict(base), "d": d, "k": 2}))
         raise ConfigError(f"ratio {ratio}x is out of reach with d={d} (K=2 gives "
                           f"{fb / qb:.1f}x); use a larger --d")
-    return best
+    return _allocate_bits(model, best, ratio) if per_layer else best
+
+
+def _allocate_bits(model: nn.Module, cfg: PQConfig, ratio: float) -> PQConfig:
+    """Greedy per-layer doubling of ``K`` (see :func:`config_for_ratio`) within ``ratio``."""
+    layers = [(p, l) for p, l in quantizable_layers(model)
+              if skip_reason(p, l, cfg.d, cfg.k, cfg) is None]
+    ks = {p: cfg.k for p, _ in layers}
+    total_float, total_pq = planned_weight_bytes(model, cfg)
+    budget = total_float / ratio
+    while True:
+        best_path, best_cost, best_extra = None, math.inf, 0
+        for path, layer in layers:
+            k = ks[path]
+            if k >= 4096 or k * 2 > layer.weight.numel() // cfg.d:
+                continue
+            extra = (_layer_pq_bytes(layer, cfg.d, 2 * k, cfg.codebook_dtype)
+                     - _layer_pq_bytes(layer, cfg.d, k, cfg.codebook_dtype))
+            cost = extra / layer.weight.numel()
+            if total_pq + extra <= budget and cost < best_cost:
+                best_path, best_cost, best_extra = path, cost, extra
+        if best_path is None:
+            break
+        ks[best_path] *= 2
+        total_pq += best_extra
+    overrides = {**cfg.overrides, **{p: (cfg.d, k) for p, k in ks.items() if k != cfg.k}}
+    return PQConfig(**{**asdict(cfg), "overrides": overrides})
 
 
 def pq_size_report(reports: Sequence[LayerReport]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ the calibrated threshold applies to all of them. Every failure names the file.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from slimface.errors import FaceError, ModelError, MultipleFacesError, SlimfaceError
 from slimface.gallery.gallery import ModelInfo
+from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
 
 MultiFace = Literal["error", "largest"]
 MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest")
@@ -33,26 +33,6 @@ def load_model(spec: Any) -> tuple[Any, str]:
         return spec, str(getattr(spec, "name", type(spec).__name__))
     name = str(Path(spec).resolve()) if Path(spec).is_file() else str(spec)
     return _load(spec), name
-
-
-def model_fingerprint(model: Any) -> str:
-    """A short hash of the weights: two galleries agree only if their weights agree."""
-    given = getattr(model, "fingerprint", None)
-    if isinstance(given, str) and given:
-        return given
-    h = hashlib.sha256()
-    path = getattr(model, "path", None)
-    state = model.state_dict() if callable(getattr(model, "state_dict", None)) else {}
-    if state:
-        for key, value in sorted(state.items()):
-            h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:24]
-    if path is not None and Path(path).is_file():  # runtime backends (ONNX): the file itself
-        h.update(Path(path).read_bytes())
-        return h.hexdigest()[:24]
-    raise ModelError(f"cannot fingerprint model {type(model).__name__}: it has neither "
-                     "state_dict() nor a file path")
 
 
 def template_name(model: Any) -> str:

@@ -58,14 +58,22 @@ def read_table(path: Path = THRESHOLDS_PATH) -> dict[str, Any]:
 
 
 def lookup_threshold(model: Any, model_name: str, flip: str,
-                     path: Path = THRESHOLDS_PATH) -> Threshold | None:
-    """The calibrated threshold for this model and flip mode, or None if never calibrated."""
+                     path: Path = THRESHOLDS_PATH,
+                     fingerprint: str | None = None) -> Threshold | None:
+    """The calibrated threshold for this model and flip mode, or None if never calibrated.
+
+    With ``fingerprint`` (the weights' hash), a table entry calibrated on *other* weights of
+    the same name (a retrained model) is ignored: its cosine scale may differ entirely.
+    """
     own = _from_any(getattr(model, "threshold", None), "model file metadata")
     if own is not None:
         return own
     entry = read_table(path).get(_key(Path(model_name).name if os.sep in model_name
                                       else model_name))
     if not entry or entry.get("flip", "none") != flip:
+        return None
+    stored = entry.get("fingerprint")
+    if fingerprint is not None and stored is not None and stored != fingerprint:
         return None
     return _from_any(entry, str(path))
 

@@ -334,13 +334,23 @@ def dlib_default_padding(kernel: int, stride: int) -> int:
 
 
 def pad_to(t: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
-    """Zero-pad ``t`` (NCHW) at the end of C, H and W up to the given sizes."""
-    return F.pad(t, (0, width - t.shape[3], 0, height - t.shape[2], 0, channels - t.shape[1]))
+    """Zero-pad ``t`` (NCHW) at the end of C, H and W up to the given sizes.
+
+    The amounts are taken as Python ints so that ONNX tracing bakes them in as constants:
+    traced ``t.shape`` arithmetic leaves Shape/Gather/Concat/Transpose chains in the graph,
+    which int8 quantization cannot fuse and which run in float on every call. A fixed-size
+    face crop makes the amounts static anyway.
+    """
+    pads = (0, int(width) - int(t.shape[3]), 0, int(height) - int(t.shape[2]),
+            0, int(channels) - int(t.shape[1]))
+    if not any(pads):
+        return t
+    return F.pad(t, pads)
 
 
 def add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a + b`` as dlib's ``tt::add``: the smaller tensor is zero-padded at the end of C/H/W."""
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+    c, h, w = (max(int(a.shape[i]), int(b.shape[i])) for i in (1, 2, 3))
     return pad_to(a, c, h, w) + pad_to(b, c, h, w)
 
 
@@ -372,7 +382,7 @@ class DlibBlock(nn.Module):
         if self.downsample:
             # add_zero_padded without data-dependent branches (export-friendly): the residual
             # has at least the skip's channels, the avg-pooled skip at least its H and W.
-            c, h, w = y.shape[1], skip.shape[2], skip.shape[3]
+            c, h, w = int(y.shape[1]), int(skip.shape[2]), int(skip.shape[3])
             y, skip = pad_to(y, c, h, w), pad_to(skip, c, h, w)
         return self.relu2(y + skip)
 

@@ -213,6 +213,9 @@ SLIMNET_CFGS: dict[str, SlimNetCfg] = {
     "slimnet_s": SlimNetCfg((32, 64, 128), (1, 2, 2), 16, 4, 512),
     "slimnet_m": SlimNetCfg((32, 64, 128), (2, 3, 2), 32, 4, 384),
     "slimnet_l": SlimNetCfg((40, 80, 128), (2, 2, 2), 24, 4, 512),
+    # slimnet_s plus one block at 28x28 and one at 14x14: same names for every slimnet_s
+    # tensor, so a trained slimnet_s grows into it (the new blocks start as identity)
+    "slimnet_s2": SlimNetCfg((32, 64, 128), (2, 3, 2), 16, 4, 512),
 }
 
 
@@ -239,6 +242,12 @@ def slimnet_m(**kwargs: Any) -> SlimNet:
 
 
 @register_backbone
+def slimnet_s2(**kwargs: Any) -> SlimNet:
+    """slimnet_s deepened to 2-3-2 blocks, 0.93M params, 98M MACs (grown from slimnet_s)."""
+    return _create_slimnet("slimnet_s2", **kwargs)
+
+
+@register_backbone
 def slimnet_l(**kwargs: Any) -> SlimNet:
     """Wider early stages (40-80-128), 2-2-2 blocks, 0.97M params, 118M MACs."""
     return _create_slimnet("slimnet_l", **kwargs)
@@ -246,7 +255,7 @@ def slimnet_l(**kwargs: Any) -> SlimNet:
 
 # --------------------------------------------------------------------------- shipped model
 
-SLIMFACE_MOBILE_ARCH = "slimnet_m"
+SLIMFACE_MOBILE_ARCH = "slimnet_s2"
 
 
 def load_student_weights(model: nn.Module, path: Any) -> dict[str, Any]:

@@ -76,6 +76,9 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], *,
             # the TorchScript exporter is deprecated in favour of torch.export, which needs
             # onnxscript (not a dependency); it still produces standard opset-17 graphs
             warnings.simplefilter("ignore", DeprecationWarning)
+            # shapes read as Python ints on purpose (fixed-size crops: constant pads in the
+            # graph, see models/dlib_resnet.pad_to); batch stays dynamic
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(model, (dummy,), str(raw), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
@@ -106,8 +109,14 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def session(path: str | os.PathLike[str], threads: int = 2,
-            optimization: str = "all") -> Any:
-    """An ONNX Runtime CPU session; ``optimization`` in basic/extended/all/disable."""
+            optimization: str = "all", spin: bool = True) -> Any:
+    """An ONNX Runtime CPU session; ``optimization`` in basic/extended/all/disable.
+
+    ``spin`` lets idle intra-op threads busy-wait for the next call (ONNX Runtime's default):
+    lowest latency for one session (dlib teacher, batch 1: 3.4 vs 3.6 ms), but a spinning
+    pool burns the cores *another* session needs, which is why
+    :func:`interleaved_latency_ms` times sessions in blocks, not call by call.
+    """
     import onnxruntime as ort
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -121,6 +130,7 @@ def session(path: str | os.PathLike[str], threads: int = 2,
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = levels[optimization]
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
         return ort.InferenceSession(str(path), sess_options=opts,
                                     providers=["CPUExecutionProvider"])
@@ -270,27 +280,22 @@ def latency_ms(sess: Any, input_hw: tuple[int, int], batch: int, repeats: int = 
 
 
 def interleaved_latency_ms(sessions: Mapping[str, Any], input_hw: tuple[int, int], batch: int,
-                           repeats: int = 30, warmup: int = 3,
-                           seed: int = 0) -> dict[str, dict[str, float]]:
-    """Like :func:`latency_ms` for several sessions, timed in alternation (a, b, a, b...),
-    so a change of machine load hits every model alike and their ratio stays fair."""
+                           repeats: int = 30, warmup: int = 3, seed: int = 0,
+                           rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Like :func:`latency_ms` for several sessions, timed in alternating blocks
+    (:func:`slimface.runtime.timing.time_in_blocks`) so a change of machine load hits every
+    model alike and their ratio stays fair."""
+    from slimface.runtime.timing import time_in_blocks
+
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 255, (batch, 3, *input_hw)).astype(np.float32)
-    names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
-    for key, sess in sessions.items():
-        for _ in range(warmup):
-            sess.run(None, {names[key]: x})
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(repeats):
-        for key, sess in sessions.items():
-            t = time.perf_counter()
-            sess.run(None, {names[key]: x})
-            times[key].append((time.perf_counter() - t) * 1e3)
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    fns = {k: (lambda s=s, f=feeds[k]: s.run(None, f)) for k, s in sessions.items()}
     out = {}
-    for key, ts in times.items():
+    for key, ts in time_in_blocks(fns, repeats, rounds, warmup).items():
         med = float(np.median(ts))
         out[key] = {"batch": batch, "median_ms": med, "p95_ms": float(np.percentile(ts, 95)),
-                    "ms_per_face": med / batch, "repeats": repeats}
+                    "ms_per_face": med / batch, "repeats": len(ts)}
     return out
 
 

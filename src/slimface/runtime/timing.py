@@ -1,0 +1,38 @@
+"""Fair wall-clock timing of several models in one run: alternating blocks of calls.
+
+Speed in this project is always a ratio against a baseline timed in the same run, so both
+sides must see the same machine. Alternating *call by call* (a, b, a, b) looks fairest but is
+not: ONNX Runtime and OpenMP keep a pool's idle threads spinning for a while after each call,
+and those threads steal the cores of the next model's call. Measured on this 2-core CPU (dlib
+teacher fp32 vs int8, ONNX Runtime, 2 threads, batch 32): call-by-call alternation read 1.86x
+with both sides slowed; alternating blocks read 2.2-2.6x, as each session alone does. The
+benchmark commands also create their ONNX Runtime sessions with spinning off
+(``export.session(spin=False)``): a pool's spin-down can outlast a whole batch-1 call.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+
+def time_in_blocks(fns: Mapping[str, Callable[[], Any]], repeats: int, rounds: int = 5,
+                   warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds of ``repeats`` calls of each function, in ``rounds`` alternating blocks.
+
+    Each block starts with one untimed call that absorbs the previous pool's spin-down, so
+    every function gets ``ceil(repeats / rounds) * rounds`` timed calls.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rounds = max(1, min(rounds, repeats))
+    per_block = max(1, -(-repeats // rounds))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            fn()
+            for _ in range(per_block):
+                start = time.perf_counter()
+                fn()
+                times[key].append((time.perf_counter() - start) * 1e3)
+    return times
