@@ -79,6 +79,9 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], *,
             # shapes read as Python ints on purpose (fixed-size crops: constant pads in the
             # graph, see models/dlib_resnet.pad_to); batch stays dynamic
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # F.pad's exporter builds the pad vector with a reversing Slice it cannot fold;
+            # ONNX Runtime folds it at load (the pads are constants), so the notice is noise
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
             torch.onnx.export(model, (dummy,), str(raw), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
