@@ -10,6 +10,10 @@ its last 7,000 steps (capacity, not training time, was the limit).
 
     slimface compress distill configs/distill_slimface_mobile.py      # the slimnet_s run
     slimface compress distill configs/distill_slimface_mobile_s2.py
+    slimface compress distill configs/distill_slimface_mobile_s2.py --resume \
+        --set steps=10000 --set threads=2       # warm restart: how the shipped model was made
+
+(LFW view 2: 96.70 at step 6,000, 96.97 at 10,000.)
 """
 from dataclasses import replace
 from pathlib import Path
