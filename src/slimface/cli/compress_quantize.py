@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     summary = describe_file(args.out)
     if args.parity > 0:
         summary["parity"] = reload_parity(model, args.out, args.parity, args.data)
-        print(f"reloaded {args.out} vs the model on {summary['parity']['n']} LFW crops: "
+        print(f"reloaded {args.out} vs the model on {summary['parity']['n_crops']} LFW crops: "
               f"cosine min {summary['parity']['min_cosine']:.7f}, mean "
               f"{summary['parity']['mean_cosine']:.7f}", file=sys.stderr)
     print_table(summary["rows"], ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio"),
@@ -145,15 +145,11 @@ def reload_parity(model: Any, path: str | Path, n: int, data: str | None) -> dic
     Why: the deploy file is rebuilt from packed bits and folded scales, not from the
     training graph; this is the check that the two compute the same embeddings.
     """
-    import numpy as np
-
     from slimface.eval.run import align_pair_images, load_lfw_pairs
     from slimface.models.inference import embed_crops
+    from slimface.runtime.export import parity
     from slimface.runtime.loader import load_model
 
     aligned = align_pair_images(load_lfw_pairs(data, "view2")[:n], model, progress=False)
     crops = aligned.crops[:n]
-    a = embed_crops(model.eval(), crops)
-    b = embed_crops(load_model(str(path)), crops)
-    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"n": int(len(crops)), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    return parity(embed_crops(model.eval(), crops), embed_crops(load_model(str(path)), crops))

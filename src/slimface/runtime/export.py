@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +115,9 @@ def session(path: str | os.PathLike[str], threads: int = 2,
     """An ONNX Runtime CPU session; ``optimization`` in basic/extended/all/disable.
 
     ``spin`` lets idle intra-op threads busy-wait for the next call (ONNX Runtime's default):
-    lowest latency for one session (dlib teacher, batch 1: 3.4 vs 3.6 ms), but a spinning
-    pool burns the cores *another* session needs, which is why
-    :func:`interleaved_latency_ms` times sessions in blocks, not call by call.
+    lowest latency for one session at batch 1, but a spinning pool burns the cores *another*
+    session needs (``benchmarks/ort_spin.py``); see ``runtime/timing.py`` for how the
+    benchmarks deal with it.
     """
     import onnxruntime as ort
 
@@ -267,19 +266,8 @@ def _quiet_root_logger() -> Iterator[None]:
 def latency_ms(sess: Any, input_hw: tuple[int, int], batch: int, repeats: int = 30,
                warmup: int = 3, seed: int = 0) -> dict[str, float]:
     """Median and p95 wall time of one ``sess.run`` at ``batch``, plus ms per face."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 255, (batch, 3, *input_hw)).astype(np.float32)
-    name = sess.get_inputs()[0].name
-    for _ in range(warmup):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append((time.perf_counter() - t) * 1e3)
-    med = float(np.median(times))
-    return {"batch": batch, "median_ms": med, "p95_ms": float(np.percentile(times, 95)),
-            "ms_per_face": med / batch, "repeats": repeats}
+    return interleaved_latency_ms({"session": sess}, input_hw, batch, repeats, warmup,
+                                  seed)["session"]
 
 
 def interleaved_latency_ms(sessions: Mapping[str, Any], input_hw: tuple[int, int], batch: int,

@@ -4,10 +4,13 @@ Speed in this project is always a ratio against a baseline timed in the same run
 sides must see the same machine. Alternating *call by call* (a, b, a, b) looks fairest but is
 not: ONNX Runtime and OpenMP keep a pool's idle threads spinning for a while after each call,
 and those threads steal the cores of the next model's call. Measured on this 2-core CPU (dlib
-teacher fp32 vs int8, ONNX Runtime, 2 threads, batch 32): call-by-call alternation read 1.86x
-with both sides slowed; alternating blocks read 2.2-2.6x, as each session alone does. The
-benchmark commands also create their ONNX Runtime sessions with spinning off
-(``export.session(spin=False)``): a pool's spin-down can outlast a whole batch-1 call.
+teacher fp32 vs int8, ONNX Runtime, 2 threads, batch 32, `python benchmarks/ort_spin.py`):
+call-by-call alternation with spinning read 1.86x with both sides slowed; blocks, or spinning
+off, 2.2-2.4x. The benchmark commands therefore time in blocks *and* create their ONNX Runtime
+sessions with spinning off (``export.session(spin=False)``): a pool's spin-down can outlast a
+whole batch-1 call. Cost of that choice: at batch 1 each call then pays the threads' wake-up,
+which weighs more on the faster model (int8 vs fp32 at batch 1: 1.8-2.3x without spinning
+across runs, 2.7-2.9x in blocks with spinning).
 """
 from __future__ import annotations
 
