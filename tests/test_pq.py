@@ -340,3 +340,11 @@ def test_codebook_finetuning_moves_only_codebooks_and_lowers_the_loss():
                                                                       idx_before)
     assert quant.fc.mode == "lut" and quant.body[1].mode == "dense"
     assert not quant.fc.codebooks.requires_grad
+
+
+def test_per_layer_k_keeps_the_callers_own_layer_settings():
+    net = nn.Sequential(nn.Conv2d(8, 8, 3), nn.Conv2d(128, 128, 3))
+    cfg = config_for_ratio(net, 9.55, d=4, base=PQConfig(overrides={"1": (4, 16)}))
+    assert cfg.for_layer("1") == (4, 16)
+    fb, qb = planned_weight_bytes(net, cfg)
+    assert fb / qb >= 9.55

@@ -518,7 +518,7 @@ def config_for_ratio(model: nn.Module, ratio: float, d: int = 4,
     base = base or PQConfig(d=d)
     best = None
     for bits in range(1, 13):
-        cfg = PQConfig(**{**asdict(base), "d": d, "k": 2 ** bits, "overrides": {}})
+        cfg = PQConfig(**{**asdict(base), "d": d, "k": 2 ** bits})
         fb, qb = planned_weight_bytes(model, cfg)
         if fb / qb >= ratio:
             best = cfg
@@ -530,9 +530,10 @@ def config_for_ratio(model: nn.Module, ratio: float, d: int = 4,
 
 
 def _allocate_bits(model: nn.Module, cfg: PQConfig, ratio: float) -> PQConfig:
-    """Greedy per-layer doubling of ``K`` (see :func:`config_for_ratio`) within ``ratio``."""
+    """Greedy per-layer doubling of ``K`` (see :func:`config_for_ratio`) within ``ratio``;
+    layers the caller set explicitly (``cfg.overrides``) keep their setting."""
     layers = [(p, l) for p, l in quantizable_layers(model)
-              if skip_reason(p, l, cfg.d, cfg.k, cfg) is None]
+              if p not in cfg.overrides and skip_reason(p, l, cfg.d, cfg.k, cfg) is None]
     ks = {p: cfg.k for p, _ in layers}
     total_float, total_pq = planned_weight_bytes(model, cfg)
     budget = total_float / ratio
