@@ -203,15 +203,13 @@ def latency(model: nn.Module, batch: int, repeats: int, threads: int) -> float:
 def _median_ms(model: nn.Module, batch: int, repeats: int,
                layout: torch.memory_format) -> float:
     h, w = tuple(model.input_size)
+    from slimface.runtime.timing import time_in_blocks
+
     x = (torch.rand(batch, 3, h, w) * 255).contiguous(memory_format=layout)
-    times = []
     with torch.inference_mode():
-        for i in range(repeats + 2):
-            t = time.perf_counter()
-            model(x)
-            if i >= 2:
-                times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+        # 2 untimed runs: one warm-up plus the untimed first call of the single block
+        times = time_in_blocks({"model": lambda: model(x)}, repeats, rounds=1, warmup=1)
+    return float(np.median(times["model"]))
 
 
 def _onnx_teacher(out_dir: Path) -> nn.Module:
@@ -219,9 +217,9 @@ def _onnx_teacher(out_dir: Path) -> nn.Module:
     from slimface.runtime.export import export_onnx
     from slimface.runtime.loader import OnnxModel, load_model
 
-    path = out_dir / "models" / "dlib-resnet.fp32.onnx"
-    if not path.exists():
-        export_onnx(load_model(TEACHER), path)
+    # exported afresh every run (seconds): a file from an earlier run may predate a change to
+    # the exporter (session 2's constant pads), and this file is every ONNX row's baseline
+    path = export_onnx(load_model(TEACHER), out_dir / "models" / "dlib-resnet.fp32.onnx")
     return OnnxModel(path)
 
 
