@@ -42,7 +42,11 @@ def impl(request):
 # (batch, C_in, H, W, C_out, k, stride, pad): odd channels, words boundaries, odd batches
 SHAPES = [(1, 1, 5, 4, 1, 3, 1, 1), (3, 3, 7, 5, 5, 3, 1, 1), (2, 63, 6, 5, 7, 3, 2, 1),
           (1, 64, 5, 6, 33, 3, 1, 0), (2, 65, 4, 4, 31, 1, 1, 0), (1, 130, 5, 3, 40, 3, 1, 2),
-          (5, 17, 9, 8, 64, 5, 2, 2), (1, 200, 1, 1, 65, 1, 1, 0)]
+          (5, 17, 9, 8, 64, 5, 2, 2), (1, 200, 1, 1, 65, 1, 1, 0),
+          # 32-bit word boundaries, several 64-channel output tiles, pixel tiles with a tail,
+          # 1x1 convs that pack inside the tile (stride 1 and 2)
+          (1, 32, 7, 6, 130, 3, 1, 1), (2, 33, 5, 5, 64, 3, 1, 0), (3, 96, 4, 5, 129, 1, 1, 0),
+          (1, 64, 9, 7, 70, 1, 2, 0), (2, 31, 3, 3, 1, 1, 1, 0)]
 
 
 def _data(shape, seed=0):
@@ -94,7 +98,8 @@ def test_sign_select_conv_matches_float_conv(impl, shape):
 
 
 def test_thread_count_does_not_change_results(impl):
-    x, bits = _data((3, 70, 9, 7, 45, 3, 1, 1))
+    # large enough that the kernel really uses a second thread (small calls run on one)
+    x, bits = _data((3, 70, 19, 17, 45, 3, 1, 1))
     ww = kernel.prepare_binary_weights(bits)
     a = kernel.binary_conv2d(x, ww, 45, 3, 1, 1, threads=1)
     b = kernel.binary_conv2d(x, ww, 45, 3, 1, 1, threads=3)
@@ -104,9 +109,10 @@ def test_thread_count_does_not_change_results(impl):
 def test_pack_signs_bit_order_and_zero_convention(impl):
     x = np.array([[[[0.0, -0.0, -1.0, 2.0] + [-1.0] * 62 + [3.0]]]], np.float32)  # 67 channels
     words = kernel.pack_signs(x)
-    assert words.shape == (1, 1, 1, 2) and words.dtype == np.uint64
+    assert words.shape == (1, 1, 1, 3) and words.dtype == np.uint32
     assert int(words[0, 0, 0, 0]) == 0b1011  # channels 0, 1 (zeros -> +1) and 3
-    assert int(words[0, 0, 0, 1]) == 0b100  # channel 66 = bit 2 of word 1; padding bits 0
+    assert int(words[0, 0, 0, 1]) == 0  # channels 32-63 all negative
+    assert int(words[0, 0, 0, 2]) == 0b100  # channel 66 = bit 2 of word 2; padding bits 0
 
 
 def test_sign_convention_round_trip_quantizer_packer_kernel(impl):
@@ -125,10 +131,36 @@ def test_sign_convention_round_trip_quantizer_packer_kernel(impl):
     assert dot.item() == len(x)
 
 
+def test_plan_converts_inputs_the_fast_path_rejects(impl):
+    """A plan trusts its cached geometry; float64 or strided inputs of a known shape still
+    give the right answer (the C side refuses them and the plan converts)."""
+    x, bits = _data((2, 40, 6, 5, 9, 3, 1, 1))
+    plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), 9, 40, 3, 1, 1)
+    want = plan(x)
+    assert np.array_equal(plan(x.astype(np.float64)), want)
+    strided = np.ascontiguousarray(np.concatenate([x, x], axis=3))[..., ::2]
+    strided[...] = x
+    assert not strided.flags.c_contiguous and np.array_equal(plan(strided), want)
+    with pytest.raises(kernel.KernelError, match="channels"):
+        plan(x[..., :39])
+
+
+def test_plan_affine_is_exact_for_integer_dots_and_close_otherwise(impl):
+    x, bits = _data((1, 50, 5, 5, 20, 3, 1, 1))
+    ww = kernel.prepare_binary_weights(bits)
+    dot = kernel.BinaryConvPlan(ww, 20, 50, 3, 1, 1)(x)
+    assert np.array_equal(dot, np.round(dot))  # integers
+    rng = np.random.default_rng(1)
+    scale, bias = rng.random(20).astype(np.float32), rng.standard_normal(20).astype(np.float32)
+    got = kernel.BinaryConvPlan(ww, 20, 50, 3, 1, 1, scale, bias)(x)
+    want = dot.astype(np.float64) * scale + bias
+    assert np.allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
 def test_bad_inputs_raise_kernel_errors():
     x, bits = _data((1, 8, 4, 4, 4, 3, 1, 1))
     ww = kernel.prepare_binary_weights(bits)
-    with pytest.raises(kernel.KernelError, match="uint64"):
+    with pytest.raises(kernel.KernelError, match="uint32"):
         kernel.binary_conv2d(x, ww.astype(np.int64), 4, 3)
     with pytest.raises(kernel.KernelError, match="NHWC"):
         kernel.binary_conv2d(x[0], ww, 4, 3)

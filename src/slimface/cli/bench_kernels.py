@@ -7,10 +7,12 @@ float in every quantized model, and depthwise convs have no popcount GEMM), at b
 with the faster one kept. Then the whole model Q (face_resnet_c, XNOR weights and
 activations except Conv1a, loaded from its ``.slim`` deploy file) against model C in fp32.
 
-Runs are interleaved (ours, torch, ours, torch...) so both see the same machine load;
-``min_ms`` (the least disturbed run) drives the speed-up, ``median_ms`` is reported too, and
-``cpu_ms_min`` (process CPU time, all threads) shows the work done when the machine is shared.
-Table on stderr, one JSON object on stdout (device, threads, commit, load average).
+Both sides are timed in alternating blocks of calls (``runtime/timing.time_in_blocks``: a
+pool's spinning threads never steal the other side's cores), each call repeated until it has
+run for about ``--budget-ms``; ``min_ms`` (the least disturbed call) drives the speed-up and
+``median_ms`` is reported too. Our side is a :class:`~slimface.runtime.kernel.BinaryConvPlan`,
+what a deployed layer calls: float NHWC in, float NHWC out, sign packing included. Table on
+stderr, one JSON object on stdout (device, threads, commit, load average).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from slimface._provenance import describe_cpu, git_commit
 from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.runtime.timing import time_in_blocks
 
 MODELS = {"face_resnet_c": (112, 96), "mobilefacenet": (112, 112)}
 
@@ -41,7 +44,10 @@ def register(sub: Any) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for torch and our kernel")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes")
-    p.add_argument("--reps", type=int, default=7, help="timed runs per case (after 1 warm-up)")
+    p.add_argument("--reps", type=int, default=10,
+                   help="least timed calls per case (more for fast calls, see --budget-ms)")
+    p.add_argument("--budget-ms", type=float, default=60.0,
+                   help="time per function and case the repeats aim at")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                    help="whose conv shapes to time")
     p.add_argument("--no-model", action="store_true", help="skip the whole-model Q vs C runs")
@@ -63,20 +69,21 @@ def environment(threads: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ timing
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, dict[str, float]]:
-    """Time each function ``reps`` times, alternating between them; ms statistics per name."""
-    for fn in fns.values():
-        fn()  # warm-up (allocations, weight layout, oneDNN primitive cache)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-            cpu[name].append((time.process_time() - c0) * 1e3)
-    return {k: {"min_ms": float(np.min(v)), "median_ms": float(np.median(v)),
-                "cpu_ms_min": float(np.min(cpu[k]))} for k, v in times.items()}
+def timed(fns: dict[str, Callable[[], Any]], reps: int,
+          budget_ms: float) -> dict[str, dict[str, float]]:
+    """min/median ms per function over alternating blocks; fast calls get more repeats."""
+    once = {k: _one_call_ms(fn) for k, fn in fns.items()}
+    n = max(reps, min(5000, int(budget_ms / max(min(once.values()), 1e-3))))
+    times = time_in_blocks(fns, repeats=n, rounds=5)
+    return {k: {"min_ms": float(np.min(v)), "median_ms": float(np.median(v)), "calls": len(v)}
+            for k, v in times.items()}
+
+
+def _one_call_ms(fn: Callable[[], Any]) -> float:
+    fn()  # warm-up (allocations, weight layout, oneDNN primitive cache)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
 
 
 def conv_shapes(model_name: str) -> list[dict[str, Any]]:
@@ -108,7 +115,7 @@ def conv_shapes(model_name: str) -> list[dict[str, Any]]:
 
 
 def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
-              rng: np.random.Generator) -> dict[str, Any]:
+              rng: np.random.Generator, budget_ms: float = 60.0) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
@@ -117,20 +124,20 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
     cin, cout, k, s, p = shape["cin"], shape["cout"], shape["k"], shape["stride"], shape["pad"]
     x = rng.standard_normal((batch, shape["h"], shape["w"], cin)).astype(np.float32)
     bits = rng.random((cout, cin, k, k)) > 0.5
-    wwords = kernel.prepare_binary_weights(bits)
-    scale = np.ones(cout, np.float32)
-    bias = np.zeros(cout, np.float32)
+    plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), cout, cin, k, s, p,
+                                 scale=rng.random(cout).astype(np.float32) + 0.5,
+                                 bias=rng.standard_normal(cout).astype(np.float32),
+                                 threads=threads)
     x_cl = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last view
     x_nchw = x_cl.contiguous()
     w = torch.from_numpy(np.where(bits, 1.0, -1.0).astype(np.float32))
     w_cl = w.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        t = interleaved({
-            "binary": lambda: kernel.binary_conv2d(x, wwords, cout, k, s, p, scale, bias,
-                                                   threads),
+        t = timed({
+            "binary": lambda: plan(x),
             "torch_nchw": lambda: F.conv2d(x_nchw, w, None, s, p),
             "torch_cl": lambda: F.conv2d(x_cl, w_cl, None, s, p),
-        }, reps)
+        }, reps, budget_ms)
     torch_best = min(t["torch_nchw"]["min_ms"], t["torch_cl"]["min_ms"])
     torch_med = min(t["torch_nchw"]["median_ms"], t["torch_cl"]["median_ms"])
     oh, ow = (shape["h"] + 2 * p - k) // s + 1, (shape["w"] + 2 * p - k) // s + 1
@@ -140,13 +147,12 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
             "torch_layout": "cl" if t["torch_cl"]["min_ms"] <= t["torch_nchw"]["min_ms"] else "nchw",
             "speedup": torch_best / t["binary"]["min_ms"],
             "speedup_median": torch_med / t["binary"]["median_ms"],
-            "speedup_cpu": min(t["torch_nchw"]["cpu_ms_min"], t["torch_cl"]["cpu_ms_min"])
-            / max(t["binary"]["cpu_ms_min"], 1e-6),
             "binary_gmacs": macs / t["binary"]["min_ms"] / 1e6,
             "torch_gmacs": macs / torch_best / 1e6, "timings": t}
 
 
-def time_models(batches: list[int], threads: int, reps: int) -> list[dict[str, Any]]:
+def time_models(batches: list[int], threads: int, reps: int,
+                budget_ms: float = 60.0) -> list[dict[str, Any]]:
     """Model Q from its deploy file against model C in fp32 (random weights: speed only)."""
     import torch
 
@@ -172,15 +178,13 @@ def time_models(batches: list[int], threads: int, reps: int) -> list[dict[str, A
         x = torch.rand(batch, 3, 112, 96) * 255
         x_cl = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            t = interleaved({"q_deploy": lambda: q_model(x_cl), "c_fp32_nchw": lambda: c_model(x),
-                             "c_fp32_cl": lambda: c_cl(x_cl)}, max(3, reps // 2))
+            t = timed({"q_deploy": lambda: q_model(x_cl), "c_fp32_nchw": lambda: c_model(x),
+                       "c_fp32_cl": lambda: c_cl(x_cl)}, max(3, reps // 2), budget_ms)
         c_best = min(t["c_fp32_nchw"]["min_ms"], t["c_fp32_cl"]["min_ms"])
         c_med = min(t["c_fp32_nchw"]["median_ms"], t["c_fp32_cl"]["median_ms"])
         rows.append({"batch": batch, "q_ms": t["q_deploy"]["min_ms"], "c_fp32_ms": c_best,
                      "speedup": c_best / t["q_deploy"]["min_ms"],
                      "speedup_median": c_med / t["q_deploy"]["median_ms"],
-                     "speedup_cpu": min(t["c_fp32_nchw"]["cpu_ms_min"], t["c_fp32_cl"]["cpu_ms_min"])
-                     / max(t["q_deploy"]["cpu_ms_min"], 1e-6),
                      "q_file_bytes": q_bytes, "timings": t})
     return rows
 
@@ -197,22 +201,22 @@ def run(args: argparse.Namespace) -> int:
     convs = []
     cases = [(s, b) for b in args.batch for s in shapes]
     for shape, batch in tqdm(cases, desc="conv shapes", file=sys.stderr, leave=False):
-        convs.append(time_conv(shape, batch, args.threads, args.reps, rng))
+        convs.append(time_conv(shape, batch, args.threads, args.reps, rng, args.budget_ms))
     print_table([{**{k: r[k] for k in ("model", "batch", "cin", "cout", "h", "w", "k", "stride")},
                   "binary_ms": r["binary_ms"], "torch_fp32_ms": r["torch_fp32_ms"],
-                  "speedup": r["speedup"], "speedup_median": r["speedup_median"],
-                  "speedup_cpu": r["speedup_cpu"]}
+                  "speedup": r["speedup"], "speedup_median": r["speedup_median"]}
                  for r in convs],
                 title=f"binary conv (XNOR-popcount, {env['kernel']}) vs torch fp32, "
                       f"{args.threads} threads")
-    models = [] if args.no_model else time_models(args.batch, args.threads, args.reps)
+    models = [] if args.no_model else time_models(args.batch, args.threads, args.reps,
+                                                  args.budget_ms)
     if models:
         print_table([{k: r[k] for k in ("batch", "q_ms", "c_fp32_ms", "speedup",
-                                         "speedup_median", "speedup_cpu")} for r in models],
+                                         "speedup_median")} for r in models],
                     title="\nmodel Q (deploy file) vs model C fp32, face_resnet_c 112x96")
     env["loadavg_after"] = list(os.getloadavg())
     emit_json({"benchmark": "kernels", "environment": env, "seed": args.seed,
-               "reps": args.reps, "convs": convs, "models": models,
+               "reps": args.reps, "budget_ms": args.budget_ms, "convs": convs, "models": models,
                "summary": _summary(convs, models)}, args.json)
     return 0
 

@@ -3,21 +3,28 @@
  *
  * Conventions shared with slimface.compress.quantizers and slimface.runtime.kernel:
  *   - sign(x) = +1 for x >= 0 (bit 1), -1 for x < 0 (bit 0); NaN packs as -1.
- *   - Activations are NHWC. Along channels, bit b of word w holds channel 64*w + b; bits past
- *     C are 0 in both activations and weights, so they never count.
+ *   - Activations are NHWC. Along channels, bit b of 32-bit word w holds channel 32*w + b;
+ *     bits past C are 0 in both activations and weights, so they never count. 32-bit words
+ *     (not 64) because 32-channel layers (Face-ResNet's Conv1b) would waste half of every
+ *     64-bit word, and 16 int32 counts per register halve the float epilogue's work.
  *   - Binary-activation convs pad with +1 (sign(0) = +1, i.e. zero padding before the sign).
- *   - Weights (prepared by kernel.prepare_*): words[(i*kw + j)*Cw + w][co], co padded to 32.
+ *   - Weights (prepared by kernel.prepare_*): words[(i*kw + j)*Cw + w][co], co padded to 64.
  *
  * Functions (all write into a caller-allocated output; the GIL is released):
- *   pack_nhwc(x f32[N,H,W,C], out u64[N,H,W,Cw], threads)
- *   bconv(x f32[N,H,W,C], wwords u64[KK*Cw, CoP], scale f32[Cout], bias f32[Cout],
- *         out f32[N,OH,OW,Cout], kh, kw, sh, sw, ph, pw, threads)
- *       out = scale * dot + bias, dot = K - 2 popcount(x_bits XOR w_bits) (exact integer,
- *       K = kh*kw*C), so a zero dot gives exactly the bias, as the float reference does.
+ *   pack_nhwc(x f32[N,H,W,C], out u32[N,H,W,Cw], threads)
+ *   bconv(x f32[N,H,W,C], wwords u32[KK*Cw, CoP], affine f32[2, CoP], out f32[N,OH,OW,Cout],
+ *         kh, kw, sh, sw, ph, pw, threads)
+ *       out = scale * dot + bias with dot = K - 2 popcount(x_bits XOR w_bits) (K = kh*kw*C),
+ *       evaluated as affine[0] * popcount + affine[1], the affine folded once per layer by
+ *       kernel.fold_affine (-2 scale, K scale + bias): the epilogue is then one convert, one
+ *       fma and one store per 16 outputs, a third of the work on 1x1 convs of 64 channels.
  *   fconv(x f32[N,H,W,C], wmask u16[KK*C, CoP/16], scale f32[Cout], bias f32[Cout], out,
  *         kh, kw, sh, sw, ph, pw, threads)
  *       out = scale * sum_k (w_k ? x_k : -x_k) + bias   (zero padding)
  *   isa() -> "avx512" | "avx2" | "portable";  set_isa(name) forces a path (tests, benchmarks).
+ *
+ * threads is an upper bound: calls too small to repay waking a second OpenMP thread (a few
+ * microseconds) run on one.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,10 +37,12 @@
 #include <omp.h>
 #endif
 
-#define CO_TILE 32
+#define CO_TILE 64
 #define ISA_PORTABLE 0
 #define ISA_AVX2 1
 #define ISA_AVX512 2
+/* Bit operations (word x output channel) below which one thread does the whole call. */
+#define MIN_PARALLEL_WORK (1L << 17)
 
 static int g_isa = ISA_PORTABLE;
 static int g_best_isa = ISA_PORTABLE;
@@ -41,7 +50,7 @@ static const char *ISA_NAMES[] = {"portable", "avx2", "avx512"};
 
 /* ------------------------------------------------------------------ geometry */
 typedef struct {
-    int n, h, w, c, cw;         /* input */
+    int n, h, w, c, cw;         /* input; cw = 32-bit words per pixel */
     int kh, kw, sh, sw, ph, pw; /* conv */
     int oh, ow, cout, cop;      /* output; cop = cout padded to CO_TILE */
     int hp, wp;                 /* padded input */
@@ -49,247 +58,345 @@ typedef struct {
 } geom_t;
 
 /* ------------------------------------------------------------------ packing */
-static inline uint64_t pack64_portable(const float *x, int count) {
-    uint64_t word = 0;
-    for (int b = 0; b < count; b++) word |= (uint64_t)(x[b] >= 0.0f) << b;
+static inline uint32_t pack32_portable(const float *x, int count) {
+    uint32_t word = 0;
+    for (int b = 0; b < count; b++) word |= (uint32_t)(x[b] >= 0.0f) << b;
     return word;
 }
 
 __attribute__((target("avx512f")))
-static inline uint64_t pack64_avx512(const float *x, int count) {
-    if (count == 64) {
-        uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x), _mm512_setzero_ps(), _CMP_GE_OQ);
-        uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 16), _mm512_setzero_ps(), _CMP_GE_OQ);
-        uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 32), _mm512_setzero_ps(), _CMP_GE_OQ);
-        uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 48), _mm512_setzero_ps(), _CMP_GE_OQ);
-        return m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+static inline uint32_t pack32_avx512(const float *x, int count) {
+    if (count == 32) {
+        uint32_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x), _mm512_setzero_ps(), _CMP_GE_OQ);
+        uint32_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 16), _mm512_setzero_ps(), _CMP_GE_OQ);
+        return m0 | (m1 << 16);
     }
-    return pack64_portable(x, count);
+    return pack32_portable(x, count);
 }
 
 __attribute__((target("avx2")))
-static inline uint64_t pack64_avx2(const float *x, int count) {
-    if (count == 64) {
-        uint64_t word = 0;
-        for (int q = 0; q < 8; q++) {
+static inline uint32_t pack32_avx2(const float *x, int count) {
+    if (count == 32) {
+        uint32_t word = 0;
+        for (int q = 0; q < 4; q++) {
             __m256 v = _mm256_cmp_ps(_mm256_loadu_ps(x + 8 * q), _mm256_setzero_ps(), _CMP_GE_OQ);
-            word |= (uint64_t)(unsigned)_mm256_movemask_ps(v) << (8 * q);
+            word |= (uint32_t)_mm256_movemask_ps(v) << (8 * q);
         }
         return word;
     }
-    return pack64_portable(x, count);
+    return pack32_portable(x, count);
 }
 
-static inline uint64_t pack64(const float *x, int count) {
-    if (g_isa == ISA_AVX512) return pack64_avx512(x, count);
-    if (g_isa == ISA_AVX2) return pack64_avx2(x, count);
-    return pack64_portable(x, count);
-}
-
-/* One pixel's channels into cw words. */
-static inline void pack_pixel(const float *x, int c, int cw, uint64_t *out) {
-    for (int w = 0; w < cw; w++) {
-        int left = c - 64 * w;
-        out[w] = pack64(x + 64 * w, left < 64 ? left : 64);
+/* One run of npix contiguous pixels (c channels each) into cw words per pixel. One function
+ * per ISA around the whole run: a per-word call across target attributes cannot be inlined,
+ * and on 1x1 convs that call cost as much as the popcount work. */
+#define PACK_RUN(NAME, PACK32)                                                           \
+    static void NAME(const float *x, long npix, int c, int cw, uint32_t *d) {           \
+        for (long p = 0; p < npix; p++, x += c, d += cw)                                 \
+            for (int w = 0; w < cw; w++) {                                               \
+                int left = c - 32 * w;                                                   \
+                d[w] = PACK32(x + 32 * w, left < 32 ? left : 32);                        \
+            }                                                                            \
     }
+__attribute__((target("avx512f"))) PACK_RUN(pack_run_avx512, pack32_avx512)
+__attribute__((target("avx2"))) PACK_RUN(pack_run_avx2, pack32_avx2)
+PACK_RUN(pack_run_portable, pack32_portable)
+
+static inline void pack_run(const float *x, long npix, int c, int cw, uint32_t *d, int isa) {
+    if (isa == ISA_AVX512) pack_run_avx512(x, npix, c, cw, d);
+    else if (isa == ISA_AVX2) pack_run_avx2(x, npix, c, cw, d);
+    else pack_run_portable(x, npix, c, cw, d);
 }
 
 /* Word that stands for an all-(+1) pixel: the valid channel bits set. */
-static inline uint64_t pad_word(int c, int w) {
-    int left = c - 64 * w;
-    return left >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << left) - 1);
+static inline uint32_t pad_word(int c, int w) {
+    int left = c - 32 * w;
+    return left >= 32 ? ~(uint32_t)0 : (((uint32_t)1 << left) - 1);
+}
+
+static void fill_pad(uint32_t *d, long npix, int c, int cw) {
+    for (long p = 0; p < npix; p++, d += cw)
+        for (int w = 0; w < cw; w++) d[w] = pad_word(c, w);
 }
 
 /* Pack x into a padded buffer [N, HP, WP, Cw]; the border is +1 (sign(0) = +1). */
-static void pack_padded(const float *x, const geom_t *g, uint64_t *buf, int threads) {
+static void pack_padded(const float *x, const geom_t *g, uint32_t *buf, int threads) {
     long rows = (long)g->n * g->hp;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+    int isa = g_isa;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (long r = 0; r < rows; r++) {
         int n = (int)(r / g->hp), y = (int)(r % g->hp) - g->ph;
-        uint64_t *dst = buf + r * g->wp * g->cw;
-        for (int xx = 0; xx < g->wp; xx++) {
-            int sx = xx - g->pw;
-            uint64_t *d = dst + (long)xx * g->cw;
-            if (y < 0 || y >= g->h || sx < 0 || sx >= g->w) {
-                for (int w = 0; w < g->cw; w++) d[w] = pad_word(g->c, w);
-            } else {
-                pack_pixel(x + (((long)n * g->h + y) * g->w + sx) * g->c, g->c, g->cw, d);
-            }
+        uint32_t *dst = buf + r * g->wp * g->cw;
+        if (y < 0 || y >= g->h) {
+            fill_pad(dst, g->wp, g->c, g->cw);
+            continue;
         }
+        fill_pad(dst, g->pw, g->c, g->cw);
+        pack_run(x + ((long)n * g->h + y) * g->w * g->c, g->w, g->c, g->cw,
+                 dst + (long)g->pw * g->cw, isa);
+        fill_pad(dst + (long)(g->pw + g->w) * g->cw, g->pw, g->c, g->cw);
     }
 }
 
 /* ------------------------------------------------------------------ popcount GEMM */
-/* Base pointers (into the padded packed input) of output pixel p's receptive field. */
-static inline const uint64_t *field_base(const uint64_t *buf, const geom_t *g, long p) {
+#define R512 6   /* output pixels per AVX-512 tile */
+#define RMAX 8   /* output pixels per tile, any path */
+
+/* Base pointers (into the padded packed input) of the receptive fields of output pixels
+ * p0 .. p0+rows-1. A field's kh kernel rows start wp*cw words apart; each row's kw*cw words
+ * are contiguous, in the same order as the weight rows (i*kw + j)*cw + w. One division per
+ * tile, then steps: on 1x1 convs the per-pixel work is a few dozen instructions, and three
+ * 64-bit divisions per pixel cost as much. */
+static inline void field_bases(const uint32_t *buf, const geom_t *g, long p0, int rows,
+                               const uint32_t **bases) {
     long per_img = (long)g->oh * g->ow;
-    long n = p / per_img, rem = p % per_img;
+    long n = p0 / per_img, rem = p0 % per_img;
     long oy = rem / g->ow, ox = rem % g->ow;
-    return buf + ((n * g->hp + oy * g->sh) * g->wp + ox * g->sw) * g->cw;
-}
-
-static void tile_portable(const uint64_t *buf, const geom_t *g, const uint64_t *ww, long p0,
-                          int rows, int co0, const float *scl, const float *bia, float *out) {
     for (int r = 0; r < rows; r++) {
-        const uint64_t *base = field_base(buf, g, p0 + r);
-        int64_t acc[CO_TILE] = {0};
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                const uint64_t *a = base + ((long)i * g->wp + j) * g->cw;
-                const uint64_t *b = ww + (long)((i * g->kw + j) * g->cw) * g->cop + co0;
-                for (int w = 0; w < g->cw; w++, b += g->cop) {
-                    uint64_t av = a[w];
-                    for (int t = 0; t < CO_TILE; t++) acc[t] += __builtin_popcountll(av ^ b[t]);
-                }
-            }
-        float *o = out + (p0 + r) * g->cout;
-        for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-            o[co0 + t] = fmaf((float)(g->k - 2 * acc[t]), scl[co0 + t], bia[co0 + t]);
+        bases[r] = buf + ((n * g->hp + oy * g->sh) * g->wp + ox * g->sw) * g->cw;
+        if (++ox == g->ow) {
+            ox = 0;
+            if (++oy == g->oh) { oy = 0; n++; }
+        }
     }
 }
 
-#define R512 6
-/* One output pixel (remainder rows): 4 accumulators of 8 output channels. */
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,fma")))
-static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i a3, float *o,
-                                    int co0, int valid, long k, const float *scl,
-                                    const float *bia) {
-    __m512i acc[4] = {a0, a1, a2, a3};
-    const __m512i kv = _mm512_set1_epi64(k);
-    for (int q = 0; q < 4; q++) {
-        int left = valid - 8 * q;
-        if (left <= 0) break;
-        __mmask8 m = left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1);
-        __m256 cnt = _mm512_cvtepi64_ps(_mm512_sub_epi64(kv, _mm512_slli_epi64(acc[q], 1)));
-        __m256 k0 = _mm256_loadu_ps(scl + co0 + 8 * q), k1 = _mm256_loadu_ps(bia + co0 + 8 * q);
-        _mm256_mask_storeu_ps(o + 8 * q, m, _mm256_fmadd_ps(cnt, k0, k1));
-    }
-}
-
-#define XPOP(acc, a, b) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(a, b)))
-#define ROW_STEP(r)                                         \
-    {                                                       \
-        __m512i a = _mm512_set1_epi64((long long)p##r[w]); \
-        XPOP(s##r##0, a, b0); XPOP(s##r##1, a, b1);         \
-        XPOP(s##r##2, a, b2); XPOP(s##r##3, a, b3);         \
-    }
-#define ROW_DECL(r) __m512i s##r##0 = z, s##r##1 = z, s##r##2 = z, s##r##3 = z; \
-                    const uint64_t *base##r = field_base(buf, g, p0 + r);
-#define ROW_PTR(r) const uint64_t *p##r = base##r + off;
-#define ROW_STORE(r) store_row_avx512(s##r##0, s##r##1, s##r##2, s##r##3, \
-                                      out + (p0 + r) * g->cout + co0, co0, valid, g->k, scl, bia);
-
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,fma")))
-static void tile_avx512_full(const uint64_t *buf, const geom_t *g, const uint64_t *ww, long p0,
-                             int co0, const float *scl, const float *bia, float *out) {
-    const __m512i z = _mm512_setzero_si512();
-    ROW_DECL(0) ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4) ROW_DECL(5)
-    for (int i = 0; i < g->kh; i++)
-        for (int j = 0; j < g->kw; j++) {
-            long off = ((long)i * g->wp + j) * g->cw;
-            ROW_PTR(0) ROW_PTR(1) ROW_PTR(2) ROW_PTR(3) ROW_PTR(4) ROW_PTR(5)
-            const uint64_t *b = ww + (long)((i * g->kw + j) * g->cw) * g->cop + co0;
-            for (int w = 0; w < g->cw; w++, b += g->cop) {
-                __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
-                __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
-                ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)
+static void tile_portable(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
+                          long p0, int rows, int co0, const float *m2, const float *k2,
+                          float *out) {
+    int span = g->kw * g->cw;
+    for (int r = 0; r < rows; r++) {
+        int32_t acc[CO_TILE] = {0};
+        for (int i = 0; i < g->kh; i++) {
+            const uint32_t *a = bases[r] + (long)i * g->wp * g->cw;
+            const uint32_t *b = ww + (long)i * span * g->cop + co0;
+            for (int w = 0; w < span; w++, b += g->cop) {
+                uint32_t av = a[w];
+                for (int t = 0; t < CO_TILE; t++) acc[t] += __builtin_popcount(av ^ b[t]);
             }
         }
+        float *o = out + (p0 + r) * g->cout;
+        for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
+            o[co0 + t] = fmaf((float)acc[t], m2[co0 + t], k2[co0 + t]);
+    }
+}
+
+#define AVX512_TARGET "avx512f,avx512dq,avx512vl,avx512vpopcntdq,fma"
+/* One output pixel's 64 channels: 4 registers of 16 int32 popcounts c -> m2 * c + k2, where
+ * m2 = -2 scale and k2 = K scale + bias (= scale * (K - 2c) + bias), padded to CoP. */
+__attribute__((target(AVX512_TARGET)))
+static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i a3, float *o,
+                                    int valid, const float *m2, const float *k2) {
+    __m512i acc[4] = {a0, a1, a2, a3};
+    for (int q = 0; q < 4; q++) {
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[q]), _mm512_loadu_ps(m2 + 16 * q),
+                                   _mm512_loadu_ps(k2 + 16 * q));
+        int left = valid - 16 * q;
+        if (left >= 16) {
+            _mm512_storeu_ps(o + 16 * q, y);
+        } else {
+            if (left > 0) _mm512_mask_storeu_ps(o + 16 * q, (__mmask16)((1u << left) - 1), y);
+            break;
+        }
+    }
+}
+
+#define XPOP(acc, a, b) acc = _mm512_add_epi32(acc, _mm512_popcnt_epi32(_mm512_xor_si512(a, b)))
+#define ROW_STEP(r)                                        \
+    {                                                      \
+        __m512i a = _mm512_set1_epi32((int)p##r[w]);       \
+        XPOP(s##r##0, a, b0); XPOP(s##r##1, a, b1);        \
+        XPOP(s##r##2, a, b2); XPOP(s##r##3, a, b3);        \
+    }
+#define ROW_DECL(r) __m512i s##r##0 = z, s##r##1 = z, s##r##2 = z, s##r##3 = z;
+#define ROW_PTR(r) const uint32_t *p##r = bases[r] + off;
+#define ROW_STORE(r) store_row_avx512(s##r##0, s##r##1, s##r##2, s##r##3, \
+                                      out + (p0 + r) * g->cout + co0, valid, m2 + co0, k2 + co0);
+#define LOAD_B                                                                  \
+    __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 16);       \
+    __m512i b2 = _mm512_loadu_si512(b + 32), b3 = _mm512_loadu_si512(b + 48);
+
+/* R512 output pixels x 64 output channels: 24 accumulators, 4 weight registers. */
+__attribute__((target(AVX512_TARGET)))
+static void tile_avx512_full(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
+                             long p0, int co0, const float *m2, const float *k2, float *out) {
+    const __m512i z = _mm512_setzero_si512();
+    const int span = g->kw * g->cw;
+    ROW_DECL(0) ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4) ROW_DECL(5)
+    for (int i = 0; i < g->kh; i++) {
+        long off = (long)i * g->wp * g->cw;
+        ROW_PTR(0) ROW_PTR(1) ROW_PTR(2) ROW_PTR(3) ROW_PTR(4) ROW_PTR(5)
+        const uint32_t *b = ww + (long)i * span * g->cop + co0;
+        for (int w = 0; w < span; w++, b += g->cop) {
+            LOAD_B
+            ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)
+        }
+    }
     int valid = g->cout - co0 < CO_TILE ? g->cout - co0 : CO_TILE;
     ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
 }
 
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,fma")))
-static void tile_avx512(const uint64_t *buf, const geom_t *g, const uint64_t *ww, long p0,
-                        int rows, int co0, const float *scl, const float *bia, float *out) {
+__attribute__((target(AVX512_TARGET)))
+static void tile_avx512(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
+                        long p0, int rows, int co0, const float *m2, const float *k2,
+                        float *out) {
     if (rows == R512) {
-        tile_avx512_full(buf, g, ww, p0, co0, scl, bia, out);
+        tile_avx512_full(bases, g, ww, p0, co0, m2, k2, out);
         return;
     }
     const __m512i z = _mm512_setzero_si512();
+    const int span = g->kw * g->cw;
     int valid = g->cout - co0 < CO_TILE ? g->cout - co0 : CO_TILE;
     for (int r = 0; r < rows; r++) {
         ROW_DECL(0)
-        base0 = field_base(buf, g, p0 + r);
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                long off = ((long)i * g->wp + j) * g->cw;
-                ROW_PTR(0)
-                const uint64_t *b = ww + (long)((i * g->kw + j) * g->cw) * g->cop + co0;
-                for (int w = 0; w < g->cw; w++, b += g->cop) {
-                    __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
-                    __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
-                    ROW_STEP(0)
-                }
+        for (int i = 0; i < g->kh; i++) {
+            const uint32_t *p0r = bases[r] + (long)i * g->wp * g->cw;
+            const uint32_t *b = ww + (long)i * span * g->cop + co0;
+            for (int w = 0; w < span; w++, b += g->cop) {
+                LOAD_B
+                __m512i a = _mm512_set1_epi32((int)p0r[w]);
+                XPOP(s00, a, b0); XPOP(s01, a, b1); XPOP(s02, a, b2); XPOP(s03, a, b3);
             }
-        store_row_avx512(s00, s01, s02, s03, out + (p0 + r) * g->cout + co0, co0, valid, g->k, scl, bia);
+        }
+        store_row_avx512(s00, s01, s02, s03, out + (p0 + r) * g->cout + co0, valid, m2 + co0,
+                         k2 + co0);
     }
 }
 
 #define R2 2
+/* Per-32-bit-lane popcount without VPOPCNT: nibble lookup, then byte pairs summed twice. */
 __attribute__((target("avx2,fma")))
-static inline __m256i popcnt256(__m256i v) {
+static inline __m256i popcnt256_epi32(__m256i v) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
     __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
     __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-    return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
+    __m256i pairs = _mm256_maddubs_epi16(cnt, _mm256_set1_epi8(1));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
 __attribute__((target("avx2,fma")))
-static void tile_avx2(const uint64_t *buf, const geom_t *g, const uint64_t *ww, long p0,
-                      int rows, int co0, const float *scl, const float *bia, float *out) {
+static void tile_avx2(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
+                      long p0, int rows, int co0, const float *m2, const float *k2,
+                      float *out) {
+    const int span = g->kw * g->cw;
     for (int r0 = 0; r0 < rows; r0 += R2) {
         int nr = rows - r0 < R2 ? rows - r0 : R2;
-        const uint64_t *base[R2];
         __m256i acc[R2][8];
-        for (int r = 0; r < R2; r++) {
-            base[r] = field_base(buf, g, p0 + r0 + (r < nr ? r : 0));
+        for (int r = 0; r < R2; r++)
             for (int q = 0; q < 8; q++) acc[r][q] = _mm256_setzero_si256();
+        for (int i = 0; i < g->kh; i++) {
+            long off = (long)i * g->wp * g->cw;
+            const uint32_t *b = ww + (long)i * span * g->cop + co0;
+            for (int w = 0; w < span; w++, b += g->cop)
+                for (int r = 0; r < nr; r++) {
+                    __m256i a = _mm256_set1_epi32((int)bases[r0 + r][off + w]);
+                    for (int q = 0; q < 8; q++)
+                        acc[r][q] = _mm256_add_epi32(acc[r][q], popcnt256_epi32(_mm256_xor_si256(
+                            a, _mm256_loadu_si256((const __m256i *)(b + 8 * q)))));
+                }
         }
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                long off = ((long)i * g->wp + j) * g->cw;
-                const uint64_t *b = ww + (long)((i * g->kw + j) * g->cw) * g->cop + co0;
-                for (int w = 0; w < g->cw; w++, b += g->cop)
-                    for (int r = 0; r < nr; r++) {
-                        __m256i a = _mm256_set1_epi64x((long long)base[r][off + w]);
-                        for (int q = 0; q < 8; q++)
-                            acc[r][q] = _mm256_add_epi64(acc[r][q], popcnt256(_mm256_xor_si256(
-                                a, _mm256_loadu_si256((const __m256i *)(b + 4 * q)))));
-                    }
-            }
         for (int r = 0; r < nr; r++) {
-            int64_t cnt[CO_TILE];
-            for (int q = 0; q < 8; q++) _mm256_storeu_si256((__m256i *)(cnt + 4 * q), acc[r][q]);
+            int32_t cnt[CO_TILE];
+            for (int q = 0; q < 8; q++) _mm256_storeu_si256((__m256i *)(cnt + 8 * q), acc[r][q]);
             float *o = out + (p0 + r0 + r) * g->cout;
             for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-                o[co0 + t] = fmaf((float)(g->k - 2 * cnt[t]), scl[co0 + t], bia[co0 + t]);
+                o[co0 + t] = fmaf((float)cnt[t], m2[co0 + t], k2[co0 + t]);
         }
     }
 }
 
-static void bgemm(const uint64_t *buf, const geom_t *g, const uint64_t *ww, const float *scl,
-                  const float *bia, float *out, int threads) {
-    long P = (long)g->n * g->oh * g->ow;
-    int rt = g_isa == ISA_AVX512 ? R512 : 8;
-    long ptiles = (P + rt - 1) / rt, ctiles = g->cop / CO_TILE;
-    int isa = g_isa;
-    /* Pixel tiles outer, channel tiles inner: each output row is finished while it is in
-     * cache (channel-major order rewrote every row once per channel tile, and the write
-     * traffic dominated); all the weights stay in L2 (<= 300 KB for 512x512x3x3).
-     * Dynamic chunks: on a shared machine a descheduled thread then delays the call by one
-     * chunk, not by half the work (static schedules stall until it runs again). */
-#pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
-    for (long t = 0; t < ptiles * ctiles; t++) {
-        int co0 = (int)(t % ctiles) * CO_TILE;
-        long p0 = (t / ctiles) * rt;
-        int rows = (int)(P - p0 < rt ? P - p0 : rt);
-        if (isa == ISA_AVX512) tile_avx512(buf, g, ww, p0, rows, co0, scl, bia, out);
-        else if (isa == ISA_AVX2) tile_avx2(buf, g, ww, p0, rows, co0, scl, bia, out);
-        else tile_portable(buf, g, ww, p0, rows, co0, scl, bia, out);
+/* 1x1 convs without padding use every input pixel at most once, so a separate packing pass
+ * would write and re-read a buffer for nothing: each tile packs its own pixels from x. */
+static inline int packs_in_tile(const geom_t *g) {
+    return g->kh == 1 && g->kw == 1 && g->ph == 0 && g->pw == 0;
+}
+
+/* Packed words of output pixels p0 .. p0+rows-1 (1x1 convs), straight from x into dst. */
+static inline void pack_tile_pixels(const float *x, const geom_t *g, long p0, int rows,
+                                    uint32_t *dst, const uint32_t **bases, int isa) {
+    long per_img = (long)g->oh * g->ow;
+    long n = p0 / per_img, rem = p0 % per_img;
+    long oy = rem / g->ow, ox = rem % g->ow;
+    for (int r = 0; r < rows; r++) bases[r] = dst + (long)r * g->cw;
+    if (g->sh == 1 && g->sw == 1) {  /* the tile's pixels are contiguous in x */
+        pack_run(x + p0 * g->c, rows, g->c, g->cw, dst, isa);
+        return;
     }
+    for (int r = 0; r < rows; r++) {
+        const float *px = x + ((n * g->h + oy * g->sh) * g->w + ox * g->sw) * g->c;
+        pack_run(px, 1, g->c, g->cw, dst + (long)r * g->cw, isa);
+        if (++ox == g->ow) {
+            ox = 0;
+            if (++oy == g->oh) { oy = 0; n++; }
+        }
+    }
+}
+
+/* One pixel tile (rows output pixels from p0) across channel tiles [ct0, ct1). The AVX-512
+ * copy is compiled with its target so the tile kernels inline into it: on 1x1 convs a tile
+ * is a few dozen instructions and a call per tile cost a fifth of the time. */
+#define PIXEL_TILE_BODY(TILE)                                                             \
+    {                                                                                     \
+        const uint32_t *bases[RMAX];                                                      \
+        uint32_t local[RMAX * 64]; /* up to 2048 input channels packed per pixel */       \
+        if (buf) field_bases(buf, g, p0, rows, bases);                                    \
+        else pack_tile_pixels(x, g, p0, rows, local, bases, isa);                         \
+        for (int ct = ct0; ct < ct1; ct++)                                                \
+            TILE(bases, g, ww, p0, rows, ct * CO_TILE, m2, k2, out);                      \
+    }
+#define PIXEL_TILE_ARGS                                                                   \
+    (const float *x, const uint32_t *buf, const geom_t *g, const uint32_t *ww,            \
+     const float *m2, const float *k2, float *out, long p0, int rows, int ct0, int ct1,   \
+     int isa)
+
+__attribute__((target(AVX512_TARGET)))
+static void pixel_tile_avx512 PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_avx512)
+static void pixel_tile_avx2 PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_avx2)
+static void pixel_tile_portable PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_portable)
+
+/* buf: the padded packed input, or NULL when packs_in_tile (then x is read directly). */
+static void bgemm(const float *x, const uint32_t *buf, const geom_t *g, const uint32_t *ww,
+                  const float *m2, const float *k2, float *out, int threads) {
+    long P = (long)g->n * g->oh * g->ow;
+    int isa = g_isa;
+    int rt = isa == ISA_AVX512 ? R512 : RMAX;
+    long ptiles = (P + rt - 1) / rt;
+    int ctiles = g->cop / CO_TILE;
+    void (*tile)PIXEL_TILE_ARGS = isa == ISA_AVX512 ? pixel_tile_avx512
+                                  : isa == ISA_AVX2 ? pixel_tile_avx2 : pixel_tile_portable;
+    /* Pixel tiles outer, channel tiles inner: each output row is finished while it is in
+     * cache and the receptive fields are located (or packed) once per tile; all the weights
+     * stay in L2 (<= 300 KB for 512x512x3x3). One thread runs a plain loop (an OpenMP
+     * dynamic schedule costs a library call per chunk even then). */
+    if (threads <= 1) {
+        for (long t = 0; t < ptiles; t++) {
+            long p0 = t * rt;
+            tile(x, buf, g, ww, m2, k2, out, p0, (int)(P - p0 < rt ? P - p0 : rt), 0, ctiles,
+                 isa);
+        }
+        return;
+    }
+    /* Threads share pixel tiles; on small maps (Face-ResNet's 5x4 has 4 tiles) each channel
+     * tile is a task of its own. Dynamic chunks of about 1/8 of a thread's share: on a
+     * shared machine a descheduled thread then delays the call by one chunk, not by half. */
+    int csplit = ptiles >= 8L * threads ? 1 : ctiles;
+    long tasks = ptiles * csplit;
+    long chunk = tasks / (8L * threads);
+    chunk = chunk < 1 ? 1 : chunk;
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
+    for (long t = 0; t < tasks; t++) {
+        long p0 = (t / csplit) * rt;
+        int c0 = (int)(t % csplit) * ctiles / csplit, c1 = (int)(t % csplit + 1) * ctiles / csplit;
+        tile(x, buf, g, ww, m2, k2, out, p0, (int)(P - p0 < rt ? P - p0 : rt), c0, c1, isa);
+    }
+}
+
+/* Threads worth using: one for calls whose popcount work is too small to share. */
+static int useful_threads(const geom_t *g, int threads) {
+    long work = (long)g->n * g->oh * g->ow * g->cop * g->kh * g->kw * g->cw;
+    return work < MIN_PARALLEL_WORK ? 1 : threads;
 }
 
 /* ------------------------------------------------------------------ float activations */
@@ -344,7 +451,7 @@ static void ftile_avx512(const float *buf, const geom_t *g, const uint16_t *wm, 
     const __m512 zero = _mm512_setzero_ps();
     for (int r = 0; r < rows; r++) {
         const float *base = ffield_base(buf, g, p0 + r);
-        __m512 a0 = zero, a1 = zero;
+        __m512 acc[4] = {zero, zero, zero, zero};
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 const float *a = base + ((long)i * g->wp + j) * g->c;
@@ -352,16 +459,21 @@ static void ftile_avx512(const float *buf, const geom_t *g, const uint16_t *wm, 
                 for (int c = 0; c < g->c; c++, m += groups) {
                     __m512 v = _mm512_set1_ps(a[c]);
                     /* select +x where the weight bit is 1, -x where it is 0, then add */
-                    a0 = _mm512_add_ps(a0, _mm512_mask_sub_ps(v, (__mmask16)~m[0], zero, v));
-                    a1 = _mm512_add_ps(a1, _mm512_mask_sub_ps(v, (__mmask16)~m[1], zero, v));
+                    for (int q = 0; q < 4; q++)
+                        acc[q] = _mm512_add_ps(acc[q], _mm512_mask_sub_ps(v, (__mmask16)~m[q],
+                                                                          zero, v));
                 }
             }
-        float tmp[CO_TILE];
-        _mm512_storeu_ps(tmp, a0);
-        _mm512_storeu_ps(tmp + 16, a1);
-        float *o = out + (p0 + r) * g->cout;
-        for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-            o[co0 + t] = scale[co0 + t] * tmp[t] + bias[co0 + t];
+        float *o = out + (p0 + r) * g->cout + co0;
+        int valid = g->cout - co0 < CO_TILE ? g->cout - co0 : CO_TILE;
+        for (int q = 0; q < 4; q++) {
+            int left = valid - 16 * q;
+            if (left <= 0) break;
+            __mmask16 mk = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 s = _mm512_maskz_loadu_ps(mk, scale + co0 + 16 * q);
+            __m512 b = _mm512_maskz_loadu_ps(mk, bias + co0 + 16 * q);
+            _mm512_mask_storeu_ps(o + 16 * q, mk, _mm512_add_ps(_mm512_mul_ps(s, acc[q]), b));
+        }
     }
 }
 
@@ -382,13 +494,18 @@ static void fgemm(const float *buf, const geom_t *g, const uint16_t *wm, const f
 }
 
 /* ------------------------------------------------------------------ Python glue */
+/* A C-contiguous buffer of itemsize-byte items; float32 when is_float (an int32 array of
+ * the same size must not be read as floats), else any integer format. */
 static int get_buf(PyObject *obj, Py_buffer *view, int writable, const char *name,
-                   Py_ssize_t itemsize) {
+                   Py_ssize_t itemsize, int is_float) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: expected itemsize %zd, got %zd", name, itemsize,
-                     view->itemsize);
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
+    int got_float = fmt[0] == 'f' || fmt[0] == 'd' || fmt[0] == 'e';
+    if (view->itemsize != itemsize || got_float != is_float) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %s items of %zd bytes, got format '%s'",
+                     name, is_float ? "float32" : "integer", itemsize, view->format);
         PyBuffer_Release(view);
         return -1;
     }
@@ -402,7 +519,7 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
         return -1;
     }
     g->n = (int)x->shape[0]; g->h = (int)x->shape[1]; g->w = (int)x->shape[2];
-    g->c = (int)x->shape[3]; g->cw = (g->c + 63) / 64;
+    g->c = (int)x->shape[3]; g->cw = (g->c + 31) / 32;
     g->kh = kh; g->kw = kw; g->sh = sh; g->sw = sw; g->ph = ph; g->pw = pw;
     g->hp = g->h + 2 * ph; g->wp = g->w + 2 * pw;
     g->oh = (g->hp - kh) / sh + 1; g->ow = (g->wp - kw) / sw + 1;
@@ -415,48 +532,55 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
     return 0;
 }
 
-static PyObject *py_bconv(PyObject *self, PyObject *args) {
-    PyObject *ox, *ow, *oscl, *obia, *oout;
-    int kh, kw, sh, sw, ph, pw, threads;
-    if (!PyArg_ParseTuple(args, "OOOOOiiiiiii", &ox, &ow, &oscl, &obia, &oout, &kh, &kw, &sh, &sw,
-                          &ph, &pw, &threads))
+/* METH_FASTCALL: on 7x7 maps the whole conv takes a few microseconds, so argument parsing
+ * is kept to a minimum (callers: kernel.BinaryConvPlan, which validated everything once). */
+static PyObject *py_bconv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "bconv(x, wwords, affine, out, kh, kw, sh, sw, ph, pw, "
+                                         "threads) takes 11 arguments");
         return NULL;
-    Py_buffer x, w, scl, bia, out;
-    if (get_buf(ox, &x, 0, "x", 4) < 0) return NULL;
-    if (get_buf(ow, &w, 0, "wwords", 8) < 0) { PyBuffer_Release(&x); return NULL; }
-    if (get_buf(oscl, &scl, 0, "scale", 4) < 0) { PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL; }
-    if (get_buf(obia, &bia, 0, "bias", 4) < 0) {
-        PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&scl); return NULL;
     }
-    if (get_buf(oout, &out, 1, "out", 4) < 0) {
-        PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&scl); PyBuffer_Release(&bia);
-        return NULL;
+    int p[7];
+    for (int i = 0; i < 7; i++) {
+        p[i] = (int)PyLong_AsLong(args[4 + i]);
+        if (p[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    int kh = p[0], kw = p[1], sh = p[2], sw = p[3], ph = p[4], pw = p[5], threads = p[6];
+    Py_buffer x, w, aff, out;
+    if (get_buf(args[0], &x, 0, "x", 4, 1) < 0) return NULL;
+    if (get_buf(args[1], &w, 0, "wwords", 4, 0) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buf(args[2], &aff, 0, "affine", 4, 1) < 0) {
+        PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL;
+    }
+    if (get_buf(args[3], &out, 1, "out", 4, 1) < 0) {
+        PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&aff); return NULL;
     }
     geom_t g;
     PyObject *ret = NULL;
-    int cout = (int)(scl.len / 4);
+    int cout = out.ndim == 4 ? (int)out.shape[3] : 0;
     if (fill_geom(&g, &x, cout, kh, kw, sh, sw, ph, pw) < 0) goto done;
-    if (w.len != (Py_ssize_t)kh * kw * g.cw * g.cop * 8 || bia.len != scl.len ||
+    if (w.len != (Py_ssize_t)kh * kw * g.cw * g.cop * 4 || aff.len != (Py_ssize_t)g.cop * 8 ||
         out.len != (Py_ssize_t)g.n * g.oh * g.ow * cout * 4) {
         PyErr_SetString(PyExc_ValueError, "bconv: buffer sizes do not match the geometry");
         goto done;
     }
-    if (threads < 1) threads = 1;
+    threads = useful_threads(&g, threads < 1 ? 1 : threads);
     {
-        size_t nbuf = (size_t)g.n * g.hp * g.wp * g.cw;
-        uint64_t *buf = (uint64_t *)aligned_alloc(64, (nbuf * 8 + 63) / 64 * 64);
-        if (!buf) { PyErr_NoMemory(); goto done; }
+        int direct = packs_in_tile(&g) && g.cw <= 64;
+        size_t nbuf = direct ? 0 : (size_t)g.n * g.hp * g.wp * g.cw;
+        uint32_t *buf = direct ? NULL : (uint32_t *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64);
+        if (!direct && !buf) { PyErr_NoMemory(); goto done; }
+        const float *m2 = (const float *)aff.buf;
         Py_BEGIN_ALLOW_THREADS
-        pack_padded((const float *)x.buf, &g, buf, threads);
-        bgemm(buf, &g, (const uint64_t *)w.buf, (const float *)scl.buf, (const float *)bia.buf,
+        if (buf) pack_padded((const float *)x.buf, &g, buf, threads);
+        bgemm((const float *)x.buf, buf, &g, (const uint32_t *)w.buf, m2, m2 + g.cop,
               (float *)out.buf, threads);
         Py_END_ALLOW_THREADS
         free(buf);
     }
     ret = Py_None; Py_INCREF(ret);
 done:
-    PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&scl); PyBuffer_Release(&bia);
-    PyBuffer_Release(&out);
+    PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&aff); PyBuffer_Release(&out);
     return ret;
 }
 
@@ -467,13 +591,13 @@ static PyObject *py_fconv(PyObject *self, PyObject *args) {
                           &ph, &pw, &threads))
         return NULL;
     Py_buffer x, w, s, b, out;
-    if (get_buf(ox, &x, 0, "x", 4) < 0) return NULL;
-    if (get_buf(ow, &w, 0, "wmask", 2) < 0) { PyBuffer_Release(&x); return NULL; }
-    if (get_buf(os, &s, 0, "scale", 4) < 0) { PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL; }
-    if (get_buf(ob, &b, 0, "bias", 4) < 0) {
+    if (get_buf(ox, &x, 0, "x", 4, 1) < 0) return NULL;
+    if (get_buf(ow, &w, 0, "wmask", 2, 0) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buf(os, &s, 0, "scale", 4, 1) < 0) { PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL; }
+    if (get_buf(ob, &b, 0, "bias", 4, 1) < 0) {
         PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&s); return NULL;
     }
-    if (get_buf(oout, &out, 1, "out", 4) < 0) {
+    if (get_buf(oout, &out, 1, "out", 4, 1) < 0) {
         PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&s); PyBuffer_Release(&b);
         return NULL;
     }
@@ -510,18 +634,18 @@ static PyObject *py_pack_nhwc(PyObject *self, PyObject *args) {
     int threads;
     if (!PyArg_ParseTuple(args, "OOi", &ox, &oout, &threads)) return NULL;
     Py_buffer x, out;
-    if (get_buf(ox, &x, 0, "x", 4) < 0) return NULL;
-    if (get_buf(oout, &out, 1, "out", 8) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buf(ox, &x, 0, "x", 4, 1) < 0) return NULL;
+    if (get_buf(oout, &out, 1, "out", 4, 0) < 0) { PyBuffer_Release(&x); return NULL; }
     geom_t g;
     PyObject *ret = NULL;
     if (fill_geom(&g, &x, 1, 1, 1, 1, 1, 0, 0) < 0) goto done;
-    if (out.len != (Py_ssize_t)g.n * g.h * g.w * g.cw * 8) {
+    if (out.len != (Py_ssize_t)g.n * g.h * g.w * g.cw * 4) {
         PyErr_SetString(PyExc_ValueError, "pack_nhwc: out has the wrong size");
         goto done;
     }
     if (threads < 1) threads = 1;
     Py_BEGIN_ALLOW_THREADS
-    pack_padded((const float *)x.buf, &g, (uint64_t *)out.buf, threads);
+    pack_padded((const float *)x.buf, &g, (uint32_t *)out.buf, threads);
     Py_END_ALLOW_THREADS
     ret = Py_None; Py_INCREF(ret);
 done:
@@ -556,9 +680,9 @@ static PyObject *py_max_threads(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"bconv", py_bconv, METH_VARARGS, "binary-activation binary-weight conv (XNOR-popcount)"},
+    {"bconv", (PyCFunction)(void (*)(void))py_bconv, METH_FASTCALL, "binary-activation binary-weight conv (XNOR-popcount)"},
     {"fconv", py_fconv, METH_VARARGS, "float-activation binary-weight conv (sign-select-add)"},
-    {"pack_nhwc", py_pack_nhwc, METH_VARARGS, "pack signs of NHWC floats into uint64 words"},
+    {"pack_nhwc", py_pack_nhwc, METH_VARARGS, "pack signs of NHWC floats into uint32 words"},
     {"isa", py_isa, METH_NOARGS, "instruction set in use"},
     {"best_isa", py_best_isa, METH_NOARGS, "best instruction set this CPU supports"},
     {"set_isa", py_set_isa, METH_VARARGS, "force an instruction set (portable/avx2/avx512)"},

@@ -30,16 +30,16 @@ def max_threads() -> int:
 
 
 def _words(c: int) -> int:
-    return (c + 63) // 64
+    return (c + 31) // 32
 
 
 def pack_nhwc(x: np.ndarray, out: np.ndarray, threads: int) -> None:
-    """Signs of NHWC floats (x >= 0 -> bit 1), channel c at bit c % 64 of word c // 64."""
+    """Signs of NHWC floats (x >= 0 -> bit 1), channel c at bit c % 32 of word c // 32."""
     n, h, w, c = x.shape
-    bits = np.zeros((n, h, w, _words(c) * 64), dtype=bool)
+    bits = np.zeros((n, h, w, _words(c) * 32), dtype=bool)
     bits[..., :c] = x >= 0
     packed = np.packbits(bits, axis=-1, bitorder="little")
-    out[...] = packed.view("<u8").reshape(out.shape)
+    out[...] = packed.view("<u4").reshape(out.shape)
 
 
 def _im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
@@ -57,21 +57,21 @@ def _pm1_from_words(wwords: np.ndarray, kk: int, c: int) -> np.ndarray:
     """Kernel weight words (kk*Cw, CoP) -> +-1 float64 matrix (kk*C, CoP)."""
     cop = wwords.shape[1]
     b = np.unpackbits(np.ascontiguousarray(wwords.T).view(np.uint8), axis=-1, bitorder="little")
-    b = b.reshape(cop, kk, _words(c) * 64)[:, :, :c].reshape(cop, kk * c)
+    b = b.reshape(cop, kk, _words(c) * 32)[:, :, :c].reshape(cop, kk * c)
     return np.where(b.T > 0, 1.0, -1.0)
 
 
-def bconv(x: np.ndarray, wwords: np.ndarray, scale: np.ndarray, bias: np.ndarray,
-          out: np.ndarray, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
-          threads: int) -> None:
-    """out = scale * dot + bias, dot = exact +-1 dot product of sign(x) and the weights;
-    padding = +1."""
+def bconv(x: np.ndarray, wwords: np.ndarray, affine: np.ndarray, out: np.ndarray, kh: int,
+          kw: int, sh: int, sw: int, ph: int, pw: int, threads: int) -> None:
+    """out = affine[0] * popcount + affine[1] (``kernel.fold_affine``), popcount = number of
+    disagreeing signs between sign(x) and the weights; padding = +1."""
     c = x.shape[3]
-    cout = scale.shape[0]
+    cout = out.shape[3]
     a = np.where(_pad(x, ph, pw, 0.0) >= 0, 1.0, -1.0)
     cols = _im2col(a, kh, kw, sh, sw)
-    dot = (cols @ _pm1_from_words(wwords, kh * kw, c)[:, :cout]).astype(np.float32)
-    res = dot.astype(np.float64) * scale + bias  # one rounding, as the C kernel's fma
+    dot = cols @ _pm1_from_words(wwords, kh * kw, c)[:, :cout]
+    count = (kh * kw * c - dot) / 2  # exact small integers
+    res = count * affine[0, :cout].astype(np.float64) + affine[1, :cout]  # one rounding, as fma
     out[...] = res.reshape(out.shape).astype(np.float32)
 
 

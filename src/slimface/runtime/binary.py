@@ -91,6 +91,22 @@ class _ChannelAffine(nn.Module):
             DorefaActivation(a_bits, h) if input_mode == "dorefa" else
             SteSign(beta=beta) if input_mode == "sign" else None)
 
+    def _binary_plan(self) -> kernel.BinaryConvPlan:
+        """The XNOR kernel's plan for this layer, rebuilt when scale, bias or threads change
+        (BN folding edits them in place after construction). With XNOR's beta the kernel
+        returns raw +-1 dots: beta multiplies per pixel afterwards."""
+        key = (self.scale._version, self.bias._version, self.scale.data_ptr(),
+               self.bias.data_ptr(), self.threads)
+        if getattr(self, "_plan_key", None) != key:
+            affine = self.beta == "none"
+            cin, k, stride, padding = self._plan_geometry()
+            self._plan = kernel.BinaryConvPlan(
+                self._wwords, self.scale.numel(), cin, k, stride, padding,
+                self.scale.numpy() if affine else 1.0, self.bias.numpy() if affine else 0.0,
+                self.threads)
+            self._plan_key = key
+        return self._plan
+
     def fold_affine(self, mul: torch.Tensor, add: torch.Tensor) -> None:
         """Absorb a following per-channel ``y * mul + add`` (a BatchNorm in eval mode)."""
         self.scale.mul_(mul)
@@ -161,22 +177,20 @@ class BinaryConv2d(_DeployConvBase):
         else:
             self._wmask = kernel.prepare_sign_masks(bits)
 
+    def _plan_geometry(self) -> tuple[int, Any, Any, Any]:
+        return self.in_channels, self.kernel_size, self.stride, self.padding
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._use_kernel:
             return self._torch_forward(x)
         if self.input_mode == "sign" and self.beta == "none":
-            out = kernel.binary_conv2d(_nhwc(x), self._wwords, self.out_channels,
-                                       self.kernel_size, self.stride, self.padding,
-                                       self.scale.numpy(), self.bias.numpy(), self.threads)
-            return _from_nhwc(out)
+            return _from_nhwc(self._binary_plan()(_nhwc(x)))
         if self.input_mode == "sign":  # XNOR beta: raw +-1 dots, then beta * scale + bias
             ph, pw = self.padding
             xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
             beta = activation_scale(self.input_quantizer, xp, self.kernel_size, self.stride)
-            raw = _from_nhwc(kernel.binary_conv2d(_nhwc(x), self._wwords, self.out_channels,
-                                                  self.kernel_size, self.stride, self.padding,
-                                                  threads=self.threads))
+            raw = _from_nhwc(self._binary_plan()(_nhwc(x)))
             return raw * beta * self.scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         padding = self.padding
         if self.input_quantizer is not None:
@@ -218,18 +232,19 @@ class BinaryLinear(_ChannelAffine):
         else:
             self._wmask = kernel.prepare_sign_masks(b4)
 
+    def _plan_geometry(self) -> tuple[int, Any, Any, Any]:
+        return self.in_features, 1, 1, 0
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, 1, 1, self.in_features).float().contiguous()
         if self.input_mode == "sign":
             beta = activation_scale(self.input_quantizer, x.reshape(-1, self.in_features), (), ())
+            out = self._binary_plan()(x2.numpy())
             if beta is None:
-                out = kernel.binary_conv2d(x2.numpy(), self._wwords, self.out_features, 1, 1, 0,
-                                           self.scale.numpy(), self.bias.numpy(), self.threads)
                 return torch.from_numpy(out).reshape(*lead, self.out_features)
-            raw = kernel.binary_conv2d(x2.numpy(), self._wwords, self.out_features, 1, 1, 0,
-                                       threads=self.threads)
+            raw = out
             y = torch.from_numpy(raw).reshape(-1, self.out_features) * beta
             return (y * self.scale + self.bias).reshape(*lead, self.out_features)
         if self.input_quantizer is not None:

@@ -23,7 +23,8 @@ from slimface.errors import SlimfaceError
 
 log = logging.getLogger(__name__)
 
-CO_TILE = 32
+CO_TILE = 64
+WORD_BITS = 32
 DEFAULT_THREADS = 2
 ENV_VAR = "SLIMFACE_KERNEL"
 
@@ -86,7 +87,7 @@ def _threads(threads: int | None) -> int:
 
 # ------------------------------------------------------------------ weight layouts
 def _words(c: int) -> int:
-    return (c + 63) // 64
+    return (c + WORD_BITS - 1) // WORD_BITS
 
 
 def _padded_cout(cout: int) -> int:
@@ -100,18 +101,18 @@ def _check_bits(bits: np.ndarray) -> np.ndarray:
 
 
 def prepare_binary_weights(bits: np.ndarray) -> np.ndarray:
-    """Bits (C_out, C_in, kh, kw), True = +1 -> the XNOR kernel's (kh*kw*Cw, CoP) uint64 words.
+    """Bits (C_out, C_in, kh, kw), True = +1 -> the XNOR kernel's (kh*kw*Cw, CoP) uint32 words.
 
     Row ``(i*kw + j)*Cw + w`` holds, for every output channel, the signs of input channels
-    ``64w .. 64w+63`` at kernel position (i, j); bit b = channel 64w + b. Padding bits are 0.
+    ``32w .. 32w+31`` at kernel position (i, j); bit b = channel 32w + b. Padding bits are 0.
     """
     bits = _check_bits(bits)
     cout, cin, kh, kw = bits.shape
     cw, cop = _words(cin), _padded_cout(cout)
-    full = np.zeros((cop, kh, kw, cw * 64), dtype=bool)
+    full = np.zeros((cop, kh, kw, cw * WORD_BITS), dtype=bool)
     full[:cout, :, :, :cin] = bits.transpose(0, 2, 3, 1)
-    packed = np.packbits(full, axis=-1, bitorder="little").view("<u8")  # (cop, kh, kw, cw)
-    return np.ascontiguousarray(packed.reshape(cop, kh * kw * cw).T).astype(np.uint64)
+    packed = np.packbits(full, axis=-1, bitorder="little").view("<u4")  # (cop, kh, kw, cw)
+    return np.ascontiguousarray(packed.reshape(cop, kh * kw * cw).T).astype(np.uint32)
 
 
 def prepare_sign_masks(bits: np.ndarray) -> np.ndarray:
@@ -140,11 +141,19 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return t  # type: ignore[return-value]
 
 
+def _geometry(kernel_size: int | Sequence[int], stride: int | Sequence[int],
+              padding: int | Sequence[int]) -> tuple[tuple[int, int], ...]:
+    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
+    if min(k) < 1 or min(s) < 1 or min(p) < 0:
+        raise KernelError(f"kernel {k} and stride {s} must be >= 1, padding {p} >= 0")
+    return k, s, p
+
+
 def _out_shape(x: np.ndarray, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int],
                cout: int) -> tuple[int, int, int, int]:
     n, h, w, _ = x.shape
     oh, ow = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
-    if oh < 1 or ow < 1 or min(s) < 1 or min(p) < 0:
+    if oh < 1 or ow < 1:
         raise KernelError(f"kernel {k} / stride {s} / padding {p} give no output for input "
                           f"{h}x{w}")
     return n, oh, ow, cout
@@ -161,7 +170,7 @@ def _conv(fn: Any, wname: str, wdtype: type, wshape: Any, x: np.ndarray, w: np.n
           threads: int | None) -> np.ndarray:
     """Validate shapes and dtypes once for both conv kinds, preallocate, call the kernel."""
     x = _as_nhwc(x)
-    k, s, p = _pair(kernel_size), _pair(stride), _pair(padding)
+    k, s, p = _geometry(kernel_size, stride, padding)
     cin = x.shape[3]
     expect = wshape(k[0] * k[1], cin)
     if w.dtype != wdtype or w.shape != expect:
@@ -173,6 +182,78 @@ def _conv(fn: Any, wname: str, wdtype: type, wshape: Any, x: np.ndarray, w: np.n
     return out
 
 
+def fold_affine(scale: np.ndarray | float, bias: np.ndarray | float, k: int,
+                cout: int) -> np.ndarray:
+    """(2, CoP) float32 ``[-2 scale, K scale + bias]``, zero past C_out.
+
+    ``scale * (K - 2 popcount) + bias`` is then one fma per output in the kernel. The product
+    ``K * scale`` is exact in float64 (K < 2**29), so ``K scale + bias`` is rounded once, to
+    float32; with ``scale=1, bias=0`` every output is the exact integer dot product.
+    """
+    s64 = _vec(scale, cout, "scale").astype(np.float64)
+    b64 = _vec(bias, cout, "bias").astype(np.float64)
+    aff = np.zeros((2, _padded_cout(cout)), np.float32)
+    aff[0, :cout] = -2.0 * s64
+    aff[1, :cout] = k * s64 + b64
+    return aff
+
+
+class BinaryConvPlan:
+    """An XNOR-popcount conv with its weights, affine and geometry checked once.
+
+    Calling it costs one C call plus the output allocation: on MobileFaceNet's 7x7 maps the
+    conv itself takes a few microseconds, and re-validating every argument per call (as
+    :func:`binary_conv2d` does) took longer than the arithmetic. Deployed layers
+    (:mod:`slimface.runtime.binary`) and ``slimface bench kernels`` call plans.
+
+    Args:
+        wwords: from :func:`prepare_binary_weights`.
+        cout, cin: output and input channels.
+        kernel_size, stride, padding: as in ``torch.nn.Conv2d`` (padding is +1 after the sign).
+        scale, bias: per output channel (or scalars): ``out = scale * dot + bias``.
+        threads: upper bound on threads (small calls use one).
+    """
+
+    def __init__(self, wwords: np.ndarray, cout: int, cin: int,
+                 kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
+                 padding: int | Sequence[int] = 0, scale: np.ndarray | float = 1.0,
+                 bias: np.ndarray | float = 0.0, threads: int | None = None):
+        self.k, self.s, self.p = _geometry(kernel_size, stride, padding)
+        self.cout, self.cin = int(cout), int(cin)
+        expect = (self.k[0] * self.k[1] * _words(cin), _padded_cout(cout))
+        if not isinstance(wwords, np.ndarray) or wwords.dtype != np.uint32 or \
+                wwords.shape != expect:
+            raise KernelError(f"wwords must be uint32 {expect} for C_in={cin}, C_out={cout}, "
+                              f"kernel {self.k}; got {getattr(wwords, 'dtype', type(wwords))} "
+                              f"{getattr(wwords, 'shape', '')}")
+        self.wwords = np.ascontiguousarray(wwords)
+        self.affine = fold_affine(scale, bias, self.k[0] * self.k[1] * cin, cout)
+        self.threads = _threads(threads)
+        self._geometry = (*self.k, *self.s, *self.p)
+        self._out_shapes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out_shape = self._out_shapes.get(getattr(x, "shape", None))
+        if out_shape is None or type(x) is not np.ndarray:
+            x, out_shape = self._checked(x)
+        out = np.empty(out_shape, np.float32)
+        try:  # the C side rejects non-float32 or non-contiguous buffers itself
+            _impl.bconv(x, self.wwords, self.affine, out, *self._geometry, self.threads)
+        except (BufferError, TypeError, ValueError):
+            x, out_shape = self._checked(x)
+            _impl.bconv(x, self.wwords, self.affine, out, *self._geometry, self.threads)
+        return out
+
+    def _checked(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Validate x once per input shape (remembered), converting it when needed."""
+        x = _as_nhwc(x)
+        if x.shape[3] != self.cin:
+            raise KernelError(f"x has {x.shape[3]} channels, the layer expects {self.cin}")
+        out_shape = _out_shape(x, self.k, self.s, self.p, self.cout)
+        self._out_shapes[x.shape] = out_shape
+        return x, out_shape
+
+
 def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int | Sequence[int],
                   stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                   scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
@@ -180,12 +261,13 @@ def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int
     """XNOR-popcount conv of sign(x) (NHWC) with prepared binary weights.
 
     Returns NHWC float32 ``scale * dot + bias`` where ``dot = sum_k sign(x_k) sign(w_k)`` is
-    computed exactly as an integer (K - 2 popcount(xor)) and scaled with one rounding (fma);
-    the border is +1. With ``scale=1, bias=0`` the result is the exact integer dot product.
+    counted exactly as an integer (K - 2 popcount(xor)); with ``scale=1, bias=0`` the result
+    is the exact integer dot product. One-off calls; layers called repeatedly should build a
+    :class:`BinaryConvPlan` once.
     """
-    return _conv(_impl.bconv, "wwords", np.uint64, lambda kk, cin: (
-        kk * _words(cin), _padded_cout(cout)), x, wwords, cout, kernel_size, stride, padding,
-        scale, bias, threads)
+    x = _as_nhwc(x)
+    return BinaryConvPlan(wwords, cout, x.shape[3], kernel_size, stride, padding, scale, bias,
+                          threads)(x)
 
 
 def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | Sequence[int],
@@ -199,8 +281,8 @@ def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | 
 
 
 def pack_signs(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """NHWC floats -> (N, H, W, ceil(C/64)) uint64 sign words (bit 1 = x >= 0)."""
+    """NHWC floats -> (N, H, W, ceil(C/32)) uint32 sign words (bit 1 = x >= 0)."""
     x = _as_nhwc(x)
-    out = np.empty((*x.shape[:3], _words(x.shape[3])), np.uint64)
+    out = np.empty((*x.shape[:3], _words(x.shape[3])), np.uint32)
     _impl.pack_nhwc(x, out, _threads(threads))
     return out

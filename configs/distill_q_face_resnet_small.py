@@ -1,0 +1,37 @@
+"""Seed 002's model Q recipe on a small Face-ResNet: binary weights *and* activations (XNOR),
+trained label-free by distillation from the dlib teacher on the same faces as slimface-mobile
+(UTKFace + CelebA subset + LFW people in no pair + AT&T; never an LFW pair image).
+
+Model: ``face_resnet_a`` at half width (channels 16-32-64-128-256, Fc5 512) on the seed's
+112x96 crops, block order conv -> BN -> pool -> sign (seed 002), XNOR weights with a per-channel
+alpha in every conv and in Fc5; only Conv1a (3 input channels of normalised pixels) stays
+float. The residual stream stays float (each block adds BN outputs); only conv *inputs* are
+signs, so the binary-binary kernel runs every conv but the first.
+
+Why distillation instead of the seed's softmax on CASIA: there is no CASIA here and the CelebA
+subset alone is small; the teacher's centred embeddings give a dense target for every face.
+Why not from a float Face-ResNet: none is trained here, and a few CPU hours are all there is.
+
+    slimface compress distill configs/distill_q_face_resnet_small.py
+    slimface compress quantize --model work_dirs/distill_q_face_resnet_small/model.pt \
+        --scheme xnor --out q_face_resnet_small.slim --parity 200
+"""
+from dataclasses import replace
+from pathlib import Path
+
+import slimface.compress  # noqa: F401 - registers the "quantized" backbone
+from slimface.compress.distill import load_distill_config
+
+config = replace(
+    load_distill_config(Path(__file__).with_name("distill_slimface_mobile.py")),
+    student="quantized",
+    student_kwargs={"base": "face_resnet_a",
+                    "base_kwargs": {"width": 0.5, "act_order": "conv_bn_pool_act"},
+                    "scheme": "xnor", "w_bits": 1, "a_bits": 1},
+    steps=3000,
+    lr=2e-3,
+    weight_decay=0.0,  # decay would pull latent weights to 0, where their signs flip at random
+    warmup_steps=200,
+    threads=2,
+    eval_every=500,
+)
