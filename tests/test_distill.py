@@ -286,3 +286,11 @@ def test_init_from_refuses_weights_of_another_architecture(tmp_path: Path):
         init_student_weights(create_backbone("slimnet_s"), path)
     with pytest.raises(ConfigError, match="not found"):
         init_student_weights(create_backbone("slimnet_s"), tmp_path / "missing.pt")
+
+
+def test_output_dropout_is_flagged_for_distillation():
+    from slimface.compress.distill import warn_output_dropout
+    from slimface.models import create_backbone
+
+    assert warn_output_dropout(create_backbone("face_resnet_a", width=0.25))
+    assert not warn_output_dropout(create_backbone("face_resnet_a", width=0.25, dropout=0.0))

@@ -181,3 +181,22 @@ def test_non_contiguous_input_is_accepted(impl):
     ww = kernel.prepare_binary_weights(bits)
     assert np.array_equal(kernel.binary_conv2d(xt, ww, 3, 3, 1, 1),
                           kernel.binary_conv2d(x, ww, 3, 3, 1, 1))
+
+
+def test_plan_reuses_an_output_only_when_the_caller_dropped_it():
+    x, bits = _data((1, 8, 180, 180, 16, 1, 1, 0))  # 2 MB output: above RECYCLE_BYTES
+    plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), 16, 8, 1)
+
+    def addr(a):
+        return a.__array_interface__["data"][0]
+
+    first = plan(x)
+    want = first.copy()
+    view, first_addr = first[0, :2], addr(first)
+    del first
+    second = plan(-x)  # the view still pins the first output: fresh memory
+    assert addr(second) != first_addr and np.array_equal(view, want[0, :2])
+    second_addr = addr(second)
+    del view, second
+    third = plan(x)  # nothing outside the plan holds the last output: its memory is reused
+    assert addr(third) == second_addr and np.array_equal(third, want)

@@ -398,6 +398,22 @@ def _batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     return perm[k * batch:(k + 1) * batch]
 
 
+def warn_output_dropout(student: nn.Module) -> bool:
+    """Warn when the student's last module is a live Dropout (Face-ResNet's after Fc5).
+
+    Dropout before a softmax is a regulariser; on the embedding that the loss regresses it
+    zeroes half the prediction, and a binary Face-ResNet distilled that way stayed at the
+    loss of predicting the mean (1.0) for 220 steps.
+    """
+    last = list(student.modules())[-1]
+    if isinstance(last, nn.Dropout) and last.p > 0:
+        log.warning("the student ends in Dropout(p=%.2f): distillation regresses its output, "
+                    "so pass dropout=0.0 in its kwargs (e.g. student_kwargs / base_kwargs)",
+                    last.p)
+        return True
+    return False
+
+
 def init_student_weights(student: nn.Module, path: str | Path) -> list[str]:
     """Start from trained weights (a distilled ``model.pt`` or a shipped ``.safetensors``).
 
@@ -447,6 +463,7 @@ class Distiller:
         self.out_dir = out_dir
         self.evaluator = evaluator
         self.student = create_backbone(cfg.student, **cfg.student_kwargs)
+        warn_output_dropout(self.student)
         if cfg.init_from:
             init_student_weights(self.student, cfg.init_from)
         self.mean, self.std = target_stats(targets)
