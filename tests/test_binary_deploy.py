@@ -191,6 +191,27 @@ def test_deploy_file_round_trip_reproduces_embeddings(tmp_path, scheme, kw):
     assert not any(isinstance(mod, (QuantConv2d, QuantLinear)) for mod in loaded.modules())
 
 
+def test_loaded_xnor_model_fuses_sign_outputs_without_changing_results(tmp_path):
+    """Inside each residual unit the first conv feeds only the second: it writes sign words,
+    and the model's output is identical to the unfused one."""
+    from slimface.runtime.binary import BinaryConv2d
+
+    m = _tiny_backbone()
+    save_deploy(m, tmp_path / "q.slim", backbone="face_resnet_a", backbone_kwargs=TINY)
+    loaded = load_deploy(tmp_path / "q.slim")
+    fused = [p for p, mod in loaded.named_modules() if getattr(mod, "emit_signs", False)]
+    # face_resnet_a has 1 + 2 + 5 + 3 residual units of two convs: one fusion each
+    assert len(fused) == 11 and all(p.endswith("body.0") for p in fused)
+    x = torch.rand(2, 3, 112, 96) * 255
+    with torch.no_grad():
+        out = loaded(x)
+        for mod in loaded.modules():
+            if isinstance(mod, BinaryConv2d):
+                mod.emit_signs = False
+        plain = loaded(x)
+    assert torch.equal(out, plain)
+
+
 def test_binary_weights_take_one_bit_each_in_the_file(tmp_path):
     from safetensors.numpy import load_file
 

@@ -183,7 +183,8 @@ def test_non_contiguous_input_is_accepted(impl):
                           kernel.binary_conv2d(x, ww, 3, 3, 1, 1))
 
 
-def test_plan_reuses_an_output_only_when_the_caller_dropped_it():
+def test_plan_reuses_an_output_only_when_the_caller_dropped_it(monkeypatch):
+    monkeypatch.setattr(kernel, "RECYCLE_BYTES", 1 << 20)
     x, bits = _data((1, 8, 180, 180, 16, 1, 1, 0))  # 2 MB output: above RECYCLE_BYTES
     plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), 16, 8, 1)
 
@@ -200,3 +201,20 @@ def test_plan_reuses_an_output_only_when_the_caller_dropped_it():
     del view, second
     third = plan(x)  # nothing outside the plan holds the last output: its memory is reused
     assert addr(third) == second_addr and np.array_equal(third, want)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_sign_words_out_and_in_match_the_float_path(impl, shape):
+    """A "signs" plan writes exactly the packed signs of the float plan's output, and a plan
+    fed those words computes what it computes from the floats they came from."""
+    n, c, h, w, co, k, s, p = shape
+    x, bits = _data(shape)
+    rng = np.random.default_rng(2)
+    scale, bias = rng.random(co).astype(np.float32) + 0.1, rng.standard_normal(co).astype(np.float32)
+    ww = kernel.prepare_binary_weights(bits)
+    floats = kernel.BinaryConvPlan(ww, co, c, k, s, p, scale, bias)(x)
+    words = kernel.BinaryConvPlan(ww, co, c, k, s, p, scale, bias, output="signs")(x)
+    assert words.dtype == np.uint32 and np.array_equal(words, kernel.pack_signs(floats))
+    nxt_bits = rng.random((5, co, 3, 3)) > 0.5
+    nxt = kernel.BinaryConvPlan(kernel.prepare_binary_weights(nxt_bits), 5, co, 3, 1, 1)
+    assert np.array_equal(nxt(words), nxt(floats))

@@ -95,3 +95,20 @@ def test_dropout_after_fc5_is_only_active_in_training():
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
     assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == 0.5
+
+
+def test_pool_before_bn_keeps_signs_balanced_and_weights_load_across_orders():
+    """With BN after the pool (XNOR-Net's block) a pooled map is centred again; with BN
+    before it (seed 002's order) the max of four zero-mean values is positive ~15/16 times."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 112, 96) * 255
+    seed = create_backbone("face_resnet_a", act_order="conv_bn_pool_act", width=0.25).train()
+    xnor = create_backbone("face_resnet_a", act_order="conv_pool_bn_act", width=0.25).train()
+    xnor.load_state_dict(seed.state_dict())
+    stem = (x - 127.5) / 128.0
+    with torch.no_grad():
+        pooled_seed = seed.conv1b(seed.conv1a(stem))
+        pooled_xnor = xnor.conv1b(xnor.conv1a(stem))
+    # PReLU keeps the sign, so the share of positive values is the share of +1 bits
+    assert (pooled_seed > 0).float().mean() > 0.85
+    assert abs((pooled_xnor > 0).float().mean().item() - 0.5) < 0.1

@@ -18,7 +18,12 @@ How Table 1 is read (this reading reproduces Table 3's parameter counts within 0
   backbone; counted with bias it brings A/B/C to 4.36e7 / 4.55e7 / 5.68e7 parameters.
 
 For binarized activations (XNOR-Net, model Q) seed 002 moves the pool before the activation:
-``act_order="conv_bn_pool_act"``. Quantized layers can be swapped in with the ``conv_layer``
+``act_order="conv_bn_pool_act"``. Measured here, that order still starves a sign: the 2x2 max
+of four zero-mean BN outputs is positive 15 times in 16 (pooled maps had mean 1.02, std 0.70
+at initialisation), so ~94% of the next layer's input bits were +1 and a binary-activation
+Face-ResNet could not even fit 32 random targets in 60 steps. ``"conv_pool_bn_act"`` is
+XNOR-Net's own block (pool on the conv output, then BN, then sign): BN re-centres what the
+pool biased. Every order has the same modules, so weights load across orders. Quantized layers can be swapped in with the ``conv_layer``
 / ``linear_layer`` factories (signatures of :class:`torch.nn.Conv2d` / :class:`torch.nn.Linear`)
 or by module replacement;
 ``first_layer_name`` / ``keep_float`` name the layers the seed keeps in floating point.
@@ -33,8 +38,8 @@ from torch import nn
 from slimface.errors import ModelError
 from slimface.models._registry import register_backbone
 
-ActOrder = Literal["conv_bn_act_pool", "conv_bn_pool_act"]
-ACT_ORDERS: tuple[str, ...] = ("conv_bn_act_pool", "conv_bn_pool_act")
+ActOrder = Literal["conv_bn_act_pool", "conv_bn_pool_act", "conv_pool_bn_act"]
+ACT_ORDERS: tuple[str, ...] = ("conv_bn_act_pool", "conv_bn_pool_act", "conv_pool_bn_act")
 ConvFactory = Callable[..., nn.Module]
 
 # (units per stage for conv2_x..conv5_x, convs per unit)
@@ -56,8 +61,9 @@ def _make_act(act: str, channels: int) -> nn.Module:
 class ConvStage(nn.Module):
     """An unpadded 3x3 conv -> BN -> activation, with an optional 2x2/2 max pool.
 
-    ``act_order`` decides whether the pool comes after the activation (the float models) or
-    before it (seed 002's order for binarized activations, so max-pool does not keep only +1s).
+    ``act_order`` decides whether the pool comes after the activation (the float models),
+    between BN and activation (seed 002's order for binarized activations) or before BN
+    (XNOR-Net's, which keeps the signs balanced; see the module docstring).
     """
 
     def __init__(self, cin: int, cout: int, pool: bool, act: str, act_order: str,
@@ -67,11 +73,15 @@ class ConvStage(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
         self.act = _make_act(act, cout)
         self.pool = nn.MaxPool2d(2, 2) if pool else nn.Identity()
-        self.pool_first = act_order == "conv_bn_pool_act"
+        self.act_order = act_order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_order == "conv_pool_bn_act":
+            return self.act(self.bn(self.pool(self.conv(x))))
         x = self.bn(self.conv(x))
-        return self.act(self.pool(x)) if self.pool_first else self.pool(self.act(x))
+        if self.act_order == "conv_bn_pool_act":
+            return self.act(self.pool(x))
+        return self.pool(self.act(x))
 
 
 class ResidualUnit(nn.Module):

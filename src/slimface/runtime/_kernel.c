@@ -12,8 +12,10 @@
  *
  * Functions (all write into a caller-allocated output; the GIL is released):
  *   pack_nhwc(x f32[N,H,W,C], out u32[N,H,W,Cw], threads)
- *   bconv(x f32[N,H,W,C], wwords u32[KK*Cw, CoP], affine f32[2, CoP], out f32[N,OH,OW,Cout],
- *         kh, kw, sh, sw, ph, pw, threads)
+ *   bconv(x f32[N,H,W,C] | u32[N,H,W,Cw], C, wwords u32[KK*Cw, CoP], affine f32[2, CoP],
+ *         out f32[N,OH,OW,Cout] | u32[N,OH,OW,ceil(Cout/32)], Cout, kh, kw, sh, sw, ph, pw,
+ *         threads)   (word input: a previous layer's sign output; word output: signs of
+ *         the floats, for a binary layer feeding another)
  *       out = scale * dot + bias with dot = K - 2 popcount(x_bits XOR w_bits) (K = kh*kw*C),
  *       evaluated as affine[0] * popcount + affine[1], the affine folded once per layer by
  *       kernel.fold_affine (-2 scale, K scale + bias): the epilogue is then one convert, one
@@ -55,6 +57,7 @@ typedef struct {
     int oh, ow, cout, cop;      /* output; cop = cout padded to CO_TILE */
     int hp, wp;                 /* padded input */
     long k;                     /* kh * kw * c: bits per dot product */
+    int sign_out, cwo;          /* write sign bits (cwo words per pixel) instead of floats */
 } geom_t;
 
 /* ------------------------------------------------------------------ packing */
@@ -119,8 +122,10 @@ static void fill_pad(uint32_t *d, long npix, int c, int cw) {
         for (int w = 0; w < cw; w++) d[w] = pad_word(c, w);
 }
 
-/* Pack x into a padded buffer [N, HP, WP, Cw]; the border is +1 (sign(0) = +1). */
-static void pack_padded(const float *x, const geom_t *g, uint32_t *buf, int threads) {
+/* The padded packed input [N, HP, WP, Cw] from float activations x (packing their signs) or
+ * from sign words xw (a previous layer's sign output, copied); the border is +1. */
+static void pack_padded(const float *x, const uint32_t *xw, const geom_t *g, uint32_t *buf,
+                        int threads) {
     long rows = (long)g->n * g->hp;
     int isa = g_isa;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -132,9 +137,11 @@ static void pack_padded(const float *x, const geom_t *g, uint32_t *buf, int thre
             continue;
         }
         fill_pad(dst, g->pw, g->c, g->cw);
-        pack_run(x + ((long)n * g->h + y) * g->w * g->c, g->w, g->c, g->cw,
-                 dst + (long)g->pw * g->cw, isa);
-        fill_pad(dst + (long)(g->pw + g->w) * g->cw, g->pw, g->c, g->cw);
+        uint32_t *row = dst + (long)g->pw * g->cw;
+        long src = ((long)n * g->h + y) * g->w;
+        if (xw) memcpy(row, xw + src * g->cw, sizeof(uint32_t) * (size_t)g->w * g->cw);
+        else pack_run(x + src * g->c, g->w, g->c, g->cw, row, isa);
+        fill_pad(row + (long)g->w * g->cw, g->pw, g->c, g->cw);
     }
 }
 
@@ -161,9 +168,28 @@ static inline void field_bases(const uint32_t *buf, const geom_t *g, long p0, in
     }
 }
 
+/* Output pixel p's channels co0 .. co0+CO_TILE-1 from their popcounts: floats
+ * m2 * c + k2, or (sign_out) the signs of those floats as bits, 32 channels per word. */
+static void emit_row(const geom_t *g, void *out, long p, int co0, const int32_t *cnt,
+                     const float *m2, const float *k2) {
+    int valid = g->cout - co0 < CO_TILE ? g->cout - co0 : CO_TILE;
+    if (!g->sign_out) {
+        float *o = (float *)out + p * g->cout + co0;
+        for (int t = 0; t < valid; t++) o[t] = fmaf((float)cnt[t], m2[co0 + t], k2[co0 + t]);
+        return;
+    }
+    uint32_t *o = (uint32_t *)out + p * g->cwo + co0 / 32;
+    for (int w = 0; w * 32 < valid; w++) {
+        uint32_t word = 0;
+        for (int t = 32 * w; t < valid && t < 32 * w + 32; t++)
+            word |= (uint32_t)(fmaf((float)cnt[t], m2[co0 + t], k2[co0 + t]) >= 0.0f) << (t - 32 * w);
+        o[w] = word;
+    }
+}
+
 static void tile_portable(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
                           long p0, int rows, int co0, const float *m2, const float *k2,
-                          float *out) {
+                          void *out) {
     int span = g->kw * g->cw;
     for (int r = 0; r < rows; r++) {
         int32_t acc[CO_TILE] = {0};
@@ -175,28 +201,36 @@ static void tile_portable(const uint32_t *const *bases, const geom_t *g, const u
                 for (int t = 0; t < CO_TILE; t++) acc[t] += __builtin_popcount(av ^ b[t]);
             }
         }
-        float *o = out + (p0 + r) * g->cout;
-        for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-            o[co0 + t] = fmaf((float)acc[t], m2[co0 + t], k2[co0 + t]);
+        emit_row(g, out, p0 + r, co0, acc, m2, k2);
     }
 }
 
 #define AVX512_TARGET "avx512f,avx512dq,avx512vl,avx512vpopcntdq,fma"
 /* One output pixel's 64 channels: 4 registers of 16 int32 popcounts c -> m2 * c + k2, where
  * m2 = -2 scale and k2 = K scale + bias (= scale * (K - 2c) + bias), padded to CoP. */
+/* With sign_out, each 16 channels become the 16-bit mask y >= 0 (NaN -> 0, as packing
+ * does), written as half of an output word: a binary layer feeding another writes 1 bit per
+ * output instead of 32 and the next layer skips its packing pass. */
 __attribute__((target(AVX512_TARGET)))
-static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i a3, float *o,
-                                    int valid, const float *m2, const float *k2) {
+static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i a3,
+                                    const geom_t *g, void *out, long p, int co0, int valid,
+                                    const float *m2, const float *k2) {
     __m512i acc[4] = {a0, a1, a2, a3};
+    float *o = (float *)out + p * g->cout + co0;
+    uint16_t *ob = (uint16_t *)((uint32_t *)out + p * g->cwo) + co0 / 16;
     for (int q = 0; q < 4; q++) {
         __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[q]), _mm512_loadu_ps(m2 + 16 * q),
                                    _mm512_loadu_ps(k2 + 16 * q));
         int left = valid - 16 * q;
-        if (left >= 16) {
+        if (left <= 0) break;
+        __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+        if (g->sign_out) {
+            ob[q] = (uint16_t)(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GE_OQ) & m);
+            if (left < 32 && (q & 1) == 0) ob[q + 1] = 0;  /* the word's unused upper half */
+        } else if (left >= 16) {
             _mm512_storeu_ps(o + 16 * q, y);
         } else {
-            if (left > 0) _mm512_mask_storeu_ps(o + 16 * q, (__mmask16)((1u << left) - 1), y);
-            break;
+            _mm512_mask_storeu_ps(o + 16 * q, m, y);
         }
     }
 }
@@ -210,8 +244,8 @@ static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i 
     }
 #define ROW_DECL(r) __m512i s##r##0 = z, s##r##1 = z, s##r##2 = z, s##r##3 = z;
 #define ROW_PTR(r) const uint32_t *p##r = bases[r] + off;
-#define ROW_STORE(r) store_row_avx512(s##r##0, s##r##1, s##r##2, s##r##3, \
-                                      out + (p0 + r) * g->cout + co0, valid, m2 + co0, k2 + co0);
+#define ROW_STORE(r) store_row_avx512(s##r##0, s##r##1, s##r##2, s##r##3, g, out, p0 + r, co0, \
+                                      valid, m2 + co0, k2 + co0);
 #define LOAD_B                                                                  \
     __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 16);       \
     __m512i b2 = _mm512_loadu_si512(b + 32), b3 = _mm512_loadu_si512(b + 48);
@@ -219,7 +253,7 @@ static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i 
 /* R512 output pixels x 64 output channels: 24 accumulators, 4 weight registers. */
 __attribute__((target(AVX512_TARGET)))
 static void tile_avx512_full(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
-                             long p0, int co0, const float *m2, const float *k2, float *out) {
+                             long p0, int co0, const float *m2, const float *k2, void *out) {
     const __m512i z = _mm512_setzero_si512();
     const int span = g->kw * g->cw;
     ROW_DECL(0) ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4) ROW_DECL(5)
@@ -239,7 +273,7 @@ static void tile_avx512_full(const uint32_t *const *bases, const geom_t *g, cons
 __attribute__((target(AVX512_TARGET)))
 static void tile_avx512(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
                         long p0, int rows, int co0, const float *m2, const float *k2,
-                        float *out) {
+                        void *out) {
     if (rows == R512) {
         tile_avx512_full(bases, g, ww, p0, co0, m2, k2, out);
         return;
@@ -258,8 +292,7 @@ static void tile_avx512(const uint32_t *const *bases, const geom_t *g, const uin
                 XPOP(s00, a, b0); XPOP(s01, a, b1); XPOP(s02, a, b2); XPOP(s03, a, b3);
             }
         }
-        store_row_avx512(s00, s01, s02, s03, out + (p0 + r) * g->cout + co0, valid, m2 + co0,
-                         k2 + co0);
+        store_row_avx512(s00, s01, s02, s03, g, out, p0 + r, co0, valid, m2 + co0, k2 + co0);
     }
 }
 
@@ -279,7 +312,7 @@ static inline __m256i popcnt256_epi32(__m256i v) {
 __attribute__((target("avx2,fma")))
 static void tile_avx2(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
                       long p0, int rows, int co0, const float *m2, const float *k2,
-                      float *out) {
+                      void *out) {
     const int span = g->kw * g->cw;
     for (int r0 = 0; r0 < rows; r0 += R2) {
         int nr = rows - r0 < R2 ? rows - r0 : R2;
@@ -300,9 +333,7 @@ static void tile_avx2(const uint32_t *const *bases, const geom_t *g, const uint3
         for (int r = 0; r < nr; r++) {
             int32_t cnt[CO_TILE];
             for (int q = 0; q < 8; q++) _mm256_storeu_si256((__m256i *)(cnt + 8 * q), acc[r][q]);
-            float *o = out + (p0 + r0 + r) * g->cout;
-            for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-                o[co0 + t] = fmaf((float)cnt[t], m2[co0 + t], k2[co0 + t]);
+            emit_row(g, out, p0 + r0 + r, co0, cnt, m2, k2);
         }
     }
 }
@@ -348,7 +379,7 @@ static inline void pack_tile_pixels(const float *x, const geom_t *g, long p0, in
     }
 #define PIXEL_TILE_ARGS                                                                   \
     (const float *x, const uint32_t *buf, const geom_t *g, const uint32_t *ww,            \
-     const float *m2, const float *k2, float *out, long p0, int rows, int ct0, int ct1,   \
+     const float *m2, const float *k2, void *out, long p0, int rows, int ct0, int ct1,    \
      int isa)
 
 __attribute__((target(AVX512_TARGET)))
@@ -358,7 +389,7 @@ static void pixel_tile_portable PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_portable)
 
 /* buf: the padded packed input, or NULL when packs_in_tile (then x is read directly). */
 static void bgemm(const float *x, const uint32_t *buf, const geom_t *g, const uint32_t *ww,
-                  const float *m2, const float *k2, float *out, int threads) {
+                  const float *m2, const float *k2, void *out, int threads) {
     long P = (long)g->n * g->oh * g->ow;
     int isa = g_isa;
     int rt = isa == ISA_AVX512 ? R512 : RMAX;
@@ -494,16 +525,20 @@ static void fgemm(const float *buf, const geom_t *g, const uint16_t *wm, const f
 }
 
 /* ------------------------------------------------------------------ Python glue */
-/* A C-contiguous buffer of itemsize-byte items; float32 when is_float (an int32 array of
- * the same size must not be read as floats), else any integer format. */
+static int is_float_format(const Py_buffer *view) {
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
+    return fmt[0] == 'f' || fmt[0] == 'd' || fmt[0] == 'e';
+}
+
+/* A C-contiguous buffer of itemsize-byte items: floats when is_float is 1 (an int32 array
+ * of the same size must not be read as floats), integers when 0, either when -1. */
 static int get_buf(PyObject *obj, Py_buffer *view, int writable, const char *name,
                    Py_ssize_t itemsize, int is_float) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    const char *fmt = view->format ? view->format : "B";
-    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    int got_float = fmt[0] == 'f' || fmt[0] == 'd' || fmt[0] == 'e';
-    if (view->itemsize != itemsize || got_float != is_float) {
+    int got_float = is_float_format(view);
+    if (view->itemsize != itemsize || (is_float >= 0 && got_float != is_float)) {
         PyErr_Format(PyExc_TypeError, "%s: expected %s items of %zd bytes, got format '%s'",
                      name, is_float ? "float32" : "integer", itemsize, view->format);
         PyBuffer_Release(view);
@@ -525,6 +560,7 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
     g->oh = (g->hp - kh) / sh + 1; g->ow = (g->wp - kw) / sw + 1;
     g->cout = cout; g->cop = (cout + CO_TILE - 1) / CO_TILE * CO_TILE;
     g->k = (long)kh * kw * g->c;
+    g->sign_out = 0; g->cwo = 0;
     if (g->oh <= 0 || g->ow <= 0 || sh <= 0 || sw <= 0) {
         PyErr_SetString(PyExc_ValueError, "empty output: kernel larger than padded input");
         return -1;
@@ -532,49 +568,65 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
     return 0;
 }
 
-/* METH_FASTCALL: on 7x7 maps the whole conv takes a few microseconds, so argument parsing
- * is kept to a minimum (callers: kernel.BinaryConvPlan, which validated everything once). */
+/* bconv(x, cin, wwords, affine, out, cout, kh, kw, sh, sw, ph, pw, threads).
+ * x: float32 NHWC activations, or uint32 sign words [N, H, W, ceil(cin/32)] (the output of
+ * a layer run with sign words out). out: float32 [N, OH, OW, cout], or uint32 sign words
+ * [N, OH, OW, ceil(cout/32)]. METH_FASTCALL: on 7x7 maps the whole conv takes a few
+ * microseconds, so argument parsing is kept to a minimum (kernel.BinaryConvPlan validated
+ * everything once). */
 static PyObject *py_bconv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "bconv(x, wwords, affine, out, kh, kw, sh, sw, ph, pw, "
-                                         "threads) takes 11 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "bconv(x, cin, wwords, affine, out, cout, kh, kw, sh, "
+                                         "sw, ph, pw, threads) takes 13 arguments");
         return NULL;
     }
-    int p[7];
-    for (int i = 0; i < 7; i++) {
-        p[i] = (int)PyLong_AsLong(args[4 + i]);
+    static const int int_args[] = {1, 5, 6, 7, 8, 9, 10, 11, 12};
+    int p[9];
+    for (int i = 0; i < 9; i++) {
+        p[i] = (int)PyLong_AsLong(args[int_args[i]]);
         if (p[i] == -1 && PyErr_Occurred()) return NULL;
     }
-    int kh = p[0], kw = p[1], sh = p[2], sw = p[3], ph = p[4], pw = p[5], threads = p[6];
+    int cin = p[0], cout = p[1], kh = p[2], kw = p[3], sh = p[4], sw = p[5], ph = p[6],
+        pw = p[7], threads = p[8];
     Py_buffer x, w, aff, out;
-    if (get_buf(args[0], &x, 0, "x", 4, 1) < 0) return NULL;
-    if (get_buf(args[1], &w, 0, "wwords", 4, 0) < 0) { PyBuffer_Release(&x); return NULL; }
-    if (get_buf(args[2], &aff, 0, "affine", 4, 1) < 0) {
+    if (get_buf(args[0], &x, 0, "x", 4, -1) < 0) return NULL;
+    if (get_buf(args[2], &w, 0, "wwords", 4, 0) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buf(args[3], &aff, 0, "affine", 4, 1) < 0) {
         PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL;
     }
-    if (get_buf(args[3], &out, 1, "out", 4, 1) < 0) {
+    if (get_buf(args[4], &out, 1, "out", 4, -1) < 0) {
         PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&aff); return NULL;
     }
     geom_t g;
     PyObject *ret = NULL;
-    int cout = out.ndim == 4 ? (int)out.shape[3] : 0;
+    int x_words = !is_float_format(&x);
     if (fill_geom(&g, &x, cout, kh, kw, sh, sw, ph, pw) < 0) goto done;
-    if (w.len != (Py_ssize_t)kh * kw * g.cw * g.cop * 4 || aff.len != (Py_ssize_t)g.cop * 8 ||
-        out.len != (Py_ssize_t)g.n * g.oh * g.ow * cout * 4) {
+    if (x_words) {  /* the last axis holds words: the channel count comes from cin */
+        g.c = cin; g.cw = (cin + 31) / 32; g.k = (long)kh * kw * cin;
+    }
+    g.sign_out = !is_float_format(&out);
+    g.cwo = (cout + 31) / 32;
+    if (g.c != cin || (x_words && x.shape[3] != g.cw) ||
+        w.len != (Py_ssize_t)kh * kw * g.cw * g.cop * 4 || aff.len != (Py_ssize_t)g.cop * 8 ||
+        out.len != (Py_ssize_t)g.n * g.oh * g.ow * (g.sign_out ? g.cwo : cout) * 4) {
         PyErr_SetString(PyExc_ValueError, "bconv: buffer sizes do not match the geometry");
         goto done;
     }
     threads = useful_threads(&g, threads < 1 ? 1 : threads);
     {
-        int direct = packs_in_tile(&g) && g.cw <= 64;
-        size_t nbuf = direct ? 0 : (size_t)g.n * g.hp * g.wp * g.cw;
-        uint32_t *buf = direct ? NULL : (uint32_t *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64);
-        if (!direct && !buf) { PyErr_NoMemory(); goto done; }
+        /* Packed input without padding is already the layout the tiles read. */
+        int in_place = x_words && ph == 0 && pw == 0;
+        int direct = !x_words && packs_in_tile(&g) && g.cw <= 64;
+        size_t nbuf = (size_t)g.n * g.hp * g.wp * g.cw;
+        uint32_t *buf = (in_place || direct) ? NULL
+                        : (uint32_t *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64);
+        if (!in_place && !direct && !buf) { PyErr_NoMemory(); goto done; }
         const float *m2 = (const float *)aff.buf;
         Py_BEGIN_ALLOW_THREADS
-        if (buf) pack_padded((const float *)x.buf, &g, buf, threads);
-        bgemm((const float *)x.buf, buf, &g, (const uint32_t *)w.buf, m2, m2 + g.cop,
-              (float *)out.buf, threads);
+        if (buf) pack_padded(x_words ? NULL : (const float *)x.buf,
+                             x_words ? (const uint32_t *)x.buf : NULL, &g, buf, threads);
+        bgemm((const float *)x.buf, in_place ? (const uint32_t *)x.buf : buf, &g,
+              (const uint32_t *)w.buf, m2, m2 + g.cop, out.buf, threads);
         Py_END_ALLOW_THREADS
         free(buf);
     }
@@ -645,7 +697,7 @@ static PyObject *py_pack_nhwc(PyObject *self, PyObject *args) {
     }
     if (threads < 1) threads = 1;
     Py_BEGIN_ALLOW_THREADS
-    pack_padded((const float *)x.buf, &g, (uint32_t *)out.buf, threads);
+    pack_padded((const float *)x.buf, NULL, &g, (uint32_t *)out.buf, threads);
     Py_END_ALLOW_THREADS
     ret = Py_None; Py_INCREF(ret);
 done:

@@ -61,18 +61,26 @@ def _pm1_from_words(wwords: np.ndarray, kk: int, c: int) -> np.ndarray:
     return np.where(b.T > 0, 1.0, -1.0)
 
 
-def bconv(x: np.ndarray, wwords: np.ndarray, affine: np.ndarray, out: np.ndarray, kh: int,
-          kw: int, sh: int, sw: int, ph: int, pw: int, threads: int) -> None:
+def bconv(x: np.ndarray, cin: int, wwords: np.ndarray, affine: np.ndarray, out: np.ndarray,
+          cout: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
+          threads: int) -> None:
     """out = affine[0] * popcount + affine[1] (``kernel.fold_affine``), popcount = number of
-    disagreeing signs between sign(x) and the weights; padding = +1."""
+    disagreeing signs between sign(x) and the weights; padding = +1. x may be sign words and
+    out uint32 sign words, as in the C kernel."""
+    if x.dtype == np.uint32:  # sign words -> +-1 floats of the cin channels
+        bits = np.unpackbits(x.view(np.uint8), axis=-1, bitorder="little")[..., :cin]
+        x = np.where(bits > 0, 1.0, -1.0).astype(np.float32)
     c = x.shape[3]
-    cout = out.shape[3]
     a = np.where(_pad(x, ph, pw, 0.0) >= 0, 1.0, -1.0)
     cols = _im2col(a, kh, kw, sh, sw)
     dot = cols @ _pm1_from_words(wwords, kh * kw, c)[:, :cout]
     count = (kh * kw * c - dot) / 2  # exact small integers
-    res = count * affine[0, :cout].astype(np.float64) + affine[1, :cout]  # one rounding, as fma
-    out[...] = res.reshape(out.shape).astype(np.float32)
+    res = (count * affine[0, :cout].astype(np.float64) + affine[1, :cout]).astype(np.float32)
+    res = res.reshape(*out.shape[:3], cout)  # one rounding, as the C kernel's fma
+    if out.dtype == np.uint32:
+        pack_nhwc(res, out, threads)
+    else:
+        out[...] = res
 
 
 def fconv(x: np.ndarray, wmask: np.ndarray, scale: np.ndarray, bias: np.ndarray,

@@ -95,15 +95,16 @@ class _ChannelAffine(nn.Module):
         """The XNOR kernel's plan for this layer, rebuilt when scale, bias or threads change
         (BN folding edits them in place after construction). With XNOR's beta the kernel
         returns raw +-1 dots: beta multiplies per pixel afterwards."""
+        output = "signs" if getattr(self, "emit_signs", False) else "float"
         key = (self.scale._version, self.bias._version, self.scale.data_ptr(),
-               self.bias.data_ptr(), self.threads)
+               self.bias.data_ptr(), self.threads, output)
         if getattr(self, "_plan_key", None) != key:
             affine = self.beta == "none"
             cin, k, stride, padding = self._plan_geometry()
             self._plan = kernel.BinaryConvPlan(
                 self._wwords, self.scale.numel(), cin, k, stride, padding,
                 self.scale.numpy() if affine else 1.0, self.bias.numpy() if affine else 0.0,
-                self.threads)
+                self.threads, output)
             self._plan_key = key
         return self._plan
 
@@ -180,12 +181,21 @@ class BinaryConv2d(_DeployConvBase):
     def _plan_geometry(self) -> tuple[int, Any, Any, Any]:
         return self.in_channels, self.kernel_size, self.stride, self.padding
 
+    @property
+    def runs_xnor_kernel(self) -> bool:
+        """Sign inputs, no activation scale, dense: the XNOR-popcount plan runs this layer."""
+        return self._use_kernel and self.input_mode == "sign" and self.beta == "none"
+
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | SignWords) -> torch.Tensor | SignWords:
+        if isinstance(x, SignWords):  # from a layer fused by fuse_sign_outputs
+            out = self._binary_plan()(x.words)
+            return SignWords(out) if getattr(self, "emit_signs", False) else _from_nhwc(out)
         if not self._use_kernel:
             return self._torch_forward(x)
-        if self.input_mode == "sign" and self.beta == "none":
-            return _from_nhwc(self._binary_plan()(_nhwc(x)))
+        if self.runs_xnor_kernel:
+            out = self._binary_plan()(_nhwc(x))
+            return SignWords(out) if getattr(self, "emit_signs", False) else _from_nhwc(out)
         if self.input_mode == "sign":  # XNOR beta: raw +-1 dots, then beta * scale + bias
             ph, pw = self.padding
             xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
@@ -316,6 +326,16 @@ class KbitLinear(_ChannelAffine):
         return y * self.scale + self.bias
 
 
+class SignWords:
+    """Activations passed between two fused binary convs as packed sign words (NHWC uint32,
+    32 channels per word): what the consumer's sign would compute, at 1 bit per value."""
+
+    __slots__ = ("words",)
+
+    def __init__(self, words: np.ndarray):
+        self.words = words
+
+
 class FoldedBatchNorm(nn.Identity):
     """Marks a BatchNorm whose affine now lives in the layer before it."""
 
@@ -430,6 +450,44 @@ def fold_batchnorms(model: nn.Module) -> int:
         _set_submodule(model, node.target, FoldedBatchNorm(bn.num_features))
         folded += 1
     return folded
+
+
+def fuse_sign_outputs(model: nn.Module) -> int:
+    """Let XNOR convs that feed only another XNOR conv write sign words instead of floats.
+
+    The pattern is conv -> (folded BN, removed activation: identities) -> conv, as in the
+    bodies of Face-ResNet Q's residual units. The producer then writes 1 bit per output (the
+    sign of the float it would have written, so results are unchanged) and the consumer
+    skips packing. A fused producer returns :class:`SignWords`, not a tensor, so only its
+    single consumer may see it (checked on the ``torch.fx`` graph; untraceable models are
+    left unfused).
+    """
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - any trace failure just means "do not fuse"
+        log.debug("sign-output fusion skipped: model is not fx-traceable (%s)", exc)
+        return 0
+    modules = dict(model.named_modules())
+
+    def xnor_conv(node: torch.fx.Node) -> BinaryConv2d | None:
+        m = modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+        return m if isinstance(m, BinaryConv2d) and m.runs_xnor_kernel else None
+
+    fused = 0
+    for node in graph.nodes:
+        producer = xnor_conv(node)
+        cur = node
+        while producer is not None and len(cur.users) == 1:
+            nxt = next(iter(cur.users))
+            if nxt.op == "call_module" and type(modules.get(nxt.target)) in (  # type: ignore[arg-type]
+                    nn.Identity, FoldedBatchNorm):
+                cur = nxt
+                continue
+            if xnor_conv(nxt) is not None and nxt.args[:1] == (cur,):
+                producer.emit_signs = True
+                fused += 1
+            break
+    return fused
 
 
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -587,8 +645,10 @@ def load_deploy(path: str | os.PathLike[str]) -> nn.Module:
 
     tensors, meta = load_slim(path)
     try:
-        return build_from_slim(str(path), tensors, meta)
+        model = build_from_slim(str(path), tensors, meta)
     except SlimfaceError:
         raise
     except (KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot rebuild the model ({exc})") from None
+    fuse_sign_outputs(model)
+    return model

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CO_TILE = 64
 WORD_BITS = 32
-RECYCLE_BYTES = 1 << 20
+RECYCLE_BYTES = 32 << 20  # glibc serves larger blocks from fresh mmap memory every time
 DEFAULT_THREADS = 2
 ENV_VAR = "SLIMFACE_KERNEL"
 
@@ -215,12 +215,21 @@ class BinaryConvPlan:
         kernel_size, stride, padding: as in ``torch.nn.Conv2d`` (padding is +1 after the sign).
         scale, bias: per output channel (or scalars): ``out = scale * dot + bias``.
         threads: upper bound on threads (small calls use one).
+        output: ``"float"`` (NHWC float32) or ``"signs"``: the signs of those floats as uint32
+            words (N, OH, OW, ceil(C_out/32)), what a binary layer feeding another binary
+            layer needs; 1 bit per output instead of 32, and the next plan skips its packing.
+
+    Inputs are NHWC float32 activations or such sign words (a ``"signs"`` plan's output).
     """
 
     def __init__(self, wwords: np.ndarray, cout: int, cin: int,
                  kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
                  padding: int | Sequence[int] = 0, scale: np.ndarray | float = 1.0,
-                 bias: np.ndarray | float = 0.0, threads: int | None = None):
+                 bias: np.ndarray | float = 0.0, threads: int | None = None,
+                 output: str = "float"):
+        if output not in ("float", "signs"):
+            raise KernelError(f"output must be 'float' or 'signs', got {output!r}")
+        self.output = output
         self.k, self.s, self.p = _geometry(kernel_size, stride, padding)
         self.cout, self.cin = int(cout), int(cin)
         expect = (self.k[0] * self.k[1] * _words(cin), _padded_cout(cout))
@@ -233,6 +242,7 @@ class BinaryConvPlan:
         self.affine = fold_affine(scale, bias, self.k[0] * self.k[1] * cin, cout)
         self.threads = _threads(threads)
         self._geometry = (*self.k, *self.s, *self.p)
+        self._out_dtype = np.float32 if output == "float" else np.uint32
         self._out_shapes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
         self._last: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -242,36 +252,49 @@ class BinaryConvPlan:
         if out_shape is None or type(x) is not np.ndarray:
             x, out_shape = self._checked(x)
         out = self._output(out_shape)
-        try:  # the C side rejects non-float32 or non-contiguous buffers itself
-            _impl.bconv(x, self.wwords, self.affine, out, *self._geometry, self.threads)
+        try:  # the C side rejects non-contiguous or mis-sized buffers itself
+            self._run(x, out)
         except (BufferError, TypeError, ValueError):
             x, out_shape = self._checked(x)
-            _impl.bconv(x, self.wwords, self.affine, out, *self._geometry, self.threads)
+            self._run(x, out)
         return out
+
+    def _run(self, x: np.ndarray, out: np.ndarray) -> None:
+        _impl.bconv(x, self.cin, self.wwords, self.affine, out, self.cout, *self._geometry,
+                    self.threads)
 
     def _output(self, shape: tuple[int, int, int, int]) -> np.ndarray:
         """A fresh output array, or the previous one when nothing outside the plan holds it.
 
-        Large outputs (batch 32: up to 80 MB) are otherwise fresh memory on every call, and
-        the kernel spends more time in first-touch page faults (~0.13 ms per MB here) than in
-        arithmetic. Reuse is safe only when the plan holds the sole reference: any view,
-        ``torch.from_numpy`` tensor or variable of the caller's keeps the count up. Arrays
-        under :data:`RECYCLE_BYTES` come from malloc's free lists without faults anyway.
+        Outputs over :data:`RECYCLE_BYTES` (batch 32 of Face-ResNet's Conv1b: 81 MB) are fresh
+        mmap memory on every call, and the kernel then spent more time in first-touch page
+        faults (~0.13 ms per MB here) than in arithmetic: reuse halved those calls (17.5 ->
+        9.0 ms). Smaller blocks come back from malloc's free lists without faults, and reusing
+        them measured slower (62 -> 75 us at 1.6 MB), so they are left to malloc. Reuse is
+        safe only when the plan holds the sole reference: any view, ``torch.from_numpy``
+        tensor or variable of the caller's keeps the count up.
         """
         with self._lock:
             last = self._last
             if last is not None and last.shape == shape and sys.getrefcount(last) == 3:
                 return last  # references: self._last, the local `last`, getrefcount's argument
-            out = np.empty(shape, np.float32)
+            out = np.empty(shape, self._out_dtype)
             self._last = out if out.nbytes >= RECYCLE_BYTES else None
             return out
 
     def _checked(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """Validate x once per input shape (remembered), converting it when needed."""
-        x = _as_nhwc(x)
-        if x.shape[3] != self.cin:
-            raise KernelError(f"x has {x.shape[3]} channels, the layer expects {self.cin}")
-        out_shape = _out_shape(x, self.k, self.s, self.p, self.cout)
+        if isinstance(x, np.ndarray) and x.dtype == np.uint32:  # sign words
+            if x.ndim != 4 or x.shape[3] != _words(self.cin):
+                raise KernelError(f"sign words must be (N, H, W, {_words(self.cin)}) for "
+                                  f"{self.cin} channels, got {x.shape}")
+            x = np.ascontiguousarray(x)
+        else:
+            x = _as_nhwc(x)
+            if x.shape[3] != self.cin:
+                raise KernelError(f"x has {x.shape[3]} channels, the layer expects {self.cin}")
+        n, oh, ow, cout = _out_shape(x, self.k, self.s, self.p, self.cout)
+        out_shape = (n, oh, ow, cout if self.output == "float" else _words(cout))
         self._out_shapes[x.shape] = out_shape
         return x, out_shape
 
