@@ -419,16 +419,24 @@ class _LeafTracer(torch.fx.Tracer):
         return isinstance(m, DEPLOY_TYPES) or super().is_leaf_module(m, qualname)
 
 
+def _trace_or_none(model: nn.Module, what: str, level: int) -> torch.fx.Graph | None:
+    """The model's fx graph with deploy layers as leaves; None (logged) when untraceable:
+    graph rewrites are optimisations, so a model fx cannot trace just runs unrewritten."""
+    try:
+        return _LeafTracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - any trace failure just means "do not rewrite"
+        log.log(level, "%s skipped: model is not fx-traceable (%s)", what, exc)
+        return None
+
+
 @torch.no_grad()
 def fold_batchnorms(model: nn.Module) -> int:
     """Fold each BatchNorm whose only input is a deploy layer used nowhere else.
 
     The graph comes from ``torch.fx``; models it cannot trace are left unfolded (logged).
     """
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception as exc:  # noqa: BLE001 - any trace failure just means "do not fold"
-        log.warning("BatchNorm folding skipped: model is not fx-traceable (%s)", exc)
+    graph = _trace_or_none(model, "BatchNorm folding", logging.WARNING)
+    if graph is None:
         return 0
     modules = dict(model.named_modules())
     folded = 0
@@ -462,10 +470,8 @@ def fuse_sign_outputs(model: nn.Module) -> int:
     single consumer may see it (checked on the ``torch.fx`` graph; untraceable models are
     left unfused).
     """
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception as exc:  # noqa: BLE001 - any trace failure just means "do not fuse"
-        log.debug("sign-output fusion skipped: model is not fx-traceable (%s)", exc)
+    graph = _trace_or_none(model, "sign-output fusion", logging.DEBUG)
+    if graph is None:
         return 0
     modules = dict(model.named_modules())
 
