@@ -169,7 +169,7 @@ def time_models(batches: list[int], threads: int, reps: int,
     from slimface.runtime.binary import load_deploy, save_deploy
 
     torch.manual_seed(0)
-    kw = {"act_order": "conv_bn_pool_act"}
+    kw = {"act_order": "conv_pool_bn_act"}
     c_model = create_backbone("face_resnet_c").eval()
     c_cl = create_backbone("face_resnet_c").eval().to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 from slimface.cli._common import add_json_arg, emit_json, print_table
 from slimface.errors import DataError
+from slimface.io.atomic import default_file_mode
 
 USER_AGENT = "slimface-data-fetch/0.1 (+https://github.com/)"
 TIMEOUT_S = 30.0
@@ -151,6 +152,7 @@ def download(remote: Remote, target: Path) -> str:
             if not checksum_ok(part, remote.checksum):
                 failures.append(f"{url} (checksum mismatch, expected {remote.checksum})")
                 continue
+            os.chmod(part, default_file_mode())
             os.replace(part, target)
             return url
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:

@@ -21,10 +21,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, default_file_mode())  # mkstemp's 0600 would hide it from others
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def default_file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file: 0666 less the process umask.
+
+    Read from /proc where it can be (setting the umask to read it back changes it, briefly,
+    for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

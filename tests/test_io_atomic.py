@@ -1,0 +1,16 @@
+"""Atomic writes (``slimface.io.atomic``)."""
+from __future__ import annotations
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """mkstemp makes 0600 files; a model or gallery written atomically must be as readable as
+    one written with open()."""
+    import os
+
+    from slimface.io.atomic import atomic_write_bytes
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "atomic.bin") == mode(plain)
