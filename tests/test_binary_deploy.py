@@ -266,3 +266,10 @@ def test_kernel_choice_env_var_is_honoured():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"SLIMFACE_KERNEL": "py", "PATH": ""}, timeout=60)
     assert out.stdout.strip() == "py:numpy"
+
+
+def test_shipped_weights_load_by_bare_file_name():
+    from slimface.runtime.loader import load_model
+
+    model = load_model("slimface_mobile_binary.slim")  # in slimface/models/weights
+    assert model.name == "slimface_mobile_binary.slim"

@@ -46,3 +46,16 @@ def test_entry_calibrated_on_other_weights_is_not_used(tmp_path):
     assert th.lookup_threshold(object(), "m", "sum", path=table,
                                fingerprint="aaaa").value == 0.5
     assert th.lookup_threshold(object(), "m", "sum", path=table).value == 0.5
+
+
+def test_a_file_calibrated_by_path_is_found_by_path_or_by_name(tmp_path):
+    """`verify --calibrate --model /abs/q.slim` then `verify --model q.slim` (or another
+    path to the same file): the table keys files by base name, never by a machine's path."""
+    table = tmp_path / "t.json"
+    th.save_threshold(str(tmp_path / "weights" / "Q-Net.slim"),
+                      {"value": 0.7, "far": 1e-3, "flip": "sum", "source": "x",
+                       "fingerprint": "ff"}, path=table)
+    assert str(tmp_path) not in table.read_text()
+    for name in ("Q-Net.slim", str(tmp_path / "elsewhere" / "Q-Net.slim")):
+        assert th.lookup_threshold(object(), name, "sum", path=table,
+                                   fingerprint="ff").value == 0.7

@@ -68,8 +68,7 @@ def lookup_threshold(model: Any, model_name: str, flip: str,
     own = _from_any(getattr(model, "threshold", None), "model file metadata")
     if own is not None:
         return own
-    entry = read_table(path).get(_key(Path(model_name).name if os.sep in model_name
-                                      else model_name))
+    entry = read_table(path).get(table_key(model_name))
     if not entry or entry.get("flip", "none") != flip:
         return None
     stored = entry.get("fingerprint")
@@ -78,10 +77,16 @@ def lookup_threshold(model: Any, model_name: str, flip: str,
     return _from_any(entry, str(path))
 
 
+def table_key(model_name: str) -> str:
+    """Registry names as the registry spells them; files by their base name, so the table
+    holds no machine's paths (the weights fingerprint tells same-named files apart)."""
+    return _key(Path(model_name).name if os.sep in model_name else model_name)
+
+
 def save_threshold(model_name: str, entry: Mapping[str, Any],
                    path: Path = THRESHOLDS_PATH) -> None:
     table = read_table(path)
-    table[_key(model_name)] = dict(entry)
+    table[table_key(model_name)] = dict(entry)
     atomic_write_text(path, json.dumps(dict(sorted(table.items())), indent=2) + "\n")
 
 

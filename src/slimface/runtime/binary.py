@@ -656,5 +656,4 @@ def load_deploy(path: str | os.PathLike[str]) -> nn.Module:
         raise
     except (KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot rebuild the model ({exc})") from None
-    fuse_sign_outputs(model)
     return model

@@ -122,4 +122,7 @@ def build_from_slim(path: str, tensors: Mapping[str, np.ndarray],
     for key in ("template", "embedding_dim", "input_size", "threshold"):
         if key in meta:
             setattr(model, key, tuple(meta[key]) if key == "input_size" else meta[key])
-    return model.eval()
+    from slimface.runtime.binary import fuse_sign_outputs
+
+    fuse_sign_outputs(model.eval())  # binary convs feeding binary convs pass sign words
+    return model

@@ -85,7 +85,19 @@ def _load_registered(name: str, **kwargs: Any) -> nn.Module:
     return create_backbone(name, **kwargs)
 
 
+def _shipped_weights(path: Path) -> Path | None:
+    """A bare file name of a model shipped in ``slimface/models/weights`` (e.g.
+    ``q_face_resnet_small.slim``), so users need not know where pip put the package."""
+    if path.parent != Path(".") or path.is_file():
+        return None
+    from importlib import resources
+
+    candidate = Path(str(resources.files("slimface.models.weights").joinpath(path.name)))
+    return candidate if candidate.is_file() else None
+
+
 def _load_file(path: Path, **kwargs: Any) -> nn.Module:
+    path = _shipped_weights(path) or path
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found (expected a registry name or a "
                              f"{'/'.join(MODEL_FILE_SUFFIXES)} file)")
