@@ -273,3 +273,25 @@ def test_shipped_weights_load_by_bare_file_name():
 
     model = load_model("slimface_mobile_binary.slim")  # in slimface/models/weights
     assert model.name == "slimface_mobile_binary.slim"
+
+
+def test_cli_parity_compares_the_reloaded_file_on_real_lfw_crops(tmp_path, lfw_root):
+    """`compress quantize --parity N`: the written file, reloaded (sign fusion included),
+    embeds N aligned LFW crops as the in-memory model does."""
+    from slimface.cli.main import main
+    from slimface.models import create_backbone
+
+    torch.manual_seed(0)
+    kw = {"width": 0.125, "act_order": "conv_pool_bn_act", "dropout": 0.0}
+    qat = quantize_model(create_backbone("face_resnet_a", **kw), "xnor").eval()
+    _randomize_bn(qat)
+    ckpt = tmp_path / "qat.pt"
+    torch.save({"backbone": "quantized", "backbone_kwargs": {
+        "base": "face_resnet_a", "base_kwargs": kw, "scheme": "xnor"},
+        "state_dict": qat.state_dict()}, ckpt)
+    summary = tmp_path / "q.json"
+    assert main(["compress", "quantize", "--model", str(ckpt), "--scheme", "xnor",
+                 "--out", str(tmp_path / "q.slim"), "--parity", "4",
+                 "--data", str(lfw_root.parent), "--json", str(summary)]) == 0
+    parity = json.loads(summary.read_text())["parity"]
+    assert parity["n_crops"] == 4 and parity["min_cosine"] >= 0.9999
