@@ -56,7 +56,6 @@ typedef struct {
     int kh, kw, sh, sw, ph, pw; /* conv */
     int oh, ow, cout, cop;      /* output; cop = cout padded to CO_TILE */
     int hp, wp;                 /* padded input */
-    long k;                     /* kh * kw * c: bits per dot product */
     int sign_out, cwo;          /* write sign bits (cwo words per pixel) instead of floats */
 } geom_t;
 
@@ -149,23 +148,31 @@ static void pack_padded(const float *x, const uint32_t *xw, const geom_t *g, uin
 #define R512 6   /* output pixels per AVX-512 tile */
 #define RMAX 8   /* output pixels per tile, any path */
 
-/* Base pointers (into the padded packed input) of the receptive fields of output pixels
- * p0 .. p0+rows-1. A field's kh kernel rows start wp*cw words apart; each row's kw*cw words
- * are contiguous, in the same order as the weight rows (i*kw + j)*cw + w. One division per
- * tile, then steps: on 1x1 convs the per-pixel work is a few dozen instructions, and three
- * 64-bit divisions per pixel cost as much. */
-static inline void field_bases(const uint32_t *buf, const geom_t *g, long p0, int rows,
-                               const uint32_t **bases) {
+/* Pixel index, on the padded input grid, of the top-left corner of the receptive fields of
+ * output pixels p0 .. p0+rows-1. One division per tile, then steps: on 1x1 convs the
+ * per-pixel work is a few dozen instructions, and three 64-bit divisions per pixel cost as
+ * much. */
+static inline void field_pixels(const geom_t *g, long p0, int rows, long *pix) {
     long per_img = (long)g->oh * g->ow;
     long n = p0 / per_img, rem = p0 % per_img;
     long oy = rem / g->ow, ox = rem % g->ow;
     for (int r = 0; r < rows; r++) {
-        bases[r] = buf + ((n * g->hp + oy * g->sh) * g->wp + ox * g->sw) * g->cw;
+        pix[r] = (n * g->hp + oy * g->sh) * g->wp + ox * g->sw;
         if (++ox == g->ow) {
             ox = 0;
             if (++oy == g->oh) { oy = 0; n++; }
         }
     }
+}
+
+/* Base pointers of those fields in the padded packed input. A field's kh kernel rows start
+ * wp*cw words apart; each row's kw*cw words are contiguous, in the same order as the weight
+ * rows (i*kw + j)*cw + w. */
+static inline void field_bases(const uint32_t *buf, const geom_t *g, long p0, int rows,
+                               const uint32_t **bases) {
+    long pix[RMAX];
+    field_pixels(g, p0, rows, pix);
+    for (int r = 0; r < rows; r++) bases[r] = buf + pix[r] * g->cw;
 }
 
 /* Output pixel p's channels co0 .. co0+CO_TILE-1 from their popcounts: floats
@@ -347,22 +354,14 @@ static inline int packs_in_tile(const geom_t *g) {
 /* Packed words of output pixels p0 .. p0+rows-1 (1x1 convs), straight from x into dst. */
 static inline void pack_tile_pixels(const float *x, const geom_t *g, long p0, int rows,
                                     uint32_t *dst, const uint32_t **bases, int isa) {
-    long per_img = (long)g->oh * g->ow;
-    long n = p0 / per_img, rem = p0 % per_img;
-    long oy = rem / g->ow, ox = rem % g->ow;
     for (int r = 0; r < rows; r++) bases[r] = dst + (long)r * g->cw;
     if (g->sh == 1 && g->sw == 1) {  /* the tile's pixels are contiguous in x */
         pack_run(x + p0 * g->c, rows, g->c, g->cw, dst, isa);
         return;
     }
-    for (int r = 0; r < rows; r++) {
-        const float *px = x + ((n * g->h + oy * g->sh) * g->w + ox * g->sw) * g->c;
-        pack_run(px, 1, g->c, g->cw, dst + (long)r * g->cw, isa);
-        if (++ox == g->ow) {
-            ox = 0;
-            if (++oy == g->oh) { oy = 0; n++; }
-        }
-    }
+    long pix[RMAX];  /* no padding here, so the padded grid is x's own */
+    field_pixels(g, p0, rows, pix);
+    for (int r = 0; r < rows; r++) pack_run(x + pix[r] * g->c, 1, g->c, g->cw, bases[r], isa);
 }
 
 /* One pixel tile (rows output pixels from p0) across channel tiles [ct0, ct1). The AVX-512
@@ -559,7 +558,6 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
     g->hp = g->h + 2 * ph; g->wp = g->w + 2 * pw;
     g->oh = (g->hp - kh) / sh + 1; g->ow = (g->wp - kw) / sw + 1;
     g->cout = cout; g->cop = (cout + CO_TILE - 1) / CO_TILE * CO_TILE;
-    g->k = (long)kh * kw * g->c;
     g->sign_out = 0; g->cwo = 0;
     if (g->oh <= 0 || g->ow <= 0 || sh <= 0 || sw <= 0) {
         PyErr_SetString(PyExc_ValueError, "empty output: kernel larger than padded input");
@@ -602,7 +600,7 @@ static PyObject *py_bconv(PyObject *self, PyObject *const *args, Py_ssize_t narg
     int x_words = !is_float_format(&x);
     if (fill_geom(&g, &x, cout, kh, kw, sh, sw, ph, pw) < 0) goto done;
     if (x_words) {  /* the last axis holds words: the channel count comes from cin */
-        g.c = cin; g.cw = (cin + 31) / 32; g.k = (long)kh * kw * cin;
+        g.c = cin; g.cw = (cin + 31) / 32;
     }
     g.sign_out = !is_float_format(&out);
     g.cwo = (cout + 31) / 32;

@@ -91,11 +91,14 @@ class _ChannelAffine(nn.Module):
             DorefaActivation(a_bits, h) if input_mode == "dorefa" else
             SteSign(beta=beta) if input_mode == "sign" else None)
 
+    #: set by :func:`fuse_sign_outputs` on XNOR convs whose only consumer is another one
+    emit_signs = False
+
     def _binary_plan(self) -> kernel.BinaryConvPlan:
         """The XNOR kernel's plan for this layer, rebuilt when scale, bias or threads change
         (BN folding edits them in place after construction). With XNOR's beta the kernel
         returns raw +-1 dots: beta multiplies per pixel afterwards."""
-        output = "signs" if getattr(self, "emit_signs", False) else "float"
+        output = "signs" if self.emit_signs else "float"
         key = (self.scale._version, self.bias._version, self.scale.data_ptr(),
                self.bias.data_ptr(), self.threads, output)
         if getattr(self, "_plan_key", None) != key:
@@ -188,14 +191,11 @@ class BinaryConv2d(_DeployConvBase):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor | SignWords) -> torch.Tensor | SignWords:
-        if isinstance(x, SignWords):  # from a layer fused by fuse_sign_outputs
-            out = self._binary_plan()(x.words)
-            return SignWords(out) if getattr(self, "emit_signs", False) else _from_nhwc(out)
+        if isinstance(x, SignWords) or self.runs_xnor_kernel:  # words: from a fused producer
+            out = self._binary_plan()(x.words if isinstance(x, SignWords) else _nhwc(x))
+            return SignWords(out) if self.emit_signs else _from_nhwc(out)
         if not self._use_kernel:
             return self._torch_forward(x)
-        if self.runs_xnor_kernel:
-            out = self._binary_plan()(_nhwc(x))
-            return SignWords(out) if getattr(self, "emit_signs", False) else _from_nhwc(out)
         if self.input_mode == "sign":  # XNOR beta: raw +-1 dots, then beta * scale + bias
             ph, pw = self.padding
             xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
@@ -254,8 +254,7 @@ class BinaryLinear(_ChannelAffine):
             out = self._binary_plan()(x2.numpy())
             if beta is None:
                 return torch.from_numpy(out).reshape(*lead, self.out_features)
-            raw = out
-            y = torch.from_numpy(raw).reshape(-1, self.out_features) * beta
+            y = torch.from_numpy(out).reshape(-1, self.out_features) * beta
             return (y * self.scale + self.bias).reshape(*lead, self.out_features)
         if self.input_quantizer is not None:
             x2 = self.input_quantizer(x2)
@@ -651,9 +650,8 @@ def load_deploy(path: str | os.PathLike[str]) -> nn.Module:
 
     tensors, meta = load_slim(path)
     try:
-        model = build_from_slim(str(path), tensors, meta)
+        return build_from_slim(str(path), tensors, meta)
     except SlimfaceError:
         raise
     except (KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot rebuild the model ({exc})") from None
-    return model

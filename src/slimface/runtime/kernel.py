@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -162,27 +162,9 @@ def _out_shape(x: np.ndarray, k: tuple[int, int], s: tuple[int, int], p: tuple[i
     return n, oh, ow, cout
 
 
-def _vec(v: np.ndarray | float, cout: int, name: str) -> np.ndarray:
-    a = np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float32), (cout,)))
-    return a.astype(np.float32, copy=False)
-
-
-def _conv(fn: Any, wname: str, wdtype: type, wshape: Any, x: np.ndarray, w: np.ndarray,
-          cout: int, kernel_size: int | Sequence[int], stride: int | Sequence[int],
-          padding: int | Sequence[int], scale: np.ndarray | float, bias: np.ndarray | float,
-          threads: int | None) -> np.ndarray:
-    """Validate shapes and dtypes once for both conv kinds, preallocate, call the kernel."""
-    x = _as_nhwc(x)
-    k, s, p = _geometry(kernel_size, stride, padding)
-    cin = x.shape[3]
-    expect = wshape(k[0] * k[1], cin)
-    if w.dtype != wdtype or w.shape != expect:
-        raise KernelError(f"{wname} must be {np.dtype(wdtype).name} {expect} for C_in={cin}, "
-                          f"C_out={cout}, kernel {k}; got {w.dtype} {w.shape}")
-    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
-    fn(x, np.ascontiguousarray(w), _vec(scale, cout, "scale"), _vec(bias, cout, "bias"), out,
-       k[0], k[1], s[0], s[1], p[0], p[1], _threads(threads))
-    return out
+def _vec(v: np.ndarray | float, cout: int) -> np.ndarray:
+    """A per-channel float32 vector (scalars broadcast)."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float32), (cout,)))
 
 
 def fold_affine(scale: np.ndarray | float, bias: np.ndarray | float, k: int,
@@ -193,8 +175,8 @@ def fold_affine(scale: np.ndarray | float, bias: np.ndarray | float, k: int,
     ``K * scale`` is exact in float64 (K < 2**29), so ``K scale + bias`` is rounded once, to
     float32; with ``scale=1, bias=0`` every output is the exact integer dot product.
     """
-    s64 = _vec(scale, cout, "scale").astype(np.float64)
-    b64 = _vec(bias, cout, "bias").astype(np.float64)
+    s64 = _vec(scale, cout).astype(np.float64)
+    b64 = _vec(bias, cout).astype(np.float64)
     aff = np.zeros((2, _padded_cout(cout)), np.float32)
     aff[0, :cout] = -2.0 * s64
     aff[1, :cout] = k * s64 + b64
@@ -324,9 +306,16 @@ def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | 
                 scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
                 threads: int | None = None) -> np.ndarray:
     """Binary weights, float activations (NHWC): ``scale * sum(w_k ? x_k : -x_k) + bias``."""
-    return _conv(_impl.fconv, "wmask", np.uint16, lambda kk, cin: (
-        kk * cin, _padded_cout(cout) // 16), x, wmask, cout, kernel_size, stride, padding,
-        scale, bias, threads)
+    x = _as_nhwc(x)
+    k, s, p = _geometry(kernel_size, stride, padding)
+    expect = (k[0] * k[1] * x.shape[3], _padded_cout(cout) // 16)
+    if wmask.dtype != np.uint16 or wmask.shape != expect:
+        raise KernelError(f"wmask must be uint16 {expect} for C_in={x.shape[3]}, "
+                          f"C_out={cout}, kernel {k}; got {wmask.dtype} {wmask.shape}")
+    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
+    _impl.fconv(x, np.ascontiguousarray(wmask), _vec(scale, cout), _vec(bias, cout), out,
+                k[0], k[1], s[0], s[1], p[0], p[1], _threads(threads))
+    return out
 
 
 def pack_signs(x: np.ndarray, threads: int | None = None) -> np.ndarray:
