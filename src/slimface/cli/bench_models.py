@@ -59,15 +59,11 @@ def describe_model(spec: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _shipped_file_bytes(spec: str) -> int | None:
-    from importlib import resources
+    from slimface.models.students import SLIMFACE_MOBILE_FILE
+    from slimface.models.weights import shipped_file
 
-    from slimface.models.students import SLIMFACE_MOBILE_FILE, WEIGHTS_PACKAGE
-
-    if spec.replace("_", "-") != "slimface-mobile":
-        return None
-    ref = resources.files(WEIGHTS_PACKAGE).joinpath(SLIMFACE_MOBILE_FILE)
-    with resources.as_file(ref) as path:
-        return Path(path).stat().st_size
+    path = shipped_file(SLIMFACE_MOBILE_FILE) if spec.replace("_", "-") == "slimface-mobile" else None
+    return path.stat().st_size if path else None
 
 
 def _onnx_runner(model: Any, workdir: Path, name: str, threads: int) -> Callable[[np.ndarray], Any]:

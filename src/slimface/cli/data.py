@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from slimface.cli._common import add_json_arg, emit_json, print_table
 from slimface.errors import DataError
-from slimface.io.atomic import default_file_mode
+from slimface.io.atomic import atomic_path
 
 USER_AGENT = "slimface-data-fetch/0.1 (+https://github.com/)"
 TIMEOUT_S = 30.0
@@ -135,30 +135,28 @@ def _stream(url: str, part: Path, label: str) -> None:
                 bar.update(len(chunk))
 
 
+class _ChecksumMismatch(Exception):
+    """A mirror served a file whose checksum differs (the next mirror is tried)."""
+
+
 def download(remote: Remote, target: Path) -> str:
     """Fetch ``remote`` to ``target`` from the first mirror that works; returns its URL.
 
     Raises:
         DataError: no mirror reachable, or every download failed its checksum.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in remote.urls:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
-        part = Path(tmp)
         try:
-            _stream(url, part, remote.filename)
-            if not checksum_ok(part, remote.checksum):
-                failures.append(f"{url} (checksum mismatch, expected {remote.checksum})")
-                continue
-            os.chmod(part, default_file_mode())
-            os.replace(part, target)
+            with atomic_path(target) as part:  # the target appears only complete and checked
+                _stream(url, part, remote.filename)
+                if not checksum_ok(part, remote.checksum):
+                    raise _ChecksumMismatch(remote.checksum)
             return url
+        except _ChecksumMismatch as exc:
+            failures.append(f"{url} (checksum mismatch, expected {exc})")
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
             failures.append(f"{url} ({getattr(exc, 'reason', exc)})")
-        finally:
-            part.unlink(missing_ok=True)
     raise DataError(f"cannot reach {remote.filename}: {'; '.join(failures)}; copy LFW to "
                     f"{target.parent} or set SLIMFACE_DATA")
 

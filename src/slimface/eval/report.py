@@ -68,12 +68,10 @@ def _registry_file(name: str) -> Path | None:
 
         return Path(default_model_path())
     if name == "slimface-mobile":
-        from importlib import resources
+        from slimface.models.students import SLIMFACE_MOBILE_FILE
+        from slimface.models.weights import shipped_file
 
-        from slimface.models.students import SLIMFACE_MOBILE_FILE, WEIGHTS_PACKAGE
-
-        ref = resources.files(WEIGHTS_PACKAGE).joinpath(SLIMFACE_MOBILE_FILE)
-        return Path(str(ref)) if ref.is_file() else None
+        return shipped_file(SLIMFACE_MOBILE_FILE)
     return None
 
 
@@ -88,11 +86,9 @@ def _loader(spec: str) -> Callable[[], nn.Module]:
 
 def shipped_slim_files() -> dict[str, Path]:
     """Compressed deploy files committed in the package (``models/weights/*.slim``)."""
-    from importlib import resources
+    from slimface.models.weights import shipped_files
 
-    folder = resources.files("slimface.models.weights")
-    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir()
-            if str(f).endswith(".slim")}
+    return shipped_files(".slim")
 
 
 def default_candidates(out_dir: Path, extra: Sequence[str] = ()) -> list[Candidate]:

@@ -3,6 +3,7 @@ gallery behind, because readers only ever see the old file or the complete new o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -28,11 +29,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@functools.lru_cache(maxsize=1)
 def default_file_mode() -> int:
     """What ``open(path, "w")`` would give a new file: 0666 less the process umask.
 
-    Read from /proc where it can be (setting the umask to read it back changes it, briefly,
-    for every thread)."""
+    Read once, from /proc where it can be (setting the umask to read it back changes it,
+    briefly, for every thread)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):

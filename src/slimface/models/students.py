@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -275,12 +275,14 @@ def load_student_weights(model: nn.Module, path: Any) -> dict[str, Any]:
     return meta
 
 
-def _shipped_weights() -> Any:
-    ref = resources.files(WEIGHTS_PACKAGE).joinpath(SLIMFACE_MOBILE_FILE)
-    if not ref.is_file():
+def _shipped_weights() -> Path:
+    from slimface.models.weights import shipped_file
+
+    path = shipped_file(SLIMFACE_MOBILE_FILE)
+    if path is None:
         raise ModelFileError(f"{WEIGHTS_PACKAGE}/{SLIMFACE_MOBILE_FILE}: the shipped "
                              "slimface-mobile weights are missing from this install")
-    return ref
+    return path
 
 
 @register_backbone(aliases=("slimface-mobile",))
@@ -294,15 +296,15 @@ def slimface_mobile(pretrained: bool = True, **kwargs: Any) -> SlimNet:
     arch = SLIMFACE_MOBILE_ARCH
     arch_kwargs: dict[str, Any] = {}
     if pretrained:
-        with resources.as_file(_shipped_weights()) as path:
-            from safetensors import safe_open
+        from safetensors import safe_open
 
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("slimface", "{}"))
-            arch = meta.get("architecture", {}).get("backbone", arch)
-            arch_kwargs = dict(meta.get("architecture", {}).get("kwargs", {}))
-            model = _create_slimnet(arch, **{**arch_kwargs, **kwargs})
-            load_student_weights(model, path)
+        path = _shipped_weights()
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("slimface", "{}"))
+        arch = meta.get("architecture", {}).get("backbone", arch)
+        arch_kwargs = dict(meta.get("architecture", {}).get("kwargs", {}))
+        model = _create_slimnet(arch, **{**arch_kwargs, **kwargs})
+        load_student_weights(model, path)
     else:
         model = _create_slimnet(arch, **kwargs)
     model.eval()

@@ -90,10 +90,9 @@ def _shipped_weights(path: Path) -> Path | None:
     ``q_face_resnet_small.slim``), so users need not know where pip put the package."""
     if path.parent != Path(".") or path.is_file():
         return None
-    from importlib import resources
+    from slimface.models.weights import shipped_file
 
-    candidate = Path(str(resources.files("slimface.models.weights").joinpath(path.name)))
-    return candidate if candidate.is_file() else None
+    return shipped_file(path.name)
 
 
 def _load_file(path: Path, **kwargs: Any) -> nn.Module:
