@@ -184,7 +184,10 @@ def test_non_contiguous_input_is_accepted(impl):
 
 
 def test_plan_reuses_an_output_only_when_the_caller_dropped_it(monkeypatch):
+    """Recycled outputs are large, so cache-line aligned views of a larger buffer, and a
+    slice of one references that buffer, not the output: the slice must pin the memory."""
     monkeypatch.setattr(kernel, "RECYCLE_BYTES", 1 << 20)
+    monkeypatch.setattr(kernel, "STREAM_BYTES", 1 << 20)
     x, bits = _data((1, 8, 180, 180, 16, 1, 1, 0))  # 2 MB output: above RECYCLE_BYTES
     plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), 16, 8, 1)
 
@@ -192,6 +195,7 @@ def test_plan_reuses_an_output_only_when_the_caller_dropped_it(monkeypatch):
         return a.__array_interface__["data"][0]
 
     first = plan(x)
+    assert first.base is not None and first.ctypes.data % kernel.CACHE_LINE == 0
     want = first.copy()
     view, first_addr = first[0, :2], addr(first)
     del first
@@ -201,6 +205,20 @@ def test_plan_reuses_an_output_only_when_the_caller_dropped_it(monkeypatch):
     del view, second
     third = plan(x)  # nothing outside the plan holds the last output: its memory is reused
     assert addr(third) == second_addr and np.array_equal(third, want)
+
+
+@pytest.mark.parametrize("cout", [256, 250], ids=["streamed", "cout-not-16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_float_outputs_written_with_streaming_stores_are_exact(impl, cout, threads):
+    """Outputs of at least STREAM_BYTES are 64-byte aligned and written with non-temporal
+    stores on AVX-512 (whole 16-float groups of aligned rows only: C_out = 250 takes the
+    ordinary path)."""
+    x, bits = _data((1, 64, 64, 64, cout, 1, 1, 0), seed=3)
+    out = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), cout, 64, 1,
+                                threads=threads)(x)
+    if cout == 256:
+        assert out.nbytes >= kernel.STREAM_BYTES and out.ctypes.data % kernel.CACHE_LINE == 0
+    assert np.array_equal(out, _reference(x, bits, 1, 0, binary=True))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
@@ -218,3 +236,19 @@ def test_sign_words_out_and_in_match_the_float_path(impl, shape):
     nxt_bits = rng.random((5, co, 3, 3)) > 0.5
     nxt = kernel.BinaryConvPlan(kernel.prepare_binary_weights(nxt_bits), 5, co, 3, 1, 1)
     assert np.array_equal(nxt(words), nxt(floats))
+
+
+@pytest.mark.skipif(len(VARIANTS) == 1, reason="the C extension is not built")
+def test_plan_follows_a_switch_of_implementation():
+    """A plan binds the implementation's own Plan on first use; kernel.use() afterwards must
+    not leave it calling the old one."""
+    x, bits = _data((2, 40, 5, 4, 24, 3, 1, 1))
+    plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), 24, 40, 3, 1, 1)
+    want = _reference(x, bits, 1, 1, binary=True)
+    try:
+        kernel.use("c")
+        assert np.array_equal(plan(x), want) and "_kernel_py" not in plan._impl.__name__
+        kernel.use("py")
+        assert np.array_equal(plan(x), want) and plan._impl.__name__.endswith("_kernel_py")
+    finally:
+        kernel.use("c")

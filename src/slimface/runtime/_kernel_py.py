@@ -61,7 +61,7 @@ def _pm1_from_words(wwords: np.ndarray, kk: int, c: int) -> np.ndarray:
     return np.where(b.T > 0, 1.0, -1.0)
 
 
-def bconv(x: np.ndarray, cin: int, wwords: np.ndarray, affine: np.ndarray, out: np.ndarray,
+def bconv(x: np.ndarray, out: np.ndarray, wwords: np.ndarray, affine: np.ndarray, cin: int,
           cout: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
           threads: int) -> None:
     """out = affine[0] * popcount + affine[1] (``kernel.fold_affine``), popcount = number of
@@ -81,6 +81,16 @@ def bconv(x: np.ndarray, cin: int, wwords: np.ndarray, affine: np.ndarray, out: 
         pack_nhwc(res, out, threads)
     else:
         out[...] = res
+
+
+class Plan:
+    """The C extension's Plan: a layer's weights and geometry bound once."""
+
+    def __init__(self, wwords: np.ndarray, affine: np.ndarray, *geometry: int):
+        self._bound = (wwords, affine, *geometry)
+
+    def run(self, x: np.ndarray, out: np.ndarray) -> None:
+        bconv(x, out, *self._bound)
 
 
 def fconv(x: np.ndarray, wmask: np.ndarray, scale: np.ndarray, bias: np.ndarray,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 CO_TILE = 64
 WORD_BITS = 32
 RECYCLE_BYTES = 32 << 20  # glibc serves larger blocks from fresh mmap memory every time
+STREAM_BYTES = 4 << 20  # float outputs from this size on are streamed (_kernel.c STREAM_MIN_BYTES)
+CACHE_LINE = 64
 DEFAULT_THREADS = 2
 ENV_VAR = "SLIMFACE_KERNEL"
 
@@ -226,26 +229,37 @@ class BinaryConvPlan:
         self._geometry = (*self.k, *self.s, *self.p)
         self._out_dtype = np.float32 if output == "float" else np.uint32
         self._out_shapes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
+        self._large: set[tuple[int, int, int, int]] = set()  # allocated cache-line aligned
         self._recyclable: set[tuple[int, int, int, int]] = set()
         self._last: np.ndarray | None = None
         self._lock = threading.Lock()
+        self._impl: ModuleType | None = None  # the implementation _native belongs to
+        self._native = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out_shape = self._out_shapes.get(getattr(x, "shape", None))
         if out_shape is None or type(x) is not np.ndarray:
             x, out_shape = self._checked(x)
-        out = (self._output(out_shape) if out_shape in self._recyclable
-               else np.empty(out_shape, self._out_dtype))
+        out = (np.empty(out_shape, self._out_dtype) if out_shape not in self._large
+               else self._large_output(out_shape))
+        if self._impl is not _impl:
+            self._bind()
         try:  # the C side rejects non-contiguous or mis-sized buffers itself
-            self._run(x, out)
+            self._native(x, out)
         except (BufferError, TypeError, ValueError):
             x, out_shape = self._checked(x)
-            self._run(x, out)
+            self._native(x, out)
         return out
 
-    def _run(self, x: np.ndarray, out: np.ndarray) -> None:
-        _impl.bconv(x, self.cin, self.wwords, self.affine, out, self.cout, *self._geometry,
-                    self.threads)
+    def _bind(self) -> None:
+        """The implementation's own plan: on first use, or after kernel.use() switched."""
+        self._impl = _impl
+        self._native = _impl.Plan(self.wwords, self.affine, self.cin, self.cout,
+                                  *self._geometry, self.threads).run
+
+    def _large_output(self, shape: tuple[int, int, int, int]) -> np.ndarray:
+        return (self._output(shape) if shape in self._recyclable
+                else _aligned_empty(shape, self._out_dtype))
 
     def _output(self, shape: tuple[int, int, int, int]) -> np.ndarray:
         """A fresh output array, or the previous one when nothing outside the plan holds it.
@@ -260,9 +274,9 @@ class BinaryConvPlan:
         """
         with self._lock:
             last = self._last
-            if last is not None and last.shape == shape and sys.getrefcount(last) == 3:
-                return last  # references: self._last, the local `last`, getrefcount's argument
-            out = np.empty(shape, self._out_dtype)
+            if last is not None and last.shape == shape and _only_plan_holds(last):
+                return last
+            out = _aligned_empty(shape, self._out_dtype)
             self._last = out
             return out
 
@@ -280,9 +294,35 @@ class BinaryConvPlan:
         n, oh, ow, cout = _out_shape(x, self.k, self.s, self.p, self.cout)
         out_shape = (n, oh, ow, cout if self.output == "float" else _words(cout))
         self._out_shapes[x.shape] = out_shape
-        if int(np.prod(out_shape)) * 4 >= RECYCLE_BYTES:
+        nbytes = math.prod(out_shape) * 4
+        if nbytes >= STREAM_BYTES:
+            self._large.add(out_shape)
+        if nbytes >= RECYCLE_BYTES:
             self._recyclable.add(out_shape)
         return x, out_shape
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """An uninitialised array starting on a cache line (outputs of STREAM_BYTES or more).
+
+    malloc aligns large blocks to 16 bytes, and the kernel's non-temporal stores need whole
+    cache lines: such outputs are a view into a slightly larger buffer.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _only_plan_holds(out: np.ndarray) -> bool:
+    """True when no caller keeps out, a view of it, or a tensor made from it.
+
+    Views of an aligned output (slices of it included) reference its buffer, not out itself,
+    so the buffer's count is checked too. Expected counts: the plan's attribute, the caller's
+    local and getrefcount's argument for out; out's own reference and the argument for its
+    buffer.
+    """
+    return sys.getrefcount(out) == 4 and (out.base is None or sys.getrefcount(out.base) == 2)
 
 
 def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int | Sequence[int],
