@@ -300,14 +300,20 @@ static inline void store_row_avx512(__m512i a0, __m512i a1, __m512i a2, __m512i 
     __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 16);       \
     __m512i b2 = _mm512_loadu_si512(b + 32), b3 = _mm512_loadu_si512(b + 48);
 
-/* R512 output pixels x 64 output channels: 24 accumulators, 4 weight registers. */
-__attribute__((target(AVX512_TARGET)))
-static void tile_avx512_full(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
-                             long p0, int co0, const float *m2, const float *k2, void *out) {
+/* R512 output pixels x 64 output channels: 24 accumulators, 4 weight registers. fixed_span
+ * > 0 is a compile-time word count for 1x1 convs (kh = 1): with 32 or 64 input channels the
+ * word loop is 1-2 iterations, and unrolled the first popcount initialises the accumulator
+ * instead of being added to zero (64->C_out 1x1 convs 10-15% faster). Unrolling 4 words
+ * (128 channels) measured slower: the hoisted weight loads spill registers. */
+__attribute__((target(AVX512_TARGET), always_inline))
+static inline void tile_avx512_rows(const uint32_t *const *bases, const geom_t *g,
+                                    const uint32_t *ww, long p0, int co0, const float *m2,
+                                    const float *k2, void *out, const int fixed_span) {
     const __m512i z = _mm512_setzero_si512();
-    const int span = g->kw * g->cw;
+    const int span = fixed_span > 0 ? fixed_span : g->kw * g->cw;
+    const int kh = fixed_span > 0 ? 1 : g->kh;
     ROW_DECL(0) ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4) ROW_DECL(5)
-    for (int i = 0; i < g->kh; i++) {
+    for (int i = 0; i < kh; i++) {
         long off = (long)i * g->wp * g->cw;
         ROW_PTR(0) ROW_PTR(1) ROW_PTR(2) ROW_PTR(3) ROW_PTR(4) ROW_PTR(5)
         const uint32_t *b = ww + (long)i * span * g->cop + co0;
@@ -349,7 +355,10 @@ static void tile_avx512(const uint32_t *const *bases, const geom_t *g, const uin
                         long p0, int rows, int co0, const float *m2, const float *k2,
                         void *out) {
     if (rows == R512) {
-        tile_avx512_full(bases, g, ww, p0, co0, m2, k2, out);
+        int words = g->kh == 1 && g->kw == 1 ? g->cw : 0;
+        if (words == 1) tile_avx512_rows(bases, g, ww, p0, co0, m2, k2, out, 1);
+        else if (words == 2) tile_avx512_rows(bases, g, ww, p0, co0, m2, k2, out, 2);
+        else tile_avx512_rows(bases, g, ww, p0, co0, m2, k2, out, 0);
         return;
     }
     const __m512i z = _mm512_setzero_si512();
