@@ -252,3 +252,22 @@ def test_plan_follows_a_switch_of_implementation():
         assert np.array_equal(plan(x), want) and plan._impl.__name__.endswith("_kernel_py")
     finally:
         kernel.use("c")
+
+
+@pytest.mark.parametrize("impl_name", sorted({v[0] for v in VARIANTS}))
+def test_native_plan_rejects_buffers_that_do_not_fit_its_geometry(impl_name):
+    """The native plan checks every buffer it is handed (BinaryConvPlan relies on it to catch
+    a caller's non-contiguous or mis-shaped array), never reading or writing out of bounds."""
+    mod = kernel._load(impl_name)
+    x, bits = _data((1, 40, 5, 4, 24, 3, 1, 1))
+    ww = kernel.prepare_binary_weights(bits)
+    native = mod.Plan(ww, kernel.fold_affine(1.0, 0.0, 9 * 40, 24), 40, 24, 3, 3, 1, 1, 1, 1, 1)
+    out = np.empty((1, 5, 4, 24), np.float32)
+    native.run(x, out)
+    assert np.array_equal(out, _reference(x, bits, 1, 1, binary=True))
+    with pytest.raises((ValueError, TypeError)):
+        native.run(x, np.empty((1, 5, 4, 23), np.float32))
+    with pytest.raises((ValueError, TypeError)):
+        native.run(x[:, :, :, :39].copy(), out)
+    with pytest.raises((ValueError, TypeError)):
+        native.run(x, np.empty((1, 5, 4, 24), np.float64))

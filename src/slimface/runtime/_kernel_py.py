@@ -61,12 +61,27 @@ def _pm1_from_words(wwords: np.ndarray, kk: int, c: int) -> np.ndarray:
     return np.where(b.T > 0, 1.0, -1.0)
 
 
+def _check_sizes(x: np.ndarray, out: np.ndarray, wwords: np.ndarray, affine: np.ndarray,
+                 cin: int, cout: int, kh: int, kw: int, sh: int, sw: int, ph: int,
+                 pw: int) -> None:
+    words_in = x.dtype == np.uint32
+    if x.ndim != 4 or x.shape[3] != (_words(cin) if words_in else cin):
+        raise ValueError(f"bconv: x {x.shape} does not hold {cin} channels")
+    oh, ow = (x.shape[1] + 2 * ph - kh) // sh + 1, (x.shape[2] + 2 * pw - kw) // sw + 1
+    cop = -(-cout // 64) * 64
+    last = _words(cout) if out.dtype == np.uint32 else cout
+    if out.dtype not in (np.float32, np.uint32) or out.shape != (x.shape[0], oh, ow, last) or \
+            wwords.size != kh * kw * _words(cin) * cop or affine.size != 2 * cop:
+        raise ValueError("bconv: buffer sizes do not match the geometry")
+
+
 def bconv(x: np.ndarray, out: np.ndarray, wwords: np.ndarray, affine: np.ndarray, cin: int,
           cout: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
           threads: int) -> None:
     """out = affine[0] * popcount + affine[1] (``kernel.fold_affine``), popcount = number of
     disagreeing signs between sign(x) and the weights; padding = +1. x may be sign words and
-    out uint32 sign words, as in the C kernel."""
+    out uint32 sign words, as in the C kernel, which checks every size the same way."""
+    _check_sizes(x, out, wwords, affine, cin, cout, kh, kw, sh, sw, ph, pw)
     if x.dtype == np.uint32:  # sign words -> +-1 floats of the cin channels
         bits = np.unpackbits(x.view(np.uint8), axis=-1, bitorder="little")[..., :cin]
         x = np.where(bits > 0, 1.0, -1.0).astype(np.float32)
