@@ -183,28 +183,39 @@ def test_non_contiguous_input_is_accepted(impl):
                           kernel.binary_conv2d(x, ww, 3, 3, 1, 1))
 
 
-def test_plan_reuses_an_output_only_when_the_caller_dropped_it(monkeypatch):
-    """Recycled outputs are large, so cache-line aligned views of a larger buffer, and a
-    slice of one references that buffer, not the output: the slice must pin the memory."""
-    monkeypatch.setattr(kernel, "RECYCLE_BYTES", 1 << 20)
-    monkeypatch.setattr(kernel, "STREAM_BYTES", 1 << 20)
-    x, bits = _data((1, 8, 180, 180, 16, 1, 1, 0))  # 2 MB output: above RECYCLE_BYTES
+@pytest.mark.parametrize("aligned", [False, True], ids=["plain", "aligned-view"])
+def test_plan_reuses_an_output_only_when_the_caller_dropped_it(impl, monkeypatch, aligned):
+    """Large outputs are cache-line aligned views of a larger buffer, and a slice of one
+    references that buffer, not the output: the slice must still pin the memory, as must a
+    torch tensor made from it. An array its last holder made read-only is not reused."""
+    monkeypatch.setattr(kernel, "STREAM_BYTES", 1 << 10 if aligned else 1 << 40)
+    x, bits = _data((1, 8, 6, 5, 16, 1, 1, 0))
     plan = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), 16, 8, 1)
+    recycles = impl[0] == "c"  # the NumPy twin allocates every output
 
     def addr(a):
         return a.__array_interface__["data"][0]
 
     first = plan(x)
-    assert first.base is not None and first.ctypes.data % kernel.CACHE_LINE == 0
+    assert (first.base is not None) == aligned
     want = first.copy()
     view, first_addr = first[0, :2], addr(first)
     del first
     second = plan(-x)  # the view still pins the first output: fresh memory
     assert addr(second) != first_addr and np.array_equal(view, want[0, :2])
-    second_addr = addr(second)
-    del view, second
-    third = plan(x)  # nothing outside the plan holds the last output: its memory is reused
-    assert addr(third) == second_addr and np.array_equal(third, want)
+    tensor, second_addr = torch.from_numpy(second), addr(second)
+    del second
+    third = plan(x)  # the tensor pins the second one
+    assert addr(third) != second_addr and np.array_equal(third, want)
+    assert not np.array_equal(tensor.numpy(), want)
+    third_addr = addr(third)
+    del view, tensor, third
+    fourth = plan(x)  # nothing outside the plan holds the last output: its memory is reused
+    assert (addr(fourth) == third_addr) == recycles and np.array_equal(fourth, want)
+    fourth.setflags(write=False)
+    del fourth
+    assert np.array_equal(plan(-x), kernel.BinaryConvPlan(
+        kernel.prepare_binary_weights(bits), 16, 8, 1)(-x))
 
 
 @pytest.mark.parametrize("cout", [256, 250], ids=["streamed", "cout-not-16"])

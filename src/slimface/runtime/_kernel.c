@@ -690,15 +690,26 @@ static int bconv_run(Py_buffer *x, Py_buffer *out, const Py_buffer *w, const Py_
     return 0;
 }
 
-/* Plan(wwords, affine, cin, cout, kh, kw, sh, sw, ph, pw, threads).run(x, out): a layer's
- * weights and affine acquired once. On MobileFaceNet's 7x7 and 1x1 maps the conv takes a
- * few microseconds or less, and acquiring four buffers and parsing nine ints per call was a
- * visible part of it. */
+/* Plan(wwords, affine, cin, cout, kh, kw, sh, sw, ph, pw, threads): a layer's weights and
+ * affine acquired once. On MobileFaceNet's 7x7 and 1x1 maps the conv takes a few
+ * microseconds or less, and the per-call overhead (acquiring four buffers, parsing nine ints,
+ * validating in Python, allocating the output) had been 1-2 us of it.
+ *   run(x, out): the conv into a caller's array (every size checked).
+ *   expect(shape, words_in, out_shape, alloc, dtype): the fast path of call() for inputs of
+ *       this shape (kernel.BinaryConvPlan validated it); alloc(out_shape, dtype) makes an
+ *       output.
+ *   call(x): the output for x, or None when x is not what expect() described (the caller
+ *       then validates). The previous output is reused when nothing but the plan holds it:
+ *       not it, and not the buffer it is a view of (slices of a view reference the buffer). */
 typedef struct {
     PyObject_HEAD
     Py_buffer w, aff;
     int p[9];  /* cin, cout, kh, kw, sh, sw, ph, pw, threads */
     int ready;
+    Py_ssize_t in_shape[4];
+    int in_words, expecting;
+    PyObject *out_shape, *alloc, *dtype;  /* for call() */
+    PyObject *last, *last_base;   /* the previous output of call() and the array it views */
 } PlanObject;
 
 static int plan_init(PlanObject *self, PyObject *args, PyObject *kwds) {
@@ -720,12 +731,27 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+static void plan_forget_output(PlanObject *self) {
+    Py_CLEAR(self->last);
+    Py_CLEAR(self->last_base);
+}
+
 static void plan_dealloc(PlanObject *self) {
     if (self->ready) {
         PyBuffer_Release(&self->w);
         PyBuffer_Release(&self->aff);
     }
+    plan_forget_output(self);
+    Py_CLEAR(self->out_shape);
+    Py_CLEAR(self->alloc);
+    Py_CLEAR(self->dtype);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int plan_conv(PlanObject *self, Py_buffer *x, Py_buffer *out) {
+    const int *p = self->p;
+    return bconv_run(x, out, &self->w, &self->aff, p[0], p[1], p[2], p[3], p[4], p[5], p[6],
+                     p[7], p[8]);
 }
 
 static PyObject *plan_run(PlanObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -736,16 +762,86 @@ static PyObject *plan_run(PlanObject *self, PyObject *const *args, Py_ssize_t na
     Py_buffer x, out;
     if (get_buf(args[0], &x, 0, "x", 4, -1) < 0) return NULL;
     if (get_buf(args[1], &out, 1, "out", 4, -1) < 0) { PyBuffer_Release(&x); return NULL; }
-    const int *p = self->p;
-    int rc = bconv_run(&x, &out, &self->w, &self->aff, p[0], p[1], p[2], p[3], p[4], p[5],
-                       p[6], p[7], p[8]);
+    int rc = plan_conv(self, &x, &out);
     PyBuffer_Release(&x); PyBuffer_Release(&out);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
 
+static PyObject *plan_expect(PlanObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *shape;
+    if (nargs != 5 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 4 ||
+        !PyTuple_Check(args[2]) || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Plan.expect(shape, words_in, out_shape, alloc, dtype)");
+        return NULL;
+    }
+    shape = args[0];
+    for (int i = 0; i < 4; i++) {
+        self->in_shape[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, i));
+        if (self->in_shape[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    int words = PyObject_IsTrue(args[1]);
+    if (words < 0) return NULL;
+    self->in_words = words;
+    Py_INCREF(args[2]); Py_XSETREF(self->out_shape, args[2]);
+    Py_INCREF(args[3]); Py_XSETREF(self->alloc, args[3]);
+    Py_INCREF(args[4]); Py_XSETREF(self->dtype, args[4]);
+    plan_forget_output(self);
+    self->expecting = 1;
+    Py_RETURN_NONE;
+}
+
+/* The previous output when only the plan holds it, else a new one from alloc (new ref). */
+static PyObject *plan_output(PlanObject *self) {
+    if (self->last && Py_REFCNT(self->last) == 1 &&
+        (!self->last_base || Py_REFCNT(self->last_base) == 2)) {
+        Py_INCREF(self->last);
+        return self->last;
+    }
+    PyObject *alloc_args[2] = {self->out_shape, self->dtype};
+    PyObject *out = PyObject_Vectorcall(self->alloc, alloc_args, 2, NULL);
+    if (!out) return NULL;
+    PyObject *base = PyObject_GetAttrString(out, "base");
+    if (!base) { Py_DECREF(out); return NULL; }
+    plan_forget_output(self);
+    self->last = out; Py_INCREF(out);
+    if (base != Py_None) self->last_base = base;
+    else Py_DECREF(base);
+    return out;
+}
+
+static PyObject *plan_call(PlanObject *self, PyObject *x_obj) {
+    Py_buffer x, out;
+    if (!self->expecting || !self->ready) Py_RETURN_NONE;
+    if (PyObject_GetBuffer(x_obj, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    int fits = x.ndim == 4 && x.itemsize == 4 && is_float_format(&x) == !self->in_words;
+    for (int i = 0; fits && i < 4; i++) fits = x.shape[i] == self->in_shape[i];
+    if (!fits) { PyBuffer_Release(&x); Py_RETURN_NONE; }
+    PyObject *res = plan_output(self);
+    if (res && get_buf(res, &out, 1, "out", 4, -1) < 0) {
+        /* a recycled array its last holder made read-only: start afresh, once */
+        PyErr_Clear();
+        Py_DECREF(res);
+        plan_forget_output(self);
+        res = plan_output(self);
+        if (res && get_buf(res, &out, 1, "out", 4, -1) < 0) Py_CLEAR(res);
+    }
+    if (!res) { PyBuffer_Release(&x); return NULL; }
+    int rc = plan_conv(self, &x, &out);
+    PyBuffer_Release(&x); PyBuffer_Release(&out);
+    if (rc < 0) { Py_DECREF(res); return NULL; }
+    return res;
+}
+
 static PyMethodDef plan_methods[] = {
     {"run", (PyCFunction)(void (*)(void))plan_run, METH_FASTCALL, "run(x, out): the conv into out"},
+    {"expect", (PyCFunction)(void (*)(void))plan_expect, METH_FASTCALL,
+     "expect(shape, words_in, out_shape, alloc, dtype): the input call() serves"},
+    {"call", (PyCFunction)plan_call, METH_O, "call(x): a new (or recycled) output, or None"},
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject PlanType = {

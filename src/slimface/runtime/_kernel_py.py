@@ -99,13 +99,28 @@ def bconv(x: np.ndarray, out: np.ndarray, wwords: np.ndarray, affine: np.ndarray
 
 
 class Plan:
-    """The C extension's Plan: a layer's weights and geometry bound once."""
+    """The C extension's Plan: a layer's weights and geometry bound once (no recycling)."""
 
     def __init__(self, wwords: np.ndarray, affine: np.ndarray, *geometry: int):
         self._bound = (wwords, affine, *geometry)
+        self._expected: tuple | None = None
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
         bconv(x, out, *self._bound)
+
+    def expect(self, shape: tuple, words_in: bool, out_shape: tuple, alloc, dtype) -> None:
+        self._expected = (shape, bool(words_in), out_shape, alloc, dtype)
+
+    def call(self, x: np.ndarray) -> np.ndarray | None:
+        if self._expected is None or not isinstance(x, np.ndarray):
+            return None
+        shape, words_in, out_shape, alloc, dtype = self._expected
+        if x.shape != shape or (x.dtype == np.uint32) != words_in or \
+                x.dtype not in (np.float32, np.uint32) or not x.flags.c_contiguous:
+            return None
+        out = alloc(out_shape, dtype)
+        self.run(x, out)
+        return out
 
 
 def fconv(x: np.ndarray, wmask: np.ndarray, scale: np.ndarray, bias: np.ndarray,

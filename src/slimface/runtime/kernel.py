@@ -15,8 +15,6 @@ import importlib
 import logging
 import math
 import os
-import sys
-import threading
 from types import ModuleType
 from typing import Sequence
 
@@ -28,7 +26,6 @@ log = logging.getLogger(__name__)
 
 CO_TILE = 64
 WORD_BITS = 32
-RECYCLE_BYTES = 32 << 20  # glibc serves larger blocks from fresh mmap memory every time
 STREAM_BYTES = 4 << 20  # float outputs from this size on are streamed (_kernel.c STREAM_MIN_BYTES)
 CACHE_LINE = 64
 DEFAULT_THREADS = 2
@@ -189,10 +186,11 @@ def fold_affine(scale: np.ndarray | float, bias: np.ndarray | float, k: int,
 class BinaryConvPlan:
     """An XNOR-popcount conv with its weights, affine and geometry checked once.
 
-    Calling it costs one C call plus the output allocation: on MobileFaceNet's 7x7 maps the
-    conv itself takes a few microseconds, and re-validating every argument per call (as
-    :func:`binary_conv2d` does) took longer than the arithmetic. Deployed layers
-    (:mod:`slimface.runtime.binary`) and ``slimface bench kernels`` call plans.
+    Calling it with an input of the shape and type it last saw is one C call (the native
+    plan allocates or recycles the output): on MobileFaceNet's 7x7 maps the conv itself takes
+    a few microseconds, and validating every argument per call (as :func:`binary_conv2d`
+    does) took longer than the arithmetic. Deployed layers (:mod:`slimface.runtime.binary`)
+    and ``slimface bench kernels`` call plans.
 
     Args:
         wwords: from :func:`prepare_binary_weights`.
@@ -228,60 +226,41 @@ class BinaryConvPlan:
         self.threads = _threads(threads)
         self._geometry = (*self.k, *self.s, *self.p)
         self._out_dtype = np.float32 if output == "float" else np.uint32
-        self._out_shapes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
-        self._large: set[tuple[int, int, int, int]] = set()  # allocated cache-line aligned
-        self._recyclable: set[tuple[int, int, int, int]] = set()
-        self._last: np.ndarray | None = None
-        self._lock = threading.Lock()
         self._impl: ModuleType | None = None  # the implementation _native belongs to
         self._native = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out_shape = self._out_shapes.get(getattr(x, "shape", None))
-        if out_shape is None or type(x) is not np.ndarray:
-            x, out_shape = self._checked(x)
-        out = (np.empty(out_shape, self._out_dtype) if out_shape not in self._large
-               else self._large_output(out_shape))
         if self._impl is not _impl:
             self._bind()
-        try:  # the C side rejects non-contiguous or mis-sized buffers itself
-            self._native(x, out)
-        except (BufferError, TypeError, ValueError):
+        out = self._native.call(x)  # None unless x has the shape and type last validated
+        if out is None:
             x, out_shape = self._checked(x)
-            self._native(x, out)
+            self._expect(x, out_shape)
+            out = self._native.call(x)
         return out
 
     def _bind(self) -> None:
         """The implementation's own plan: on first use, or after kernel.use() switched."""
         self._impl = _impl
         self._native = _impl.Plan(self.wwords, self.affine, self.cin, self.cout,
-                                  *self._geometry, self.threads).run
+                                  *self._geometry, self.threads)
 
-    def _large_output(self, shape: tuple[int, int, int, int]) -> np.ndarray:
-        return (self._output(shape) if shape in self._recyclable
-                else _aligned_empty(shape, self._out_dtype))
+    def _expect(self, x: np.ndarray, out_shape: tuple[int, int, int, int]) -> None:
+        """Let the native plan serve inputs like x without Python, allocating like this.
 
-    def _output(self, shape: tuple[int, int, int, int]) -> np.ndarray:
-        """A fresh output array, or the previous one when nothing outside the plan holds it.
-
-        Outputs over :data:`RECYCLE_BYTES` (batch 32 of Face-ResNet's Conv1b: 81 MB) are fresh
-        mmap memory on every call, and the kernel then spent more time in first-touch page
-        faults (~0.13 ms per MB here) than in arithmetic: reuse halved those calls (17.5 ->
-        9.0 ms). Smaller blocks come back from malloc's free lists without faults, and reusing
-        them measured slower (62 -> 75 us at 1.6 MB), so they are left to malloc. Reuse is
-        safe only when the plan holds the sole reference: any view, ``torch.from_numpy``
-        tensor or variable of the caller's keeps the count up.
+        Outputs from :data:`STREAM_BYTES` on are cache-line aligned (the kernel streams
+        them). The native plan reuses its previous output when nothing else holds it (not the
+        array, not the buffer it views, so no view, ``torch.from_numpy`` tensor or variable
+        of the caller's): a batch-32 output is fresh mmap memory on every call otherwise, and
+        first-touch page faults (~0.13 ms per MB here) cost more than the arithmetic (Face-
+        ResNet's Conv1b at batch 32: 17.5 -> 9.0 ms); at batch 1 on small maps the allocation
+        was a fifth of the call.
         """
-        with self._lock:
-            last = self._last
-            if last is not None and last.shape == shape and _only_plan_holds(last):
-                return last
-            out = _aligned_empty(shape, self._out_dtype)
-            self._last = out
-            return out
+        alloc = _aligned_empty if math.prod(out_shape) * 4 >= STREAM_BYTES else np.empty
+        self._native.expect(x.shape, x.dtype == np.uint32, out_shape, alloc, self._out_dtype)
 
     def _checked(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """Validate x once per input shape (remembered), converting it when needed."""
+        """Validate x (the native plan then serves its shape), converting it when needed."""
         if isinstance(x, np.ndarray) and x.dtype == np.uint32:  # sign words
             if x.ndim != 4 or x.shape[3] != _words(self.cin):
                 raise KernelError(f"sign words must be (N, H, W, {_words(self.cin)}) for "
@@ -293,12 +272,6 @@ class BinaryConvPlan:
                 raise KernelError(f"x has {x.shape[3]} channels, the layer expects {self.cin}")
         n, oh, ow, cout = _out_shape(x, self.k, self.s, self.p, self.cout)
         out_shape = (n, oh, ow, cout if self.output == "float" else _words(cout))
-        self._out_shapes[x.shape] = out_shape
-        nbytes = math.prod(out_shape) * 4
-        if nbytes >= STREAM_BYTES:
-            self._large.add(out_shape)
-        if nbytes >= RECYCLE_BYTES:
-            self._recyclable.add(out_shape)
         return x, out_shape
 
 
@@ -312,17 +285,6 @@ def _aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     raw = np.empty(nbytes + CACHE_LINE, np.uint8)
     start = -raw.ctypes.data % CACHE_LINE
     return raw[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def _only_plan_holds(out: np.ndarray) -> bool:
-    """True when no caller keeps out, a view of it, or a tensor made from it.
-
-    Views of an aligned output (slices of it included) reference its buffer, not out itself,
-    so the buffer's count is checked too. Expected counts: the plan's attribute, the caller's
-    local and getrefcount's argument for out; out's own reference and the argument for its
-    buffer.
-    """
-    return sys.getrefcount(out) == 4 and (out.base is None or sys.getrefcount(out.base) == 2)
 
 
 def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int | Sequence[int],
