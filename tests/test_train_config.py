@@ -59,3 +59,21 @@ def test_config_file_with_misspelled_field_is_a_config_error(tmp_path):
 def test_config_round_trips_through_json_dict():
     cfg = TrainConfig(milestones=(1, 2), head_kwargs={"m": 0.3})
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_optimizer_choice_is_validated_and_built():
+    """"adam" builds AdamW (binary nets), "sgd" the seed's momentum SGD; both keep weight
+    decay off 1-d parameters; an unknown name is refused with the valid ones."""
+    import torch
+
+    from slimface.train.config import TrainConfig, validate
+    from slimface.train.trainer import make_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    for name, cls in (("adam", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+        opt = make_optimizer(model, validate(TrainConfig(optimizer=name, weight_decay=0.1)))
+        assert type(opt) is cls
+        decays = sorted(g["weight_decay"] for g in opt.param_groups)
+        assert decays == [0.0, 0.1]
+    with pytest.raises(ConfigError, match="sgd, adam"):
+        validate(TrainConfig(optimizer="lamb"))

@@ -44,6 +44,7 @@ class TrainConfig:
     detector: str = "retinaface"
     flip: bool = True
     # optimisation (SPEC section 1: SGD, lr 0.01 /10 at epochs 40, 70, 90)
+    optimizer: str = "sgd"                 # "sgd" (momentum) or "adam" (AdamW; binary nets)
     batch_size: int = 64                   # per process
     lr: float = 0.01
     momentum: float = 0.9
@@ -115,6 +116,9 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
     return validate(replace(config, **changes))
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Reject values that would fail later with a less helpful message."""
     positive = ("batch_size", "epochs", "checkpoint_every", "log_every", "threads",
@@ -128,6 +132,9 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
     if config.lr <= 0:
         raise ConfigError(f"lr must be > 0, got {config.lr}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                          f"got {config.optimizer!r}")
     if list(config.milestones) != sorted(config.milestones):
         raise ConfigError(f"milestones must ascend, got {list(config.milestones)}")
     return config
