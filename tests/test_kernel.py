@@ -211,7 +211,9 @@ def test_plan_reuses_an_output_only_when_the_caller_dropped_it(impl, monkeypatch
     third_addr = addr(third)
     del view, tensor, third
     fourth = plan(x)  # nothing outside the plan holds the last output: its memory is reused
-    assert (addr(fourth) == third_addr) == recycles and np.array_equal(fourth, want)
+    assert np.array_equal(fourth, want)
+    if recycles:  # the NumPy twin allocates afresh, and malloc may hand the same block back
+        assert addr(fourth) == third_addr
     fourth.setflags(write=False)
     del fourth
     assert np.array_equal(plan(-x), kernel.BinaryConvPlan(
