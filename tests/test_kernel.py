@@ -269,18 +269,24 @@ def test_plan_follows_a_switch_of_implementation():
 
 @pytest.mark.parametrize("impl_name", sorted({v[0] for v in VARIANTS}))
 def test_native_plan_rejects_buffers_that_do_not_fit_its_geometry(impl_name):
-    """The native plan checks every buffer it is handed (BinaryConvPlan relies on it to catch
-    a caller's non-contiguous or mis-shaped array), never reading or writing out of bounds."""
+    """The native plan checks every buffer it is handed (an output of the wrong size or type
+    from alloc, an input of the wrong channel count), never reading or writing out of
+    bounds, and declines (None) inputs unlike the one it was told to expect."""
     mod = kernel._load(impl_name)
     x, bits = _data((1, 40, 5, 4, 24, 3, 1, 1))
     ww = kernel.prepare_binary_weights(bits)
     native = mod.Plan(ww, kernel.fold_affine(1.0, 0.0, 9 * 40, 24), 40, 24, 3, 3, 1, 1, 1, 1, 1)
-    out = np.empty((1, 5, 4, 24), np.float32)
-    native.run(x, out)
-    assert np.array_equal(out, _reference(x, bits, 1, 1, binary=True))
+    assert native.call(x) is None  # nothing expected yet
+    native.expect(x.shape, False, (1, 5, 4, 24), np.empty, np.float32)
+    assert np.array_equal(native.call(x), _reference(x, bits, 1, 1, binary=True))
+    assert native.call(x[:, :4]) is None and native.call(x.astype(np.float64)) is None
+    native.expect(x.shape, False, (1, 5, 4, 23), np.empty, np.float32)
     with pytest.raises((ValueError, TypeError)):
-        native.run(x, np.empty((1, 5, 4, 23), np.float32))
+        native.call(x)
+    native.expect(x.shape, False, (1, 5, 4, 24), np.empty, np.float64)
     with pytest.raises((ValueError, TypeError)):
-        native.run(x[:, :, :, :39].copy(), out)
+        native.call(x)
+    x39 = x[:, :, :, :39].copy()
+    native.expect(x39.shape, False, (1, 5, 4, 24), np.empty, np.float32)
     with pytest.raises((ValueError, TypeError)):
-        native.run(x, np.empty((1, 5, 4, 24), np.float64))
+        native.call(x39)

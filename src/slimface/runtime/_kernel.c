@@ -10,11 +10,11 @@
  *   - Binary-activation convs pad with +1 (sign(0) = +1, i.e. zero padding before the sign).
  *   - Weights (prepared by kernel.prepare_*): words[(i*kw + j)*Cw + w][co], co padded to 64.
  *
- * Functions (all write into a caller-allocated output; the GIL is released):
+ * Functions (outputs are the caller's, or made by the alloc it gives Plan; the GIL is released):
  *   pack_nhwc(x f32[N,H,W,C], out u32[N,H,W,Cw], threads)
  *   Plan(wwords u32[KK*Cw, CoP], affine f32[2, CoP], C, Cout, kh, kw, sh, sw, ph, pw,
- *        threads).run(x f32[N,H,W,C] | u32[N,H,W,Cw],
- *                     out f32[N,OH,OW,Cout] | u32[N,OH,OW,ceil(Cout/32)])
+ *        threads).call(x f32[N,H,W,C] | u32[N,H,W,Cw])
+ *        -> out f32[N,OH,OW,Cout] | u32[N,OH,OW,ceil(Cout/32)]  (see Plan below)
  *       (word input: a previous layer's sign output; word output: signs of the floats, for a
  *       binary layer feeding another; the weights are acquired once per layer)
  *       out = scale * dot + bias with dot = K - 2 popcount(x_bits XOR w_bits) (K = kh*kw*C),
@@ -694,7 +694,6 @@ static int bconv_run(Py_buffer *x, Py_buffer *out, const Py_buffer *w, const Py_
  * affine acquired once. On MobileFaceNet's 7x7 and 1x1 maps the conv takes a few
  * microseconds or less, and the per-call overhead (acquiring four buffers, parsing nine ints,
  * validating in Python, allocating the output) had been 1-2 us of it.
- *   run(x, out): the conv into a caller's array (every size checked).
  *   expect(shape, words_in, out_shape, alloc, dtype): the fast path of call() for inputs of
  *       this shape (kernel.BinaryConvPlan validated it); alloc(out_shape, dtype) makes an
  *       output.
@@ -707,8 +706,8 @@ typedef struct {
     int p[9];  /* cin, cout, kh, kw, sh, sw, ph, pw, threads */
     int ready;
     Py_ssize_t in_shape[4];
-    int in_words, expecting;
-    PyObject *out_shape, *alloc, *dtype;  /* for call() */
+    int in_words;
+    PyObject *out_shape, *alloc, *dtype;  /* for call(); alloc is NULL until expect() */
     PyObject *last, *last_base;   /* the previous output of call() and the array it views */
 } PlanObject;
 
@@ -754,20 +753,6 @@ static int plan_conv(PlanObject *self, Py_buffer *x, Py_buffer *out) {
                      p[7], p[8]);
 }
 
-static PyObject *plan_run(PlanObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !self->ready) {
-        PyErr_SetString(PyExc_TypeError, "Plan.run(x, out) takes 2 arguments");
-        return NULL;
-    }
-    Py_buffer x, out;
-    if (get_buf(args[0], &x, 0, "x", 4, -1) < 0) return NULL;
-    if (get_buf(args[1], &out, 1, "out", 4, -1) < 0) { PyBuffer_Release(&x); return NULL; }
-    int rc = plan_conv(self, &x, &out);
-    PyBuffer_Release(&x); PyBuffer_Release(&out);
-    if (rc < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 static PyObject *plan_expect(PlanObject *self, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *shape;
     if (nargs != 5 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 4 ||
@@ -788,22 +773,30 @@ static PyObject *plan_expect(PlanObject *self, PyObject *const *args, Py_ssize_t
     Py_INCREF(args[3]); Py_XSETREF(self->alloc, args[3]);
     Py_INCREF(args[4]); Py_XSETREF(self->dtype, args[4]);
     plan_forget_output(self);
-    self->expecting = 1;
     Py_RETURN_NONE;
 }
 
-/* The previous output when only the plan holds it, else a new one from alloc (new ref). */
-static PyObject *plan_output(PlanObject *self) {
+/* The previous output when only the plan holds it (and it is still writable: its last
+ * holder may have made it read-only), else a new one from alloc; view gets its buffer.
+ * Returns a new reference, or NULL with an exception set. */
+static PyObject *plan_output(PlanObject *self, Py_buffer *view) {
     if (self->last && Py_REFCNT(self->last) == 1 &&
         (!self->last_base || Py_REFCNT(self->last_base) == 2)) {
-        Py_INCREF(self->last);
-        return self->last;
+        if (get_buf(self->last, view, 1, "out", 4, -1) == 0) {
+            Py_INCREF(self->last);
+            return self->last;
+        }
+        PyErr_Clear();
     }
     PyObject *alloc_args[2] = {self->out_shape, self->dtype};
     PyObject *out = PyObject_Vectorcall(self->alloc, alloc_args, 2, NULL);
     if (!out) return NULL;
     PyObject *base = PyObject_GetAttrString(out, "base");
-    if (!base) { Py_DECREF(out); return NULL; }
+    if (!base || get_buf(out, view, 1, "out", 4, -1) < 0) {
+        Py_XDECREF(base);
+        Py_DECREF(out);
+        return NULL;
+    }
     plan_forget_output(self);
     self->last = out; Py_INCREF(out);
     if (base != Py_None) self->last_base = base;
@@ -813,7 +806,7 @@ static PyObject *plan_output(PlanObject *self) {
 
 static PyObject *plan_call(PlanObject *self, PyObject *x_obj) {
     Py_buffer x, out;
-    if (!self->expecting || !self->ready) Py_RETURN_NONE;
+    if (!self->alloc) Py_RETURN_NONE;  /* nothing expected yet */
     if (PyObject_GetBuffer(x_obj, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         PyErr_Clear();
         Py_RETURN_NONE;
@@ -821,15 +814,7 @@ static PyObject *plan_call(PlanObject *self, PyObject *x_obj) {
     int fits = x.ndim == 4 && x.itemsize == 4 && is_float_format(&x) == !self->in_words;
     for (int i = 0; fits && i < 4; i++) fits = x.shape[i] == self->in_shape[i];
     if (!fits) { PyBuffer_Release(&x); Py_RETURN_NONE; }
-    PyObject *res = plan_output(self);
-    if (res && get_buf(res, &out, 1, "out", 4, -1) < 0) {
-        /* a recycled array its last holder made read-only: start afresh, once */
-        PyErr_Clear();
-        Py_DECREF(res);
-        plan_forget_output(self);
-        res = plan_output(self);
-        if (res && get_buf(res, &out, 1, "out", 4, -1) < 0) Py_CLEAR(res);
-    }
+    PyObject *res = plan_output(self, &out);
     if (!res) { PyBuffer_Release(&x); return NULL; }
     int rc = plan_conv(self, &x, &out);
     PyBuffer_Release(&x); PyBuffer_Release(&out);
@@ -838,7 +823,6 @@ static PyObject *plan_call(PlanObject *self, PyObject *x_obj) {
 }
 
 static PyMethodDef plan_methods[] = {
-    {"run", (PyCFunction)(void (*)(void))plan_run, METH_FASTCALL, "run(x, out): the conv into out"},
     {"expect", (PyCFunction)(void (*)(void))plan_expect, METH_FASTCALL,
      "expect(shape, words_in, out_shape, alloc, dtype): the input call() serves"},
     {"call", (PyCFunction)plan_call, METH_O, "call(x): a new (or recycled) output, or None"},

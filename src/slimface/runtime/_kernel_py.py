@@ -105,9 +105,6 @@ class Plan:
         self._bound = (wwords, affine, *geometry)
         self._expected: tuple | None = None
 
-    def run(self, x: np.ndarray, out: np.ndarray) -> None:
-        bconv(x, out, *self._bound)
-
     def expect(self, shape: tuple, words_in: bool, out_shape: tuple, alloc, dtype) -> None:
         self._expected = (shape, bool(words_in), out_shape, alloc, dtype)
 
@@ -119,7 +116,7 @@ class Plan:
                 x.dtype not in (np.float32, np.uint32) or not x.flags.c_contiguous:
             return None
         out = alloc(out_shape, dtype)
-        self.run(x, out)
+        bconv(x, out, *self._bound)
         return out
 
 
