@@ -4,10 +4,11 @@ weights and activations (XNOR) trained by softmax on the CelebA subset alone.
 Binary everywhere except Conv1a (the classifier head stays float); the 408 CelebA-subset
 identities with 4+ images (1,770 crops). Block order conv -> pool -> BN -> sign (XNOR-Net's):
 with the seed's conv -> BN -> pool -> sign ~94% of the bits after each pooling stage are +1
-(see ``slimface.models.face_resnet``). Two departures from the seed's SGD, both measured here:
-SGD (lr 0.01 or 0.05, with or without weight decay) stayed at the chance-level loss for 200
-steps, so AdamW at 1e-3; no weight decay (it pulls latent weights to 0, where their signs flip
-at random). 1,600 steps of 32 crops. For a model that reaches a useful LFW accuracy in CPU
+(see ``slimface.models.face_resnet``). Departures from the seed's SGD: AdamW at 1e-3, the usual
+optimizer for binary networks (two SGD runs, lr 0.01 and 0.05, were stopped at the chance-level
+loss after 150-200 steps; AdamW too stayed near chance for ~300 steps before it learned, so the
+two are not compared over a full run), and no weight decay (it pulls latent weights to 0,
+where their signs flip at random). 1,600 steps of 32 crops. For a model that reaches a useful LFW accuracy in CPU
 hours, see ``distill_q_face_resnet_small.py`` (the same network distilled from the teacher on
 more faces).
 

@@ -66,7 +66,7 @@ def test_optimizer_choice_is_validated_and_built():
     decay off 1-d parameters; an unknown name is refused with the valid ones."""
     import torch
 
-    from slimface.train.config import TrainConfig, validate
+    from slimface.train.config import validate
     from slimface.train.trainer import make_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))

@@ -95,12 +95,11 @@ def _split_decay(module: nn.Module) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the seed's recipe), or AdamW for binary networks.
+    """SGD with momentum (the seed's recipe), or AdamW, the usual choice for binary networks.
 
-    A network with binary weights and activations trained from scratch by SGD sat at the
-    chance-level softmax loss for hundreds of steps here; the BNN literature (XNOR-Net++,
-    Bi-Real) trains such networks with Adam, whose per-parameter step does not shrink with
-    the straight-through gradient's scale.
+    The BNN literature (XNOR-Net++, Bi-Real) trains networks with binary weights and
+    activations by Adam: its per-parameter step does not shrink with the straight-through
+    gradient's scale. Weight decay stays off 1-d parameters either way.
     """
     groups = _split_decay(model)
     for group in groups:
