@@ -226,7 +226,7 @@ def test_large_float_outputs_written_with_streaming_stores_are_exact(impl, cout,
     """Outputs of at least STREAM_BYTES are 64-byte aligned and written with non-temporal
     stores on AVX-512 (whole 16-float groups of aligned rows only: C_out = 250 takes the
     ordinary path)."""
-    x, bits = _data((1, 64, 64, 64, cout, 1, 1, 0), seed=3)
+    x, bits = _data((3, 64, 64, 64, cout, 1, 1, 0), seed=3)
     out = kernel.BinaryConvPlan(kernel.prepare_binary_weights(bits), cout, 64, 1,
                                 threads=threads)(x)
     if cout == 256:
@@ -290,3 +290,26 @@ def test_native_plan_rejects_buffers_that_do_not_fit_its_geometry(impl_name):
     native.expect(x39.shape, False, (1, 5, 4, 24), np.empty, np.float32)
     with pytest.raises((ValueError, TypeError)):
         native.call(x39)
+
+
+def test_stream_fill_writes_every_float_and_varies_them(impl):
+    """The bench's memory floor must write real, non-constant data (zeros stream faster)."""
+    out = kernel._aligned_empty((1000,), np.float32)  # not a multiple of 16 floats
+    out[...] = np.nan
+    kernel._impl.stream_fill(out, 2)
+    assert np.isfinite(out).all() and len(np.unique(out)) > 1
+
+
+def test_stream_fill_rejects_misaligned_or_non_float_buffers():
+    pytest.importorskip("slimface.runtime._kernel")
+    from slimface.runtime import _kernel
+
+    raw = kernel._aligned_empty((65,), np.float32)
+    with pytest.raises(ValueError, match="cache line"):
+        _kernel.stream_fill(raw[1:], 1)
+    with pytest.raises(TypeError, match="stream_fill"):
+        _kernel.stream_fill(np.zeros(64, np.int32), 1)
+
+
+def test_streamed_write_ms_is_a_positive_time():
+    assert kernel.streamed_write_ms(1 << 16, threads=1, repeats=2) > 0

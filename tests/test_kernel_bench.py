@@ -23,3 +23,18 @@ def test_time_conv_row_has_the_reported_fields():
         assert key in row
     summary = _summary([row], [])
     assert set(summary) == {"toy_b2"} and summary["toy_b2"]["min_speedup"] == row["speedup"]
+
+
+def test_time_conv_reports_words_path_and_ceiling_only_for_streamed_outputs(monkeypatch):
+    from slimface.runtime import kernel
+
+    shape = {"model": "toy", "cin": 40, "h": 4, "w": 4, "cout": 16, "k": 1, "stride": 1, "pad": 0}
+    small = time_conv(shape, batch=1, threads=1, reps=1, rng=np.random.default_rng(0),
+                      budget_ms=1.0)
+    assert small["speedup_words"] > 0 and small["binary_words_ms"] > 0
+    assert small["output_write_ms"] is None and small["float_out_ceiling"] is None
+    monkeypatch.setattr(kernel, "STREAM_BYTES", 16 * 16 * 4)  # this output counts as streamed
+    big = time_conv(shape, batch=1, threads=1, reps=1, rng=np.random.default_rng(0),
+                    budget_ms=1.0)
+    assert big["output_write_ms"] > 0
+    assert big["float_out_ceiling"] == big["torch_fp32_ms"] / big["output_write_ms"]

@@ -15,8 +15,16 @@ what a deployed layer calls: float NHWC in, float NHWC out (torch's contract), s
 included; ``speedup`` compares that. A second column times the same plan writing sign words
 (``output="signs"``: 1 bit per output, what a binary layer feeding another binary layer
 writes, see ``runtime.binary.fuse_sign_outputs``); it is not torch's contract, so it is
-reported beside the speed-up, not as it. Table on stderr, one JSON object on stdout (device,
-threads, commit, load average).
+reported beside the speed-up, not as it. A third times sign words in and sign words out (a
+binary conv between two binary convs: no float touched). None of the three is torch's
+contract but the first.
+
+For float outputs big enough to be streamed (batch 32 on MobileFaceNet's large maps) the
+table also shows ``float_out_ceiling``: torch's time divided by the time this machine takes
+just to write that many floats with the same threads and the same non-temporal stores
+(``kernel.streamed_write_ms``). No float-output conv can beat torch by more than that here;
+where it is under 10x, the memory bus, not the popcounts, caps the speed-up. Table on
+stderr, one JSON object on stdout (device, threads, commit, load average).
 """
 from __future__ import annotations
 
@@ -133,6 +141,8 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
               "bias": rng.standard_normal(cout).astype(np.float32), "threads": threads}
     plan = kernel.BinaryConvPlan(wwords, cout, cin, k, s, p, **affine)
     signs = kernel.BinaryConvPlan(wwords, cout, cin, k, s, p, output="signs", **affine)
+    words = rng.integers(0, 2**32, (batch, shape["h"], shape["w"], -(-cin // 32)), np.uint32)
+    words[..., -1] &= np.uint32(2**32 - 1 if cin % 32 == 0 else (1 << cin % 32) - 1)
     x_cl = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last view
     x_nchw = x_cl.contiguous()
     w = torch.from_numpy(np.where(bits, 1.0, -1.0).astype(np.float32))
@@ -141,6 +151,7 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
         t = timed({
             "binary": lambda: plan(x),
             "binary_signs": lambda: signs(x),
+            "binary_words": lambda: signs(words),
             "torch_nchw": lambda: F.conv2d(x_nchw, w, None, s, p),
             "torch_cl": lambda: F.conv2d(x_cl, w_cl, None, s, p),
         }, reps, budget_ms)
@@ -148,6 +159,9 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
     torch_med = min(t["torch_nchw"]["median_ms"], t["torch_cl"]["median_ms"])
     oh, ow = (shape["h"] + 2 * p - k) // s + 1, (shape["w"] + 2 * p - k) // s + 1
     macs = batch * oh * ow * cout * cin * k * k
+    out_bytes = batch * oh * ow * cout * 4
+    floor = kernel.streamed_write_ms(out_bytes, threads) if out_bytes >= kernel.STREAM_BYTES \
+        else None
     return {**shape, "batch": batch, "binary_ms": t["binary"]["min_ms"],
             "torch_fp32_ms": torch_best,
             "torch_layout": "cl" if t["torch_cl"]["min_ms"] <= t["torch_nchw"]["min_ms"] else "nchw",
@@ -155,6 +169,10 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
             "speedup_median": torch_med / t["binary"]["median_ms"],
             "binary_signs_ms": t["binary_signs"]["min_ms"],
             "speedup_signs": torch_best / t["binary_signs"]["min_ms"],
+            "binary_words_ms": t["binary_words"]["min_ms"],
+            "speedup_words": torch_best / t["binary_words"]["min_ms"],
+            "output_write_ms": floor,
+            "float_out_ceiling": None if floor is None else torch_best / floor,
             "binary_gmacs": macs / t["binary"]["min_ms"] / 1e6,
             "torch_gmacs": macs / torch_best / 1e6, "timings": t}
 
@@ -213,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
     print_table([{**{k: r[k] for k in ("model", "batch", "cin", "cout", "h", "w", "k", "stride")},
                   "binary_ms": r["binary_ms"], "torch_fp32_ms": r["torch_fp32_ms"],
                   "speedup": r["speedup"], "speedup_median": r["speedup_median"],
-                  "signs_out_speedup": r["speedup_signs"]}
+                  "signs_out_speedup": r["speedup_signs"],
+                  "words_in_out_speedup": r["speedup_words"],
+                  "float_out_ceiling": r["float_out_ceiling"]}
                  for r in convs],
                 title=f"binary conv (XNOR-popcount, {env['kernel']}) vs torch fp32, "
                       f"{args.threads} threads")

@@ -49,9 +49,12 @@
 /* Float outputs from this size on (when 64-byte aligned, kernel.py allocates them so) are
  * written with non-temporal stores. A batch-32 output (26 MB for MobileFaceNet's 64->256 at
  * 28x28) does not stay in cache anyway, and ordinary stores read every line before writing
- * it: streaming took that conv from 3.24 to 0.91 ms (one thread, bench kernels). Below
- * this size the output is left in cache for the next layer. Mirrored in kernel.py. */
-#define STREAM_MIN_BYTES ((size_t)4 << 20)
+ * it: streaming took that conv from 3.24 to 0.91 ms (one thread, bench kernels). Smaller
+ * outputs are left in cache for the next layer: a 6 MB output (128->64 at 28x28, batch 32)
+ * took 0.48 ms with ordinary stores against 0.61-0.72 streamed, while at 12 MB streaming
+ * still won (64->128 at 28x28: 0.46-0.59 against 0.70-0.80 ms; one thread, two runs of
+ * each in separate processes). Mirrored in kernel.py. */
+#define STREAM_MIN_BYTES ((size_t)8 << 20)
 
 static int g_isa = ISA_PORTABLE;
 static int g_best_isa = ISA_PORTABLE;
@@ -928,6 +931,41 @@ static PyObject *py_set_isa(PyObject *self, PyObject *args) {
     return NULL;
 }
 
+/* Writes a float buffer the way the kernel writes a streamed output (non-temporal stores, same
+ * threads): `slimface bench kernels` times it as the floor under any float-output conv of
+ * that size, since the output has to reach memory whatever computes it. The values vary:
+ * zeros streamed about three times faster on this VM (0.29 against 0.89 ms for 24 MB, one
+ * thread), which no conv output would. */
+__attribute__((target("avx512f")))
+static void stream_fill_avx512(float *o, size_t n, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (size_t i = 0; i < n / 16; i++) _mm512_stream_ps(o + 16 * i, _mm512_set1_ps((float)i));
+    _mm_sfence();
+    for (size_t i = n / 16 * 16; i < n; i++) o[i] = 0.0f;
+}
+
+static PyObject *py_stream_fill(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_buffer out;
+    int threads;
+    if (!PyArg_ParseTuple(args, "Oi", &obj, &threads)) return NULL;
+    if (get_buf(obj, &out, 1, "stream_fill", 4, 1) < 0) return NULL;
+    if (((uintptr_t)out.buf & 63) != 0) {
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "stream_fill: out must start on a cache line");
+        return NULL;
+    }
+    size_t n = (size_t)out.len / 4;
+    if (threads < 1) threads = 1;
+    Py_BEGIN_ALLOW_THREADS
+    if (g_isa == ISA_AVX512) stream_fill_avx512((float *)out.buf, n, threads);
+    else
+        for (size_t i = 0; i < n; i++) ((float *)out.buf)[i] = (float)(i / 16);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_max_threads(PyObject *self, PyObject *noargs) {
 #ifdef _OPENMP
     return PyLong_FromLong(omp_get_num_procs());
@@ -942,6 +980,7 @@ static PyMethodDef methods[] = {
     {"isa", py_isa, METH_NOARGS, "instruction set in use"},
     {"best_isa", py_best_isa, METH_NOARGS, "best instruction set this CPU supports"},
     {"set_isa", py_set_isa, METH_VARARGS, "force an instruction set (portable/avx2/avx512)"},
+    {"stream_fill", py_stream_fill, METH_VARARGS, "write a float32 buffer as streamed outputs are written"},
     {"max_threads", py_max_threads, METH_NOARGS, "processors OpenMP sees"},
     {NULL, NULL, 0, NULL}};
 

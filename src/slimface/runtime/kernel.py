@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 CO_TILE = 64
 WORD_BITS = 32
-STREAM_BYTES = 4 << 20  # float outputs from this size on are streamed (_kernel.c STREAM_MIN_BYTES)
+STREAM_BYTES = 8 << 20  # float outputs from this size on are streamed (_kernel.c STREAM_MIN_BYTES)
 CACHE_LINE = 64
 DEFAULT_THREADS = 2
 ENV_VAR = "SLIMFACE_KERNEL"
@@ -329,3 +329,22 @@ def pack_signs(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     out = np.empty((*x.shape[:3], _words(x.shape[3])), np.uint32)
     _impl.pack_nhwc(x, out, _threads(threads))
     return out
+
+
+def streamed_write_ms(nbytes: int, threads: int | None = None, repeats: int = 20) -> float:
+    """Least milliseconds to write ``nbytes`` of floats as the kernel writes a streamed output
+    (non-temporal stores, same threads).
+
+    A float output of :data:`STREAM_BYTES` or more has to reach memory whatever computes it,
+    so this is the floor under any conv writing it on this machine: ``slimface bench
+    kernels`` divides torch's time by it to show which speed-ups the memory bus caps.
+    """
+    import time
+
+    out = _aligned_empty((max(1, nbytes // 4),), np.float32)
+    best = math.inf
+    for _ in range(repeats + 1):  # the first call absorbs page faults
+        t0 = time.perf_counter()
+        _impl.stream_fill(out, _threads(threads))
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
