@@ -935,7 +935,8 @@ static PyObject *py_set_isa(PyObject *self, PyObject *args) {
  * threads): `slimface bench kernels` times it as the floor under any float-output conv of
  * that size, since the output has to reach memory whatever computes it. The values vary:
  * zeros streamed about three times faster on this VM (0.29 against 0.89 ms for 24 MB, one
- * thread), which no conv output would. */
+ * thread), which no conv output would. Without AVX-512 the kernel does not stream, and
+ * neither does this. */
 __attribute__((target("avx512f")))
 static void stream_fill_avx512(float *o, size_t n, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)

@@ -15,6 +15,7 @@ import importlib
 import logging
 import math
 import os
+import time
 from types import ModuleType
 from typing import Sequence
 
@@ -338,9 +339,8 @@ def streamed_write_ms(nbytes: int, threads: int | None = None, repeats: int = 20
     A float output of :data:`STREAM_BYTES` or more has to reach memory whatever computes it,
     so this is the floor under any conv writing it on this machine: ``slimface bench
     kernels`` divides torch's time by it to show which speed-ups the memory bus caps.
+    Without AVX-512 the kernel does not stream, and neither does this (ordinary stores).
     """
-    import time
-
     out = _aligned_empty((max(1, nbytes // 4),), np.float32)
     best = math.inf
     for _ in range(repeats + 1):  # the first call absorbs page faults
