@@ -141,8 +141,7 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
               "bias": rng.standard_normal(cout).astype(np.float32), "threads": threads}
     plan = kernel.BinaryConvPlan(wwords, cout, cin, k, s, p, **affine)
     signs = kernel.BinaryConvPlan(wwords, cout, cin, k, s, p, output="signs", **affine)
-    words = rng.integers(0, 2**32, (batch, shape["h"], shape["w"], -(-cin // 32)), np.uint32)
-    words[..., -1] &= np.uint32(2**32 - 1 if cin % 32 == 0 else (1 << cin % 32) - 1)
+    words = kernel.pack_signs(x)  # what a fused binary producer would hand this conv
     x_cl = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last view
     x_nchw = x_cl.contiguous()
     w = torch.from_numpy(np.where(bits, 1.0, -1.0).astype(np.float32))

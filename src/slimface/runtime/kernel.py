@@ -15,13 +15,13 @@ import importlib
 import logging
 import math
 import os
-import time
 from types import ModuleType
 from typing import Sequence
 
 import numpy as np
 
 from slimface.errors import SlimfaceError
+from slimface.runtime.timing import time_in_blocks
 
 log = logging.getLogger(__name__)
 
@@ -342,9 +342,5 @@ def streamed_write_ms(nbytes: int, threads: int | None = None, repeats: int = 20
     Without AVX-512 the kernel does not stream, and neither does this (ordinary stores).
     """
     out = _aligned_empty((max(1, nbytes // 4),), np.float32)
-    best = math.inf
-    for _ in range(repeats + 1):  # the first call absorbs page faults
-        t0 = time.perf_counter()
-        _impl.stream_fill(out, _threads(threads))
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
+    fill = {"write": lambda: _impl.stream_fill(out, _threads(threads))}
+    return min(time_in_blocks(fill, repeats=repeats, rounds=1)["write"])
