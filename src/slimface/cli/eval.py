@@ -3,7 +3,11 @@
     slimface eval --model dlib-resnet --benchmark lfw --json /tmp/eval.json
 
 prints a table on stderr (accuracy mean +- std over the 10 folds, AUC, TAR@FAR, thresholds,
-pair and no-face counts, timings) and writes the JSON summary.
+pair and no-face counts, timings) and writes the JSON summary. Beside the pair protocol it
+reads out what deployments see, over the same images: every image scored against every
+other (TAR at FAR 1e-3, 1e-4, 1e-5) and a 1:N search (first image of each person with two
+or more enrolled; rank-1, rank-5, and DIR at FAR 1e-2 and 1e-3 with single-image people as
+impostors).
 """
 from __future__ import annotations
 
@@ -38,7 +42,22 @@ def register(sub: Any) -> None:
 
 
 def _percent(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def readout_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """All-pairs TAR, rank-k and DIR rows (n/a where the data cannot resolve a figure)."""
+    if "all_pairs" not in r:
+        return []
+    ap, ident = r["all_pairs"], r["identification"]
+    rows = [(f"all pairs TAR @ FAR {f}", _percent(v)) for f, v in r["tar_at_far"].items()]
+    rows.append(("all pairs: genuine / impostor", f"{ap['n_genuine']:,} / {ap['n_impostor']:,}"))
+    rows += [("1:N rank-1 / rank-5", f"{_percent(r['rank1'])} / {_percent(r['rank5'])}")]
+    rows += [(f"1:N DIR @ FAR {f}", _percent(v)) for f, v in r["dir_at_far"].items()]
+    rows.append(("1:N gallery / mated / impostor probes",
+                 f"{ident['n_gallery']} / {ident['n_mated_probes']} / "
+                 f"{ident['n_impostor_probes']}"))
+    return rows
 
 
 def result_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -53,6 +72,7 @@ def result_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         note = f" (n_neg {d['n_neg']}: below resolution, 0 false accepts)" \
             if d["below_resolution"] else ""
         rows.append((key.replace("tar_at_far_", "TAR @ FAR "), _percent(d["tar"]) + note))
+    rows += readout_rows(r)
     thresholds = r.get("thresholds", [])
     rows += [("thresholds", " ".join(f"{t:.4f}" for t in thresholds)),
              ("pairs / images", f"{r['n_pairs']} / {r['n_images']}"),

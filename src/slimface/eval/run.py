@@ -25,6 +25,7 @@ from torch import nn
 from slimface.errors import DataError
 from slimface.eval.lfw import Pair, find_lfw_root, load_view1, load_view2, unique_images
 from slimface.eval.metrics import verification_metrics
+from slimface.eval.protocols import deployment_readouts
 from slimface.eval.verification import (Candidates, cosine_scores, k_fold_verification,
                                         split_verification)
 
@@ -150,7 +151,9 @@ def evaluate_crops(model: nn.Module, aligned: AlignedPairImages, pairs: Sequence
                    flip: str = "none", batch_size: int = 64,
                    candidates: Candidates = "midpoints",
                    progress: bool = False) -> dict[str, Any]:
-    """Embed pre-aligned crops once each, score ``pairs`` and run the protocol."""
+    """Embed pre-aligned crops once each, score ``pairs`` and run the protocol, then the
+    all-pairs and 1:N read-outs over the same embedded images
+    (:func:`slimface.eval.protocols.deployment_readouts`)."""
     start = time.perf_counter()
     embeddings = embed_with_progress(model, aligned.crops, batch_size, flip, progress)
     seconds_embed = time.perf_counter() - start
@@ -158,6 +161,7 @@ def evaluate_crops(model: nn.Module, aligned: AlignedPairImages, pairs: Sequence
     labels = np.array([p.same for p in pairs], dtype=bool)
     folds = np.array([p.fold for p in pairs], dtype=np.int64)
     report = score_report(scores, labels, folds, candidates)
+    report.update(deployment_readouts(embeddings, aligned.paths))
     report.update(seconds_embed=seconds_embed, scores=scores, labels=labels, folds=folds)
     return report
 
@@ -180,7 +184,10 @@ def evaluate_lfw(model: nn.Module | str, data_root: str | os.PathLike[str] | Non
 
     Returns:
         ``accuracy_mean``, ``accuracy_std``, ``fold_accuracies``, ``thresholds``, ``auc``,
-        ``tar_at_far_1e-3``, ``tar_at_far_1e-4`` (+ ``tar_at_far_details`` with ``n_neg``),
+        ``tar_at_far_1e-3``, ``tar_at_far_1e-4`` over the pair list (+ ``tar_at_far_details``
+        with ``n_neg``), the all-pairs and 1:N read-outs over the pair list's images
+        (``tar_at_far`` per FAR 1e-3/1e-4/1e-5, ``rank1``, ``rank5``, ``dir_at_far`` per FAR
+        1e-2/1e-3, with counts and thresholds in ``all_pairs`` and ``identification``),
         ``n_pairs``, ``n_images``, ``no_face`` (centre crops), ``fallback_detector`` (images
         aligned by the fallback detector), ``seconds``, ``seconds_align``, ``seconds_embed``,
         ``model``, ``flip``..., plus the arrays ``scores``, ``labels``, ``folds`` (see
