@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from slimface.eval.lfw import Pair
-from slimface.eval.report import latency, markdown, quick_subset
+from slimface.eval.report import latency, latency_points, markdown, quick_subset
 
 
 def _pairs(folds: int = 10, per: int = 6) -> list[Pair]:
@@ -25,15 +25,29 @@ def test_quick_subset_keeps_every_fold_balanced():
 def test_markdown_has_a_row_per_model_with_measured_columns():
     row = {"model": "m1", "role": "teacher", "runtime": "torch", "file": "/x/m1.slim",
            "bytes": 1000, "params": 10, "macs": 2e6, "accuracy_mean": 0.9912,
-           "accuracy_std": 0.0031, "auc": 0.999, "tar_at_far_1e-3": 0.97, "n_pairs": 600,
+           "accuracy_std": 0.0031, "auc": 0.999, "all_pairs_tar_at_far_1e-3": 0.97,
+           "all_pairs_tar_at_far_1e-4": None, "rank1": 0.9088, "dir_at_far_1e-2": 0.5,
+           "n_impostor_pairs": 60_000, "n_gallery": 100, "n_probes": 300, "n_pairs": 600,
            "no_face": 0, "compression": 1.0, "ms_b1": 2.0, "speedup_b1": 1.0, "ms_b32": 1.0,
            "speedup_b32": 1.0}
     meta = {"command": "slimface report --quick", "commit": "abc", "cpu": "cpu", "threads": 2,
             "seconds": 12.0, "quick": True, "n_pairs": 600}
     text = markdown([row, {**row, "model": "m2", "role": "pq", "bytes": 100,
                            "compression": 10.0}], meta)
-    assert "| m1 | 99.12 ± 0.31 |" in text and "| m2 |" in text
+    assert "| m1 | 99.12 ± 0.31 | 0.9990 | 97.0 | n/a | 90.9 | 50.0 |" in text
+    assert "| m2 |" in text
     assert "10.0x" in text and "slimface report --quick" in text
+    assert "60,000 impostor pairs" in text
+
+
+def test_latency_plot_puts_the_teacher_in_every_runtime():
+    rows = [{"model": "t", "role": "teacher", "runtime": "torch", "ms_b1": 9.0,
+             "teacher_ms_b1": 9.0, "accuracy_mean": 0.99},
+            {"model": "s8", "role": "int8", "runtime": "onnx", "ms_b1": 1.0,
+             "teacher_ms_b1": 4.0, "accuracy_mean": 0.97}]
+    points = {(p["label"], p["runtime"]): p["x"] for p in latency_points(rows)}
+    assert points == {("t", "torch"): 9.0, ("s8", "onnx"): 1.0,
+                      ("dlib-resnet (teacher, onnx)", "onnx"): 4.0}
 
 
 class _Tiny(nn.Module):

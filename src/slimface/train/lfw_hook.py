@@ -16,7 +16,10 @@ Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
 class LfwView1Evaluator:
-    """Callable ``(backbone) -> {"lfw_view1_acc", "lfw_view1_threshold"}``."""
+    """Callable ``(backbone) -> {"lfw_view1_acc", "lfw_view1_threshold", ...}``: view-1 pair
+    accuracy plus the all-pairs and 1:N read-outs over view 1's images
+    (``lfw_view1_tar_at_far_1e-3``, ``..._1e-4``, ``lfw_view1_rank1``,
+    ``lfw_view1_dir_at_far_1e-2``; None where the images cannot resolve the rate)."""
 
     def __init__(self, data_root: str | Path, template: str, detector: str = "retinaface",
                  batch_size: int = 128):
@@ -37,6 +40,7 @@ class LfwView1Evaluator:
         batch = align_paths(images, self.template, detector=self.detector,
                             multi_face="central", no_face="centre", cache=True, progress=True)
         self._crops = batch.crops
+        self._images = images
         self._index = {p: i for i, p in enumerate(images)}
         self._pairs = split
 
@@ -61,4 +65,13 @@ class LfwView1Evaluator:
         tr_s, tr_y = self._scores(emb, self._pairs.train)
         te_s, te_y = self._scores(emb, self._pairs.test)
         res = split_verification(tr_s, tr_y, te_s, te_y)
-        return {"lfw_view1_acc": res["test_accuracy"], "lfw_view1_threshold": res["threshold"]}
+        out = {"lfw_view1_acc": res["test_accuracy"], "lfw_view1_threshold": res["threshold"]}
+        return {**out, **self._readouts(emb)}
+
+    def _readouts(self, emb: np.ndarray) -> dict[str, Any]:
+        from slimface.eval.protocols import deployment_readouts
+
+        r = deployment_readouts(emb, self._images)
+        return {"lfw_view1_tar_at_far_1e-3": r["tar_at_far"]["1e-3"],
+                "lfw_view1_tar_at_far_1e-4": r["tar_at_far"]["1e-4"],
+                "lfw_view1_rank1": r["rank1"], "lfw_view1_dir_at_far_1e-2": r["dir_at_far"]["1e-2"]}
