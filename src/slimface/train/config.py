@@ -64,6 +64,16 @@ class TrainConfig:
     eval_batch_size: int = 128
     channels_last: bool = True
     out: str = ""                          # "" = work_dirs/<config stem>
+    # objective: "margin" (identity labels + head) or "distill" (function matching against a
+    # live teacher on unlabelled faces; see slimface.train.function_matching)
+    objective: str = "margin"
+    teacher: str = ""                      # registry name or file of the teacher
+    teacher_runtime: str = "auto"          # auto (fastest here) | litert | torch
+    sources: tuple = ("utkface", "celeba", "lfw_unpaired", "att")   # distill images
+    init_from: str = ""                    # trained student weights to start from
+    loss_weights: dict = field(default_factory=lambda: {"embed": 1.0, "relational": 10.0})
+    augment: dict = field(default_factory=dict)                   # AugmentConfig overrides
+    checkpoint_minutes: float = 5.0        # distill: checkpoint at least this often
 
     def schedule_steps(self, steps_per_epoch: int) -> int:
         return self.epochs * steps_per_epoch
@@ -117,6 +127,7 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
 
 
 OPTIMIZERS = ("sgd", "adam")
+OBJECTIVES = ("margin", "distill")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -135,6 +146,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
                           f"got {config.optimizer!r}")
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, "
+                          f"got {config.objective!r}")
+    if config.objective == "distill" and not config.teacher:
+        raise ConfigError("objective='distill' needs a teacher (e.g. teacher="
+                          "'mobilefacenet-tflite')")
     if list(config.milestones) != sorted(config.milestones):
         raise ConfigError(f"milestones must ascend, got {list(config.milestones)}")
     return config

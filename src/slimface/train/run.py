@@ -54,11 +54,15 @@ def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInf
 
 def train_from_config(config_path: str | Path, data: str | None = None,
                       out: str | None = None, resume: bool = False,
-                      overrides: Iterable[str] = (), progress: bool = True) -> dict[str, Any]:
+                      overrides: Iterable[str] = (), progress: bool = True,
+                      until_step: int = 0) -> dict[str, Any]:
     """Load, prepare, train; returns the summary dict (rank 0's view)."""
     from slimface.models import create_backbone
 
     config = load_config(config_path, overrides)
+    if config.objective == "distill":
+        return distill_from_config(config, config_path, data, out, resume, progress,
+                                   until_step)
     info = init_distributed()
     torch.set_num_threads(config.threads)
     out_dir = Path(out or config.out or default_out_dir(config_path))
@@ -86,3 +90,32 @@ def train_from_config(config_path: str | Path, data: str | None = None,
         cleanup(info)
     return {"config": str(config_path), "backbone": config.backbone, "head": config.head,
             "world_size": info.world_size, **summary}
+
+
+def distill_from_config(config: TrainConfig, config_path: str | Path, data: str | None,
+                        out: str | None, resume: bool, progress: bool,
+                        until_step: int = 0) -> dict[str, Any]:
+    """The ``distill`` objective: function matching against a live teacher (one process)."""
+    from slimface.io.paths import data_root
+    from slimface.train.function_matching import FunctionMatchingTrainer, training_canvases
+    from slimface.train.teacher import load_teacher
+
+    torch.set_num_threads(config.threads)
+    out_dir = Path(out or config.out or default_out_dir(config_path))
+    root = data_root(data)
+    teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads)
+    canvas, info = training_canvases(root, tuple(config.sources), teacher.template,
+                                     config.crop_pad, config.detector, progress)
+    log.info("distill data: %s", info)
+    evaluator = None
+    if config.eval_every:
+        evaluator = LfwView1Evaluator(root, teacher.template, config.detector,
+                                      config.eval_batch_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    (out_dir / "data.json").write_text(json.dumps(info, indent=2) + "\n")
+    trainer = FunctionMatchingTrainer(config, canvas, teacher, out_dir, resume=resume,
+                                      evaluator=evaluator, progress=progress)
+    summary = trainer.fit(until_step=until_step or config.max_steps)
+    return {"config": str(config_path), "backbone": config.backbone, "objective": "distill",
+            "teacher": teacher.name, "out": str(out_dir), **summary}
