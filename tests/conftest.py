@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    from slimface.io.paths import find_data_root
+    from slimface.data.roots import find_data_root
 
     root = find_data_root()
     if root is None:

@@ -84,10 +84,9 @@ def _load_float_model(spec: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _calibration(args: argparse.Namespace, model: Any) -> Any:
-    from slimface.compress.pq import DEFAULT_CALIB_SUBDIR, calibration_crops
-    from slimface.io.paths import data_root
+    from slimface.data.calibration import calibration_crops, default_calibration_folder
 
-    calib_dir = args.calib or data_root(args.data) / DEFAULT_CALIB_SUBDIR
+    calib_dir = args.calib or default_calibration_folder(args.data)
     crops = calibration_crops(model, calib_dir, args.calib_n, data_root=args.data)
     if len(crops) == 0:
         raise ConfigError(f"{calib_dir}: no face could be aligned for calibration")

@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from slimface.data.lfw import (LFW_PAIR_FILES, find_images_root, find_lfw_root,
+                               lfw_excluded_images, lfw_pair_names, refuse_lfw_pair_images)
 from slimface.errors import DataError
 from slimface.io.paths import cache_root
 
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 SOURCES: tuple[str, ...] = ("utkface", "celeba", "lfw_unpaired", "att")
 #: Sources whose images are tight face crops and are padded before detection.
 TIGHT_SOURCES: tuple[str, ...] = ("utkface", "celeba", "att")
-LFW_PAIR_FILES: tuple[str, ...] = ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")
 UNLABELLED = -1
 
 
@@ -103,48 +104,8 @@ def _att(root: Path) -> tuple[list[Path], list[str]]:
     return paths, [f"att/{p.parent.name}" for p in paths]
 
 
-def _pair_files(lfw_root: Path) -> list[Path]:
-    files = [lfw_root / f for f in LFW_PAIR_FILES if (lfw_root / f).is_file()]
-    if not any(f.name == "pairs.txt" for f in files):
-        raise DataError(f"{lfw_root}/pairs.txt not found: cannot exclude LFW pair images")
-    return files
-
-
-def lfw_pair_names(lfw_root: Path) -> tuple[set[str], set[tuple[str, int]]]:
-    """People and (person, image number) named by pairs.txt and the view-1 files.
-
-    A plain text scan (3 fields = same-person line, 4 = different-person line; headers have
-    fewer), so the exclusion does not depend on the images being present.
-    """
-    people: set[str] = set()
-    images: set[tuple[str, int]] = set()
-    for path in _pair_files(lfw_root):
-        for line in path.read_text().splitlines():
-            f = line.split()
-            if len(f) == 3:
-                pairs = [(f[0], int(f[1])), (f[0], int(f[2]))]
-            elif len(f) == 4:
-                pairs = [(f[0], int(f[1])), (f[2], int(f[3]))]
-            else:
-                continue
-            images.update(pairs)
-            people.update(n for n, _ in pairs)
-    return people, images
-
-
-def lfw_excluded_images(lfw_root: Path) -> set[Path]:
-    """Every LFW image named in pairs.txt and the view-1 files (resolved paths)."""
-    from slimface.eval.lfw import find_images_root
-
-    root = find_images_root(lfw_root).resolve()
-    _, images = lfw_pair_names(lfw_root)
-    return {root / n / f"{n}_{i:04d}.jpg" for n, i in images}
-
-
 def _lfw_unpaired(root: Path) -> tuple[list[Path], list[str]]:
     """Every image of the LFW people named in no pair (any image of a paired person is out)."""
-    from slimface.eval.lfw import find_images_root, find_lfw_root
-
     lfw_root = find_lfw_root(root)
     used, _ = lfw_pair_names(lfw_root)
     images_root = find_images_root(lfw_root)
@@ -172,14 +133,9 @@ def list_training_images(data_root: Path, sources: Iterable[str] = SOURCES) -> I
         ids += i
         srcs += [source] * len(p)
     images = ImageList(paths, srcs, ids)
-    if "lfw_unpaired" in srcs:
-        from slimface.eval.lfw import find_lfw_root
-
-        excluded = lfw_excluded_images(find_lfw_root(Path(data_root)))
-        leaked = [p for p in paths if p.resolve() in excluded]
-        if leaked:  # a bug, not a user mistake, but never train on it silently
-            raise DataError(f"{leaked[0]}: LFW pair image in the training list "
-                            f"({len(leaked)} in all)")
+    if "lfw_unpaired" in srcs:  # a leak would be a bug, not a user mistake: never train on it
+        refuse_lfw_pair_images([p for p, s in zip(paths, srcs) if s == "lfw_unpaired"],
+                               data_root, purpose="train")
     return images
 
 
@@ -362,5 +318,6 @@ def describe(ds: DistillSet) -> dict:
             "note": "LFW people in no pair of pairs.txt/pairsDevTrain/pairsDevTest only"}
 
 
-__all__ = ["SOURCES", "ImageList", "DistillSet", "list_training_images", "padded_copies",
-           "build_distill_set", "teacher_embeddings", "describe", "lfw_excluded_images"]
+__all__ = ["SOURCES", "LFW_PAIR_FILES", "ImageList", "DistillSet", "list_training_images",
+           "padded_copies", "build_distill_set", "teacher_embeddings", "describe",
+           "lfw_excluded_images", "lfw_pair_names"]
