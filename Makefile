@@ -21,6 +21,7 @@ demo: setup
 	$(BIN)/slimface report --quick --out reports/demo
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 clean:

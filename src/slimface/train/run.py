@@ -9,12 +9,13 @@ from typing import Any, Iterable
 
 import torch
 
-from slimface.errors import DataError
+from slimface.data.lfw import VIEW2_FILE, find_lfw_root, lfw_excluded_images
+from slimface.data.roots import data_root, find_data_root
+from slimface.errors import ConfigError, DataError
 from slimface.train.config import TrainConfig, config_to_dict, load_config
 from slimface.train.data import CropSet, load_crop_set, scan_identity_folders
 from slimface.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from slimface.train.lfw_hook import LfwView1Evaluator
-from slimface.train.trainer import Trainer
+from slimface.train.trainer import EvaluatorFactory, Trainer
 
 log = logging.getLogger("slimface.train")
 
@@ -26,8 +27,6 @@ def default_out_dir(config_path: str | Path) -> Path:
 
 def resolve_train_folder(config: TrainConfig, data: str | None) -> tuple[Path, Path | None]:
     """(identity folder root, data root for LFW). ``--data`` may be either."""
-    from slimface.io.paths import data_root, find_data_root
-
     if Path(config.data).is_absolute():
         return Path(config.data), find_data_root(data)
     if data is not None and (Path(data) / config.data).is_dir():
@@ -38,10 +37,23 @@ def resolve_train_folder(config: TrainConfig, data: str | None) -> tuple[Path, P
     return root / config.data, root
 
 
+def lfw_pair_images_under(root: Path | None) -> set[Path]:
+    """LFW pair images (view 1 and view 2) of the data root, to keep out of training; empty
+    when the root holds no LFW."""
+    if root is None or not any((c / VIEW2_FILE).is_file() for c in (root / "lfw", root)):
+        return set()
+    return lfw_excluded_images(find_lfw_root(root))
+
+
 def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInfo,
-                 progress: bool = True) -> CropSet:
-    """Rank 0 aligns (and fills the crop cache) first; other ranks then read the cache."""
-    ids = scan_identity_folders(folder, config.min_images_per_identity, config.max_identities)
+                 progress: bool = True, exclude: set[Path] | frozenset[Path] = frozenset()
+                 ) -> CropSet:
+    """Rank 0 aligns (and fills the crop cache) first; other ranks then read the cache.
+
+    ``exclude`` (resolved paths) never enter the training set: LFW pair images.
+    """
+    ids = scan_identity_folders(folder, config.min_images_per_identity, config.max_identities,
+                                exclude=exclude)
     if info.is_main:
         log.info("%s: %d images of %d identities (%d+ images each)", folder, len(ids.paths),
                  len(ids.classes), max(config.min_images_per_identity, 1))
@@ -54,8 +66,13 @@ def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInf
 
 def train_from_config(config_path: str | Path, data: str | None = None,
                       out: str | None = None, resume: bool = False,
-                      overrides: Iterable[str] = (), progress: bool = True) -> dict[str, Any]:
-    """Load, prepare, train; returns the summary dict (rank 0's view)."""
+                      overrides: Iterable[str] = (), progress: bool = True,
+                      view1_check: EvaluatorFactory | None = None) -> dict[str, Any]:
+    """Load, prepare, train; returns the summary dict (rank 0's view).
+
+    ``view1_check`` builds the periodic health check that ``eval_every`` asks for
+    (``slimface train`` passes :class:`slimface.eval.view1.LfwView1Evaluator`).
+    """
     from slimface.models import create_backbone
 
     config = load_config(config_path, overrides)
@@ -65,13 +82,18 @@ def train_from_config(config_path: str | Path, data: str | None = None,
     folder, root = resolve_train_folder(config, data)
     probe = create_backbone(config.backbone, **config.backbone_kwargs)
     template = config.template or probe.template
-    crop_set = prepare_data(config, folder, template, info, progress)
+    crop_set = prepare_data(config, folder, template, info, progress,
+                            exclude=lfw_pair_images_under(root))
     evaluator = None
     if config.eval_every:
+        if view1_check is None:
+            raise ConfigError(f"eval_every={config.eval_every} needs a view-1 check: pass "
+                              "view1_check=slimface.eval.view1.LfwView1Evaluator, or set "
+                              "eval_every=0")
         if root is None or not (root / "lfw").is_dir():
             raise DataError(f"eval_every={config.eval_every} needs LFW under the data root "
                             f"({root}); set eval_every=0 or pass --data")
-        evaluator = LfwView1Evaluator(root, template, config.detector, config.eval_batch_size)
+        evaluator = view1_check(root, template, config.detector, config.eval_batch_size)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(
