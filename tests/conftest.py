@@ -29,5 +29,7 @@ def lfw_root(data_root: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Tests never write to the user's ~/.cache; one temp cache per session."""
+    """Tests never write to the user's ~/.cache or data folder; one temp cache per session,
+    and an empty user data folder (calibrated thresholds) per test."""
     monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SLIMFACE_HOME", str(tmp_path_factory.mktemp("home")))
