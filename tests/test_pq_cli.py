@@ -54,6 +54,7 @@ def test_compress_pq_writes_a_loadable_slim_and_reports_sizes(tmp_path):
     assert model(torch.rand(1, 3, 16, 16) * 255).shape == (1, 8)
 
 
+@pytest.mark.slow  # times real work; `make test-all` runs it
 def test_bench_pq_times_every_pq_layer_and_the_model(tmp_path):
     out, js = tmp_path / "m.slim", tmp_path / "bench.json"
     assert main(["compress", "pq", "--model", "tiny_pq_test_model", "--k", "4",
