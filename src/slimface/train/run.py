@@ -76,6 +76,10 @@ def train_from_config(config_path: str | Path, data: str | None = None,
     from slimface.models import create_backbone
 
     config = load_config(config_path, overrides)
+    if config.eval_every and view1_check is None:
+        raise ConfigError(f"eval_every={config.eval_every} needs a view-1 check: pass "
+                          "view1_check=slimface.eval.view1.LfwView1Evaluator, or set "
+                          "eval_every=0")
     info = init_distributed()
     torch.set_num_threads(config.threads)
     out_dir = Path(out or config.out or default_out_dir(config_path))
@@ -86,10 +90,6 @@ def train_from_config(config_path: str | Path, data: str | None = None,
                             exclude=lfw_pair_images_under(root))
     evaluator = None
     if config.eval_every:
-        if view1_check is None:
-            raise ConfigError(f"eval_every={config.eval_every} needs a view-1 check: pass "
-                              "view1_check=slimface.eval.view1.LfwView1Evaluator, or set "
-                              "eval_every=0")
         if root is None or not (root / "lfw").is_dir():
             raise DataError(f"eval_every={config.eval_every} needs LFW under the data root "
                             f"({root}); set eval_every=0 or pass --data")
