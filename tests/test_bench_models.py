@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from slimface.cli.bench_models import interleaved_ms, weight_bytes
 from slimface.cli.main import main
 
 
-def test_bench_models_reports_ratios_against_the_first_model(capsys):
+def test_bench_models_reports_ratios_against_the_first_model(capsys, fake_clock):
     assert main(["bench", "models", "--models", "slimnet_m", "slimnet_s", "--runtimes", "torch",
                  "--batches", "1", "--repeats", "2", "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
@@ -15,7 +16,10 @@ def test_bench_models_reports_ratios_against_the_first_model(capsys):
     base, other = out["rows"]
     assert out["baseline"] == "slimnet_m" and base["speedup_torch_b1"] == 1.0
     assert other["macs"] < base["macs"] and other["size_ratio"] > 1.0
-    assert other["torch_b1_min_ms"] <= other["torch_b1_median_ms"]
+    # every timed call takes 1 ms on the fake clock: equal speed, 1 ms per batch of 1
+    assert other["torch_b1_min_ms"] == pytest.approx(1.0)
+    assert other["torch_b1_median_ms"] == pytest.approx(1.0)
+    assert other["speedup_torch_b1"] == pytest.approx(1.0)
     assert "ms per face" in captured.err
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from slimface.compress.binary import (create_quantized_backbone, default_keep_float,
-                                      quantize_model, quantized_layers)
-from slimface.compress.quantizers import (DorefaActivation, DorefaWeight, QuantConv2d,
-                                          QuantLinear, SteSign, XnorWeight)
 from slimface.errors import ConfigError, ModelFileError
+from slimface.models.quantized import create_quantized_backbone
+from slimface.quant.qat import default_keep_float, quantize_model, quantized_layers
+from slimface.quant.quantizers import (DorefaActivation, DorefaWeight, QuantConv2d, QuantLinear,
+                                       SteSign, XnorWeight)
 from slimface.runtime.binary import (BinaryConv2d, FoldedBatchNorm, KbitConv2d, deploy_layer,
                                      load_deploy, pack_codes, save_deploy, to_inference,
                                      unpack_codes, unpack_signs_bytes, pack_signs_bytes)

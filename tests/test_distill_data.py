@@ -26,14 +26,9 @@ def test_training_list_contains_no_lfw_pair_image(data_root: Path, lfw_root: Pat
 
 
 def lfw_pair_names_view2(lfw_root: Path):
-    from slimface.compress import distill_data
+    from slimface.data.lfw import lfw_pair_names
 
-    old = distill_data.LFW_PAIR_FILES
-    distill_data.LFW_PAIR_FILES = ("pairs.txt",)
-    try:
-        return distill_data.lfw_pair_names(lfw_root)
-    finally:
-        distill_data.LFW_PAIR_FILES = old
+    return lfw_pair_names(lfw_root, files=("pairs.txt",))
 
 
 def test_unknown_source_is_a_data_error(data_root: Path):

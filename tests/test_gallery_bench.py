@@ -19,6 +19,7 @@ def test_noise_calibration_hits_the_target_accuracy():
     assert np.mean(synthetic.exact_top1(flat, q) == np.arange(1, 501)) < acc  # more noise, worse
 
 
+@pytest.mark.slow  # times real work; `make test-all` runs it
 def test_benchmark_reports_exact_and_index_in_one_run(tmp_path):
     res = synthetic.run(n=1000, dim=16, kind="ivf_flat", params={"nlist": 16, "nprobe": 16},
                         n_queries=200, n_latency=5, n_flat_latency=5, workdir=str(tmp_path),

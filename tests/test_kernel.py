@@ -311,5 +311,14 @@ def test_stream_fill_rejects_misaligned_or_non_float_buffers():
         _kernel.stream_fill(np.zeros(64, np.int32), 1)
 
 
-def test_streamed_write_ms_is_a_positive_time():
-    assert kernel.streamed_write_ms(1 << 16, threads=1, repeats=2) > 0
+def test_streamed_write_ms_is_the_least_time_of_the_timed_fills(monkeypatch):
+    seen = {}
+
+    def blocks(fns, repeats, rounds):
+        fns["write"]()  # one real fill of the buffer
+        seen.update(repeats=repeats, rounds=rounds)
+        return {"write": [3.0, 1.5, 2.0]}
+
+    monkeypatch.setattr(kernel, "time_in_blocks", blocks)
+    assert kernel.streamed_write_ms(1 << 16, threads=1, repeats=3) == 1.5
+    assert seen == {"repeats": 3, "rounds": 1}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from slimface.cli import bench_kernels
 from slimface.cli.bench_kernels import _summary, time_conv, timed
 
 
@@ -34,7 +35,15 @@ def test_time_conv_reports_words_path_and_ceiling_only_for_streamed_outputs(monk
     assert small["speedup_words"] > 0 and small["binary_words_ms"] > 0
     assert small["output_write_ms"] is None and small["float_out_ceiling"] is None
     monkeypatch.setattr(kernel, "STREAM_BYTES", 16 * 16 * 4)  # this output counts as streamed
+    asked = []
+    monkeypatch.setattr(kernel, "streamed_write_ms",
+                        lambda nbytes, threads=None: asked.append((nbytes, threads)) or 0.25)
+    fixed = {"binary": 1.0, "binary_signs": 1.0, "binary_words": 1.0, "torch_nchw": 8.0,
+             "torch_cl": 6.0}
+    monkeypatch.setattr(bench_kernels, "timed", lambda fns, reps, budget_ms: {
+        k: {"min_ms": fixed[k], "median_ms": fixed[k]} for k in fns})
     big = time_conv(shape, batch=1, threads=1, reps=1, rng=np.random.default_rng(0),
                     budget_ms=1.0)
-    assert big["output_write_ms"] > 0
-    assert big["float_out_ceiling"] == big["torch_fp32_ms"] / big["output_write_ms"]
+    assert asked == [(1 * 4 * 4 * 16 * 4, 1)]  # the float output N x OH x OW x Cout, 1 thread
+    assert big["torch_fp32_ms"] == 6.0 and big["torch_layout"] == "cl"
+    assert big["output_write_ms"] == 0.25 and big["float_out_ceiling"] == 24.0

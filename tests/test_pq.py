@@ -309,7 +309,7 @@ def test_slim_file_round_trip_is_exact(tmp_path, codebook_dtype):
 
 # ----------------------------------------------------------------------------- calibration data
 def test_calibration_refuses_lfw_pair_images(lfw_root):
-    from slimface.eval.lfw import load_view2
+    from slimface.data.lfw import load_view2
 
     person = load_view2(lfw_root)[0].path_a.parent
     with pytest.raises(DataError, match="LFW"):

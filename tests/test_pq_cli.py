@@ -54,6 +54,7 @@ def test_compress_pq_writes_a_loadable_slim_and_reports_sizes(tmp_path):
     assert model(torch.rand(1, 3, 16, 16) * 255).shape == (1, 8)
 
 
+@pytest.mark.slow  # times real work; `make test-all` runs it
 def test_bench_pq_times_every_pq_layer_and_the_model(tmp_path):
     out, js = tmp_path / "m.slim", tmp_path / "bench.json"
     assert main(["compress", "pq", "--model", "tiny_pq_test_model", "--k", "4",
@@ -76,3 +77,37 @@ def test_unreachable_ratio_is_a_clean_error(tmp_path, capsys):
     assert main(["compress", "pq", "--model", "tiny_pq_test_model", "--ratio", "500",
                  "--no-error-correction", "--out", str(tmp_path / "o.slim")]) == 1
     assert "out of reach" in capsys.readouterr().err
+
+
+def test_defaults_are_the_shipped_files_recipe():
+    """`compress pq --model dlib-resnet --ratio 15` with no other option reproduces the
+    recipe recorded in the shipped dlib_resnet_pq15.slim."""
+    from slimface.cli.main import build_parser
+    from slimface.models.weights import shipped_file
+    from slimface.runtime.slimfile import read_slim_metadata
+
+    shipped = read_slim_metadata(shipped_file("dlib_resnet_pq15.slim"))["compression"]
+    args = build_parser().parse_args(["compress", "pq", "--model", "dlib-resnet", "--ratio",
+                                      "15", "--out", "M.slim"])
+    assert args.model == shipped["model"] and args.d == shipped["d"]
+    assert not args.no_error_correction and args.sweeps == shipped["sweeps"] == 2
+    assert args.ec_target == shipped["ec_target"] and args.per_layer_k == bool(
+        shipped["k_per_layer"])
+    assert args.codebook_dtype == shipped["codebook_dtype"] == "float16"
+    assert args.calib is None and args.calib_n == 2000 >= shipped["calib_n"] > 1900
+    assert args.finetune_epochs is None and shipped["finetune_epochs"] == 1  # 1 with EC
+    assert args.finetune_lr == 2e-5
+
+
+def test_default_ratio_15_picks_the_shipped_codebook_sizes():
+    from slimface.compress.pq import PQConfig, config_for_ratio
+    from slimface.models import create_backbone
+    from slimface.models.weights import shipped_file
+    from slimface.runtime.slimfile import read_slim_metadata
+
+    shipped = read_slim_metadata(shipped_file("dlib_resnet_pq15.slim"))["compression"]
+    model = create_backbone("dlib_resnet", pretrained=False)
+    cfg = config_for_ratio(model, 15, 4, PQConfig(d=4, k=32, codebook_dtype="float16"),
+                           per_layer=True)
+    assert cfg.k == shipped["k"]
+    assert {k: list(v) for k, v in dict(cfg.overrides).items()} == shipped["k_per_layer"]

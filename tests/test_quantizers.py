@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimface.compress.quantizers import (QUANTIZERS, DorefaActivation, DorefaWeight,
-                                          QuantConv2d, QuantLinear, SteSign, XnorWeight,
-                                          create_quantizer, dorefa_activation, dorefa_weight,
-                                          quantize_k, ste_sign, xnor_weight)
+from slimface.quant.quantizers import (QUANTIZERS, DorefaActivation, DorefaWeight, QuantConv2d,
+                                       QuantLinear, SteSign, XnorWeight, create_quantizer,
+                                       dorefa_activation, dorefa_weight, quantize_k, ste_sign,
+                                       xnor_weight)
 from slimface.errors import ConfigError, UnknownNameError
 
 # Exact zeros and values on the STE window's edges are where conventions break.

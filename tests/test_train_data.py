@@ -70,3 +70,33 @@ def test_two_ranks_together_see_the_single_process_batch():
             idx, slots = s.indices(step)
             got.update(dict(zip(slots.tolist(), idx.tolist())))
         assert [got[k] for k in sorted(got)] == [dict(zip(slots1, idx1))[k] for k in sorted(got)]
+
+
+def test_training_leaves_out_lfw_pair_images_of_view1_and_view2(tmp_path):
+    from slimface.train.run import lfw_pair_images_under
+
+    lfw = tmp_path / "lfw"
+    for name, n in {"Ann": 3, "Ben": 2}.items():
+        (lfw / "lfw-deepfunneled" / name).mkdir(parents=True)
+        for i in range(1, n + 1):
+            (lfw / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg").write_bytes(b"x")
+    (lfw / "pairs.txt").write_text("1 1\nAnn 1 2\nAnn 1 Ben 1\n")
+    (lfw / "pairsDevTest.txt").write_text("1\nBen 1 2\nAnn 1 Ben 2\n")
+    excluded = lfw_pair_images_under(tmp_path)
+    assert sorted(p.name for p in excluded) == ["Ann_0001.jpg", "Ann_0002.jpg",
+                                               "Ben_0001.jpg", "Ben_0002.jpg"]
+    ids = scan_identity_folders(lfw / "lfw-deepfunneled", exclude=excluded)
+    assert [p.name for p in ids.paths] == ["Ann_0003.jpg"]
+    assert lfw_pair_images_under(tmp_path / "lfw-deepfunneled") == set()  # no LFW there
+    assert lfw_pair_images_under(None) == set()
+
+
+def test_periodic_check_needs_an_injected_evaluator(tmp_path):
+    from slimface.errors import ConfigError
+    from slimface.train.run import train_from_config
+
+    cfg = tmp_path / "tiny.py"
+    cfg.write_text("from slimface.train.config import TrainConfig\n"
+                   "config = TrainConfig(backbone='mobilefacenet_050', eval_every=5)\n")
+    with pytest.raises(ConfigError, match="view1_check"):
+        train_from_config(cfg, data=str(tmp_path))

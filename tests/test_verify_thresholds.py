@@ -1,6 +1,7 @@
 """Where a model's default verify threshold comes from, and the view-1 calibration rule."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_threshold_at_far_accepts_at_most_far_of_the_negatives():
 
 
 def test_shipped_table_entries_are_documented():
-    for name, entry in th.read_table().items():
+    for name, entry in th.read_table(th.SHIPPED_THRESHOLDS_PATH).items():
         assert {"value", "far", "source", "flip"} <= set(entry), name
         assert "view 1" in entry["source"] and "view 2 untouched" in entry["source"]
 
@@ -59,3 +60,34 @@ def test_a_file_calibrated_by_path_is_found_by_path_or_by_name(tmp_path):
     for name in ("Q-Net.slim", str(tmp_path / "elsewhere" / "Q-Net.slim")):
         assert th.lookup_threshold(object(), name, "sum", path=table,
                                    fingerprint="ff").value == 0.7
+
+
+def test_calibrations_go_to_the_user_table_and_override_the_shipped_one(tmp_path, monkeypatch):
+    shipped = tmp_path / "package" / "thresholds.json"
+    th.save_threshold("m", {"value": 0.5, "far": 1e-3, "flip": "sum", "source": "shipped"},
+                      path=shipped)
+    before = shipped.read_bytes()
+    monkeypatch.setattr(th, "THRESHOLDS_PATH", shipped)
+    home = tmp_path / "home"
+    monkeypatch.setenv("SLIMFACE_HOME", str(home))
+    assert th.lookup_threshold(object(), "m", "sum").source == "shipped"
+
+    written = th.save_threshold("m", {"value": 0.6, "far": 1e-3, "flip": "sum",
+                                      "source": "mine"})
+    assert written == home / "thresholds.json" and shipped.read_bytes() == before
+    assert th.lookup_threshold(object(), "m", "sum").value == 0.6
+    assert th.read_table()["m"]["source"] == "mine"
+    # a user entry for another flip mode does not hide the shipped one
+    th.save_threshold("m", {"value": 0.7, "far": 1e-3, "flip": "none", "source": "mine"})
+    assert th.lookup_threshold(object(), "m", "sum").source == "shipped"
+    assert th.lookup_threshold(object(), "m", "none").value == 0.7
+
+
+def test_user_data_folder_defaults_to_the_platforms(monkeypatch):
+    from platformdirs import user_data_dir
+
+    from slimface.io.paths import user_data_root
+
+    monkeypatch.delenv("SLIMFACE_HOME", raising=False)
+    assert user_data_root() == Path(user_data_dir("slimface", appauthor=False))
+    assert th.SHIPPED_THRESHOLDS_PATH.parent.name == "runtime"

@@ -1,27 +1,21 @@
 """Commands with sub-commands contributed by several modules (``bench``, ``compress``).
 
-``register_group(sub, "bench", ("kernels", "train", ...))`` imports
-``slimface.cli.bench_kernels`` etc. and lets each add itself to the group's sub-parsers, so
-each feature owns its command in its own file.
+``register_group(sub, "bench", (bench_kernels, bench_train, ...), help)`` lets each module
+(``slimface.cli.bench_kernels`` etc.) add itself to the group's sub-parsers, so each feature
+owns its command in its own file.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
+from types import ModuleType
 from typing import Any, Iterable
 
 
-def register_group(sub: Any, group: str, members: Iterable[str], help_text: str) -> None:
+def register_group(sub: Any, group: str, members: Iterable[ModuleType], help_text: str) -> None:
     parser = sub.add_parser(group, help=help_text, description=help_text)
     inner = parser.add_subparsers(dest=f"{group}_command", metavar="WHAT")
     parser.set_defaults(func=lambda args: _no_member(parser))
-    for member in members:
-        try:
-            module = importlib.import_module(f"slimface.cli.{group}_{member}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"slimface.cli.{group}_{member}":
-                continue
-            raise
+    for module in members:
         module.register(inner)
 
 

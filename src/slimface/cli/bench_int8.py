@@ -93,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     hw = tuple(int(v) for v in model.input_size)
     work = _workdir(args, name)
     folder = calibration_folder(args)
-    parity_crops = aligned_crops(model, folder_images(folder, 64, seed=1))
-    calib = aligned_crops(model, folder_images(folder, args.calib_n, seed=1, skip=64))
+    parity_crops = aligned_crops(model, folder_images(folder, 64, seed=1, data=args.data))
+    calib = aligned_crops(model, folder_images(folder, args.calib_n, seed=1, skip=64,
+                                               data=args.data))
     fp32_path = ex.export_onnx(model, work / "fp32.onnx", metadata=model_metadata(model, name))
     reference = ex.torch_embeddings(model, parity_crops)
     base = int8_options(args)

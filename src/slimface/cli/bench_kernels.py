@@ -181,7 +181,7 @@ def time_models(batches: list[int], threads: int, reps: int,
     """Model Q from its deploy file against model C in fp32 (random weights: speed only)."""
     import torch
 
-    from slimface.compress.binary import quantize_model
+    from slimface.quant.qat import quantize_model
     from slimface.models import create_backbone
     from slimface.runtime.binary import load_deploy, save_deploy
 

@@ -63,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         return _export(args)
     from slimface.compress.distill import run_distillation
+    from slimface.eval.view1 import LfwView1Evaluator
 
     summary = run_distillation(args.config, args.overrides, data=args.data, out=args.out,
                                resume=args.resume, max_minutes=args.max_minutes,
-                               progress=not args.no_progress, until_step=args.until_step)
+                               progress=not args.no_progress, until_step=args.until_step,
+                               view1_check=LfwView1Evaluator)
     keys = ("step", "steps", "train_seconds", "best_lfw_view1", "model")
     print_table([{k: summary.get(k) for k in keys}], title=f"distilled -> {summary['out']}")
     emit_json(summary, args.json)

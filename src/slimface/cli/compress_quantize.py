@@ -51,7 +51,6 @@ def register(sub: Any) -> None:
 def _load(spec: str) -> Any:
     """Registry name, .slim, ``{"architecture", "state_dict"}`` .pt, or a trainer's
     ``checkpoint.pt`` (``config`` + ``backbone`` state) / older ``backbone.pt`` layout."""
-    import slimface.compress  # noqa: F401 - registers the "quantized" backbone for .pt files
     from slimface.runtime.loader import load_model
 
     if Path(spec).suffix.lower() in (".pt", ".pth") and Path(spec).is_file():
@@ -112,7 +111,7 @@ def _architecture(model: Any, spec: str) -> tuple[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from slimface.cli.info import describe_file
-    from slimface.compress.binary import quantize_model, quantized_layers
+    from slimface.quant.qat import quantize_model, quantized_layers
     from slimface.runtime.binary import save_deploy
 
     model = _load(args.model)

@@ -251,7 +251,7 @@ def _fetch_images(dest: Path, variant: str, force: bool) -> str:
 
 
 def default_lfw_dest() -> Path:
-    from slimface.io.paths import data_candidates, find_data_root
+    from slimface.data.roots import data_candidates, find_data_root
 
     return (find_data_root() or data_candidates()[0]) / "lfw"
 
@@ -273,7 +273,7 @@ def _count(folder: Path, pattern: str) -> int:
 
 def dataset_rows(root: Path | None) -> list[dict[str, Any]]:
     """One row per known data set: where it was looked for, whether found, file count."""
-    from slimface.eval.lfw import IMAGE_DIR_NAMES
+    from slimface.data.lfw import IMAGE_DIR_NAMES
 
     base = root if root is not None else Path("<no data root>")
     lfw = base / "lfw"
@@ -299,7 +299,7 @@ def dataset_rows(root: Path | None) -> list[dict[str, Any]]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from slimface.io.paths import data_candidates, find_data_root
+    from slimface.data.roots import data_candidates, find_data_root
 
     root = find_data_root(args.data)
     tried = [str(p) for p in data_candidates(args.data)]

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from slimface.cli._common import add_json_arg, emit_json
+from slimface.data.calibration import DEFAULT_CALIB_SUBDIR
 
 #: CelebA (no LFW people) under the data root: int8 calibration and parity crops.
-CELEBA_DIR = "celeba_subset/img_align_celeba_89x109"
+CELEBA_DIR = DEFAULT_CALIB_SUBDIR
 
 
 def add_int8_args(p: argparse.ArgumentParser) -> None:
@@ -57,21 +58,14 @@ def int8_options(args: argparse.Namespace) -> Any:
                        calibrate_method=args.calibrate_method)
 
 
-def folder_images(folder: Path, n: int, seed: int, skip: int = 0) -> list[Path]:
+def folder_images(folder: Path, n: int, seed: int, skip: int = 0,
+                  data: str | None = None) -> list[Path]:
     """``n`` images of ``folder`` (recursive), a seeded sample; ``skip`` drops the first
-    ``skip`` of that sample so calibration and parity crops never overlap."""
-    from slimface.errors import DataError
-    from slimface.io.image import IMAGE_EXTENSIONS
+    ``skip`` of that sample so calibration and parity crops never overlap. Never LFW pair
+    images (:func:`slimface.data.calibration.calibration_images`)."""
+    from slimface.data.calibration import calibration_images
 
-    if not folder.is_dir():
-        raise DataError(f"{folder}: image folder not found (pass --calib DIR)")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if any(part.lower().startswith("lfw") for part in folder.resolve().parts):
-        raise DataError(f"{folder}: refusing to calibrate on LFW images (use CelebA)")
-    if not files:
-        raise DataError(f"{folder}: no images found")
-    order = np.random.default_rng(seed).permutation(len(files))
-    return [files[i] for i in order[skip:skip + n]]
+    return calibration_images(folder, n, seed=seed, skip=skip, data_root=data)
 
 
 def aligned_crops(model: Any, paths: list[Path]) -> np.ndarray:
@@ -86,9 +80,9 @@ def aligned_crops(model: Any, paths: list[Path]) -> np.ndarray:
 
 
 def calibration_folder(args: argparse.Namespace) -> Path:
-    from slimface.io.paths import data_root
+    from slimface.data.calibration import default_calibration_folder
 
-    return Path(args.calib) if args.calib else data_root(args.data) / CELEBA_DIR
+    return Path(args.calib) if args.calib else default_calibration_folder(args.data)
 
 
 def model_metadata(model: Any, name: str) -> dict[str, Any]:
@@ -110,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     model, name = load_model(args.model)
     out = Path(args.out)
     folder = calibration_folder(args)
-    parity_crops = aligned_crops(model, folder_images(folder, args.parity_n, seed=1))
+    parity_crops = aligned_crops(model, folder_images(folder, args.parity_n, seed=1,
+                                                      data=args.data))
     tmp = out.with_name(f".{out.name}.unchecked.onnx")
     try:
         ex.export_onnx(model, tmp, metadata=model_metadata(model, name), opset=args.opset)
@@ -125,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:
         int8_out = Path(args.int8_out or out.with_suffix(".int8.onnx"))
         calib = aligned_crops(model, folder_images(folder, args.calib_n, seed=1,
-                                                   skip=args.parity_n))
+                                                   skip=args.parity_n, data=args.data))
         options = int8_options(args)
         ex.quantize_int8(out, int8_out, calib, options)
         int8 = ex.parity(reference, ex.run_onnx(ex.session(int8_out), parity_crops))

@@ -7,16 +7,18 @@ or a file, so nothing needs to scrape human text. Exit codes: 0 success, 1 failu
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from typing import Sequence
 
+from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
+                          info, models, report, train, verify)
+from slimface.cli import eval as eval_
 from slimface.errors import SlimfaceError
 
 # Topic modules, in the order their subcommands appear in --help.
-_TOPICS = ("data", "align", "embed", "eval", "models", "import_model", "train", "compress",
-           "info", "bench", "verify", "gallery", "export", "report")
+_TOPICS = (data, align, embed, eval_, models, import_model, train, compress, info, bench,
+           verify, gallery, export, report)
 
 log = logging.getLogger("slimface")
 
@@ -28,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for topic in _TOPICS:
-        try:
-            module = importlib.import_module(f"slimface.cli.{topic}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"slimface.cli.{topic}":
-                continue  # topic not built yet
-            raise
-        module.register(sub)
+        topic.register(sub)
     return parser
 
 

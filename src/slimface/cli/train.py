@@ -35,10 +35,12 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimface.eval.view1 import LfwView1Evaluator
     from slimface.train.run import train_from_config
 
     summary = train_from_config(args.config, data=args.data, out=args.out, resume=args.resume,
-                                overrides=_flag_overrides(args), progress=not args.no_progress)
+                                overrides=_flag_overrides(args), progress=not args.no_progress,
+                                view1_check=LfwView1Evaluator)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         keys = ("steps", "loss", "train_acc", "images_per_s", "lfw_view1_acc", "seconds")
         print_table([{k: summary.get(k) for k in keys}], title=f"trained -> {summary['out']}")

@@ -1,7 +1,8 @@
 """``slimface verify A B``: same person or not, with the similarity and the threshold used.
 
 ``slimface verify --calibrate --model M`` (re)computes the model's default threshold on LFW
-view 1 at FAR 1e-3 and stores it in ``slimface/runtime/thresholds.json``.
+view 1 at FAR 1e-3 and stores it in the user's ``thresholds.json`` (``$SLIMFACE_HOME``, else
+the platform's user data folder); it overrides the table shipped with slimface.
 """
 from __future__ import annotations
 
@@ -61,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from slimface.gallery.embedder import FaceEmbedder
-    from slimface.gallery.thresholds import THRESHOLDS_PATH, calibrate, save_threshold
+    from slimface.gallery.thresholds import calibrate, save_threshold
 
     embedder = FaceEmbedder(args.model)
     entry = calibrate(embedder, args.data, far=args.far)
-    save_threshold(embedder.model_name, entry)
+    table = save_threshold(embedder.model_name, entry)
     print(f"{embedder.model_name}: threshold {entry['value']:.4f} at FAR {args.far:g} "
-          f"(measured FAR {entry['far_measured']}, TAR {entry['tar']}) -> {THRESHOLDS_PATH}",
+          f"(measured FAR {entry['far_measured']}, TAR {entry['tar']}) -> {table}",
           file=sys.stderr)
     emit_json({"model": embedder.model_name, **entry}, args.json)
     return 0

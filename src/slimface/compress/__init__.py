@@ -1,13 +1,13 @@
-"""Compression: quantizers and quantized layers, ``quantize_model`` (binary / k-bit QAT).
+"""Compression: product quantization (``pq``), distillation (``distill``), and the binary /
+k-bit QAT names re-exported from :mod:`slimface.quant` and :mod:`slimface.models.quantized`.
 
-Importing this package also registers the ``quantized`` backbone (``create_backbone(
-"quantized", base="face_resnet_c", scheme="xnor", ...)``) so QAT runs from a config.
+The ``quantized`` backbone (``create_backbone("quantized", base="face_resnet_c",
+scheme="xnor", ...)``) is registered by :mod:`slimface.models`, like every backbone.
 """
-from slimface.compress.binary import SCHEMES, create_quantized_backbone, quantize_model
-from slimface.compress.quantizers import (QUANTIZERS, DorefaActivation, DorefaWeight,
-                                          QuantConv2d, QuantLinear, SteSign, XnorWeight,
-                                          create_quantizer, dorefa_activation, dorefa_weight,
-                                          quantize_k, ste_sign, xnor_weight)
+from slimface.models.quantized import create_quantized_backbone
+from slimface.quant import (QUANTIZERS, SCHEMES, DorefaActivation, DorefaWeight, QuantConv2d,
+                            QuantLinear, SteSign, XnorWeight, create_quantizer, dorefa_activation,
+                            dorefa_weight, quantize_k, quantize_model, ste_sign, xnor_weight)
 
 __all__ = ["SCHEMES", "QUANTIZERS", "DorefaActivation", "DorefaWeight", "QuantConv2d",
            "QuantLinear", "SteSign", "XnorWeight", "create_quantized_backbone",

@@ -617,14 +617,21 @@ def default_out_dir(config_path: str | Path) -> Path:
 def run_distillation(config_path: str | Path, overrides: Sequence[str] = (),
                      data: str | None = None, out: str | None = None, resume: bool = False,
                      max_minutes: float = 0.0, progress: bool = True,
-                     until_step: int = 0) -> dict[str, Any]:
-    """``slimface compress distill CONFIG``: build/cached data, train, write model.pt."""
+                     until_step: int = 0, view1_check: Any = None) -> dict[str, Any]:
+    """``slimface compress distill CONFIG``: build/cached data, train, write model.pt.
+
+    ``view1_check(data_root, template, detector, batch_size)`` builds the periodic health
+    check that ``eval_every`` asks for (the CLI passes
+    :class:`slimface.eval.view1.LfwView1Evaluator`).
+    """
     from slimface.compress.distill_data import build_distill_set, describe
-    from slimface.io.paths import data_root as resolve_data_root
+    from slimface.data.roots import data_root as resolve_data_root
     from slimface.models import create_backbone
-    from slimface.train.lfw_hook import LfwView1Evaluator
 
     cfg = load_distill_config(config_path, overrides)
+    if cfg.eval_every and view1_check is None:
+        raise ConfigError(f"eval_every={cfg.eval_every} needs a view-1 check: pass "
+                          "view1_check=slimface.eval.view1.LfwView1Evaluator, or set eval_every=0")
     torch.set_num_threads(cfg.threads)
     out_dir = Path(out or cfg.out or default_out_dir(config_path))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -641,7 +648,7 @@ def run_distillation(config_path: str | Path, overrides: Sequence[str] = (),
     log.info("distillation set: %s", data_desc)
     (out_dir / "data.json").write_text(json.dumps(data_desc, indent=2) + "\n")
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    evaluator = (LfwView1Evaluator(root, template, cfg.detector) if cfg.eval_every else None)
+    evaluator = view1_check(root, template, cfg.detector, 128) if cfg.eval_every else None
     d = Distiller(cfg, ds.crops, ds.teacher, ds.labels, ds.crop_size, out_dir, evaluator,
                   num_classes=len(ds.classes))
     if resume and d.checkpoint_path.is_file():

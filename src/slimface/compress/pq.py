@@ -38,7 +38,9 @@ from tqdm import tqdm
 from slimface.compress.error_correction import (ResponseStats,
                                                 accumulate_stats, correct_layer, weight_matrix)
 from slimface.compress.kmeans import kmeans
-from slimface.errors import ConfigError, DataError
+from slimface.data.calibration import (  # noqa: F401 - moved to slimface.data, kept here
+    DEFAULT_CALIB_SUBDIR, calibration_crops, calibration_paths)
+from slimface.errors import ConfigError
 from slimface.runtime.pq import CODEBOOK_DTYPES, PQConv2d, PQLinear, index_bits, set_pq_mode
 
 log = logging.getLogger(__name__)
@@ -327,70 +329,6 @@ def collect_stats(source: ActivationSource, layer: nn.Module, path: str,
     if stats.count == 0:
         raise ConfigError("error correction needs at least one calibration crop")
     return stats
-
-
-# --------------------------------------------------------------------------- calibration set
-DEFAULT_CALIB_SUBDIR = "celeba_subset/img_align_celeba_89x109"
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
-
-
-def calibration_paths(calib_dir: str | Path, n: int,
-                      data_root: str | Path | None = None) -> list[Path]:
-    """``n`` images spread evenly over ``calib_dir`` (sorted), never LFW pair images.
-
-    Raises:
-        DataError: the folder is missing/empty, or it holds images used by LFW ``pairs.txt``
-            (calibrating on the benchmark would make its accuracy meaningless).
-    """
-    root = Path(calib_dir)
-    if not root.is_dir():
-        raise DataError(f"{root}: calibration folder not found (default: "
-                        f"<data>/{DEFAULT_CALIB_SUBDIR})")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{root}: no images ({', '.join(_IMAGE_SUFFIXES)}) for calibration")
-    if n < len(files):
-        files = [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
-    _refuse_lfw_pairs(files, data_root)
-    return files
-
-
-def _refuse_lfw_pairs(files: Sequence[Path], data_root: str | Path | None) -> None:
-    from slimface.io.paths import find_data_root
-
-    found = find_data_root(data_root)
-    pairs = found / "lfw" / "pairs.txt" if found is not None else None
-    if pairs is not None and pairs.is_file():
-        from slimface.eval.lfw import lfw_pair_images
-
-        banned = lfw_pair_images(pairs)
-        hit = next((f for f in files if f.resolve() in banned), None)
-        if hit is not None:
-            raise DataError(f"{hit}: is an LFW pairs.txt image; calibrate on CelebA or other "
-                            "non-benchmark faces, never on LFW pair images")
-    elif any("lfw" in part.lower() for part in Path(files[0]).resolve().parts):
-        raise DataError(f"{files[0].parent}: looks like LFW and pairs.txt is not available to "
-                        "check it; calibrate on CelebA or other non-benchmark faces")
-
-
-def calibration_crops(model: nn.Module, calib_dir: str | Path, n: int = 1000,
-                      data_root: str | Path | None = None, progress: bool = True) -> np.ndarray:
-    """Aligned uint8 NHWC crops in ``model``'s template (cached by the align pipeline).
-
-    Centre-crop fallbacks (no face found) are dropped: a misaligned chip would calibrate the
-    layers on inputs the deployed model never sees.
-    """
-    from slimface.align.pipeline import align_paths
-
-    paths = calibration_paths(calib_dir, n, data_root)
-    batch = align_paths(paths, getattr(model, "template", "arcface112"),
-                        detector=getattr(model, "detector", "retinaface"),
-                        fallback_detector=getattr(model, "fallback_detector", None),
-                        progress=progress)
-    keep = np.array([s != "centre" for s in batch.status], dtype=bool)
-    log.info("calibration: %d of %d images aligned (%d without a face dropped)",
-             int(keep.sum()), len(paths), int((~keep).sum()))
-    return batch.crops[keep]
 
 
 # --------------------------------------------------------------------------- model level

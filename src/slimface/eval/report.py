@@ -121,11 +121,9 @@ def default_candidates(out_dir: Path, extra: Sequence[str] = ()) -> list[Candida
 
 def _calibration_crops(model: nn.Module, n: int = 256) -> np.ndarray:
     """CelebA crops for int8 calibration (never LFW pair images), aligned for ``model``."""
-    from slimface.compress.pq import calibration_crops
-    from slimface.io.paths import data_root
+    from slimface.data.calibration import calibration_crops, default_calibration_folder
 
-    calib_dir = data_root() / "celeba_subset" / "img_align_celeba_89x109"
-    return calibration_crops(model, calib_dir, n=n)
+    return calibration_crops(model, default_calibration_folder(), n=n)
 
 
 def _int8_export(spec: str, out: Path) -> nn.Module:

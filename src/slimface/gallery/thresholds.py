@@ -4,8 +4,13 @@ A model's threshold comes from (first match wins):
 
 1. the model file's own metadata (``"threshold": {"value", "far", "source"}`` in a .slim or
    .onnx file, exposed by the loader as ``model.threshold``);
-2. ``slimface/runtime/thresholds.json``, keyed by registry name (``dlib-resnet``), written by
-   ``slimface verify --calibrate --model M``.
+2. the user's table, ``thresholds.json`` in the user data folder (``$SLIMFACE_HOME``, else
+   the platform's, see :func:`slimface.io.paths.user_data_root`), written by
+   ``slimface verify --calibrate --model M``;
+3. the table shipped in the package, ``slimface/runtime/thresholds.json`` (read-only).
+
+Tables are keyed by registry name (``dlib-resnet``) or file base name. Nothing is written into
+the installed package: a read-only install works and an upgrade keeps the user's entries.
 
 Calibration uses LFW **view 1** (pairsDevTrain + pairsDevTest: 1,600 same and 1,600
 different pairs) and never view 2, so view-2 accuracy reported elsewhere stays untuned.
@@ -24,8 +29,13 @@ import numpy as np
 
 from slimface._registry import _key
 from slimface.io.atomic import atomic_write_text
+from slimface.io.paths import user_data_root
 
-THRESHOLDS_PATH = Path(__file__).resolve().parents[1] / "runtime" / "thresholds.json"
+#: The table shipped in the package (read-only at run time).
+SHIPPED_THRESHOLDS_PATH = Path(__file__).resolve().parents[1] / "runtime" / "thresholds.json"
+#: Old name of :data:`SHIPPED_THRESHOLDS_PATH`.
+THRESHOLDS_PATH = SHIPPED_THRESHOLDS_PATH
+USER_THRESHOLDS_NAME = "thresholds.json"
 DEFAULT_FAR = 1e-3
 
 
@@ -51,30 +61,47 @@ def _from_any(raw: Any, source: str) -> Threshold | None:
     return None
 
 
-def read_table(path: Path = THRESHOLDS_PATH) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text())
+def user_thresholds_path() -> Path:
+    """Where ``slimface verify --calibrate`` writes: ``<user data>/thresholds.json``."""
+    return user_data_root() / USER_THRESHOLDS_NAME
+
+
+def _table_paths(path: Path | None) -> list[Path]:
+    """One explicit table, or the user's then the shipped one (first match wins)."""
+    return [Path(path)] if path is not None else [user_thresholds_path(), THRESHOLDS_PATH]
+
+
+def read_table(path: Path | None = None) -> dict[str, Any]:
+    """Entries of one table file; with no ``path``, the shipped table overlaid by the user's
+    (a user's entry replaces the shipped one of the same name)."""
+    table: dict[str, Any] = {}
+    for p in reversed(_table_paths(path)):
+        if p.is_file():
+            table.update(json.loads(p.read_text()))
+    return table
 
 
 def lookup_threshold(model: Any, model_name: str, flip: str,
-                     path: Path = THRESHOLDS_PATH,
+                     path: Path | None = None,
                      fingerprint: str | None = None) -> Threshold | None:
     """The calibrated threshold for this model and flip mode, or None if never calibrated.
 
-    With ``fingerprint`` (the weights' hash), a table entry calibrated on *other* weights of
-    the same name (a retrained model) is ignored: its cosine scale may differ entirely.
+    Looks in ``path`` only when given, else in the user's table, then the shipped one. With
+    ``fingerprint`` (the weights' hash), an entry calibrated on *other* weights of the same
+    name (a retrained model) is skipped: its cosine scale may differ entirely.
     """
     own = _from_any(getattr(model, "threshold", None), "model file metadata")
     if own is not None:
         return own
-    entry = read_table(path).get(table_key(model_name))
-    if not entry or entry.get("flip", "none") != flip:
-        return None
-    stored = entry.get("fingerprint")
-    if fingerprint is not None and stored is not None and stored != fingerprint:
-        return None
-    return _from_any(entry, str(path))
+    for table_path in _table_paths(path):
+        entry = read_table(table_path).get(table_key(model_name))
+        if not entry or entry.get("flip", "none") != flip:
+            continue
+        stored = entry.get("fingerprint")
+        if fingerprint is not None and stored is not None and stored != fingerprint:
+            continue
+        return _from_any(entry, str(table_path))
+    return None
 
 
 def table_key(model_name: str) -> str:
@@ -83,11 +110,15 @@ def table_key(model_name: str) -> str:
     return _key(Path(model_name).name if os.sep in model_name else model_name)
 
 
-def save_threshold(model_name: str, entry: Mapping[str, Any],
-                   path: Path = THRESHOLDS_PATH) -> None:
-    table = read_table(path)
+def save_threshold(model_name: str, entry: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Store ``entry`` under ``model_name`` in ``path`` (default: the user's table, never the
+    package's); returns the file written."""
+    target = Path(path) if path is not None else user_thresholds_path()
+    table = read_table(target)
     table[table_key(model_name)] = dict(entry)
-    atomic_write_text(path, json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+    return target
 
 
 def threshold_at_far(scores_neg: np.ndarray, far: float) -> float:

@@ -1,44 +1,16 @@
-"""Where data and caches live. One resolution order everywhere: an explicit ``--data``,
-then ``$SLIMFACE_DATA``, then ``../shared/data`` beside the working directory or the
-checkout, so commands work unchanged in a clone next to ``shared/``."""
+"""Where this user's files live: caches (``$SLIMFACE_CACHE``, else ``~/.cache/slimface``) and
+data the user makes, such as calibrated verify thresholds (``$SLIMFACE_HOME``, else the
+platform's user data folder). Nothing is ever written into the installed package.
+
+Data-set roots (``--data``, ``$SLIMFACE_DATA``) belong to :mod:`slimface.data.roots`; the names
+below are re-exported from there so older imports keep working.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from slimface.errors import DataError
-
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def data_candidates(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
-    if explicit is not None:
-        return [Path(explicit)]
-    found = []
-    if os.environ.get("SLIMFACE_DATA"):
-        found.append(Path(os.environ["SLIMFACE_DATA"]))
-    for p in (Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data"):
-        if p.resolve() not in {f.resolve() for f in found}:
-            found.append(p)
-    return found
-
-
-def find_data_root(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The first existing data root, or ``None`` (tests use this to skip cleanly)."""
-    for p in data_candidates(explicit):
-        if p.is_dir():
-            return p.resolve()
-    return None
-
-
-def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Like :func:`find_data_root` but raises a :class:`DataError` that says how to fix it."""
-    root = find_data_root(explicit)
-    if root is None:
-        tried = ", ".join(str(p) for p in data_candidates(explicit))
-        raise DataError(f"no data folder found (tried {tried}); pass --data DIR, set "
-                        "SLIMFACE_DATA, or run `slimface data fetch lfw`")
-    return root
+from slimface.data.roots import data_candidates, data_root, find_data_root
 
 
 def cache_root() -> Path:
@@ -46,3 +18,20 @@ def cache_root() -> Path:
     root = Path(os.environ.get("SLIMFACE_CACHE", Path.home() / ".cache" / "slimface"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def user_data_root(create: bool = False) -> Path:
+    """Files the user makes (calibrated thresholds): ``$SLIMFACE_HOME``, else the platform's
+    user data folder (``~/.local/share/slimface`` on Linux)."""
+    if os.environ.get("SLIMFACE_HOME"):
+        root = Path(os.environ["SLIMFACE_HOME"])
+    else:
+        from platformdirs import user_data_dir
+
+        root = Path(user_data_dir("slimface", appauthor=False))
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+__all__ = ["cache_root", "data_candidates", "data_root", "find_data_root", "user_data_root"]

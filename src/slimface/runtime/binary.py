@@ -1,6 +1,6 @@
 """Deploy form of binary and k-bit layers: inference modules, BN folding, ``.slim`` codecs.
 
-A QAT model (``QuantConv2d`` / ``QuantLinear`` from :mod:`slimface.compress.quantizers`)
+A QAT model (``QuantConv2d`` / ``QuantLinear`` from :mod:`slimface.quant.quantizers`)
 becomes an inference model with :func:`to_inference`: every 1-bit layer turns into a
 :class:`BinaryConv2d` / :class:`BinaryLinear` that runs the C kernel (XNOR + popcount when
 its input is binarized, sign-select-and-add when it is float), every k-bit layer into a
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimface.compress.quantizers import (DorefaActivation, QuantConv2d, QuantLinear, SteSign,
-                                          activation_scale)
 from slimface.errors import ModelFileError, SlimfaceError
+from slimface.quant.quantizers import (DorefaActivation, QuantConv2d, QuantLinear, SteSign,
+                                       activation_scale)
 from slimface.runtime import kernel
 from slimface.runtime.deploy import LayerCodec, export_state, register_codec
 

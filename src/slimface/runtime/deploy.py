@@ -13,7 +13,6 @@ for its ``kind`` with :data:`LAYER_CODECS`, so adding a scheme never touches thi
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -41,18 +40,11 @@ class LayerCodec:
 
 LAYER_CODECS: Registry[LayerCodec] = Registry("layer codec")
 
-# Modules that register codecs for their ``kind``; imported on first use so that saving or
-# loading a file never depends on the caller having imported the scheme's module.
-_CODEC_MODULES: tuple[str, ...] = ("slimface.runtime.binary", "slimface.runtime.pq")
-
-
 def _import_codec_modules() -> None:
-    for name in _CODEC_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a scheme not written yet is fine; a broken import is not
-                raise
+    """Load the modules that register codecs, so that saving or loading a file never depends
+    on the caller having imported the scheme's module (they import this one: no top-level
+    import here)."""
+    from slimface.runtime import binary, pq  # noqa: F401
 
 
 def register_codec(codec: LayerCodec) -> LayerCodec:

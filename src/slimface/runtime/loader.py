@@ -129,7 +129,6 @@ def _load_slim(path: Path) -> nn.Module:
 
 def _load_checkpoint(path: Path) -> nn.Module:
     """A ``{"architecture": ..., "state_dict": ...}`` dict saved with ``torch.save``."""
-    import slimface.compress  # noqa: F401 - registers the ``quantized`` (QAT) backbone
     from slimface.models import create_backbone
 
     try:

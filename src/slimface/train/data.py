@@ -1,4 +1,5 @@
-"""Training data: identity folders -> aligned, padded uint8 crops held in memory.
+"""Training data: identity folders (listed by :mod:`slimface.data.identity`) -> aligned,
+padded uint8 crops held in memory.
 
 Layout ``root/IDENTITY/image`` covers CASIA-WebFace and the CelebA subset. Faces are detected
 and aligned once through ``slimface.align.pipeline.align_paths`` (which caches crops) onto the
@@ -14,24 +15,10 @@ would need ~21 GB and a memory-mapped cache, not built yet).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import torch
 
-from slimface.errors import DataError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp")
-
-
-@dataclass
-class IdentityFolder:
-    """Image paths with integer labels; ``classes[label]`` is the identity folder name."""
-
-    paths: list[Path]
-    labels: np.ndarray
-    classes: list[str]
+from slimface.data.identity import IMAGE_SUFFIXES, IdentityFolder, scan_identity_folders
 
 
 @dataclass
@@ -49,36 +36,6 @@ class CropSet:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def scan_identity_folders(root: str | Path, min_images: int = 1, max_identities: int = 0,
-                          exclude: Sequence[str | Path] = ()) -> IdentityFolder:
-    """List ``root/IDENTITY/*.jpg``; keep identities with at least ``min_images`` images.
-
-    ``exclude`` removes individual files (e.g. LFW pair images when training on LFW people).
-    Identities and files are sorted so labels are reproducible across runs and processes.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: training data folder not found (expected root/IDENTITY/image)")
-    skip = {Path(p).resolve() for p in exclude}
-    paths: list[Path] = []
-    labels: list[int] = []
-    classes: list[str] = []
-    for ident in sorted(d for d in root.iterdir() if d.is_dir()):
-        files = sorted(f for f in ident.iterdir()
-                       if f.suffix.lower() in IMAGE_SUFFIXES and f.resolve() not in skip)
-        if len(files) < max(min_images, 1):
-            continue
-        label = len(classes)
-        classes.append(ident.name)
-        paths += files
-        labels += [label] * len(files)
-        if max_identities and len(classes) >= max_identities:
-            break
-    if not classes:
-        raise DataError(f"{root}: no identity folder has {max(min_images, 1)}+ images")
-    return IdentityFolder(paths, np.asarray(labels, dtype=np.int64), classes)
 
 
 def load_crop_set(folder: IdentityFolder, template: str, crop_pad: int,
@@ -121,3 +78,7 @@ def crop_batch(crops: np.ndarray, size: tuple[int, int], oy: np.ndarray | None =
         patch = crops[i, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
         out[i] = patch[:, ::-1] if flips is not None and flips[i] else patch
     return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+
+
+__all__ = ["IMAGE_SUFFIXES", "CropSet", "IdentityFolder", "augment_params", "crop_batch",
+           "load_crop_set", "scan_identity_folders"]

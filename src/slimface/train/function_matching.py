@@ -54,7 +54,7 @@ def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
     """
     from slimface.align.pipeline import align_paths
     from slimface.align.templates import get_template
-    from slimface.compress.distill_data import list_training_images, padded_copies
+    from slimface.data.training import list_training_images, padded_copies
 
     images = list_training_images(data_root, sources)
     det_paths = padded_copies(images, 0.25, 2, progress)
@@ -103,10 +103,10 @@ def init_partial(student: nn.Module, path: str) -> list[str]:
         state = load_file(str(p))
     elif p.is_file():
         state = load_trained_backbone(p).state_dict()
-    else:
-        from slimface.runtime.loader import load_model
+    else:  # a registry name with shipped weights, e.g. "slimface-mobile"
+        from slimface.models import create_backbone
 
-        state = load_model(path).state_dict()
+        state = create_backbone(path, pretrained=True).state_dict()
     own = student.state_dict()
     fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     student.load_state_dict(fit, strict=False)

@@ -9,12 +9,13 @@ from typing import Any, Iterable
 
 import torch
 
-from slimface.errors import DataError
+from slimface.data.lfw import VIEW2_FILE, find_lfw_root, lfw_excluded_images
+from slimface.data.roots import data_root, find_data_root
+from slimface.errors import ConfigError, DataError
 from slimface.train.config import TrainConfig, config_to_dict, load_config
 from slimface.train.data import CropSet, load_crop_set, scan_identity_folders
 from slimface.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from slimface.train.lfw_hook import LfwView1Evaluator
-from slimface.train.trainer import Trainer
+from slimface.train.trainer import EvaluatorFactory, Trainer
 
 log = logging.getLogger("slimface.train")
 
@@ -26,8 +27,6 @@ def default_out_dir(config_path: str | Path) -> Path:
 
 def resolve_train_folder(config: TrainConfig, data: str | None) -> tuple[Path, Path | None]:
     """(identity folder root, data root for LFW). ``--data`` may be either."""
-    from slimface.io.paths import data_root, find_data_root
-
     if Path(config.data).is_absolute():
         return Path(config.data), find_data_root(data)
     if data is not None and (Path(data) / config.data).is_dir():
@@ -38,10 +37,23 @@ def resolve_train_folder(config: TrainConfig, data: str | None) -> tuple[Path, P
     return root / config.data, root
 
 
+def lfw_pair_images_under(root: Path | None) -> set[Path]:
+    """LFW pair images (view 1 and view 2) of the data root, to keep out of training; empty
+    when the root holds no LFW."""
+    if root is None or not any((c / VIEW2_FILE).is_file() for c in (root / "lfw", root)):
+        return set()
+    return lfw_excluded_images(find_lfw_root(root))
+
+
 def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInfo,
-                 progress: bool = True) -> CropSet:
-    """Rank 0 aligns (and fills the crop cache) first; other ranks then read the cache."""
-    ids = scan_identity_folders(folder, config.min_images_per_identity, config.max_identities)
+                 progress: bool = True, exclude: set[Path] | frozenset[Path] = frozenset()
+                 ) -> CropSet:
+    """Rank 0 aligns (and fills the crop cache) first; other ranks then read the cache.
+
+    ``exclude`` (resolved paths) never enter the training set: LFW pair images.
+    """
+    ids = scan_identity_folders(folder, config.min_images_per_identity, config.max_identities,
+                                exclude=exclude)
     if info.is_main:
         log.info("%s: %d images of %d identities (%d+ images each)", folder, len(ids.paths),
                  len(ids.classes), max(config.min_images_per_identity, 1))
@@ -55,27 +67,37 @@ def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInf
 def train_from_config(config_path: str | Path, data: str | None = None,
                       out: str | None = None, resume: bool = False,
                       overrides: Iterable[str] = (), progress: bool = True,
+                      view1_check: EvaluatorFactory | None = None,
                       until_step: int = 0) -> dict[str, Any]:
-    """Load, prepare, train; returns the summary dict (rank 0's view)."""
+    """Load, prepare, train; returns the summary dict (rank 0's view).
+
+    ``view1_check`` builds the periodic health check that ``eval_every`` asks for
+    (``slimface train`` passes :class:`slimface.eval.view1.LfwView1Evaluator`).
+    """
     from slimface.models import create_backbone
 
     config = load_config(config_path, overrides)
+    if config.eval_every and view1_check is None:
+        raise ConfigError(f"eval_every={config.eval_every} needs a view-1 check: pass "
+                          "view1_check=slimface.eval.view1.LfwView1Evaluator, or set "
+                          "eval_every=0")
     if config.objective == "distill":
         return distill_from_config(config, config_path, data, out, resume, progress,
-                                   until_step)
+                                   view1_check, until_step)
     info = init_distributed()
     torch.set_num_threads(config.threads)
     out_dir = Path(out or config.out or default_out_dir(config_path))
     folder, root = resolve_train_folder(config, data)
     probe = create_backbone(config.backbone, **config.backbone_kwargs)
     template = config.template or probe.template
-    crop_set = prepare_data(config, folder, template, info, progress)
+    crop_set = prepare_data(config, folder, template, info, progress,
+                            exclude=lfw_pair_images_under(root))
     evaluator = None
     if config.eval_every:
         if root is None or not (root / "lfw").is_dir():
             raise DataError(f"eval_every={config.eval_every} needs LFW under the data root "
                             f"({root}); set eval_every=0 or pass --data")
-        evaluator = LfwView1Evaluator(root, template, config.detector, config.eval_batch_size)
+        evaluator = view1_check(root, template, config.detector, config.eval_batch_size)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(
@@ -94,9 +116,9 @@ def train_from_config(config_path: str | Path, data: str | None = None,
 
 def distill_from_config(config: TrainConfig, config_path: str | Path, data: str | None,
                         out: str | None, resume: bool, progress: bool,
+                        view1_check: EvaluatorFactory | None = None,
                         until_step: int = 0) -> dict[str, Any]:
     """The ``distill`` objective: function matching against a live teacher (one process)."""
-    from slimface.io.paths import data_root
     from slimface.train.function_matching import FunctionMatchingTrainer, training_canvases
     from slimface.train.teacher import load_teacher
 
@@ -108,9 +130,9 @@ def distill_from_config(config: TrainConfig, config_path: str | Path, data: str 
                                      config.crop_pad, config.detector, progress)
     log.info("distill data: %s", info)
     evaluator = None
-    if config.eval_every:
-        evaluator = LfwView1Evaluator(root, teacher.template, config.detector,
-                                      config.eval_batch_size)
+    if config.eval_every and view1_check is not None:
+        evaluator = view1_check(root, teacher.template, config.detector,
+                                config.eval_batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     (out_dir / "data.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -1,8 +1,8 @@
 """Teachers for function-matching distillation: run on every augmented batch, so speed counts.
 
 ``load_teacher("mobilefacenet-tflite")`` runs the imported MobileFaceNet in LiteRT (XNNPACK),
-the fastest runtime measured here for its depthwise convolutions; any other model name or
-file runs through slimface's own loader (torch or ONNX Runtime). Every teacher maps a uint8
+the fastest runtime measured here for its depthwise convolutions; any other registered
+backbone runs in torch. Every teacher maps a uint8
 NHWC RGB batch to L2-normalised float32 embeddings, and its ``template`` names the crop it
 expects, so a training loop can check that teacher and student see the same view.
 """
@@ -75,12 +75,12 @@ class LiteRTTeacher:
 
 
 class ModelTeacher:
-    """Any slimface model (registry name or file) through ``embed_crops``."""
+    """Any registered slimface backbone (with its pretrained weights) through ``embed_crops``."""
 
     def __init__(self, spec: str, threads: int = 1):
-        from slimface.runtime.loader import load_model
+        from slimface.models import create_backbone
 
-        self.model = load_model(spec)
+        self.model = create_backbone(spec, pretrained=True).eval()
         self.template = str(getattr(self.model, "template", "arcface112"))
         self.embedding_dim = int(self.model.embedding_dim)
         self.name = spec

@@ -39,6 +39,9 @@ from slimface.train.distributed import DistInfo, all_reduce_mean, init_distribut
 
 log = logging.getLogger("slimface.train")
 Evaluator = Callable[[nn.Module], dict[str, float]]
+#: ``(data_root, template, detector, batch_size) -> Evaluator``: how a caller injects a
+#: periodic health check (``slimface train`` passes ``slimface.eval.view1.LfwView1Evaluator``).
+EvaluatorFactory = Callable[[Path, str, str, int], Evaluator]
 
 
 class FaceTrainModel(nn.Module):

