@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass
@@ -236,7 +237,9 @@ class GalleryStore:
     def check_writable(self) -> None:
         """Take and release the write lock: fails now, before slow work, where a write would."""
         try:
-            with self.transaction():
+            with self.transaction() as conn:
+                # BEGIN alone succeeds on a file opened read-only; a write does not
+                conn.execute("UPDATE meta SET value = value WHERE key = 'generation'")
                 raise _WriteProbe
         except _WriteProbe:
             pass
@@ -467,6 +470,24 @@ def describe_os_error(exc: OSError, path: Path) -> str:
     return exc.strerror or str(exc)
 
 
+def _space_cause(folder: Path) -> str | None:
+    """Why a write may have run out of room: a full disk or the process's file size limit."""
+    try:
+        if shutil.disk_usage(folder).free < 4 << 20:
+            return "the disk is full"
+    except OSError:
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            return f"the file size limit of this process was reached (ulimit -f: {soft} bytes)"
+    except (ImportError, OSError, ValueError):
+        pass
+    return None
+
+
 def gallery_io_error(path: Path, exc: sqlite3.Error, doing: str,
                      timeout_s: float = LOCK_TIMEOUT_S) -> GalleryError:
     """A :class:`GalleryError` that says which file, what was being done and why it failed."""
@@ -487,7 +508,7 @@ def gallery_io_error(path: Path, exc: sqlite3.Error, doing: str,
                  if path.exists() and not os.access(path, os.W_OK)
                  else "the gallery is read-only")
     elif name == "SQLITE_FULL":
-        cause = "the disk is full (or the file size limit was reached)"
+        cause = _space_cause(folder) or "the disk is full"
     elif name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM")):
         if not folder.is_dir():
             blocker = next((a for a in [folder, *folder.parents]
@@ -501,7 +522,7 @@ def gallery_io_error(path: Path, exc: sqlite3.Error, doing: str,
         else:
             cause = "cannot open the file"
     elif name.startswith("SQLITE_IOERR"):
-        cause = "input/output error"
+        cause = _space_cause(folder) or "input/output error"
     elif name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
         return GalleryError(f"{path}: not a slimface gallery ({exc})")
     else:
