@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,11 @@ _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file",
 
 #: Pillow's own decompression-bomb message, whose limit is not ours.
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+#: What Pillow's format plugins raise on malformed data besides OSError.
+_PILLOW_PARSE_ERRORS = (ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
+                        struct.error, ZeroDivisionError)
 
 
 class DamagedImageWarning(UserWarning):
@@ -150,6 +156,8 @@ def _open_checked(p: Path) -> Image.Image:
         raise NotAnImageError(p, f"not an image file (supported: {SUPPORTED_NAMES})") from None
     except OSError as exc:
         raise ImageDecodeError(p, f"cannot read image: {exc}") from None
+    except _PILLOW_PARSE_ERRORS as exc:  # a plugin choking on a malformed header
+        raise ImageDecodeError(p, f"corrupt image header ({exc!s:.120})") from None
     if im.format not in SUPPORTED_FORMATS:
         fmt = im.format
         im.close()
@@ -170,15 +178,17 @@ def _check_dimensions(p: Path, im: Image.Image) -> None:
 def _decode(p: Path, im: Image.Image) -> Image.Image:
     try:
         im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(p, f"truncated or corrupt image data ({exc})") from None
+    except (OSError, *_PILLOW_PARSE_ERRORS) as exc:
+        raise ImageDecodeError(p, f"truncated or corrupt image data ({exc!s:.120})") from None
     return im
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a broken EXIF block is ignored rather than fatal."""
     try:
-        return ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" notes
+            return ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose an otherwise good image
         return im
 
