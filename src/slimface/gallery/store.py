@@ -268,10 +268,6 @@ class GalleryStore:
         except sqlite3.Error as exc:
             raise gallery_io_error(self.path, exc, "read the gallery", self.timeout_s) from None
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits (SQLite's ``PRAGMA data_version``)."""
-        return int(self._q("PRAGMA data_version").fetchone()[0])
-
     def meta(self) -> dict[str, Any]:
         rows = self._q("SELECT key, value FROM meta").fetchall()
         return {k: json.loads(v) for k, v in rows}
