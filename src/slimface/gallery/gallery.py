@@ -175,13 +175,14 @@ class Gallery:
                 raise GalleryError(f"{self.path}: no identity named {name!r} "
                                    f"(enrolled: {', '.join(known) or 'none'})")
             removed = self.store.delete_identity(conn, identity_id)
-        self._after_write()
+            own_change = self.store.generation + 1  # what COMMIT makes it
+        self._after_write({own_change: removed})
         return len(removed)
 
-    def _after_write(self) -> None:
+    def _after_write(self, removed: dict[int, list[int]] | None = None) -> None:
         """Bring the in-memory index up to the committed state and persist it."""
         with self.store.snapshot():
-            if self._catch_up():
+            if self._catch_up(removed):
                 self._persist_index()
 
     # ---- reads ---------------------------------------------------------------------------
@@ -230,10 +231,12 @@ class Gallery:
     def _index_kind(self) -> str | None:
         return getattr(self, "_built_kind", None)
 
-    def _catch_up(self) -> bool:
+    def _catch_up(self, removed: dict[int, list[int]] | None = None) -> bool:
         """Bring the index to the database's generation (call inside a snapshot).
 
         Returns whether the index changed. Cheap when nothing changed: one single-row read.
+        ``removed`` maps a generation to the embedding ids its write deleted (this process's
+        own remove): when that is the only change, no scan of the ids is needed.
         """
         generation = self.store.generation
         if generation == self._index_generation and self._index is not None:
@@ -245,10 +248,14 @@ class Gallery:
             new_ids, new_vectors = self.store.embeddings_after(self._id_high)
             count = self.store.count_embeddings()
             if int(self._index.ntotal) + len(new_ids) != count:  # something was removed
-                held = _index_ids(self._index)
-                if held is None:
-                    raise RuntimeError("index without an id map")
-                gone = np.setdiff1d(held, self.store.embedding_ids(upto=self._id_high))
+                known = (removed or {}).get(generation)
+                if known is not None and generation == self._index_generation + 1:
+                    gone = np.asarray(known, np.int64)
+                else:
+                    held = _index_ids(self._index)
+                    if held is None:
+                        raise RuntimeError("index without an id map")
+                    gone = np.setdiff1d(held, self.store.embedding_ids(upto=self._id_high))
                 if len(gone):
                     ix.remove_from_index(self._index, gone)
             if len(new_ids):
