@@ -438,7 +438,7 @@ def _connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
     try:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn
-    except sqlite3.OperationalError as exc:
+    except sqlite3.Error as exc:
         conn.close()
         cannot_init = _error_name(exc) in ("SQLITE_READONLY_DIRECTORY",
                                            "SQLITE_READONLY_CANTINIT", "SQLITE_CANTOPEN")
