@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from slimface.errors import MultipleFacesError, NoFaceError
+from slimface.errors import NoFaceError
 
 
 class TinyBackbone(nn.Module):
@@ -36,13 +36,22 @@ class TinyBackbone(nn.Module):
 
 def fake_align(image, template="arcface112", detector=None, multi_face="error",
                no_face="error", fallback_detector=None):
-    """Resize to 112x112; an all-black image has 'no face', a red-marked one 'two faces'."""
+    """Resize to 112x112; an all-black image has 'no face', a red-marked one two faces
+    (the left one larger, the right one central), chosen by the real ``select_face``."""
     if image.max() == 0:
         raise NoFaceError(None, "no face found")
-    if image[0, 0, 0] == 255 and image[0, 0, 1] == 0 and multi_face == "error":
-        raise MultipleFacesError(None, "2 faces found; pass --face largest")
+    face = None
+    if image[0, 0, 0] == 255 and image[0, 0, 1] == 0:
+        from slimface.align.detect import Face
+        from slimface.align.pipeline import select_face
+
+        h, w = image.shape[:2]
+        big = Face(np.array([0, 0, w * 0.45, h * 0.9]), 0.9, np.zeros((5, 2)), "5pt")
+        mid = Face(np.array([w * 0.3, h * 0.2, w * 0.7, h * 0.8]), 0.9, np.zeros((5, 2)), "5pt")
+        face = select_face([big, mid], image.shape, multi_face)
+        image = image[:, : w // 2] if face is big else image[:, w // 4: 3 * w // 4]
     crop = np.array(Image.fromarray(image).resize((112, 112)))
-    return SimpleNamespace(crop=crop, face=None, status="detected")
+    return SimpleNamespace(crop=crop, face=face, status="detected")
 
 
 def fake_load(path: str) -> np.ndarray:

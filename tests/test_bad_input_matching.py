@@ -123,3 +123,62 @@ def test_gallery_built_with_another_model_is_refused_without_write(setup, monkey
         assert main(argv) == 1
         assert f"{db}: gallery was built with model 'tiny-test'" in capsys.readouterr().err
     assert _snapshot(db) == before
+
+
+def _damaged_jpeg(tmp: Path, source: Path) -> Path:
+    """A face photo saved as JPEG whose middle scan bytes were overwritten (ending in a
+    marker, which every libjpeg notices)."""
+    clean = tmp / "clean.jpg"
+    Image.open(source).convert("RGB").resize((96, 96)).save(clean, quality=90)
+    data = clean.read_bytes()
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    mid = (start + len(data) - 2) // 2
+    damaged = tmp / "damaged.jpg"
+    damaged.write_bytes(data[:mid] + bytes(30) + b"\xff\xd5" + data[mid + 32:])
+    return damaged
+
+
+def test_damaged_jpeg_is_refused_unless_allowed_on_every_command(setup, capsys):
+    tmp, faces, db = setup
+    bad = _damaged_jpeg(tmp, faces["p1"][0])
+    good = str(faces["p1"][1])
+    before = _snapshot(db)
+    commands = [["verify", str(bad), good, "--model", "tiny-test", "--threshold", "0.5"],
+                ["embed", str(bad), "--model", "tiny-test"],
+                ["gallery", "enroll", str(db), "--name", "p1", good, str(bad)],
+                ["gallery", "identify", str(db), str(bad)]]
+    for argv in commands:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"slimface: error: {bad}: damaged image data (Corrupt JPEG"), err
+        assert "pass --allow-damaged to use it anyway" in err
+    assert _snapshot(db) == before
+    for argv in commands:
+        assert main([*argv, "--allow-damaged", "--json"]) == 0, argv
+        captured = capsys.readouterr()
+        assert f"slimface: warning: {bad}: damaged image data (Corrupt JPEG" in captured.err
+        assert "used anyway (--allow-damaged)" in captured.err
+        assert f"{bad}: damaged image data" in captured.out  # the warning is in the result too
+
+
+def test_face_matcher_refuses_damaged_jpeg_unless_allowed(setup):
+    import warnings as pywarnings
+
+    import slimface
+    from slimface.errors import DamagedImageError
+    from slimface.io.image import DamagedImageWarning
+
+    tmp, faces, db = setup
+    bad = _damaged_jpeg(tmp, faces["p1"][0])
+    with pytest.raises(DamagedImageError, match="pass allow_damaged=True to use it anyway"):
+        slimface.FaceMatcher("tiny-test", gallery=db).identify(bad)
+    fm = slimface.FaceMatcher("tiny-test", gallery=db, allow_damaged=True)
+    result = fm.identify(bad)
+    assert result.warnings and "used anyway (allow_damaged=True)" in result.warnings[0]
+    assert result.as_dict()["warnings"] == result.warnings
+    with pywarnings.catch_warnings(record=True) as caught:
+        pywarnings.simplefilter("always")
+        fm.enroll("p1", [bad])
+    assert any(issubclass(w.category, DamagedImageWarning) for w in caught)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from slimface.gallery import index as ix
-from slimface.gallery import synthetic
+from slimface.gallery import loadcheck, synthetic
 
 
 def test_noise_calibration_hits_the_target_accuracy():
@@ -30,3 +30,27 @@ def test_benchmark_reports_exact_and_index_in_one_run(tmp_path):
     for key in ("exact_single_query", "index_single_query", "identify_single_query"):
         assert res[key]["median_ms"] > 0 and res[key]["p95_ms"] >= res[key]["median_ms"]
     json.dumps(res)  # JSON-ready
+
+
+def test_check_flags_stale_and_wrong_answers():
+    log = [{"start_generation": 5}, [6, 10.0, "enroll", 3], [7, 20.0, "remove", 0]]
+    ok = np.array([[11.0, 0, 6, 3, 3, 1], [21.0, 0, 7, 0, 1, 1], [15.0, 0, 6, 0, 0, 1]])
+    assert loadcheck.check(log, 2, ok)["consistent"]
+    stale = np.array([[11.0, 0, 5, 3, 1, 1]])  # asked after enroll 3 committed, saw before
+    verdict = loadcheck.check(log, 2, stale)
+    assert verdict["stale"] == 1 and not verdict["consistent"]
+    named_removed = np.array([[21.0, 0, 7, 0, 0, 1]])
+    verdict = loadcheck.check(log, 2, named_removed)
+    assert verdict["inconsistent"] == 1 and verdict["examples"][0]["asked"] == "id0000000"
+
+
+def test_load_check_command_runs_briefly_and_every_answer_is_consistent(capsys):
+    from slimface.cli.main import main
+
+    rc = main(["bench", "gallery-load", "--clients", "2", "--seconds", "5",
+               "--identities", "200", "--dim", "32", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0, out
+    assert out["consistent"] and out["stale"] == 0 and out["inconsistent"] == 0
+    assert out["answers_checked"] > 100 and sum(out["writes"].values()) > 20
+    assert 0 < out["latency_ms"]["p50"] <= out["latency_ms"]["p99"]

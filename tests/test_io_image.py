@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slimface.errors import (EmptyImageError, ImageDecodeError, ImageError, ImageNotFoundError,
-                             ImageTooLargeError, NotAnImageError, UnsupportedImageError)
-from slimface.io.image import load_image
+from slimface.errors import (DamagedImageError, EmptyImageError, ImageDecodeError, ImageError,
+                             ImageNotFoundError, ImageTooLargeError, NotAnImageError,
+                             UnsupportedImageError)
+from slimface.io.image import DamagedImageWarning, MAX_PIXELS, load_image
 
 
 def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
@@ -137,8 +138,66 @@ def test_unsupported_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize("side", [8000, 20000])  # 64 MP (over our limit), 400 MP (Pillow bomb)
 def test_huge_dimensions_refused_without_decoding(tmp_path: Path, side: int) -> None:
     path = _png_header_only(tmp_path / "huge.png", side, side)
-    with pytest.raises(ImageTooLargeError, match="huge.png"):
+    with pytest.raises(ImageTooLargeError, match="huge.png") as info:
         load_image(path)
+    message = str(info.value)
+    assert f"{side * side / 1e6:.1f} megapixels, over the {MAX_PIXELS // 1_000_000} " \
+           f"megapixel limit" in message
+    assert "178956970" not in message and "178,956,970" not in message  # Pillow's own limit
+
+
+def _jpeg(tmp_path: Path) -> tuple[bytes, int]:
+    """A smooth 128x96 JPEG and the offset where its entropy-coded data starts."""
+    y, x = np.mgrid[0:96, 0:128]
+    arr = np.stack([(x * 2) % 256, (y * 2) % 256, (x + y) % 256], -1).astype(np.uint8)
+    path = tmp_path / "clean.jpg"
+    Image.fromarray(arr).save(path, quality=90)
+    data = path.read_bytes()
+    sos = data.index(b"\xff\xda")
+    return data, sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+
+
+def _damaged(data: bytes, scan: int, kind: str) -> bytes:
+    mid = (scan + len(data) - 2) // 2
+    if kind == "damaged_middle":  # 32 bytes in the middle of the scan overwritten
+        return data[:mid] + bytes(30) + b"\xff\xd5" + data[mid + 32:]
+    if kind == "premature_end_of_segment":  # the scan stops early, the file ends properly
+        return data[:mid] + b"\xff\xd9"
+    if kind == "extraneous_bytes":  # junk between the scan and the end-of-image marker
+        return data[:-2] + bytes(range(1, 21)) + data[-2:]
+    if kind == "stray_marker":  # a restart marker where no restarts were declared
+        return data[:mid] + b"\xff\xd3" + data[mid:]
+    if kind == "premature_end_of_file":
+        return data[:mid]
+    raise ValueError(kind)
+
+
+DAMAGE = {"damaged_middle": "Corrupt JPEG data", "premature_end_of_segment":
+          "premature end of data segment", "extraneous_bytes": "extraneous bytes before marker",
+          "stray_marker": "Corrupt JPEG data", "premature_end_of_file": "Premature end"}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_jpeg_data_is_an_error_naming_the_file(tmp_path: Path, kind: str) -> None:
+    data, scan = _jpeg(tmp_path)
+    load_image(tmp_path / "clean.jpg")  # the undamaged file is fine
+    path = tmp_path / f"{kind}.jpg"
+    path.write_bytes(_damaged(data, scan, kind))
+    with pytest.raises(DamagedImageError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: damaged image data (")
+    assert DAMAGE[kind] in message and "allow_damaged=True" in message
+
+
+@pytest.mark.parametrize("kind", ["damaged_middle", "extraneous_bytes"])
+def test_allow_damaged_decodes_with_a_warning(tmp_path: Path, kind: str) -> None:
+    data, scan = _jpeg(tmp_path)
+    path = tmp_path / f"{kind}.jpg"
+    path.write_bytes(_damaged(data, scan, kind))
+    with pytest.warns(DamagedImageWarning, match=f"{path.name}: .*{DAMAGE[kind]}"):
+        out = load_image(path, allow_damaged=True)
+    assert out.shape == (96, 128, 3) and out.dtype == np.uint8
 
 
 def test_zero_width_header_is_empty_or_corrupt(tmp_path: Path) -> None:

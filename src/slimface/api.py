@@ -12,6 +12,7 @@ calibrated threshold and gallery compatibility rules) as the command line.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,9 +20,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from slimface.errors import GalleryError, SlimfaceError
-from slimface.gallery.embedder import DEFAULT_FLIP, EmbeddedFace, FaceEmbedder
+from slimface.gallery.embedder import (DEFAULT_FLIP, MULTI_FACE_CHOICES, NO_FACE_CHOICES,
+                                       EmbeddedFace, FaceEmbedder, check_choice)
 from slimface.gallery.gallery import Gallery, Match
 from slimface.gallery.thresholds import Threshold, lookup_threshold
+from slimface.io.image import DamagedImageWarning
 
 PathLike = str | os.PathLike[str]
 
@@ -49,6 +52,10 @@ class IdentifyResult:
     path: str
     candidates: list[Match]
     threshold: float | None
+    #: What is wrong with an image used anyway (``allow_damaged``).
+    warnings: list[str] = field(default_factory=list)
+    #: The gallery generation (count of committed writes) the answer reflects.
+    generation: int = -1
 
     @property
     def match(self) -> Match | None:
@@ -59,8 +66,11 @@ class IdentifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         m = self.match
-        return {"path": self.path, "match": None if m is None else m.name,
-                "candidates": [c.as_dict() for c in self.candidates]}
+        out = {"path": self.path, "match": None if m is None else m.name,
+               "candidates": [c.as_dict() for c in self.candidates]}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
 
 class FaceMatcher:
@@ -70,19 +80,29 @@ class FaceMatcher:
         model: registry name, model file (.slim/.pt/.onnx) or a loaded backbone; ``None``
             means the default model.
         threshold: overrides the model's calibrated verify threshold.
-        face: ``"error"`` refuses images with several faces, ``"largest"`` takes the biggest.
+        face: several faces in one image: ``"error"`` refuses the image, ``"largest"`` takes
+            the biggest face, ``"central"`` the one nearest the image centre.
         no_face: ``"error"`` refuses images without a detected face; ``"centre"`` uses the
             template's centre crop (tight, pre-cropped faces such as AT&T).
         gallery: path of a gallery database for enroll/identify (created on first enroll).
         pad: fraction of replicated border added before detection (tight crops).
+        allow_damaged: use images whose data the decoder reports as corrupt, with a
+            warning, instead of refusing them.
         embedder: a ready :class:`FaceEmbedder` (tests, custom detectors); overrides model.
     """
 
     def __init__(self, model: Any = None, *, threshold: float | None = None,
                  face: str = "error", no_face: str = "error",
                  gallery: PathLike | None = None, pad: float = 0.0,
-                 flip: str = DEFAULT_FLIP, embedder: FaceEmbedder | None = None):
-        self.embedder = embedder or FaceEmbedder(model, flip=flip, pad=pad)
+                 flip: str = DEFAULT_FLIP, allow_damaged: bool = False,
+                 embedder: FaceEmbedder | None = None):
+        interface = embedder.interface if embedder is not None else "api"
+        check_choice(interface, "face", face, MULTI_FACE_CHOICES)
+        check_choice(interface, "no_face", no_face, NO_FACE_CHOICES)
+        self.embedder = embedder or FaceEmbedder(model, flip=flip, pad=pad,
+                                                 allow_damaged=allow_damaged)
+        if allow_damaged:
+            self.embedder.allow_damaged = True
         self.face = face
         self.no_face = no_face
         self._threshold_override = threshold
@@ -105,8 +125,15 @@ class FaceMatcher:
         return found
 
     def embed_face(self, image: PathLike) -> EmbeddedFace:
+        """The embedding of the face in ``image`` with how it was found and any warnings."""
         return self.embedder.embed_file(image, multi_face=self.face,  # type: ignore[arg-type]
                                         no_face=self.no_face)
+
+    def embed_faces(self, images: Sequence[PathLike], progress: bool = False
+                    ) -> list[EmbeddedFace]:
+        """:meth:`embed_face` of every image; the first bad image raises."""
+        return self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
+                                         no_face=self.no_face, progress=progress)
 
     def embed(self, image: PathLike) -> np.ndarray:
         """L2-normalised embedding of the one face in ``image``."""
@@ -117,23 +144,29 @@ class FaceMatcher:
         threshold = self.threshold  # fail before the (slow) embedding if uncalibrated
         fa, fb = self.embed_face(a), self.embed_face(b)
         sim = float(np.dot(fa.embedding, fb.embedding))
-        faces = [{"path": f.path, "status": f.status, "box": f.box} for f in (fa, fb)]
+        faces = [{"path": f.path, "status": f.status, "box": f.box,
+                  **({"warnings": f.warnings} if f.warnings else {})} for f in (fa, fb)]
         return VerifyResult(sim > threshold.value, sim, threshold.value, threshold.source, faces)
 
     # ---- 1:N -----------------------------------------------------------------------------
-    def open_gallery(self, path: PathLike | None = None, create: bool = False) -> Gallery:
-        """Open (or create) the gallery; refuses one built with another model."""
+    def open_gallery(self, path: PathLike | None = None, create: bool = False,
+                     readonly: bool = False) -> Gallery:
+        """Open (or create) the gallery; refuses one built with another model.
+
+        ``readonly`` opens it for searching only (nothing is ever written); a gallery
+        opened read-only is reopened for writing when a write needs it.
+        """
         p = Path(path) if path is not None else self.gallery_path
         if p is None:
             raise GalleryError("no gallery: pass FaceMatcher(gallery=PATH)")
-        if self._gallery is not None and self._gallery.path == p:
-            return self._gallery
-        if self._gallery is not None:
-            self._gallery.close()
+        current = self._gallery
+        if current is not None and current.path == p and (readonly or not current.readonly):
+            return current
+        self.close()
         if not p.exists() and create:
             self._gallery = Gallery.create(p, self.embedder.info)
         else:
-            self._gallery = Gallery.open(p, expect=self.embedder.info)
+            self._gallery = Gallery.open(p, expect=self.embedder.info, readonly=readonly)
         self.gallery_path = p
         return self._gallery
 
@@ -143,8 +176,20 @@ class FaceMatcher:
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         if not paths:
             raise GalleryError(f"enroll {name!r}: no images given")
-        faces = self.embedder.embed_files(paths, multi_face=self.face,  # type: ignore[arg-type]
-                                          no_face=self.no_face)
+        gallery = self.gallery_path
+        if gallery is not None and gallery.exists():
+            self.open_gallery().store.check_writable()  # fail before the slow embedding
+        faces = self.embed_faces(paths)
+        for f in faces:
+            for note in f.warnings:
+                warnings.warn(note, DamagedImageWarning, stacklevel=2)
+        return self.enroll_faces(name, faces, metadata)
+
+    def enroll_faces(self, name: str, faces: Sequence[EmbeddedFace],
+                     metadata: dict[str, Any] | None = None) -> int:
+        """Store already embedded faces (from :meth:`embed_faces`) under ``name``."""
+        if not faces:
+            raise GalleryError(f"enroll {name!r}: no images given")
         vectors = np.stack([f.embedding for f in faces])
         return self.open_gallery(create=True).enroll(name, vectors, [f.path for f in faces],
                                                      metadata)
@@ -153,15 +198,16 @@ class FaceMatcher:
         return self.identify_many([image], top_k)[0]
 
     def identify_many(self, images: Sequence[PathLike], top_k: int = 1) -> list[IdentifyResult]:
-        gallery = self.open_gallery()
-        faces = self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
-                                          no_face=self.no_face)
+        """Top-k identities of each image, from the gallery as committed at the search."""
+        gallery = self.open_gallery(readonly=True)
+        faces = self.embed_faces(images)
         ranked = gallery.identify(np.stack([f.embedding for f in faces]), top_k)
         try:
             threshold: float | None = self.threshold.value
         except SlimfaceError:
             threshold = None
-        return [IdentifyResult(f.path, r, threshold) for f, r in zip(faces, ranked)]
+        return [IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation)
+                for f, r in zip(faces, ranked)]
 
     def remove(self, name: str) -> int:
         return self.open_gallery().remove(name)

@@ -37,6 +37,11 @@ class ImageDecodeError(ImageError):
     """The file looks like an image but cannot be decoded (truncated or corrupt)."""
 
 
+class DamagedImageError(ImageDecodeError):
+    """The decoder reported corrupt data (libjpeg's "Corrupt JPEG data", premature end,
+    extraneous bytes): the pixels it produced would be partly wrong."""
+
+
 class NotAnImageError(ImageError):
     """The file's content is not any image format."""
 

@@ -1,5 +1,8 @@
 """``slimface bench gallery``: 1:N search on a large synthetic gallery, exact vs the index.
 
+(``slimface bench gallery-load``, also here: identify clients and an enrolling writer in
+separate processes against one gallery; latency, throughput and a check of every answer.)
+
 Builds ``--n`` seeded random identities (SQLite + FAISS, as ``slimface gallery`` does), sets
 the query noise so exact search is right ~99% of the time, then reports single-query
 latency (median, p95) of exact search, of the index, and of a full ``Gallery.identify``,
@@ -31,6 +34,7 @@ def register(sub: Any) -> None:
                    help="single queries timed one by one")
     add_json_arg(p)
     p.set_defaults(func=run)
+    register_load(sub)
 
 
 def _params(items: list[str]) -> dict[str, Any]:
@@ -75,3 +79,72 @@ def run(args: argparse.Namespace) -> int:
                             f"{result['exact_top1_accuracy']:.3f})")
     emit_json(result, args.json)
     return 0
+
+
+def register_load(sub: Any) -> None:
+    from slimface.cli._common import nonneg_int, positive_int
+
+    p = sub.add_parser(
+        "gallery-load", help="gallery under load: identify clients + an enrolling writer",
+        description="Run N identify clients and one enrolling writer (separate processes) "
+                    "against one gallery for a bounded time; report identify latency "
+                    "p50/p99, throughput, and whether every answer matched the state "
+                    "committed when it was asked (see slimface.gallery.loadcheck).")
+    p.add_argument("--db", default=None,
+                   help="gallery file to create and keep (default: a temporary one); "
+                        "must not exist")
+    p.add_argument("--clients", type=positive_int, default=2, help="identify processes")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long the load runs")
+    p.add_argument("--identities", type=nonneg_int, default=1000,
+                   help="identities enrolled before the load starts")
+    p.add_argument("--dim", type=positive_int, default=128, help="embedding size")
+    p.add_argument("--write-interval-ms", type=float, default=20.0,
+                   help="pause of the writer between two commits")
+    p.add_argument("--seed", type=int, default=0)
+    add_json_arg(p)
+    p.set_defaults(func=run_load)
+
+
+def run_load(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from slimface.errors import ConfigError
+    from slimface.gallery.loadcheck import LoadSpec, run
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    if args.db is not None and os.path.exists(args.db):
+        raise ConfigError(f"{args.db}: already exists; the load check creates its own "
+                          f"gallery (its writer would change yours)")
+    spec = LoadSpec(identities=args.identities, dim=args.dim, clients=args.clients,
+                    seconds=args.seconds, write_interval_s=args.write_interval_ms / 1e3,
+                    seed=args.seed)
+    load_before = list(os.getloadavg())
+    result = run(spec, db=args.db)
+    result.update(commit=git_commit(), cpu=_cpu_model(), cpu_count=os.cpu_count(),
+                  load_average_before=load_before, load_average=list(os.getloadavg()))
+    lat = result["latency_ms"]
+    print_table([{"clients": spec.clients, "seconds": spec.seconds,
+                  "identify/s": result["identify_per_s"], "p50 ms": lat.get("p50"),
+                  "p99 ms": lat.get("p99"), "writes/s": result["writes_per_s"],
+                  "checked": result["answers_checked"],
+                  "inconsistent": result["inconsistent"], "stale": result["stale"]}],
+                title=f"gallery load check: {spec.identities} identities at the start, "
+                      f"{spec.dim}-d, {result['identities_end']} at the end")
+    emit_json(result, args.json)
+    if not result["consistent"]:
+        print("slimface: error: some answers did not match the committed state: "
+              f"{result['examples']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -7,6 +7,9 @@
   remove DB --name NAME
 
 The database (SQLite) records the model and alignment it was built with and refuses others.
+list and identify open it read-only and never write; results go to stdout, messages to
+stderr. Several processes may enroll and identify at once: identify always answers from the
+latest committed state.
 """
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ import json
 import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
-from slimface.cli.verify import add_model_args
+from slimface.cli._common import add_json_arg, emit_json, format_table
+from slimface.cli.verify import add_model_args, make_matcher, print_warnings
 from slimface.errors import GalleryError
 
 
@@ -67,16 +70,15 @@ def register(sub: Any) -> None:
 
 def _matcher(args: argparse.Namespace, model: str | None = None) -> Any:
     """A FaceMatcher on the gallery's own model unless --model names another (refused)."""
-    from slimface.api import FaceMatcher
     from slimface.gallery.store import GalleryStore
 
     if model is None:
-        store = GalleryStore.open(args.db)
-        model = store.meta()["model_name"]
-        store.close()
-    return FaceMatcher(model, face=getattr(args, "face", "error"),
-                       no_face=getattr(args, "no_face", "error"), pad=getattr(args, "pad", 0.0),
-                       gallery=args.db)
+        store = GalleryStore.open(args.db, readonly=True)
+        try:
+            model = store.meta()["model_name"]
+        finally:
+            store.close()
+    return make_matcher(args, model, gallery=args.db)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -106,10 +108,15 @@ def _parse_meta(items: list[str]) -> dict[str, str]:
 def _enroll(args: argparse.Namespace) -> int:
     meta = _parse_meta(args.meta)
     with _matcher(args, args.model) as m:
-        m.open_gallery()  # refuse an incompatible gallery before embedding anything
-        n = m.enroll(args.name, args.images, metadata=meta)
+        # refuse an incompatible, read-only or locked gallery before embedding anything
+        m.open_gallery().store.check_writable()
+        faces = m.embed_faces(args.images)
+        notes = [w for f in faces for w in f.warnings]
+        print_warnings(notes)
+        n = m.enroll_faces(args.name, faces, metadata=meta)
     print(f"enrolled {args.name}: {len(args.images)} image(s), {n} in total", file=sys.stderr)
-    emit_json({"name": args.name, "added": len(args.images), "n_embeddings": n}, args.json)
+    out = {"name": args.name, "added": len(args.images), "n_embeddings": n}
+    emit_json({**out, "warnings": notes} if notes else out, args.json)
     return 0
 
 
@@ -119,6 +126,7 @@ def _identify(args: argparse.Namespace) -> int:
     with _matcher(args, args.model) as m:
         results = m.identify_many(args.images, top_k=args.top)
         threshold = results[0].threshold if results else None
+    print_warnings([w for r in results for w in r.warnings])
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
         best = r.match.name if r.match else "unknown"
@@ -130,17 +138,18 @@ def _identify(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from slimface.gallery.store import GalleryStore
 
-    store = GalleryStore.open(args.db)
+    store = GalleryStore.open(args.db, readonly=True)
     try:
-        meta, people = store.meta(), store.identities()
+        with store.snapshot():
+            meta, people = store.meta(), store.identities()
     finally:
         store.close()
     rows = [{"name": p.name, "images": p.n_embeddings, "enrolled": p.created_at,
              "metadata": json.dumps(p.metadata) if p.metadata else ""} for p in people]
     print(f"{args.db}: model {meta['model_name']}, template {meta['template']}, "
           f"{len(people)} identities", file=sys.stderr)
-    if rows:
-        print_table(rows)
+    if rows:  # the table is the result: stdout, unless stdout carries the JSON
+        print(format_table(rows), file=sys.stderr if args.json == "-" else sys.stdout)
     emit_json({"model": meta["model_name"], "template": meta["template"],
                "identities": [p.__dict__ for p in people]}, args.json)
     return 0

@@ -14,18 +14,42 @@ from slimface.cli._common import add_json_arg, emit_json
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Options every matching command shares (verify, gallery)."""
+    """Options every command that embeds faces shares (embed, verify, gallery)."""
+    from slimface.gallery.embedder import MULTI_FACE_CHOICES, NO_FACE_CHOICES
+
     p.add_argument("--model", default=None,
                    help="registry name or model file (.slim/.pt/.onnx); default: the "
                         "default model")
-    p.add_argument("--face", choices=("error", "largest"), default="error",
-                   help="several faces in one image: refuse (default) or use the largest")
-    p.add_argument("--no-face", choices=("error", "centre"), default="error",
+    p.add_argument("--face", choices=MULTI_FACE_CHOICES, default="error",
+                   help="several faces in one image: refuse (default), use the largest, "
+                        "or use the one nearest the centre")
+    p.add_argument("--multi-face", dest="face", choices=MULTI_FACE_CHOICES,
+                   help=argparse.SUPPRESS)  # earlier spelling
+    p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="error",
                    help="no face detected: refuse (default) or use the template's centre "
                         "crop (pre-cropped faces)")
     p.add_argument("--pad", type=float, default=0.0,
                    help="replicated border added before detection, as a fraction of the "
                         "image size (tight face crops such as AT&T need ~0.25)")
+    p.add_argument("--allow-damaged", action="store_true",
+                   help="use images whose data the decoder reports as corrupt (with a "
+                        "warning) instead of refusing them")
+
+
+def make_matcher(args: argparse.Namespace, model: str | None = None, **kw: Any) -> Any:
+    """A FaceMatcher whose messages speak of command-line options (``--face largest``)."""
+    from slimface.api import FaceMatcher
+    from slimface.gallery.embedder import DEFAULT_FLIP, FaceEmbedder
+
+    embedder = FaceEmbedder(model if model is not None else args.model,
+                            flip=getattr(args, "flip", DEFAULT_FLIP), pad=args.pad,
+                            allow_damaged=args.allow_damaged, interface="cli")
+    return FaceMatcher(embedder=embedder, face=args.face, no_face=args.no_face, **kw)
+
+
+def print_warnings(notes: list[str]) -> None:
+    for note in notes:
+        print(f"slimface: warning: {note}", file=sys.stderr)
 
 
 def register(sub: Any) -> None:
@@ -48,11 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return _calibrate(args)
     if len(args.images) != 2:
         args._parser.error(f"verify needs exactly two images, got {len(args.images)}")
-    from slimface.api import FaceMatcher
-
-    matcher = FaceMatcher(args.model, threshold=args.threshold, face=args.face,
-                          no_face=args.no_face, pad=args.pad)
+    matcher = make_matcher(args, threshold=args.threshold)
     result = matcher.verify(*args.images)
+    print_warnings([w for f in result.faces for w in f.get("warnings", [])])
     verdict = "same" if result.same else "different"
     print(f"{verdict}  similarity={result.similarity:.4f}  threshold={result.threshold:.4f}"
           f"  ({result.threshold_source})", file=sys.stderr if args.json == "-" else sys.stdout)

@@ -1,26 +1,50 @@
 """From an image file to one L2-normalised embedding: load, detect, align, embed.
 
-The verify command, the gallery and :class:`slimface.FaceMatcher` all go through
+The embed and verify commands, the gallery and :class:`slimface.FaceMatcher` all go through
 :class:`FaceEmbedder`, so a gallery built by one of them can be searched by the others and
-the calibrated threshold applies to all of them. Every failure names the file.
+the calibrated threshold applies to all of them. Every failure names the file, and advice
+in a message names the option of the interface in use (``--face largest`` on the command
+line, ``face="largest"`` in Python).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from slimface.errors import FaceError, ModelError, MultipleFacesError, SlimfaceError
+from slimface.errors import (DamagedImageError, FaceError, ModelError, MultipleFacesError,
+                             SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
 from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
 
-MultiFace = Literal["error", "largest"]
-MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest")
+MultiFace = Literal["error", "largest", "central"]
+#: Several faces in one image: refuse, take the largest, or take the one nearest the centre.
+MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest", "central")
+#: No face found: refuse, or use the template's centre crop (pre-cropped faces).
+NO_FACE_CHOICES: tuple[str, ...] = ("error", "centre")
+#: Where a user meets these options: ``"cli"`` spells them ``--face largest``, ``"api"``
+#: ``face="largest"``.
+INTERFACES = ("api", "cli")
 #: Flip handling used for every match (verify threshold, gallery): mirror embedding summed.
 DEFAULT_FLIP = "sum"
+
+
+def option_hint(interface: str, name: str, value: Any = True) -> str:
+    """How a user of ``interface`` sets option ``name`` (a FaceMatcher keyword)."""
+    if interface == "cli":
+        flag = f"--{name.replace('_', '-')}"
+        return flag if value is True else f"{flag} {value}"
+    return f"{name}={value!r}" if not isinstance(value, str) else f'{name}="{value}"'
+
+
+def check_choice(interface: str, name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise a SlimfaceError naming the option (as ``interface`` spells it) and its choices."""
+    if value not in choices:
+        spelled = f"--{name.replace('_', '-')}" if interface == "cli" else name
+        raise SlimfaceError(f"{spelled} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def load_model(spec: Any) -> tuple[Any, str]:
@@ -61,6 +85,9 @@ class EmbeddedFace:
     crop: np.ndarray
     status: str
     box: list[float] | None
+    score: float | None = None
+    #: What is wrong with an image used anyway (``allow_damaged``); empty when it is clean.
+    warnings: list[str] = field(default_factory=list)
 
 
 class FaceEmbedder:
@@ -68,7 +95,12 @@ class FaceEmbedder:
 
     def __init__(self, model: Any = None, *, flip: str = DEFAULT_FLIP, pad: float = 0.0,
                  detector: str | None = None, aligner: Callable[..., Any] | None = None,
-                 image_loader: Callable[[str], np.ndarray] | None = None):
+                 image_loader: Callable[[str], np.ndarray] | None = None,
+                 allow_damaged: bool = False, interface: str = "api"):
+        if interface not in INTERFACES:
+            raise ValueError(f"interface must be one of {INTERFACES}, got {interface!r}")
+        self.interface = interface
+        self.allow_damaged = bool(allow_damaged)
         self.model, self.model_name = load_model(model)
         self.template = template_name(self.model)
         self.flip = flip
@@ -92,15 +124,19 @@ class FaceEmbedder:
     # ---- one image -----------------------------------------------------------------------
     def embed_file(self, path: str | os.PathLike[str], multi_face: MultiFace = "error",
                    no_face: str = "error") -> EmbeddedFace:
-        """Detect exactly one face (or the largest with ``multi_face='largest'``), embed it."""
-        if multi_face not in MULTI_FACE_CHOICES:
-            raise SlimfaceError(f"--face must be one of {MULTI_FACE_CHOICES}, got {multi_face!r}")
-        image = self._load(path)
+        """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
+        check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
+        check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
+        image, damage = self._load(path)
         aligned = self._align(path, image, multi_face, no_face)
         emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
         face = getattr(aligned, "face", None)
         box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
-        return EmbeddedFace(str(path), emb, aligned.crop, aligned.status, box)
+        score = None if face is None else float(getattr(face, "score", np.nan))
+        flag = option_hint(self.interface, "allow_damaged")
+        notes = [] if damage is None else [
+            f"{path}: damaged image data ({damage}); used anyway ({flag})"]
+        return EmbeddedFace(str(path), emb, aligned.crop, aligned.status, box, score, notes)
 
     def embed_files(self, paths: Sequence[str | os.PathLike[str]],
                     multi_face: MultiFace = "error", no_face: str = "error",
@@ -112,14 +148,23 @@ class FaceEmbedder:
         return [self.embed_file(p, multi_face=multi_face, no_face=no_face) for p in it]
 
     # ---- steps ---------------------------------------------------------------------------
-    def _load(self, path: str | os.PathLike[str]) -> np.ndarray:
+    def _load(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, str | None]:
+        """Pixels and, for a damaged image used anyway, what the decoder reported."""
+        damage = None
         if self._image_loader is not None:
             image = self._image_loader(str(path))
         else:
-            from slimface.io.image import load_image
+            from slimface.io.image import decode_image
 
-            image = load_image(path)
-        return _pad_replicate(image, self.pad) if self.pad > 0 else image
+            try:
+                decoded = decode_image(path, allow_damaged=self.allow_damaged)
+            except DamagedImageError as exc:
+                detail = exc.problem.split("; pass ")[0]
+                raise DamagedImageError(path, f"{detail}; pass "
+                                              f"{option_hint(self.interface, 'allow_damaged')} "
+                                              f"to use it anyway") from None
+            image, damage = decoded.pixels, decoded.damage
+        return (_pad_replicate(image, self.pad) if self.pad > 0 else image), damage
 
     def _align(self, path: str | os.PathLike[str], image: np.ndarray, multi_face: str,
                no_face: str) -> Any:
@@ -129,11 +174,17 @@ class FaceEmbedder:
             return aligner(image, template=self.template, detector=self.detector_name,
                            multi_face=multi_face, no_face=no_face,
                            fallback_detector=self.fallback_name)
+        except MultipleFacesError as exc:
+            found = exc.problem.split(";")[0]  # "N faces found"
+            hint = " or ".join(option_hint(self.interface, "face", c)
+                               for c in MULTI_FACE_CHOICES if c != "error")
+            raise MultipleFacesError(path, f"{found}; use a photo with one face, or pass "
+                                           f"{hint}") from None
         except FaceError as exc:
             tried = " then ".join(n for n in (self.detector_name, self.fallback_name) if n)
-            problem = exc.problem if isinstance(exc, MultipleFacesError) else (
-                f"no face found (detectors tried: {tried})")
-            raise type(exc)(path, problem) from None
+            hint = option_hint(self.interface, "no_face", "centre")
+            raise type(exc)(path, f"no face found (detectors tried: {tried}); for a "
+                                  f"pre-cropped face pass {hint}") from None
 
 
 def _default_aligner() -> Callable[..., Any]:

@@ -4,6 +4,14 @@ Consistency rule: the index file carries the database ``generation`` and embeddi
 was built from; on open, an index whose numbers differ from the database's (a crash between
 the database commit and the index write, or another process's enroll) is rebuilt from the
 database. So the database commit is the only step that has to be atomic, and it is.
+
+Freshness: every :meth:`Gallery.identify` runs inside one read transaction and first reads
+the database's ``generation`` (one row). When another process has committed since the
+in-memory index was last brought up to date, the index catches up before searching: new
+embeddings (ids above the highest it holds; ids are never reused) are added, removed ones
+dropped, or the index is rebuilt when its kind cannot remove. So an answer always reflects
+exactly the state committed when the search began: never a removed person, never a miss of
+one committed before the call.
 """
 from __future__ import annotations
 
@@ -19,12 +27,14 @@ import numpy as np
 
 from slimface.errors import GalleryError
 from slimface.gallery import index as ix
-from slimface.gallery.store import GalleryStore, Identity
+from slimface.gallery.store import GalleryStore, Identity, describe_os_error
 from slimface.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 _MAGIC = b"SLIMFACE-FAISS\x01"
+#: Below this many embeddings every index kind is built as exact search.
+_APPROXIMATE_MIN = 1000
 
 
 @dataclass(frozen=True)
@@ -74,31 +84,42 @@ class Gallery:
         self.index_path = index_path_for(self.path)
         self._index: Any = None
         self._index_generation = -1
+        self._id_high = 0
         self._forced_kind = index_kind
-        self._load_or_rebuild_index()
+        #: The database generation the last :meth:`identify` answered from.
+        self.last_generation = -1
+        with self.store.snapshot():
+            self._load_or_rebuild_index()
+
+    @property
+    def readonly(self) -> bool:
+        return self.store.readonly
 
     # ---- lifecycle -----------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike[str], model: ModelInfo,
-               index_kind: str = "auto") -> "Gallery":
+               index_kind: str = "auto", timeout_s: float | None = None) -> "Gallery":
         if index_kind != "auto":
             ix.SEARCH_INDEXES.get(index_kind)  # validate the name now, with suggestions
         meta = {**model.as_meta(), "index_kind": index_kind}
-        gallery = cls(GalleryStore.create(path, meta))
-        gallery._persist_index()
-        return gallery
+        return cls(GalleryStore.create(path, meta, timeout_s=timeout_s))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], expect: ModelInfo | None = None) -> "Gallery":
-        """Open; with ``expect``, refuse a gallery built with another model or alignment."""
-        store = GalleryStore.open(path)
-        if expect is not None:
-            try:
+    def open(cls, path: str | os.PathLike[str], expect: ModelInfo | None = None,
+             readonly: bool = False, timeout_s: float | None = None) -> "Gallery":
+        """Open; with ``expect``, refuse a gallery built with another model or alignment.
+
+        ``readonly`` opens the database read-only and never writes the index file: what
+        list and identify use.
+        """
+        store = GalleryStore.open(path, readonly=readonly, timeout_s=timeout_s)
+        try:
+            if expect is not None:
                 check_compatible(store.path, ModelInfo.from_meta(store.meta()), expect)
-            except GalleryError:
-                store.close()
-                raise
-        return cls(store)
+            return cls(store)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -127,50 +148,42 @@ class Gallery:
         vectors = _as_rows(vectors, self.store.embedding_dim, self.path)
         sources = list(sources) if sources is not None else [None] * len(vectors)
         with self.store.transaction() as conn:
-            in_step = self.store.generation == self._index_generation
             identity_id = self.store.find_identity(name)
             if identity_id is None:
                 identity_id = self.store.insert_identity(conn, name, metadata)
             elif metadata:
                 self.store.update_metadata(conn, identity_id, metadata)
-            new_ids = self.store.insert_embeddings(conn, identity_id, vectors, sources)
-        self._after_write(in_step, lambda: ix.add_to_index(self._index, vectors,
-                                                           np.asarray(new_ids)))
-        return self.store.count_embeddings_of(identity_id)
+            self.store.insert_embeddings(conn, identity_id, vectors, sources)
+            count = self.store.count_embeddings_of(identity_id)
+        self._after_write()
+        return count
 
     def enroll_many(self, names: Sequence[str], vectors: np.ndarray) -> None:
         """One identity per row, in one transaction (synthetic benchmarks, bulk imports)."""
         vectors = _as_rows(vectors, self.store.embedding_dim, self.path)
         with self.store.transaction() as conn:
             self.store.insert_many(conn, [_clean_name(n) for n in names], vectors)
-        self.rebuild_index()
+        with self.store.snapshot():
+            self.rebuild_index()
 
     def remove(self, name: str) -> int:
         """Delete an identity and its embeddings; returns how many embeddings went."""
-        identity_id = self.store.find_identity(name)
-        if identity_id is None:
-            known = [i.name for i in self.store.identities()][:10]
-            raise GalleryError(f"{self.path}: no identity named {name!r} "
-                               f"(enrolled: {', '.join(known) or 'none'})")
         with self.store.transaction() as conn:
-            in_step = self.store.generation == self._index_generation
+            identity_id = self.store.find_identity(name)
+            if identity_id is None:
+                known = [i.name for i in self.store.identities()][:10]
+                raise GalleryError(f"{self.path}: no identity named {name!r} "
+                                   f"(enrolled: {', '.join(known) or 'none'})")
             removed = self.store.delete_identity(conn, identity_id)
-        self._after_write(in_step, lambda: ix.remove_from_index(self._index,
-                                                                np.asarray(removed)))
+            own_change = self.store.generation + 1  # what COMMIT makes it
+        self._after_write({own_change: removed})
         return len(removed)
 
-    def _after_write(self, in_step: bool, update: Any) -> None:
-        """Apply the change to the in-memory index (or rebuild) and persist it."""
-        if in_step and self._index is not None and self._wanted_kind() == self._index_kind:
-            try:
-                update()
-            except RuntimeError:  # e.g. FAISS refine indexes cannot remove ids: rebuild
-                self.rebuild_index()
-                return
-            self._index_generation = self.store.generation
-            self._persist_index()
-        else:
-            self.rebuild_index()
+    def _after_write(self, removed: dict[int, list[int]] | None = None) -> None:
+        """Bring the in-memory index up to the committed state and persist it."""
+        with self.store.snapshot():
+            if self._catch_up(removed):
+                self._persist_index()
 
     # ---- reads ---------------------------------------------------------------------------
     def identities(self) -> list[Identity]:
@@ -179,12 +192,15 @@ class Gallery:
     def identify(self, queries: np.ndarray, top_k: int = 1) -> list[list[Match]]:
         """The ``top_k`` identities per query, best first, scored by their best embedding."""
         q = _as_rows(queries, self.store.embedding_dim, self.path)
-        if self._index is None or self._index.ntotal == 0:
-            return [[] for _ in range(len(q))]
-        # several embeddings per identity: fetch more rows than identities asked for
-        scores, ids = ix.search(self._index, q, max(top_k * 4, top_k + 8))
-        owners = self.store.owners_of(ids)
-        names = self.store.identity_names(list(owners.values()))
+        with self.store.snapshot():  # one committed state from the index check to the names
+            self._catch_up()
+            self.last_generation = self._index_generation
+            if self._index is None or self._index.ntotal == 0:
+                return [[] for _ in range(len(q))]
+            # several embeddings per identity: fetch more rows than identities asked for
+            scores, ids = ix.search(self._index, q, max(top_k * 4, top_k + 8))
+            owners = self.store.owners_of(ids)
+            names = self.store.identity_names(list(owners.values()))
         return [self._rank(s, i, owners, names, top_k) for s, i in zip(scores, ids)]
 
     @staticmethod
@@ -203,28 +219,78 @@ class Gallery:
     def index(self) -> Any:
         return self._index
 
-    def _wanted_kind(self) -> str:
+    def _wanted_kind(self, n: int | None = None) -> str:
+        """The kind the gallery's settings ask for at ``n`` embeddings (default: now)."""
+        n = self.store.count_embeddings() if n is None else n
         stored = self._forced_kind or self.store.meta().get("index_kind", "auto")
-        return ix.choose_kind(self.store.count_embeddings()) if stored == "auto" else stored
+        kind = ix.choose_kind(n) if stored == "auto" else stored
+        # an IVF/HNSW index over a handful of vectors only adds error
+        return "flat" if kind != "flat" and n < _APPROXIMATE_MIN else kind
 
     @property
     def _index_kind(self) -> str | None:
         return getattr(self, "_built_kind", None)
 
-    def rebuild_index(self, kind: str | None = None, **params: Any) -> None:
-        """Rebuild the index from the database and write it atomically beside it."""
-        kind = kind or self._wanted_kind()
+    def _catch_up(self, removed: dict[int, list[int]] | None = None) -> bool:
+        """Bring the index to the database's generation (call inside a snapshot).
+
+        Returns whether the index changed. Cheap when nothing changed: one single-row read.
+        ``removed`` maps a generation to the embedding ids its write deleted (this process's
+        own remove): when that is the only change, no scan of the ids is needed.
+        """
         generation = self.store.generation
-        ids, _, x = self.store.all_embeddings()
-        if kind != "flat" and len(x) < 1000:
-            kind = "flat"  # an IVF/HNSW index over a handful of vectors only adds error
-        log.info("building %s index over %d embeddings of %s", kind, len(x), self.path)
+        if generation == self._index_generation and self._index is not None:
+            return False
+        if self._index is None or self._wanted_kind() != self._index_kind:
+            self.rebuild_index(persist=False)
+            return True
+        try:
+            new_ids, new_vectors = self.store.embeddings_after(self._id_high)
+            count = self.store.count_embeddings()
+            if int(self._index.ntotal) + len(new_ids) != count:  # something was removed
+                known = (removed or {}).get(generation)
+                if known is not None and generation == self._index_generation + 1:
+                    gone = np.asarray(known, np.int64)
+                else:
+                    held = _index_ids(self._index)
+                    if held is None:
+                        raise RuntimeError("index without an id map")
+                    gone = np.setdiff1d(held, self.store.embedding_ids(upto=self._id_high))
+                if len(gone):
+                    ix.remove_from_index(self._index, gone)
+            if len(new_ids):
+                ix.add_to_index(self._index, new_vectors, new_ids)
+                self._id_high = max(self._id_high, int(new_ids.max()))
+            if int(self._index.ntotal) != count:
+                raise RuntimeError(f"index holds {self._index.ntotal}, database {count}")
+        except RuntimeError as exc:  # e.g. FAISS refine/HNSW indexes cannot remove ids
+            log.debug("%s: rebuilding the index (%s)", self.path, exc)
+            self.rebuild_index(persist=False)
+            return True
+        self._index_generation = generation
+        return True
+
+    def rebuild_index(self, kind: str | None = None, persist: bool = True,
+                      **params: Any) -> None:
+        """Rebuild the index from the database and (unless read-only) write it beside it."""
+        with self.store.snapshot():
+            generation = self.store.generation
+            ids, _, x = self.store.all_embeddings()
+            kind = kind or self._wanted_kind(len(x))
+        if kind != "flat" and len(x) < _APPROXIMATE_MIN:
+            kind = "flat"
+        log.debug("building %s index over %d embeddings of %s", kind, len(x), self.path)
         self._index = ix.build_index(ix.IndexSpec(kind, params), x, ids)
         self._built_kind = kind
         self._index_generation = generation
-        self._persist_index()
+        self._id_high = int(ids.max()) if len(ids) else 0
+        if persist:
+            self._persist_index()
 
     def _persist_index(self) -> None:
+        """Write the index cache atomically; a failure only costs a rebuild on next open."""
+        if self.readonly:
+            return
         if self._index is None:
             self.rebuild_index()
             return
@@ -232,26 +298,36 @@ class Gallery:
                              "count": int(self._index.ntotal), "kind": self._built_kind,
                              "model_fingerprint": self.store.meta()["model_fingerprint"]})
         data = ix.serialize_array(self._index)
-        with atomic_path(self.index_path) as tmp, open(tmp, "wb") as f:
-            f.write(_MAGIC + struct.pack("<I", len(header)) + header.encode())
-            f.write(memoryview(data))
+        try:
+            with atomic_path(self.index_path) as tmp, open(tmp, "wb") as f:
+                f.write(_MAGIC + struct.pack("<I", len(header)) + header.encode())
+                f.write(memoryview(data))
+        except OSError as exc:
+            log.warning("%s: could not write the index cache (%s); the gallery is intact "
+                        "and the index is rebuilt from it when opened",
+                        self.index_path, describe_os_error(exc, self.index_path))
 
     def _load_or_rebuild_index(self) -> None:
         loaded = self._read_index_file()
         if loaded is None:
-            self.rebuild_index()
+            self.rebuild_index(persist=not self.readonly)
             return
         header, index = loaded
         if (header.get("generation") != self.store.generation
                 or header.get("count") != self.store.count_embeddings()
                 or int(index.ntotal) != header.get("count")):
-            log.warning("%s: index out of step with the database (index generation %s, "
-                        "database %s); rebuilding", self.index_path, header.get("generation"),
-                        self.store.generation)
-            self.rebuild_index()
+            log.debug("%s: index out of step with the database (index generation %s, "
+                      "database %s); rebuilding", self.index_path, header.get("generation"),
+                      self.store.generation)
+            self.rebuild_index(persist=not self.readonly)
+            return
+        held = _index_ids(index)
+        if held is None:
+            self.rebuild_index(persist=not self.readonly)
             return
         self._index, self._built_kind = index, header["kind"]
         self._index_generation = header["generation"]
+        self._id_high = int(held.max()) if len(held) else 0
 
     def _read_index_file(self) -> tuple[dict[str, Any], Any] | None:
         if not self.index_path.is_file():
@@ -265,9 +341,19 @@ class Gallery:
             header = json.loads(raw[start:start + n])
             index = ix.deserialize(memoryview(raw)[start + n:])
         except Exception as exc:  # a torn or foreign file is just a stale cache
-            log.warning("%s: unreadable index (%s); rebuilding", self.index_path, exc)
+            log.debug("%s: unreadable index (%s); rebuilding", self.index_path, exc)
             return None
         return header, index
+
+
+def _index_ids(index: Any) -> np.ndarray | None:
+    """The database ids an index holds (``IndexIDMap2``), or None for other index types."""
+    id_map = getattr(index, "id_map", None)
+    if id_map is None:
+        return None
+    import faiss
+
+    return faiss.vector_to_array(id_map).astype(np.int64)
 
 
 def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:

@@ -5,18 +5,28 @@ CMYK or with alpha; a detector and a network want plain HxWx3 uint8 RGB. And eve
 can be wrong (missing, truncated, not an image, too big) must become a
 :class:`~slimface.errors.ImageError` whose message starts with the file path, so the CLI can
 print it without a traceback.
+
+Damaged data counts as a problem too: Pillow silently decodes a JPEG whose entropy-coded
+data is corrupt (libjpeg's "Corrupt JPEG data" warnings), smearing everything below the
+damage. Every JPEG is therefore also run through libjpeg-turbo with warnings turned into
+errors (``simplejpeg``'s strict mode); a warning is a :class:`DamagedImageError` unless the
+caller passes ``allow_damaged=True``, which turns it into a :class:`DamagedImageWarning`.
 """
 from __future__ import annotations
 
 import os
+import re
+import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from slimface.errors import (EmptyImageError, ImageDecodeError, ImageNotFoundError,
-                             ImageTooLargeError, NotAnImageError, UnsupportedImageError)
+from slimface.errors import (DamagedImageError, EmptyImageError, ImageDecodeError,
+                             ImageNotFoundError, ImageTooLargeError, NotAnImageError,
+                             UnsupportedImageError)
 
 #: Decode limit; larger images are refused before their pixels are decoded.
 MAX_PIXELS = 50_000_000
@@ -34,8 +44,39 @@ _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"P1", b"P2", b"P3",
           b"P6", b"II*\x00", b"MM\x00*")
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+#: libjpeg warnings that mean the entropy-coded data is damaged (jerror.h, JWRN_*); other
+#: warnings (an unknown JFIF revision, an Adobe transform code) leave the pixels right.
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file",
+                "Inconsistent progression sequence")
+
+#: Pillow's own decompression-bomb message, whose limit is not ours.
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+#: What Pillow's format plugins raise on malformed data besides OSError.
+_PILLOW_PARSE_ERRORS = (ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
+                        struct.error, ZeroDivisionError)
+
+
+class DamagedImageWarning(UserWarning):
+    """A damaged image was decoded anyway because the caller passed ``allow_damaged=True``."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels (HxWx3 uint8 RGB) and, when the file is damaged but allowed, what is wrong."""
+
+    pixels: np.ndarray
+    damage: str | None = None
+
+
+def load_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> np.ndarray:
     """Read ``path`` as an HxWx3 uint8 RGB array, rotated upright by its EXIF orientation.
+
+    Args:
+        path: the image file.
+        allow_damaged: decode a file whose data the decoder reports as corrupt, with a
+            :class:`DamagedImageWarning` instead of a :class:`DamagedImageError`.
 
     Raises:
         ImageNotFoundError: the path does not exist or is not a file.
@@ -44,7 +85,16 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         UnsupportedImageError: an image format or pixel mode slimface does not read.
         ImageTooLargeError: more than :data:`MAX_PIXELS` pixels (checked before decoding).
         ImageDecodeError: truncated or corrupt image data.
+        DamagedImageError: the decoder reported corrupt data (unless ``allow_damaged``).
     """
+    decoded = decode_image(path, allow_damaged=allow_damaged)
+    if decoded.damage is not None:
+        warnings.warn(DamagedImageWarning(f"{path}: {decoded.damage}"), stacklevel=2)
+    return decoded.pixels
+
+
+def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> DecodedImage:
+    """:func:`load_image` that returns the damage note instead of warning about it."""
     p = Path(path)
     if not p.is_file():
         problem = "is a directory, not an image file" if p.is_dir() else "no such file"
@@ -55,9 +105,35 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _open_checked(p) as im:
             _check_dimensions(p, im)
+            damage = _jpeg_damage(p) if im.format in ("JPEG", "MPO") else None
+            if damage is not None and not allow_damaged:
+                raise DamagedImageError(p, f"damaged image data ({damage}); pass "
+                                           f"allow_damaged=True to use it anyway")
             im = _decode(p, im)
             im = _exif_upright(im)
-            return _to_rgb_uint8(p, im)
+            return DecodedImage(_to_rgb_uint8(p, im), damage)
+
+
+def _jpeg_damage(p: Path) -> str | None:
+    """libjpeg-turbo's first warning about damaged data in ``p``, or None when it is clean.
+
+    Decodes at 1/8 scale in grey: the entropy-coded data (where damage shows) is read in
+    full either way, and the output stays small.
+    """
+    import simplejpeg
+
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(p, f"cannot read image: {exc}") from None
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=1, min_width=1,
+                               min_factor=8, strict=True)
+    except ValueError as exc:
+        message = str(exc).strip()
+        if message.startswith(_JPEG_DAMAGE):
+            return message
+    return None
 
 
 def _open_checked(p: Path) -> Image.Image:
@@ -65,8 +141,10 @@ def _open_checked(p: Path) -> Image.Image:
     try:
         im = Image.open(p)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(p, f"image too large to decode ({exc}); limit is "
-                                    f"{MAX_PIXELS // 1_000_000} megapixels") from None
+        found = _BOMB_PIXELS.search(str(exc))
+        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
+        raise ImageTooLargeError(p, f"{size}, over the {MAX_PIXELS // 1_000_000} megapixel "
+                                    f"limit") from None
     except UnidentifiedImageError:
         with open(p, "rb") as f:
             head = f.read(16)
@@ -78,6 +156,8 @@ def _open_checked(p: Path) -> Image.Image:
         raise NotAnImageError(p, f"not an image file (supported: {SUPPORTED_NAMES})") from None
     except OSError as exc:
         raise ImageDecodeError(p, f"cannot read image: {exc}") from None
+    except _PILLOW_PARSE_ERRORS as exc:  # a plugin choking on a malformed header
+        raise ImageDecodeError(p, f"corrupt image header ({exc!s:.120})") from None
     if im.format not in SUPPORTED_FORMATS:
         fmt = im.format
         im.close()
@@ -98,15 +178,17 @@ def _check_dimensions(p: Path, im: Image.Image) -> None:
 def _decode(p: Path, im: Image.Image) -> Image.Image:
     try:
         im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(p, f"truncated or corrupt image data ({exc})") from None
+    except (OSError, *_PILLOW_PARSE_ERRORS) as exc:
+        raise ImageDecodeError(p, f"truncated or corrupt image data ({exc!s:.120})") from None
     return im
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a broken EXIF block is ignored rather than fatal."""
     try:
-        return ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" notes
+            return ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose an otherwise good image
         return im
 

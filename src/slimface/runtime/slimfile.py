@@ -9,7 +9,9 @@ threshold. ``format_version`` lets later readers refuse files they do not unders
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +23,10 @@ from slimface.io.atomic import atomic_path
 FORMAT_NAME = "slimface"
 FORMAT_VERSION = 1
 _META_KEY = "slimface"
+#: Largest JSON header read (safetensors' own limit).
+MAX_HEADER_BYTES = 100_000_000
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 def _as_numpy(t: Any) -> np.ndarray:
@@ -46,6 +52,7 @@ def read_slim_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     from safetensors import safe_open
 
     _check_exists(path)
+    check_layout(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get(_META_KEY)
@@ -59,6 +66,7 @@ def load_slim(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
     from safetensors import safe_open
 
     _check_exists(path)
+    check_layout(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get(_META_KEY)
@@ -66,6 +74,49 @@ def load_slim(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
     except Exception as exc:
         raise ModelFileError(f"{path}: not a slimface model file or corrupt ({exc})") from None
     return tensors, _parse_meta(path, raw)
+
+
+def check_layout(path: str | os.PathLike[str]) -> None:
+    """Refuse a file whose header lies about its tensors, before anything is allocated.
+
+    Reads only the 8-byte header length and the JSON header: every tensor's dtype must be
+    known, its shape non-negative, its byte range inside the file and exactly as long as
+    shape x dtype say.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelFileError(f"{path}: not a slimface model file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise ModelFileError(f"{path}: not a slimface model file or corrupt (header "
+                                 f"claims {n} bytes, the file has {size})")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{path}: corrupt model file header ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: corrupt model file header (not a JSON object)")
+    data_bytes = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (dtype in _DTYPE_BYTES and isinstance(shape, list)
+                  and all(isinstance(d, int) and d >= 0 for d in shape)
+                  and all(isinstance(o, int) for o in (begin, end)))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelFileError(f"{path}: corrupt entry for tensor {name!r} ({info!r:.200})")
+        claimed = math.prod(shape) * _DTYPE_BYTES[dtype]
+        if not 0 <= begin <= end <= data_bytes or end - begin != claimed:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} claims shape {shape} {dtype} ({claimed} bytes) at "
+                f"bytes {begin}..{end}, but the file holds {data_bytes} bytes of data; "
+                f"corrupt or truncated model file")
 
 
 def _check_exists(path: str | os.PathLike[str]) -> None:
