@@ -69,3 +69,15 @@ def test_latency_runs_the_model_in_both_layouts_and_returns_the_median(fake_cloc
     ms = latency(model, batch=2, repeats=3, threads=1)
     assert ms == pytest.approx(1.0)  # every timed call takes 1 ms on the fake clock
     assert model.calls == 2 * (3 + 2)      # both memory layouts, 2 warm-up runs each
+
+
+def test_fetched_third_party_models_become_peer_rows_once(tmp_path, monkeypatch):
+    from slimface.eval import report
+    from slimface.models import pretrained
+
+    fake = tmp_path / "MobileFaceNet.tflite"
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda entry: fake)
+    assert report.fetched_peers() == []                     # not fetched: no row
+    fake.write_bytes(b"x")
+    assert report.fetched_peers() == ["mobilefacenet-tflite"]
+    assert report.fetched_peers(["mobilefacenet_tflite"]) == []   # named with --model already

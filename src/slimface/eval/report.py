@@ -111,12 +111,29 @@ def default_candidates(out_dir: Path, extra: Sequence[str] = ()) -> list[Candida
         role = "pq" if "pq" in stem else "binary" if any(s in stem for s in ("xnor", "bnn",
                                                                               "binary")) else "extra"
         rows.append(Candidate(f"{stem} (.slim)", role, _loader(str(path)), path))
-    for spec in extra:
-        path = Path(spec)
-        rows.append(Candidate(f"{spec} (peer)", "peer", _loader(spec),
-                              path if path.exists() else None,
+    for spec in [*fetched_peers(extra), *extra]:
+        path = _peer_file(spec)
+        rows.append(Candidate(f"{spec} (peer)", "peer", _loader(spec), path,
                               runtime="onnx" if spec.endswith(".onnx") else "torch"))
     return rows
+
+
+def fetched_peers(extra: Sequence[str] = ()) -> list[str]:
+    """Third-party models already fetched (``slimface models fetch``) and not named again."""
+    from slimface.models.pretrained import PRETRAINED, pretrained_path
+
+    named = {e.replace("_", "-") for e in extra}
+    return [name for name, entry in PRETRAINED.items()
+            if pretrained_path(entry).is_file() and name not in named]
+
+
+def _peer_file(spec: str) -> Path | None:
+    from slimface.models.pretrained import PRETRAINED, pretrained_path
+
+    entry = PRETRAINED.get(spec.replace("_", "-"))
+    if entry is not None:
+        return pretrained_path(entry)
+    return Path(spec) if Path(spec).exists() else None
 
 
 def _calibration_crops(model: nn.Module, n: int = 256) -> np.ndarray:
