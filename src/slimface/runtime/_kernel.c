@@ -21,7 +21,7 @@
  *       evaluated as affine[0] * popcount + affine[1], the affine folded once per layer by
  *       kernel.fold_affine (-2 scale, K scale + bias): the epilogue is then one convert, one
  *       fma and one store per 16 outputs, a third of the work on 1x1 convs of 64 channels.
- *   fconv(x f32[N,H,W,C], wmask u16[KK*C, CoP/16], scale f32[Cout], bias f32[Cout], out,
+ *   fconv(x f32[N,H,W,C], wpm f32[CoP/16, KK*C, 16] (+-1), scale f32[Cout], bias f32[Cout], out,
  *         kh, kw, sh, sw, ph, pw, threads)
  *       out = scale * sum_k (w_k ? x_k : -x_k) + bias   (zero padding)
  *   isa() -> "avx512" | "avx2" | "portable";  set_isa(name) forces a path (tests, benchmarks).
@@ -620,10 +620,22 @@ static int useful_threads(const geom_t *g, int threads) {
 }
 
 /* ------------------------------------------------------------------ float activations */
+/* Binary weights, float activations: out = scale * sum_k (w_k ? x_k : -x_k) + bias. The
+ * weights come as +-1.0 floats wpm[CoP/16][KK*C][16] (kernel.prepare_sign_weights; the file
+ * keeps 1 bit per weight): fma(x, +-1, acc) rounds exactly as acc + (+-x), so a fused
+ * multiply-add *is* the select-and-add, in one operation where a select from bits takes two
+ * (a masked negate, an add) and a select from 16-bit masks took five on AVX2. Every path
+ * sums k = 0 .. K-1 in order, in (i, j, c) order, and ends with one fma(scale, acc, bias):
+ * the portable, AVX2 and AVX-512 paths agree bit for bit. The 16-channel column panels are
+ * contiguous along k: a [KK*C][CoP] panel had the AVX2 tile read one cache line per k with
+ * a stride of CoP floats, and 64->64 3x3 convs ran at half the FMA rate. */
+#define FCOL 16   /* output channels per weight column panel */
+#define FTILE 12  /* output pixels per float tile: two register tiles of 6 */
+
 /* Zero-padded float copy [N, HP, WP, C]. */
 static void pad_float(const float *x, const geom_t *g, float *buf, int threads) {
     long rows = (long)g->n * g->hp;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (long r = 0; r < rows; r++) {
         int n = (int)(r / g->hp), y = (int)(r % g->hp) - g->ph;
         float *dst = buf + r * g->wp * g->c;
@@ -634,83 +646,186 @@ static void pad_float(const float *x, const geom_t *g, float *buf, int threads) 
     }
 }
 
-static inline const float *ffield_base(const float *buf, const geom_t *g, long p) {
-    long per_img = (long)g->oh * g->ow;
-    long n = p / per_img, rem = p % per_img;
-    long oy = rem / g->ow, ox = rem % g->ow;
-    return buf + ((n * g->hp + oy * g->sh) * g->wp + ox * g->sw) * g->c;
+/* Base pointers of the receptive fields of output pixels p0 .. p0+rows-1 in the padded
+ * float input (kh rows of kw*C contiguous floats, wp*C apart). */
+static inline void ffield_bases(const float *buf, const geom_t *g, long p0, int rows,
+                                const float **bases) {
+    long pix[FTILE];
+    field_pixels(g, p0, rows, pix);
+    for (int r = 0; r < rows; r++) bases[r] = buf + pix[r] * g->c;
 }
 
-static void ftile_portable(const float *buf, const geom_t *g, const uint16_t *wm, long p0,
-                           int rows, int co0, const float *scale, const float *bias, float *out) {
-    int groups = g->cop / 16;
-    for (int r = 0; r < rows; r++) {
-        const float *base = ffield_base(buf, g, p0 + r);
-        float acc[CO_TILE] = {0};
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                const float *a = base + ((long)i * g->wp + j) * g->c;
-                long k0 = (long)(i * g->kw + j) * g->c;
-                for (int c = 0; c < g->c; c++) {
-                    const uint16_t *m = wm + (k0 + c) * groups + co0 / 16;
-                    float v = a[c];
-                    for (int t = 0; t < CO_TILE; t++)
-                        acc[t] += ((m[t >> 4] >> (t & 15)) & 1) ? v : -v;
-                }
+static inline void fstore(const geom_t *g, float *out, long p, int co, float acc,
+                          const float *scale, const float *bias) {
+    out[p * g->cout + co] = fmaf(scale[co], acc, bias[co]);
+}
+
+static void ftile_portable(const float *const *bases, const geom_t *g, const float *wpm,
+                           long p0, int rows, int co0, int co1, const float *scale,
+                           const float *bias, float *out) {
+    const int span = g->kw * g->c;
+    const long kk = (long)g->kh * span;
+    for (int r = 0; r < rows; r++)
+        for (int co = co0; co < co1 && co < g->cout; co++) {
+            float acc = 0.0f;
+            for (int i = 0; i < g->kh; i++) {
+                const float *a = bases[r] + (long)i * g->wp * g->c;
+                const float *w = wpm + ((co / FCOL) * kk + (long)i * span) * FCOL + co % FCOL;
+                for (int t = 0; t < span; t++, w += FCOL) acc += *w > 0.0f ? a[t] : -a[t];
             }
-        float *o = out + (p0 + r) * g->cout;
-        for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-            o[co0 + t] = scale[co0 + t] * acc[t] + bias[co0 + t];
+            fstore(g, out, p0 + r, co, acc, scale, bias);
+        }
+}
+
+/* R pixels x 16 channels (two ymm per pixel), k in order: 12 accumulators, 2 weight
+ * registers, 1 broadcast. R is a compile-time constant at every call. The accumulators are
+ * named variables: as an array, gcc stored all twelve to the stack on every k (half the
+ * FMA rate). */
+#define FR2 6
+#define FACC_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+#define FACC_STEP(r)                                                    \
+    if (R > r) {                                                        \
+        __m256 v = _mm256_broadcast_ss(a##r + t);                       \
+        c##r##0 = _mm256_fmadd_ps(v, w0, c##r##0);                      \
+        c##r##1 = _mm256_fmadd_ps(v, w1, c##r##1);                      \
+    }
+#define FACC_PTR(r) const float *a##r = bases[R > r ? r : 0] + off;
+#define FACC_OUT(r) if (R > r) { acc[r][0] = c##r##0; acc[r][1] = c##r##1; }
+__attribute__((target("avx2,fma"), always_inline))
+static inline void ftile_avx2_rows(const float *const *bases, const geom_t *g, const float *wpm,
+                                   long p0, const int R, int co0, const float *scale,
+                                   const float *bias, float *out) {
+    const int span = g->kw * g->c;
+    const float *w = wpm + (co0 / FCOL) * (long)g->kh * span * FCOL;
+    FACC_DECL(0) FACC_DECL(1) FACC_DECL(2) FACC_DECL(3) FACC_DECL(4) FACC_DECL(5)
+    for (int i = 0; i < g->kh; i++) {
+        long off = (long)i * g->wp * g->c;
+        FACC_PTR(0) FACC_PTR(1) FACC_PTR(2) FACC_PTR(3) FACC_PTR(4) FACC_PTR(5)
+        for (int t = 0; t < span; t++, w += FCOL) {
+            __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+            FACC_STEP(0) FACC_STEP(1) FACC_STEP(2) FACC_STEP(3) FACC_STEP(4) FACC_STEP(5)
+        }
+    }
+    __m256 acc[FR2][2];
+    FACC_OUT(0) FACC_OUT(1) FACC_OUT(2) FACC_OUT(3) FACC_OUT(4) FACC_OUT(5)
+    int valid = g->cout - co0 < 16 ? g->cout - co0 : 16;
+    for (int r = 0; r < R; r++) {
+        float *o = out + (p0 + r) * g->cout + co0;
+        if (valid == 16) {
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_loadu_ps(scale + co0), acc[r][0],
+                                                _mm256_loadu_ps(bias + co0)));
+            _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(_mm256_loadu_ps(scale + co0 + 8), acc[r][1],
+                                                    _mm256_loadu_ps(bias + co0 + 8)));
+            continue;
+        }
+        float tmp[16];
+        _mm256_storeu_ps(tmp, acc[r][0]);
+        _mm256_storeu_ps(tmp + 8, acc[r][1]);
+        for (int t = 0; t < valid; t++) fstore(g, out, p0 + r, co0 + t, tmp[t], scale, bias);
     }
 }
 
-__attribute__((target("avx512f")))
-static void ftile_avx512(const float *buf, const geom_t *g, const uint16_t *wm, long p0,
-                         int rows, int co0, const float *scale, const float *bias, float *out) {
-    int groups = g->cop / 16;
-    const __m512 zero = _mm512_setzero_ps();
-    for (int r = 0; r < rows; r++) {
-        const float *base = ffield_base(buf, g, p0 + r);
-        __m512 acc[4] = {zero, zero, zero, zero};
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                const float *a = base + ((long)i * g->wp + j) * g->c;
-                const uint16_t *m = wm + (long)(i * g->kw + j) * g->c * groups + co0 / 16;
-                for (int c = 0; c < g->c; c++, m += groups) {
-                    __m512 v = _mm512_set1_ps(a[c]);
-                    /* select +x where the weight bit is 1, -x where it is 0, then add */
-                    for (int q = 0; q < 4; q++)
-                        acc[q] = _mm512_add_ps(acc[q], _mm512_mask_sub_ps(v, (__mmask16)~m[q],
-                                                                          zero, v));
-                }
+__attribute__((target("avx2,fma")))
+static void ftile_avx2(const float *const *bases, const geom_t *g, const float *wpm, long p0,
+                       int rows, int co0, int co1, const float *scale, const float *bias,
+                       float *out) {
+    for (int co = co0; co < co1 && co < g->cout; co += 16)
+        for (int r = 0; r < rows; r += FR2) {
+            switch (rows - r < FR2 ? rows - r : FR2) {
+#define FCASE(n) case n: ftile_avx2_rows(bases + r, g, wpm, p0 + r, n, co, scale, bias, out); break;
+                FCASE(1) FCASE(2) FCASE(3) FCASE(4) FCASE(5) FCASE(6)
+#undef FCASE
             }
+        }
+}
+
+/* R pixels x 64 channels (four zmm per pixel): 24 accumulators, 4 weight registers. */
+#define FR512 6
+__attribute__((target(AVX512_TARGET), always_inline))
+static inline void ftile_avx512_rows(const float *const *bases, const geom_t *g,
+                                     const float *wpm, long p0, const int R, int co0,
+                                     const float *scale, const float *bias, float *out) {
+    const int span = g->kw * g->c;
+    const long panel = (long)g->kh * span * FCOL;  /* floats per column panel */
+    const float *w = wpm + (co0 / FCOL) * panel;
+    __m512 acc[FR512][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_ps();
+    for (int i = 0; i < g->kh; i++) {
+        long off = (long)i * g->wp * g->c;
+        const float *a[FR512];
+        for (int r = 0; r < R; r++) a[r] = bases[r] + off;
+        for (int t = 0; t < span; t++, w += FCOL) {
+            __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + panel);
+            __m512 w2 = _mm512_loadu_ps(w + 2 * panel), w3 = _mm512_loadu_ps(w + 3 * panel);
+            for (int r = 0; r < R; r++) {
+                __m512 v = _mm512_set1_ps(a[r][t]);
+                acc[r][0] = _mm512_fmadd_ps(v, w0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(v, w1, acc[r][1]);
+                acc[r][2] = _mm512_fmadd_ps(v, w2, acc[r][2]);
+                acc[r][3] = _mm512_fmadd_ps(v, w3, acc[r][3]);
+            }
+        }
+    }
+    int valid = g->cout - co0 < 64 ? g->cout - co0 : 64;
+    for (int r = 0; r < R; r++) {
         float *o = out + (p0 + r) * g->cout + co0;
-        int valid = g->cout - co0 < CO_TILE ? g->cout - co0 : CO_TILE;
         for (int q = 0; q < 4; q++) {
             int left = valid - 16 * q;
             if (left <= 0) break;
-            __mmask16 mk = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-            __m512 s = _mm512_maskz_loadu_ps(mk, scale + co0 + 16 * q);
-            __m512 b = _mm512_maskz_loadu_ps(mk, bias + co0 + 16 * q);
-            _mm512_mask_storeu_ps(o + 16 * q, mk, _mm512_add_ps(_mm512_mul_ps(s, acc[q]), b));
+            __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + co0 + 16 * q), acc[r][q],
+                                       _mm512_maskz_loadu_ps(m, bias + co0 + 16 * q));
+            _mm512_mask_storeu_ps(o + 16 * q, m, y);
         }
     }
 }
 
-static void fgemm(const float *buf, const geom_t *g, const uint16_t *wm, const float *scale,
+__attribute__((target(AVX512_TARGET)))
+static void ftile_avx512(const float *const *bases, const geom_t *g, const float *wpm,
+                         long p0, int rows, int co0, int co1, const float *scale,
+                         const float *bias, float *out) {
+    for (int co = co0; co < co1 && co < g->cout; co += 64)
+        for (int r = 0; r < rows; r += FR512) {
+            switch (rows - r < FR512 ? rows - r : FR512) {
+#define FCASE(n) case n: ftile_avx512_rows(bases + r, g, wpm, p0 + r, n, co, scale, bias, out); break;
+                FCASE(1) FCASE(2) FCASE(3) FCASE(4) FCASE(5) FCASE(6)
+#undef FCASE
+            }
+        }
+}
+
+/* Pixel tiles of FTILE output pixels, each across all channels (its fields stay in L1 while
+ * the weight panel streams from L2); threads share pixel tiles, or on maps with few of them
+ * (7x7 at batch 1) channel tiles too. */
+static void fgemm(const float *buf, const geom_t *g, const float *wpm, const float *scale,
                   const float *bias, float *out, int threads) {
     long P = (long)g->n * g->oh * g->ow;
-    const int rt = 4;
-    long ptiles = (P + rt - 1) / rt, ctiles = g->cop / CO_TILE;
+    long ptiles = (P + FTILE - 1) / FTILE;
+    int ctiles = g->cop / CO_TILE;
     int isa = g_isa;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
-    for (long t = 0; t < ptiles * ctiles; t++) {
-        int co0 = (int)(t % ctiles) * CO_TILE;
-        long p0 = (t / ctiles) * rt;
-        int rows = (int)(P - p0 < rt ? P - p0 : rt);
-        if (isa == ISA_AVX512) ftile_avx512(buf, g, wm, p0, rows, co0, scale, bias, out);
-        else ftile_portable(buf, g, wm, p0, rows, co0, scale, bias, out);
+    void (*tile)(const float *const *, const geom_t *, const float *, long, int, int, int,
+                 const float *, const float *, float *) =
+        isa == ISA_AVX512 ? ftile_avx512 : isa == ISA_AVX2 ? ftile_avx2 : ftile_portable;
+    int csplit = ptiles >= 8L * threads ? 1 : ctiles;
+    long tasks = ptiles * csplit;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+    for (long t = 0; t < tasks; t++) {
+        long p0 = (t / csplit) * FTILE;
+        int rows = (int)(P - p0 < FTILE ? P - p0 : FTILE);
+        int c0 = (int)(t % csplit) * ctiles / csplit * CO_TILE;
+        int c1 = (int)(t % csplit + 1) * ctiles / csplit * CO_TILE;
+        const float *bases[FTILE];
+        ffield_bases(buf, g, p0, rows, bases);
+        tile(bases, g, wpm, p0, rows, c0, c1, scale, bias, out);
     }
+}
+
+/* Threads worth using for a float-activation call (multiply-adds, as for the XNOR path's
+ * bit operations but 32 times fewer per unit of work). */
+static int useful_fthreads(const geom_t *g, int threads) {
+    long work = (long)g->n * g->oh * g->ow * g->cop * g->kh * g->kw * g->c;
+    return work < MIN_PARALLEL_WORK / 4 ? 1 : threads;
 }
 
 /* ------------------------------------------------------------------ Python glue */
@@ -967,7 +1082,7 @@ static PyObject *py_fconv(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer x, w, s, b, out;
     if (get_buf(ox, &x, 0, "x", 4, 1) < 0) return NULL;
-    if (get_buf(ow, &w, 0, "wmask", 2, 0) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buf(ow, &w, 0, "wpm", 4, 1) < 0) { PyBuffer_Release(&x); return NULL; }
     if (get_buf(os, &s, 0, "scale", 4, 1) < 0) { PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL; }
     if (get_buf(ob, &b, 0, "bias", 4, 1) < 0) {
         PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&s); return NULL;
@@ -980,20 +1095,22 @@ static PyObject *py_fconv(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     int cout = (int)(s.len / 4);
     if (fill_geom(&g, &x, cout, kh, kw, sh, sw, ph, pw) < 0) goto done;
-    if (w.len != (Py_ssize_t)kh * kw * g.c * (g.cop / 16) * 2 || b.len != s.len ||
+    if (w.len != (Py_ssize_t)kh * kw * g.c * g.cop * 4 || b.len != s.len ||
         out.len != (Py_ssize_t)g.n * g.oh * g.ow * cout * 4) {
         PyErr_SetString(PyExc_ValueError, "fconv: buffer sizes do not match the geometry");
         goto done;
     }
-    if (threads < 1) threads = 1;
+    threads = useful_fthreads(&g, threads < 1 ? 1 : threads);
     {
+        /* Without padding the input is already the grid the tiles read. */
+        int padded = ph || pw;
         size_t nbuf = (size_t)g.n * g.hp * g.wp * g.c;
-        float *buf = (float *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64);
-        if (!buf) { PyErr_NoMemory(); goto done; }
+        float *buf = padded ? (float *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64) : NULL;
+        if (padded && !buf) { PyErr_NoMemory(); goto done; }
         Py_BEGIN_ALLOW_THREADS
-        pad_float((const float *)x.buf, &g, buf, threads);
-        fgemm(buf, &g, (const uint16_t *)w.buf, (const float *)s.buf, (const float *)b.buf,
-              (float *)out.buf, threads);
+        if (buf) pad_float((const float *)x.buf, &g, buf, threads);
+        fgemm(buf ? buf : (const float *)x.buf, &g, (const float *)w.buf, (const float *)s.buf,
+              (const float *)b.buf, (float *)out.buf, threads);
         Py_END_ALLOW_THREADS
         free(buf);
     }
