@@ -81,8 +81,8 @@ def unpack_codes(data: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 # ------------------------------------------------------------------ path choice
 #: Milliseconds of calls per side a path measurement aims at, and its bounds on calls.
-MEASURE_MS = 10.0
-MEASURE_CALLS = (3, 50)
+MEASURE_MS = 20.0
+MEASURE_CALLS = (5, 50)
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,13 @@ class PathChoice:
 #: Process-wide: one measurement per layer geometry, input shape and layout, thread counts
 #: and kernel implementation; layers of the same shape share it.
 _PATH_CHOICES: dict[tuple[Any, ...], PathChoice] = {}
+_CHOICES_GEN = [0]  # bumped by clear_path_choices: layers' memos of their last choice expire
 
 
 def clear_path_choices() -> None:
-    """Forget every measured choice (after changing threads or ISA in a benchmark)."""
+    """Forget every measured choice: the next call of each shape measures again."""
     _PATH_CHOICES.clear()
+    _CHOICES_GEN[0] += 1
 
 
 def measure_paths(run_kernel: Callable[[], Any], run_torch: Callable[[], Any]) -> PathChoice:
@@ -130,6 +132,10 @@ def measure_paths(run_kernel: Callable[[], Any], run_torch: Callable[[], Any]) -
     path = "kernel" if k_ms <= t_ms else "torch"
     return PathChoice(path, f"measured: kernel {k_ms:.3g} ms, torch {t_ms:.3g} ms",
                       k_ms, t_ms)
+
+
+_WORDS_IN = PathChoice("kernel", "sign words in (fused producer)")
+_NO_KERNEL = PathChoice("torch", "grouped or dilated: no kernel")
 
 
 def _layout(x: torch.Tensor) -> str:
@@ -159,11 +165,36 @@ class _ChannelAffine(nn.Module):
     emit_signs = False
     #: the path the last call took and why (``slimface info --verbose`` shows it)
     path_choice: PathChoice | None = None
+    _gen = 0  # bumped whenever scale, bias or threads change: plans are rebuilt then
+    _threads: int | None = None
+
+    @property
+    def threads(self) -> int | None:
+        """Upper bound on the kernel's threads (None: ``kernel.DEFAULT_THREADS``)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        self._threads = value
+        self._changed()
+
+    def _changed(self) -> None:
+        """Scale, bias or threads changed: plans, torch weights and the path memo are stale.
+        Change scale and bias through :meth:`fold_affine` or ``load_state_dict`` (both call
+        this); checking tensor versions on every call cost more than a small conv."""
+        self._gen += 1
 
     def _state_key(self) -> tuple[Any, ...]:
-        """Changes whenever scale, bias or threads do (BN folding edits them in place)."""
-        return (self.scale._version, self.bias._version, self.scale.data_ptr(),
-                self.bias.data_ptr(), self.threads)
+        return (self._gen,)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._changed()
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
+        out = super()._apply(fn, *args, **kwargs)
+        self._changed()
+        return out
 
     def _binary_plan(self) -> kernel.BinaryConvPlan:
         """The XNOR kernel's plan for this layer, rebuilt when scale, bias or threads change.
@@ -204,7 +235,24 @@ class _ChannelAffine(nn.Module):
 
     def _choose(self, x: torch.Tensor, geometry: tuple[Any, ...],
                 run_kernel: Callable[[], Any], run_torch: Callable[[], Any]) -> PathChoice:
-        """This call's path: forced by ``SLIMFACE_KERNEL``, else measured once per shape."""
+        """This call's path: forced by ``SLIMFACE_KERNEL``, else measured once per shape.
+
+        A per-layer memo of the last input's shape and strides (and of every setting the
+        choice depends on) answers repeated calls without building the cache key: on 1x1
+        maps the whole kernel call takes under a microsecond. (Attributes are written
+        through ``__dict__``: ``nn.Module.__setattr__`` costs a microsecond a time.)"""
+        memo = (x.shape, x.stride(), kernel.generation(), _CHOICES_GEN[0], self._gen,
+                torch.get_num_threads())
+        d = self.__dict__
+        if d.get("_memo") == memo:
+            return d["path_choice"]
+        choice = self._choose_uncached(x, geometry, run_kernel, run_torch)
+        d["_memo"], d["path_choice"] = memo, choice
+        return choice
+
+    def _choose_uncached(self, x: torch.Tensor, geometry: tuple[Any, ...],
+                         run_kernel: Callable[[], Any], run_torch: Callable[[], Any]
+                         ) -> PathChoice:
         rule = kernel.layer_path()
         if rule != "auto":
             return PathChoice(rule, f"forced ({kernel.ENV_VAR}: {rule})")
@@ -222,13 +270,18 @@ class _ChannelAffine(nn.Module):
     def _run(self, x: torch.Tensor, geometry: tuple[Any, ...]) -> Any:
         run_kernel = lambda: self._kernel_forward(x)  # noqa: E731
         run_torch = lambda: self._torch_forward(x)  # noqa: E731
-        self.path_choice = self._choose(x, geometry, run_kernel, run_torch)
-        return run_kernel() if self.path_choice.path == "kernel" else run_torch()
+        run = run_kernel if self._choose(x, geometry, run_kernel, run_torch).path == "kernel" \
+            else run_torch
+        if torch.is_grad_enabled():  # entering no_grad costs microseconds: only when needed
+            with torch.no_grad():
+                return run()
+        return run()
 
     def fold_affine(self, mul: torch.Tensor, add: torch.Tensor) -> None:
         """Absorb a following per-channel ``y * mul + add`` (a BatchNorm in eval mode)."""
         self.scale.mul_(mul)
         self.bias.mul_(mul).add_(add)
+        self._changed()
 
     def _input_meta(self) -> dict[str, Any]:
         return {"input": self.input_mode, "a_bits": self.a_bits, "h": self.h, "beta": self.beta}
@@ -285,7 +338,7 @@ class BinaryConv2d(_DeployConvBase):
         self._init_geometry(cin_g * groups, cout, (kh, kw), stride, padding, dilation, groups)
         self._init_affine(cout, scale, bias, input_mode, a_bits, h, beta)
         self.bits = bits
-        self.threads = threads
+        self._threads = threads
         self._use_kernel = groups == 1 and self.dilation == (1, 1)
         if not self._use_kernel:
             pass  # torch only (_torch_weights)
@@ -302,14 +355,14 @@ class BinaryConv2d(_DeployConvBase):
         """Sign inputs, no activation scale, dense: the XNOR-popcount plan can run this layer."""
         return self._use_kernel and self.input_mode == "sign" and self.beta == "none"
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor | SignWords) -> torch.Tensor | SignWords:
         if isinstance(x, SignWords):  # from a fused producer: only the kernel reads words
-            self.path_choice = PathChoice("kernel", "sign words in (fused producer)")
+            self.__dict__["path_choice"] = _WORDS_IN
             return self._kernel_forward(x)
         if not self._use_kernel:
-            self.path_choice = PathChoice("torch", "grouped or dilated: no kernel")
-            return self._torch_forward(x)
+            self.__dict__["path_choice"] = _NO_KERNEL
+            with torch.no_grad():
+                return self._torch_forward(x)
         return self._run(x, (self.in_channels, self.out_channels, self.kernel_size,
                              self.stride, self.padding))
 
@@ -359,7 +412,7 @@ class BinaryLinear(_ChannelAffine):
         self.out_features, self.in_features = bits.shape
         self._init_affine(self.out_features, scale, bias, input_mode, a_bits, h, beta)
         self.bits = bits
-        self.threads = threads
+        self._threads = threads
         b4 = bits[:, :, None, None]
         if input_mode == "sign":
             self._wwords = kernel.prepare_binary_weights(b4)
@@ -369,7 +422,6 @@ class BinaryLinear(_ChannelAffine):
     def _plan_geometry(self) -> tuple[int, Any, Any, Any]:
         return self.in_features, 1, 1, 0
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, (self.in_features, self.out_features))
 
@@ -482,8 +534,14 @@ class FoldedBatchNorm(nn.Identity):
 
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
-    """A torch NCHW tensor (any memory format) as a contiguous NHWC float32 array."""
-    return x.detach().float().permute(0, 2, 3, 1).contiguous().numpy()
+    """A torch NCHW tensor (any memory format) as a contiguous NHWC float32 array (no copy
+    when it is channels_last float32)."""
+    if x.requires_grad:
+        x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    a = x.permute(0, 2, 3, 1).numpy()
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _from_nhwc(out: np.ndarray) -> torch.Tensor:

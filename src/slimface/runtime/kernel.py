@@ -90,6 +90,13 @@ def _load(choice: str | None) -> ModuleType:
 
 _impl: ModuleType = _load(os.environ.get(ENV_VAR))
 _layer_path: str = _parse_choice(os.environ.get(ENV_VAR))[2]
+_generation = 0  # bumped by use(), set_isa() and set_layer_path()
+
+
+def generation() -> int:
+    """Changes whenever the implementation, its ISA or the layer path rule does (deployed
+    layers key their memo of the last path choice on it)."""
+    return _generation
 
 
 def implementation() -> str:
@@ -101,16 +108,19 @@ def implementation() -> str:
 def use(choice: str) -> None:
     """Switch implementation at run time (``"c"``, ``"c:avx2"``, ``"py"``) — for parity tests
     and benchmarks. Deployed layers' path rule (:func:`layer_path`) is left as it was."""
-    global _impl
+    global _impl, _generation
     _impl = _load(choice)
+    _generation += 1
 
 
 def set_isa(name: str) -> None:
     """Force an instruction set of the C kernel (``portable``, ``avx2``, ``avx512``)."""
+    global _generation
     try:
         _impl.set_isa(name)
     except ValueError as exc:
         raise KernelError(str(exc)) from None
+    _generation += 1
 
 
 def best_isa() -> str:
@@ -125,10 +135,11 @@ def layer_path() -> str:
 
 def set_layer_path(path: str) -> None:
     """Override :func:`layer_path` at run time (benchmarks and tests)."""
-    global _layer_path
+    global _layer_path, _generation
     if path not in LAYER_PATHS:
         raise KernelError(f"layer path {path!r}: choose one of {', '.join(LAYER_PATHS)}")
     _layer_path = path
+    _generation += 1
 
 
 def _threads(threads: int | None) -> int:
