@@ -327,6 +327,13 @@ def test_cli_quantize_and_info_round_trip(tmp_path):
     assert info["quantized_bytes"] == sum(r["bytes"] for r in info["rows"])
     assert info["quantized_ratio"] > 20 and info["overall_ratio"] > 1
     assert {r["kind"] for r in info["rows"]} == {"binary"}
+    assert main(["info", str(out), "--paths", "--threads", "1", "--json", str(info_json)]) == 0
+    info = json.loads(info_json.read_text())
+    assert info["cpu_info"]["isa"] and info["cpu_info"]["cpu"]
+    assert {r["layer"] for r in info["paths"]} == {r["layer"] for r in info["rows"]}
+    for r in info["paths"]:  # fused consumers read sign words: the kernel, by necessity
+        assert r["path"] in ("kernel", "torch") and r["reason"].split()[0] in (
+            "measured:", "sign", "forced")
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):

@@ -445,7 +445,7 @@ def streamed_write_ms(nbytes: int, threads: int | None = None, repeats: int = 20
     A float output of :data:`STREAM_BYTES` or more has to reach memory whatever computes it,
     so this is the floor under any conv writing it on this machine: ``slimface bench
     kernels`` divides torch's time by it to show which speed-ups the memory bus caps.
-    Without AVX-512 the kernel does not stream, and neither does this (ordinary stores).
+    The portable path does not stream, and neither does this (ordinary stores).
     """
     out = _aligned_empty((max(1, nbytes // 4),), np.float32)
     fill = {"write": lambda: _impl.stream_fill(out, _threads(threads))}
