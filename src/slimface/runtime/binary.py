@@ -163,7 +163,7 @@ class _ChannelAffine(nn.Module):
 
     #: set by :func:`fuse_sign_outputs` on XNOR convs whose only consumer is another one
     emit_signs = False
-    #: the path the last call took and why (``slimface info --verbose`` shows it)
+    #: the path the last call took and why (``slimface info --paths`` shows it)
     path_choice: PathChoice | None = None
     _gen = 0  # bumped whenever scale, bias or threads change: plans are rebuilt then
     _threads: int | None = None
