@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -129,16 +130,89 @@ LAYERS = {
 }
 
 
+@pytest.fixture
+def layer_path():
+    """Set deployed layers' path rule for one test; the rule and measured choices reset."""
+    from slimface.runtime import kernel
+    from slimface.runtime.binary import clear_path_choices
+
+    before = kernel.layer_path()
+    clear_path_choices()
+    yield kernel.set_layer_path
+    kernel.set_layer_path(before)
+    clear_path_choices()
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch", "auto"])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_deploy_layer_matches_qat_layer(name):
+def test_deploy_layer_matches_qat_layer(name, path, layer_path):
+    layer_path(path)
     torch.manual_seed(0)
     layer = LAYERS[name]().eval()
     x = torch.randn(3, layer.in_channels, 7, 6)
     x[0, 0, :2] = 0.0
     with torch.no_grad():
         ref = layer(x)
-        out = deploy_layer(layer)(x)
+        deployed = deploy_layer(layer)
+        out = deployed(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    if isinstance(deployed, BinaryConv2d):  # k-bit layers always run torch
+        want = "torch" if name == "grouped" else path
+        assert want == "auto" or deployed.path_choice.path == want
+
+
+def test_each_input_shape_is_measured_once_per_process_and_shared(layer_path, monkeypatch):
+    """The first call of a shape times both paths; later calls of that shape, by this layer
+    or another of the same geometry, reuse the choice; a new shape is measured again."""
+    from slimface.runtime import binary
+
+    layer_path("auto")
+    measured = []
+    real = binary.measure_paths
+    monkeypatch.setattr(binary, "measure_paths",
+                        lambda k, t: measured.append(1) or real(k, t))
+    torch.manual_seed(0)
+    a = deploy_layer(LAYERS["xnor_sign_in"]().eval())
+    b = deploy_layer(LAYERS["xnor_sign_in"]().eval())
+    x = torch.randn(2, 5, 9, 8)
+    with torch.no_grad():
+        a(x), a(x), b(x)
+        assert len(measured) == 1 and a.path_choice is b.path_choice
+        choice = a.path_choice
+        assert choice.path in ("kernel", "torch") and choice.reason.startswith("measured")
+        assert (choice.path == "kernel") == (choice.kernel_ms <= choice.torch_ms)
+        a(torch.randn(1, 5, 9, 8))
+    assert len(measured) == 2
+
+
+def test_forced_paths_say_so_and_sign_words_always_take_the_kernel(layer_path):
+    from slimface.runtime.binary import SignWords
+    from slimface.runtime import kernel
+
+    layer_path("torch")
+    torch.manual_seed(0)
+    layer = deploy_layer(LAYERS["xnor_sign_in"]().eval())
+    x = torch.randn(1, 5, 6, 6)
+    with torch.no_grad():
+        layer(x)
+        assert layer.path_choice.path == "torch" and "forced" in layer.path_choice.reason
+        layer(SignWords(kernel.pack_signs(x.permute(0, 2, 3, 1).contiguous().numpy())))
+    assert layer.path_choice.path == "kernel" and "sign words" in layer.path_choice.reason
+
+
+def test_torch_path_of_a_fused_producer_writes_the_same_sign_words(layer_path):
+    """A producer fused to write sign words writes them on either path."""
+    torch.manual_seed(0)
+    m = deploy_layer(LAYERS["xnor_sign_in"]().eval())
+    m.emit_signs = True
+    x = torch.randn(2, 5, 8, 7)
+    words = {}
+    with torch.no_grad():
+        for path in ("kernel", "torch"):
+            layer_path(path)
+            words[path] = m(x).words
+    assert words["kernel"].dtype == np.uint32
+    assert np.array_equal(words["kernel"], words["torch"])
 
 
 @pytest.mark.parametrize("iq", [SteSign(), None, DorefaActivation(2)])
@@ -191,11 +265,12 @@ def test_deploy_file_round_trip_reproduces_embeddings(tmp_path, scheme, kw):
     assert not any(isinstance(mod, (QuantConv2d, QuantLinear)) for mod in loaded.modules())
 
 
-def test_loaded_xnor_model_fuses_sign_outputs_without_changing_results(tmp_path):
+def test_loaded_xnor_model_fuses_sign_outputs_without_changing_results(tmp_path, layer_path):
     """Inside each residual unit the first conv feeds only the second: it writes sign words,
     and the model's output is identical to the unfused one."""
     from slimface.runtime.binary import BinaryConv2d
 
+    layer_path("kernel")  # the same path for both runs: torch's rounds differently
     m = _tiny_backbone()
     save_deploy(m, tmp_path / "q.slim", backbone="face_resnet_a", backbone_kwargs=TINY)
     loaded = load_deploy(tmp_path / "q.slim")
@@ -252,6 +327,13 @@ def test_cli_quantize_and_info_round_trip(tmp_path):
     assert info["quantized_bytes"] == sum(r["bytes"] for r in info["rows"])
     assert info["quantized_ratio"] > 20 and info["overall_ratio"] > 1
     assert {r["kind"] for r in info["rows"]} == {"binary"}
+    assert main(["info", str(out), "--paths", "--threads", "1", "--json", str(info_json)]) == 0
+    info = json.loads(info_json.read_text())
+    assert info["cpu_info"]["isa"] and info["cpu_info"]["cpu"]
+    assert {r["layer"] for r in info["paths"]} == {r["layer"] for r in info["rows"]}
+    for r in info["paths"]:  # fused consumers read sign words: the kernel, by necessity
+        assert r["path"] in ("kernel", "torch") and r["reason"].split()[0] in (
+            "measured:", "sign", "forced")
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
@@ -261,11 +343,14 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert "missing.slim" in capsys.readouterr().err
 
 
-def test_kernel_choice_env_var_is_honoured():
-    code = ("from slimface.runtime import kernel; print(kernel.implementation())")
+@pytest.mark.parametrize("choice,want", [("py", "py:numpy kernel"), ("torch", "torch"),
+                                         ("auto", "auto")])
+def test_kernel_choice_env_var_is_honoured(choice, want):
+    code = ("from slimface.runtime import kernel; impl = kernel.implementation(); "
+            "print((impl + ' ') * impl.startswith('py') + kernel.layer_path())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"SLIMFACE_KERNEL": "py", "PATH": ""}, timeout=60)
-    assert out.stdout.strip() == "py:numpy"
+                         env={**os.environ, "SLIMFACE_KERNEL": choice}, timeout=60)
+    assert out.stdout.strip() == want
 
 
 def test_shipped_weights_load_by_bare_file_name():

@@ -20,10 +20,14 @@ def test_time_conv_row_has_the_reported_fields():
     shape = {"model": "toy", "cin": 5, "h": 6, "w": 4, "cout": 3, "k": 3, "stride": 1, "pad": 1}
     row = time_conv(shape, batch=2, threads=1, reps=1, rng=np.random.default_rng(0),
                     budget_ms=1.0)
-    for key in ("binary_ms", "torch_fp32_ms", "speedup", "speedup_median", "torch_layout"):
+    for key in ("binary_ms", "torch_fp32_ms", "speedup", "speedup_median", "torch_layout",
+                "deployed_ms", "speedup_deployed"):
         assert key in row
+    assert row["path"] in ("kernel", "torch") and row["path_reason"].startswith("measured")
     summary = _summary([row], [])
-    assert set(summary) == {"toy_b2"} and summary["toy_b2"]["min_speedup"] == row["speedup"]
+    assert set(summary) == {"toy_b2", "all_convs"}
+    assert summary["toy_b2"]["min_speedup"] == row["speedup"]
+    assert summary["all_convs"]["min_deployed_speedup"] == row["speedup_deployed"]
 
 
 def test_time_conv_reports_words_path_and_ceiling_only_for_streamed_outputs(monkeypatch):

@@ -5,7 +5,19 @@ float in every quantized model, and depthwise convs have no popcount GEMM), at b
 32: the XNOR-popcount kernel (binary weights and activations, NHWC input) against
 ``torch.nn.functional.conv2d`` in fp32, timed in both NCHW and channels_last memory formats
 with the faster one kept. Then the whole model Q (face_resnet_c, XNOR weights and
-activations except Conv1a, loaded from its ``.slim`` deploy file) against model C in fp32.
+activations except Conv1a, loaded from its ``.slim`` deploy file) against model C in fp32,
+and the shipped binary-weight student (``slimface_mobile_binary.slim``: 1-bit weights, float
+activations, the sign-select-and-add kernel) against its fp32 twin (the same architecture in
+fp32, BatchNorms unfolded as trained; random weights: speed only).
+
+Every table title and the JSON's ``environment`` name the CPU model and the instruction set
+the kernels ran (``runtime.timing.cpu_info``); ``--isa avx2`` (or ``SLIMFACE_KERNEL=c:avx2``)
+forces the AVX2 path on an AVX-512 CPU.
+
+Each conv row also times a *deployed* layer of that shape (``runtime.binary.BinaryConv2d``,
+torch tensor in and out, as in a loaded model): it runs whichever of the kernel and torch's
+float conv it measured faster for that shape (``path``), so ``deployed`` is the speed-up a
+model gets from that layer, never far below 1x.
 
 Both sides are timed in alternating blocks of calls (``runtime/timing.time_in_blocks``: a
 pool's spinning threads never steal the other side's cores), each call repeated until it has
@@ -39,9 +51,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimface._provenance import describe_cpu, git_commit
+from slimface._provenance import git_commit
 from slimface.cli._common import add_json_arg, emit_json, print_table
-from slimface.runtime.timing import time_in_blocks
+from slimface.runtime.timing import cpu_info, time_in_blocks
 
 MODELS = {"face_resnet_c": (112, 96), "mobilefacenet": (112, 112)}
 
@@ -62,7 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time per function and case the repeats aim at")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                    help="whose conv shapes to time")
-    p.add_argument("--no-model", action="store_true", help="skip the whole-model Q vs C runs")
+    p.add_argument("--no-model", action="store_true",
+                   help="skip the whole-model runs (Q vs C, binary-weight student vs fp32 twin)")
+    p.add_argument("--isa", choices=("best", "avx512", "avx2", "portable"), default="best",
+                   help="instruction set of the binary kernels (default: the best this CPU has)")
     p.add_argument("--seed", type=int, default=0)
     add_json_arg(p)
     p.set_defaults(json="-")
@@ -72,10 +87,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def environment(threads: int) -> dict[str, Any]:
     import torch
 
-    from slimface.runtime import kernel
-
-    return {"cpu": describe_cpu()["cpu"], "cpus": os.cpu_count(), "threads": threads,
-            "kernel": kernel.implementation(), "torch": torch.__version__,
+    info = cpu_info()
+    return {"cpu": info["cpu"], "cpus": os.cpu_count(), "threads": threads,
+            "isa": info["isa"], "best_isa": info["best_isa"], "cpu_label": info["label"],
+            "cpu_flags": info["flags"], "kernel": info["kernel"],
+            "layer_path": info["layer_path"], "torch": torch.__version__,
             "python": platform.python_version(), "commit": git_commit(),
             "loadavg_before": list(os.getloadavg())}
 
@@ -132,6 +148,7 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
     import torch.nn.functional as F
 
     from slimface.runtime import kernel
+    from slimface.runtime.binary import BinaryConv2d
 
     cin, cout, k, s, p = shape["cin"], shape["cout"], shape["k"], shape["stride"], shape["pad"]
     x = rng.standard_normal((batch, shape["h"], shape["w"], cin)).astype(np.float32)
@@ -146,9 +163,13 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
     x_nchw = x_cl.contiguous()
     w = torch.from_numpy(np.where(bits, 1.0, -1.0).astype(np.float32))
     w_cl = w.contiguous(memory_format=torch.channels_last)
+    layer = BinaryConv2d(bits, torch.from_numpy(affine["scale"]), torch.from_numpy(affine["bias"]),
+                         s, p, input_mode="sign", threads=threads).eval()
     with torch.inference_mode():
+        layer(x_cl)  # measures both paths once for this shape (not timed)
         t = timed({
             "binary": lambda: plan(x),
+            "deployed": lambda: layer(x_cl),
             "binary_signs": lambda: signs(x),
             "binary_words": lambda: signs(words),
             "torch_nchw": lambda: F.conv2d(x_nchw, w, None, s, p),
@@ -170,6 +191,9 @@ def time_conv(shape: dict[str, Any], batch: int, threads: int, reps: int,
             "speedup_signs": torch_best / t["binary_signs"]["min_ms"],
             "binary_words_ms": t["binary_words"]["min_ms"],
             "speedup_words": torch_best / t["binary_words"]["min_ms"],
+            "path": layer.path_choice.path, "path_reason": layer.path_choice.reason,
+            "deployed_ms": t["deployed"]["min_ms"],
+            "speedup_deployed": torch_best / t["deployed"]["min_ms"],
             "output_write_ms": floor,
             "float_out_ceiling": None if floor is None else torch_best / floor,
             "binary_gmacs": macs / t["binary"]["min_ms"] / 1e6,
@@ -214,9 +238,58 @@ def time_models(batches: list[int], threads: int, reps: int,
     return rows
 
 
+STUDENT_FILE = "slimface_mobile_binary.slim"
+
+
+def time_student(batches: list[int], threads: int, reps: int,
+                 budget_ms: float = 60.0) -> list[dict[str, Any]]:
+    """The shipped binary-weight student from its file against its fp32 twin, channels_last
+    input (both faster so), ms per face; each row counts the paths its binary layers took."""
+    import torch
+
+    from slimface.models import create_backbone
+    from slimface.models.weights import shipped_file
+    from slimface.runtime.binary import BinaryConv2d, BinaryLinear, load_deploy
+    from slimface.runtime.slimfile import read_slim_metadata
+
+    path = shipped_file(STUDENT_FILE)
+    if path is None:
+        return []
+    student = load_deploy(path).eval()
+    for m in student.modules():
+        if hasattr(m, "threads"):
+            m.threads = threads
+    arch = read_slim_metadata(path)["architecture"]
+    torch.manual_seed(0)
+    twin = create_backbone(arch["backbone"], **{**arch.get("kwargs", {}), "pretrained": False})
+    twin = twin.eval().to(memory_format=torch.channels_last)
+    layers = [m for m in student.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
+    rows = []
+    for batch in batches:
+        x = (torch.rand(batch, 3, *student.input_size) * 255).contiguous(
+            memory_format=torch.channels_last)
+        with torch.inference_mode():
+            student(x)  # each binary layer measures its two paths for this batch (not timed)
+            t = timed({"binary": lambda: student(x), "fp32": lambda: twin(x)},
+                      max(3, reps // 2), budget_ms)
+        paths = [m.path_choice.path for m in layers]
+        rows.append({"model": STUDENT_FILE, "twin": arch["backbone"], "batch": batch,
+                     "binary_ms_per_face": t["binary"]["min_ms"] / batch,
+                     "fp32_ms_per_face": t["fp32"]["min_ms"] / batch,
+                     "speedup": t["fp32"]["min_ms"] / t["binary"]["min_ms"],
+                     "speedup_median": t["fp32"]["median_ms"] / t["binary"]["median_ms"],
+                     "kernel_layers": paths.count("kernel"), "torch_layers": paths.count("torch"),
+                     "timings": t})
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from slimface.runtime import kernel
+
+    if args.isa != "best":
+        kernel.set_isa(args.isa)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     env = environment(args.threads)
@@ -232,32 +305,53 @@ def run(args: argparse.Namespace) -> int:
                   "speedup": r["speedup"], "speedup_median": r["speedup_median"],
                   "signs_out_speedup": r["speedup_signs"],
                   "words_in_out_speedup": r["speedup_words"],
-                  "float_out_ceiling": r["float_out_ceiling"]}
+                  "float_out_ceiling": r["float_out_ceiling"],
+                  "path": r["path"], "deployed_speedup": r["speedup_deployed"]}
                  for r in convs],
-                title=f"binary conv (XNOR-popcount, {env['kernel']}) vs torch fp32, "
-                      f"{args.threads} threads")
+                title=f"binary conv (XNOR-popcount) vs torch fp32, {args.threads} threads; "
+                      f"{env['cpu_label']}")
     models = [] if args.no_model else time_models(args.batch, args.threads, args.reps,
                                                   args.budget_ms)
     if models:
         print_table([{k: r[k] for k in ("batch", "q_ms", "c_fp32_ms", "speedup",
                                          "speedup_median")} for r in models],
-                    title="\nmodel Q (deploy file) vs model C fp32, face_resnet_c 112x96")
+                    title=f"\nmodel Q (deploy file) vs model C fp32, face_resnet_c 112x96; "
+                          f"{env['cpu_label']}")
+    students = [] if args.no_model else time_student(args.batch, args.threads, args.reps,
+                                                     args.budget_ms)
+    if students:
+        print_table([{k: r[k] for k in ("batch", "binary_ms_per_face", "fp32_ms_per_face",
+                                         "speedup", "speedup_median", "kernel_layers",
+                                         "torch_layers")} for r in students],
+                    title=f"\n{STUDENT_FILE} (binary weights, float activations) vs its fp32 "
+                          f"twin {students[0]['twin']}; {env['cpu_label']}")
     env["loadavg_after"] = list(os.getloadavg())
     emit_json({"benchmark": "kernels", "environment": env, "seed": args.seed,
                "reps": args.reps, "budget_ms": args.budget_ms, "convs": convs, "models": models,
-               "summary": _summary(convs, models)}, args.json)
+               "students": students, "summary": _summary(convs, models, students)}, args.json)
     return 0
 
 
-def _summary(convs: list[dict[str, Any]], models: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(convs: list[dict[str, Any]], models: list[dict[str, Any]],
+             students: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for batch in sorted({r["batch"] for r in convs}):
         for model in sorted({r["model"] for r in convs}):
             sp = [r["speedup"] for r in convs if r["batch"] == batch and r["model"] == model]
             out[f"{model}_b{batch}"] = {"min_speedup": min(sp), "max_speedup": max(sp),
                                         "geomean_speedup": float(np.exp(np.mean(np.log(sp))))}
+    if convs:
+        sp = [r["speedup"] for r in convs]
+        dep = [r["speedup_deployed"] for r in convs if "speedup_deployed" in r]
+        out["all_convs"] = {"median_speedup": float(np.median(sp)), "min_speedup": min(sp),
+                            "rows": len(sp)}
+        if dep:
+            out["all_convs"].update(median_deployed_speedup=float(np.median(dep)),
+                                    min_deployed_speedup=min(dep))
     for r in models:
         out[f"model_q_vs_c_b{r['batch']}"] = r["speedup"]
+    for r in students or []:
+        out[f"student_vs_fp32_twin_b{r['batch']}"] = r["speedup"]
     return out
 
 

@@ -4,6 +4,11 @@ For every compressed layer: its kind (binary, kbit, pq...), bits per weight, byt
 the bytes the same parameters take in fp32 (``fp32_bytes`` recorded by the codec). Float
 tensors are grouped by module. Two ratios against fp32: the quantized part (compressed layers
 only) and the whole file.
+
+``--paths`` also runs the model once on a random batch (``--batch``) and lists, for every
+1-bit layer, the path it took on this machine (the binary kernel or torch's float conv of
+its unpacked weights) and why: the two times measured for its input shape, or the setting
+that forced it (``SLIMFACE_KERNEL``), with the CPU and instruction set in use.
 """
 from __future__ import annotations
 
@@ -25,6 +30,11 @@ def register(sub: Any) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="a .slim model file")
     p.add_argument("--all", action="store_true", help="list float modules one by one too")
+    p.add_argument("--paths", action="store_true",
+                   help="run the model once and show which path each binary layer took, and why")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the --paths run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the --paths run (torch and the kernels; default: as loaded)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -126,6 +136,41 @@ def _by_kind(rows: list[dict[str, Any]], f_bytes: int, f_fp32: int) -> list[dict
     return out
 
 
+def layer_paths(path: str | os.PathLike[str], batch: int = 1,
+                threads: int | None = None) -> list[dict[str, Any]]:
+    """Load the file, embed one random batch, and report each 1-bit layer's path and why."""
+    import torch
+
+    from slimface.runtime.binary import BinaryConv2d, BinaryLinear, load_deploy
+
+    model = load_deploy(path).eval()
+    layers = {m: name for name, m in model.named_modules()
+              if isinstance(m, (BinaryConv2d, BinaryLinear))}
+    if threads is not None:
+        torch.set_num_threads(threads)
+        for m in layers:
+            m.threads = threads
+    shapes: dict[str, Any] = {}
+
+    def hook(mod: Any, inp: tuple[Any, ...], out: Any) -> None:
+        shapes[layers[mod]] = list(inp[0].shape) if isinstance(inp[0], torch.Tensor) \
+            else "sign words"
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    h, w = tuple(getattr(model, "input_size", (112, 112)))
+    with torch.inference_mode():
+        model(torch.rand(batch, 3, h, w) * 255)
+    for handle in handles:
+        handle.remove()
+    rows = []
+    for mod, name in layers.items():
+        c = mod.path_choice
+        rows.append({"layer": name, "input": shapes.get(name), "path": c.path if c else None,
+                     "reason": c.reason if c else "not called", "kernel_ms": c and c.kernel_ms,
+                     "torch_ms": c and c.torch_ms})
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     info = describe_file(args.file)
     cols = ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio")
@@ -140,5 +185,12 @@ def run(args: argparse.Namespace) -> int:
           f" fp32 ({qr:.2f}x)" if qr else "\nno compressed layers", file=sys.stderr)
     print(f"whole file: {info['file_bytes']:,} bytes vs {info['fp32_equivalent_bytes']:,} fp32 "
           f"({orr:.2f}x)" if orr else "", file=sys.stderr)
+    if args.paths:
+        from slimface.runtime.timing import cpu_info
+
+        info["cpu_info"] = cpu_info()
+        info["paths"] = layer_paths(args.file, args.batch, args.threads)
+        print_table(info["paths"], ("layer", "input", "path", "reason"),
+                    title=f"\npaths at batch {args.batch}, {info['cpu_info']['label']}")
     emit_json(info, args.json)
     return 0

@@ -21,7 +21,7 @@
  *       evaluated as affine[0] * popcount + affine[1], the affine folded once per layer by
  *       kernel.fold_affine (-2 scale, K scale + bias): the epilogue is then one convert, one
  *       fma and one store per 16 outputs, a third of the work on 1x1 convs of 64 channels.
- *   fconv(x f32[N,H,W,C], wmask u16[KK*C, CoP/16], scale f32[Cout], bias f32[Cout], out,
+ *   fconv(x f32[N,H,W,C], wpm f32[CoP/16, KK*C, 16] (+-1), scale f32[Cout], bias f32[Cout], out,
  *         kh, kw, sh, sw, ph, pw, threads)
  *       out = scale * sum_k (w_k ? x_k : -x_k) + bias   (zero padding)
  *   isa() -> "avx512" | "avx2" | "portable";  set_isa(name) forces a path (tests, benchmarks).
@@ -68,6 +68,7 @@ typedef struct {
     int hp, wp;                 /* padded input */
     int sign_out, cwo;          /* write sign bits (cwo words per pixel) instead of floats */
     int stream;                 /* float output written with non-temporal stores */
+    const uint8_t *nib;         /* the weights in the AVX2 layout (nib_weights), or NULL */
 } geom_t;
 
 /* ------------------------------------------------------------------ packing */
@@ -382,44 +383,142 @@ static void tile_avx512(const uint32_t *const *bases, const geom_t *g, const uin
     }
 }
 
-#define R2 2
-/* Per-32-bit-lane popcount without VPOPCNT: nibble lookup, then byte pairs summed twice. */
-__attribute__((target("avx2,fma")))
-static inline __m256i popcnt256_epi32(__m256i v) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-    __m256i pairs = _mm256_maddubs_epi16(cnt, _mm256_set1_epi8(1));
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+/* AVX2 has no vector popcount. The usual nibble lookup (XOR, split nibbles, two VPSHUFB,
+ * widen) costs 8 operations per 256 bits of XOR. Here the lookup is turned around: for an
+ * input byte of one pixel, the table T_a[n] = popcount(a ^ n) over the 16 nibble values n
+ * is one of 16 constant tables (picked by a scalar nibble of a, a broadcast load), and the
+ * weights are stored as nibbles, one byte per output channel (AVX2 layout, nib_weights).
+ * One VPSHUFB then yields the XOR-popcounts of that input nibble against 32 output
+ * channels: 2 shuffles and 2 adds per 32 channels x 8 input bits, no XOR, no widening in
+ * the inner loop. Counts accumulate in bytes (at most 8 per input byte, so 31 bytes fit)
+ * and are flushed to 16-bit lanes; K < 2^16 bits (nib_fits). */
+static uint8_t g_nib_tab[16][16] __attribute__((aligned(16)));
+/* Byte lane j of a 32-channel group holds channel NIB_CH[j]: the even and odd 16-bit lanes
+ * of each 128-bit half, zero-extended, then come out as channels 0-7, 8-15, 16-23, 24-31. */
+static const uint8_t NIB_CH[32] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                   16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31};
+#define NIB_GMAX 8   /* 32-channel groups per pass over a pixel's field (256 channels) */
+
+static void init_nib_tab(void) {
+    for (int a = 0; a < 16; a++)
+        for (int n = 0; n < 16; n++) g_nib_tab[a][n] = (uint8_t)__builtin_popcount(a ^ n);
 }
 
-__attribute__((target("avx2,fma")))
-static void tile_avx2(const uint32_t *const *bases, const geom_t *g, const uint32_t *ww,
-                      long p0, int rows, int co0, const float *m2, const float *k2,
-                      void *out) {
-    const int span = g->kw * g->cw;
-    for (int r0 = 0; r0 < rows; r0 += R2) {
-        int nr = rows - r0 < R2 ? rows - r0 : R2;
-        __m256i acc[R2][8];
-        for (int r = 0; r < R2; r++)
-            for (int q = 0; q < 8; q++) acc[r][q] = _mm256_setzero_si256();
-        for (int i = 0; i < g->kh; i++) {
-            long off = (long)i * g->wp * g->cw;
-            const uint32_t *b = ww + (long)i * span * g->cop + co0;
-            for (int w = 0; w < span; w++, b += g->cop)
-                for (int r = 0; r < nr; r++) {
-                    __m256i a = _mm256_set1_epi32((int)bases[r0 + r][off + w]);
-                    for (int q = 0; q < 8; q++)
-                        acc[r][q] = _mm256_add_epi32(acc[r][q], popcnt256_epi32(_mm256_xor_si256(
-                            a, _mm256_loadu_si256((const __m256i *)(b + 8 * q)))));
+static inline int nib_fits(const geom_t *g) { return (long)g->kh * g->kw * g->cw * 32 < 65536; }
+
+/* Weights words[(kk*Cw + w)][co] -> nib[(kb * groups + gi) * 64 + {0..31 | 32..63}]: for
+ * input byte kb (byte kb % 4 of word kb / 4) and 32-channel group gi, the low nibbles of
+ * the group's 32 channels, then the high nibbles (lane j = channel NIB_CH[j]). */
+static uint8_t *nib_weights(const uint32_t *ww, long kwords, int cop) {
+    int groups = cop / 32;
+    size_t bytes = (size_t)kwords * 4 * groups * 64;
+    uint8_t *nib = (uint8_t *)aligned_alloc(64, bytes ? bytes : 64);
+    if (!nib) return NULL;
+    for (long k = 0; k < kwords; k++)
+        for (int b = 0; b < 4; b++)
+            for (int gi = 0; gi < groups; gi++) {
+                uint8_t *d = nib + ((k * 4 + b) * groups + gi) * 64;
+                for (int j = 0; j < 32; j++) {
+                    uint8_t byte = (uint8_t)(ww[k * cop + 32 * gi + NIB_CH[j]] >> (8 * b));
+                    d[j] = byte & 15;
+                    d[32 + j] = byte >> 4;
                 }
+            }
+    return nib;
+}
+
+/* One output pixel (its field at `field`) x groups gi0 .. gi0+G-1: 16-bit counts E (even
+ * byte lanes) and O (odd). G is a compile-time constant at every call (always_inline).
+ * Measured slower (64->64 3x3 at 54x46, one thread): two pixels per step sharing the weight
+ * loads (0.26 -> 0.32 ms), and a word per step with the table offsets shifted out of it
+ * (0.26 -> 0.31 ms). */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void nib_pixel(const uint32_t *field, const geom_t *g, int gi0, const int G,
+                             __m256i *E, __m256i *O) {
+    const int groups = g->cop / 32;
+    const int rowbytes = g->kw * g->cw * 4;
+    const __m256i low = _mm256_set1_epi16(0x00ff);
+    for (int q = 0; q < G; q++) E[q] = O[q] = _mm256_setzero_si256();
+    for (int i = 0; i < g->kh; i++) {
+        const uint8_t *a = (const uint8_t *)(field + (long)i * g->wp * g->cw);
+        const uint8_t *w = g->nib + ((long)i * rowbytes * groups + gi0) * 64;
+        for (int b0 = 0; b0 < rowbytes; b0 += 31) {
+            int b1 = rowbytes - b0 < 31 ? rowbytes : b0 + 31;
+            __m256i acc[NIB_GMAX];
+            for (int q = 0; q < G; q++) acc[q] = _mm256_setzero_si256();
+            for (int b = b0; b < b1; b++, w += (long)groups * 64) {
+                unsigned v = a[b];
+                __m256i tlo = _mm256_broadcastsi128_si256(
+                    _mm_load_si128((const __m128i *)g_nib_tab[v & 15]));
+                __m256i thi = _mm256_broadcastsi128_si256(
+                    _mm_load_si128((const __m128i *)g_nib_tab[v >> 4]));
+                for (int q = 0; q < G; q++) {
+                    __m256i lo = _mm256_shuffle_epi8(tlo, _mm256_load_si256((const __m256i *)(w + 64 * q)));
+                    __m256i hi = _mm256_shuffle_epi8(thi, _mm256_load_si256((const __m256i *)(w + 64 * q + 32)));
+                    acc[q] = _mm256_add_epi8(acc[q], _mm256_add_epi8(lo, hi));
+                }
+            }
+            for (int q = 0; q < G; q++) {
+                E[q] = _mm256_add_epi16(E[q], _mm256_and_si256(acc[q], low));
+                O[q] = _mm256_add_epi16(O[q], _mm256_srli_epi16(acc[q], 8));
+            }
         }
-        for (int r = 0; r < nr; r++) {
-            int32_t cnt[CO_TILE];
-            for (int q = 0; q < 8; q++) _mm256_storeu_si256((__m256i *)(cnt + 8 * q), acc[r][q]);
-            emit_row(g, out, p0 + r0 + r, co0, cnt, m2, k2);
+    }
+}
+
+/* Group gi of output pixel p from its counts: floats m2 * c + k2, or their signs as one
+ * word (sign_out). */
+__attribute__((target("avx2,fma")))
+static inline void nib_store(const geom_t *g, void *out, long p, int gi, __m256i E, __m256i O,
+                             const float *m2, const float *k2) {
+    int co = 32 * gi, valid = g->cout - co < 32 ? g->cout - co : 32;
+    __m256i c[4] = {_mm256_cvtepu16_epi32(_mm256_castsi256_si128(E)),
+                    _mm256_cvtepu16_epi32(_mm256_castsi256_si128(O)),
+                    _mm256_cvtepu16_epi32(_mm256_extracti128_si256(E, 1)),
+                    _mm256_cvtepu16_epi32(_mm256_extracti128_si256(O, 1))};
+    __m256 y[4];
+    for (int k = 0; k < 4; k++)
+        y[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[k]), _mm256_loadu_ps(m2 + co + 8 * k),
+                               _mm256_loadu_ps(k2 + co + 8 * k));
+    if (g->sign_out) {
+        uint32_t word = 0;
+        for (int k = 0; k < 4; k++)
+            word |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(y[k], _mm256_setzero_ps(),
+                                                               _CMP_GE_OQ)) << (8 * k);
+        if (valid < 32) word &= ((uint32_t)1 << valid) - 1;
+        ((uint32_t *)out)[p * g->cwo + gi] = word;
+        return;
+    }
+    float *o = (float *)out + p * g->cout + co;
+    if (valid == 32) {
+        if (g->stream)  /* rows start on 64-byte lines: C_out % 16 == 0, aligned output */
+            for (int k = 0; k < 4; k++) _mm256_stream_ps(o + 8 * k, y[k]);
+        else
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, y[k]);
+        return;
+    }
+    float tmp[32];
+    for (int k = 0; k < 4; k++) _mm256_storeu_ps(tmp + 8 * k, y[k]);
+    memcpy(o, tmp, sizeof(float) * (size_t)valid);
+}
+
+/* Output pixels p0 .. p0+rows-1 (fields at bases) x channel tiles [ct0, ct1): groups of 32
+ * channels in passes of up to NIB_GMAX, skipping groups wholly past C_out. */
+__attribute__((target("avx2,fma")))
+static void tile_avx2(const uint32_t *const *bases, const geom_t *g, long p0, int rows,
+                      int ct0, int ct1, const float *m2, const float *k2, void *out) {
+    int gend = (g->cout + 31) / 32, g0 = 2 * ct0, g1 = 2 * ct1 < gend ? 2 * ct1 : gend;
+    __m256i E[NIB_GMAX], O[NIB_GMAX];
+    for (int gi = g0; gi < g1; gi += NIB_GMAX) {
+        int G = g1 - gi < NIB_GMAX ? g1 - gi : NIB_GMAX;
+        for (int r = 0; r < rows; r++) {
+            switch (G) {
+#define NIB_CASE(n) case n: nib_pixel(bases[r], g, gi, n, E, O); break;
+                NIB_CASE(1) NIB_CASE(2) NIB_CASE(3) NIB_CASE(4)
+                NIB_CASE(5) NIB_CASE(6) NIB_CASE(7) NIB_CASE(8)
+#undef NIB_CASE
+            }
+            for (int q = 0; q < G; q++) nib_store(g, out, p0 + r, gi + q, E[q], O[q], m2, k2);
         }
     }
 }
@@ -462,7 +561,15 @@ static inline void pack_tile_pixels(const float *x, const geom_t *g, long p0, in
 
 __attribute__((target(AVX512_TARGET)))
 static void pixel_tile_avx512 PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_avx512)
-static void pixel_tile_avx2 PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_avx2)
+__attribute__((target("avx2,fma")))
+static void pixel_tile_avx2 PIXEL_TILE_ARGS {
+    const uint32_t *bases[RMAX];
+    uint32_t local[RMAX * 64];
+    (void)ww;
+    if (buf) field_bases(buf, g, p0, rows, bases);
+    else pack_tile_pixels(x, g, p0, rows, local, bases, isa);
+    tile_avx2(bases, g, p0, rows, ct0, ct1, m2, k2, out);
+}
 static void pixel_tile_portable PIXEL_TILE_ARGS PIXEL_TILE_BODY(tile_portable)
 
 /* buf: the padded packed input, or NULL when packs_in_tile (then x is read directly). */
@@ -474,7 +581,8 @@ static void bgemm(const float *x, const uint32_t *buf, const geom_t *g, const ui
     long ptiles = (P + rt - 1) / rt;
     int ctiles = g->cop / CO_TILE;
     void (*tile)PIXEL_TILE_ARGS = isa == ISA_AVX512 ? pixel_tile_avx512
-                                  : isa == ISA_AVX2 ? pixel_tile_avx2 : pixel_tile_portable;
+                                  : isa == ISA_AVX2 && g->nib ? pixel_tile_avx2
+                                                              : pixel_tile_portable;
     /* Pixel tiles outer, channel tiles inner: each output row is finished while it is in
      * cache and the receptive fields are located (or packed) once per tile; all the weights
      * stay in L2 (<= 300 KB for 512x512x3x3). One thread runs a plain loop (an OpenMP
@@ -515,10 +623,22 @@ static int useful_threads(const geom_t *g, int threads) {
 }
 
 /* ------------------------------------------------------------------ float activations */
+/* Binary weights, float activations: out = scale * sum_k (w_k ? x_k : -x_k) + bias. The
+ * weights come as +-1.0 floats wpm[CoP/16][KK*C][16] (kernel.prepare_sign_weights; the file
+ * keeps 1 bit per weight): fma(x, +-1, acc) rounds exactly as acc + (+-x), so a fused
+ * multiply-add *is* the select-and-add, in one operation where a select from bits takes two
+ * (a masked negate, an add) and a select from 16-bit masks took five on AVX2. Every path
+ * sums k = 0 .. K-1 in order, in (i, j, c) order, and ends with one fma(scale, acc, bias):
+ * the portable, AVX2 and AVX-512 paths agree bit for bit. The 16-channel column panels are
+ * contiguous along k: a [KK*C][CoP] panel had the AVX2 tile read one cache line per k with
+ * a stride of CoP floats, and 64->64 3x3 convs ran at half the FMA rate. */
+#define FCOL 16   /* output channels per weight column panel */
+#define FTILE 12  /* output pixels per float tile: two register tiles of 6 */
+
 /* Zero-padded float copy [N, HP, WP, C]. */
 static void pad_float(const float *x, const geom_t *g, float *buf, int threads) {
     long rows = (long)g->n * g->hp;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (long r = 0; r < rows; r++) {
         int n = (int)(r / g->hp), y = (int)(r % g->hp) - g->ph;
         float *dst = buf + r * g->wp * g->c;
@@ -529,83 +649,213 @@ static void pad_float(const float *x, const geom_t *g, float *buf, int threads) 
     }
 }
 
-static inline const float *ffield_base(const float *buf, const geom_t *g, long p) {
-    long per_img = (long)g->oh * g->ow;
-    long n = p / per_img, rem = p % per_img;
-    long oy = rem / g->ow, ox = rem % g->ow;
-    return buf + ((n * g->hp + oy * g->sh) * g->wp + ox * g->sw) * g->c;
+/* Base pointers of the receptive fields of output pixels p0 .. p0+rows-1 in the padded
+ * float input (kh rows of kw*C contiguous floats, wp*C apart). */
+static inline void ffield_bases(const float *buf, const geom_t *g, long p0, int rows,
+                                const float **bases) {
+    long pix[FTILE];
+    field_pixels(g, p0, rows, pix);
+    for (int r = 0; r < rows; r++) bases[r] = buf + pix[r] * g->c;
 }
 
-static void ftile_portable(const float *buf, const geom_t *g, const uint16_t *wm, long p0,
-                           int rows, int co0, const float *scale, const float *bias, float *out) {
-    int groups = g->cop / 16;
-    for (int r = 0; r < rows; r++) {
-        const float *base = ffield_base(buf, g, p0 + r);
-        float acc[CO_TILE] = {0};
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                const float *a = base + ((long)i * g->wp + j) * g->c;
-                long k0 = (long)(i * g->kw + j) * g->c;
-                for (int c = 0; c < g->c; c++) {
-                    const uint16_t *m = wm + (k0 + c) * groups + co0 / 16;
-                    float v = a[c];
-                    for (int t = 0; t < CO_TILE; t++)
-                        acc[t] += ((m[t >> 4] >> (t & 15)) & 1) ? v : -v;
-                }
+static inline void fstore(const geom_t *g, float *out, long p, int co, float acc,
+                          const float *scale, const float *bias) {
+    out[p * g->cout + co] = fmaf(scale[co], acc, bias[co]);
+}
+
+static void ftile_portable(const float *const *bases, const geom_t *g, const float *wpm,
+                           long p0, int rows, int co0, int co1, const float *scale,
+                           const float *bias, float *out) {
+    const int span = g->kw * g->c;
+    const long kk = (long)g->kh * span;
+    for (int r = 0; r < rows; r++)
+        for (int co = co0; co < co1 && co < g->cout; co++) {
+            float acc = 0.0f;
+            for (int i = 0; i < g->kh; i++) {
+                const float *a = bases[r] + (long)i * g->wp * g->c;
+                const float *w = wpm + ((co / FCOL) * kk + (long)i * span) * FCOL + co % FCOL;
+                for (int t = 0; t < span; t++, w += FCOL) acc += *w > 0.0f ? a[t] : -a[t];
             }
-        float *o = out + (p0 + r) * g->cout;
-        for (int t = 0; t < CO_TILE && co0 + t < g->cout; t++)
-            o[co0 + t] = scale[co0 + t] * acc[t] + bias[co0 + t];
+            fstore(g, out, p0 + r, co, acc, scale, bias);
+        }
+}
+
+/* R pixels x 16 channels (two ymm per pixel), k in order: 12 accumulators, 2 weight
+ * registers, 1 broadcast. R is a compile-time constant at every call. The accumulators are
+ * named variables: as an array, gcc stored all twelve to the stack on every k (half the
+ * FMA rate). */
+#define FR2 6
+#define FACC_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+#define FACC_STEP(r)                                                    \
+    if (R > r) {                                                        \
+        __m256 v = _mm256_broadcast_ss(a##r + t);                       \
+        c##r##0 = _mm256_fmadd_ps(v, w0, c##r##0);                      \
+        c##r##1 = _mm256_fmadd_ps(v, w1, c##r##1);                      \
+    }
+#define FACC_PTR(r) const float *a##r = bases[R > r ? r : 0] + off;
+#define FACC_OUT(r) if (R > r) { acc[r][0] = c##r##0; acc[r][1] = c##r##1; }
+__attribute__((target("avx2,fma"), always_inline))
+static inline void ftile_avx2_rows(const float *const *bases, const geom_t *g, const float *wpm,
+                                   long p0, const int R, int co0, const float *scale,
+                                   const float *bias, float *out) {
+    const int span = g->kw * g->c;
+    const float *w = wpm + (co0 / FCOL) * (long)g->kh * span * FCOL;
+    FACC_DECL(0) FACC_DECL(1) FACC_DECL(2) FACC_DECL(3) FACC_DECL(4) FACC_DECL(5)
+    for (int i = 0; i < g->kh; i++) {
+        long off = (long)i * g->wp * g->c;
+        FACC_PTR(0) FACC_PTR(1) FACC_PTR(2) FACC_PTR(3) FACC_PTR(4) FACC_PTR(5)
+        for (int t = 0; t < span; t++, w += FCOL) {
+            __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+            FACC_STEP(0) FACC_STEP(1) FACC_STEP(2) FACC_STEP(3) FACC_STEP(4) FACC_STEP(5)
+        }
+    }
+    __m256 acc[FR2][2];
+    FACC_OUT(0) FACC_OUT(1) FACC_OUT(2) FACC_OUT(3) FACC_OUT(4) FACC_OUT(5)
+    int valid = g->cout - co0 < 16 ? g->cout - co0 : 16;
+    for (int r = 0; r < R; r++) {
+        float *o = out + (p0 + r) * g->cout + co0;
+        if (valid == 16) {
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_loadu_ps(scale + co0), acc[r][0],
+                                                _mm256_loadu_ps(bias + co0)));
+            _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(_mm256_loadu_ps(scale + co0 + 8), acc[r][1],
+                                                    _mm256_loadu_ps(bias + co0 + 8)));
+            continue;
+        }
+        float tmp[16];
+        _mm256_storeu_ps(tmp, acc[r][0]);
+        _mm256_storeu_ps(tmp + 8, acc[r][1]);
+        for (int t = 0; t < valid; t++) fstore(g, out, p0 + r, co0 + t, tmp[t], scale, bias);
     }
 }
 
-__attribute__((target("avx512f")))
-static void ftile_avx512(const float *buf, const geom_t *g, const uint16_t *wm, long p0,
-                         int rows, int co0, const float *scale, const float *bias, float *out) {
-    int groups = g->cop / 16;
-    const __m512 zero = _mm512_setzero_ps();
-    for (int r = 0; r < rows; r++) {
-        const float *base = ffield_base(buf, g, p0 + r);
-        __m512 acc[4] = {zero, zero, zero, zero};
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                const float *a = base + ((long)i * g->wp + j) * g->c;
-                const uint16_t *m = wm + (long)(i * g->kw + j) * g->c * groups + co0 / 16;
-                for (int c = 0; c < g->c; c++, m += groups) {
-                    __m512 v = _mm512_set1_ps(a[c]);
-                    /* select +x where the weight bit is 1, -x where it is 0, then add */
-                    for (int q = 0; q < 4; q++)
-                        acc[q] = _mm512_add_ps(acc[q], _mm512_mask_sub_ps(v, (__mmask16)~m[q],
-                                                                          zero, v));
-                }
+__attribute__((target("avx2,fma")))
+static void ftile_avx2(const float *const *bases, const geom_t *g, const float *wpm, long p0,
+                       int rows, int co0, int co1, const float *scale, const float *bias,
+                       float *out) {
+    for (int co = co0; co < co1 && co < g->cout; co += 16)
+        for (int r = 0; r < rows; r += FR2) {
+            switch (rows - r < FR2 ? rows - r : FR2) {
+#define FCASE(n) case n: ftile_avx2_rows(bases + r, g, wpm, p0 + r, n, co, scale, bias, out); break;
+                FCASE(1) FCASE(2) FCASE(3) FCASE(4) FCASE(5) FCASE(6)
+#undef FCASE
             }
+        }
+}
+
+#define FR512 6
+/* R pixels x 16*NC channels (NC zmm per pixel, NC = 1, 2 or 4): with four, 24
+ * accumulators and 4 weight registers (R = 6); layers of 16 or 32 output channels (the
+ * first convs of small students) take NC = 1 or 2 and R = 12 rather than computing 64
+ * channels to keep 16 (stem 16->16 at 56x56: 0.17 ms, torch 0.09 ms). */
+__attribute__((target(AVX512_TARGET), always_inline))
+static inline void ftile_avx512_rows(const float *const *bases, const geom_t *g,
+                                     const float *wpm, long p0, const int R, const int NC,
+                                     int co0, const float *scale, const float *bias,
+                                     float *out) {
+    const int span = g->kw * g->c;
+    const long panel = (long)g->kh * span * FCOL;  /* floats per column panel */
+    const float *w = wpm + (co0 / FCOL) * panel;
+    __m512 acc[FTILE][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < NC; q++) acc[r][q] = _mm512_setzero_ps();
+    for (int i = 0; i < g->kh; i++) {
+        long off = (long)i * g->wp * g->c;
+        const float *a[FTILE];
+        for (int r = 0; r < R; r++) a[r] = bases[r] + off;
+        for (int t = 0; t < span; t++, w += FCOL) {
+            __m512 wv[4];
+            for (int q = 0; q < NC; q++) wv[q] = _mm512_loadu_ps(w + q * panel);
+            for (int r = 0; r < R; r++) {
+                __m512 v = _mm512_set1_ps(a[r][t]);
+                for (int q = 0; q < NC; q++) acc[r][q] = _mm512_fmadd_ps(v, wv[q], acc[r][q]);
+            }
+        }
+    }
+    int valid = g->cout - co0 < 16 * NC ? g->cout - co0 : 16 * NC;
+    for (int r = 0; r < R; r++) {
         float *o = out + (p0 + r) * g->cout + co0;
-        int valid = g->cout - co0 < CO_TILE ? g->cout - co0 : CO_TILE;
-        for (int q = 0; q < 4; q++) {
+        for (int q = 0; q < NC; q++) {
             int left = valid - 16 * q;
             if (left <= 0) break;
-            __mmask16 mk = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-            __m512 s = _mm512_maskz_loadu_ps(mk, scale + co0 + 16 * q);
-            __m512 b = _mm512_maskz_loadu_ps(mk, bias + co0 + 16 * q);
-            _mm512_mask_storeu_ps(o + 16 * q, mk, _mm512_add_ps(_mm512_mul_ps(s, acc[q]), b));
+            __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + co0 + 16 * q), acc[r][q],
+                                       _mm512_maskz_loadu_ps(m, bias + co0 + 16 * q));
+            _mm512_mask_storeu_ps(o + 16 * q, m, y);
         }
     }
 }
 
-static void fgemm(const float *buf, const geom_t *g, const uint16_t *wm, const float *scale,
+/* All rows (up to FTILE) of a tile as one register tile of NC zmm per pixel. */
+#define FTILE_SWITCH(NC)                                                                  \
+    switch (rows) {                                                                       \
+        FNC(1, NC) FNC(2, NC) FNC(3, NC) FNC(4, NC) FNC(5, NC) FNC(6, NC)                  \
+        FNC(7, NC) FNC(8, NC) FNC(9, NC) FNC(10, NC) FNC(11, NC) FNC(12, NC)               \
+    }
+#define FNC(n, NC) case n: ftile_avx512_rows(bases, g, wpm, p0, n, NC, co, scale, bias, out); break;
+
+__attribute__((target(AVX512_TARGET)))
+static void ftile_avx512(const float *const *bases, const geom_t *g, const float *wpm,
+                         long p0, int rows, int co0, int co1, const float *scale,
+                         const float *bias, float *out) {
+    for (int co = co0; co < co1 && co < g->cout; co += 64) {
+        int left = g->cout - co;
+        if (left <= 16) {
+            FTILE_SWITCH(1)
+            continue;
+        }
+        /* 2 zmm x 12 rows spilled accumulators to the stack: 6 rows a tile, as for 4 */
+        for (int r = 0; r < rows; r += FR512) {
+            int n = rows - r < FR512 ? rows - r : FR512;
+            if (left <= 32) {
+                switch (n) {
+#define FCASE(n) case n: ftile_avx512_rows(bases + r, g, wpm, p0 + r, n, 2, co, scale, bias, out); break;
+                    FCASE(1) FCASE(2) FCASE(3) FCASE(4) FCASE(5) FCASE(6)
+#undef FCASE
+                }
+                continue;
+            }
+            switch (n) {
+#define FCASE(n) case n: ftile_avx512_rows(bases + r, g, wpm, p0 + r, n, 4, co, scale, bias, out); break;
+                FCASE(1) FCASE(2) FCASE(3) FCASE(4) FCASE(5) FCASE(6)
+#undef FCASE
+            }
+        }
+    }
+}
+#undef FNC
+#undef FTILE_SWITCH
+
+/* Pixel tiles of FTILE output pixels, each across all channels (its fields stay in L1 while
+ * the weight panel streams from L2); threads share pixel tiles, or on maps with few of them
+ * (7x7 at batch 1) channel tiles too. */
+static void fgemm(const float *buf, const geom_t *g, const float *wpm, const float *scale,
                   const float *bias, float *out, int threads) {
     long P = (long)g->n * g->oh * g->ow;
-    const int rt = 4;
-    long ptiles = (P + rt - 1) / rt, ctiles = g->cop / CO_TILE;
+    long ptiles = (P + FTILE - 1) / FTILE;
+    int ctiles = g->cop / CO_TILE;
     int isa = g_isa;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
-    for (long t = 0; t < ptiles * ctiles; t++) {
-        int co0 = (int)(t % ctiles) * CO_TILE;
-        long p0 = (t / ctiles) * rt;
-        int rows = (int)(P - p0 < rt ? P - p0 : rt);
-        if (isa == ISA_AVX512) ftile_avx512(buf, g, wm, p0, rows, co0, scale, bias, out);
-        else ftile_portable(buf, g, wm, p0, rows, co0, scale, bias, out);
+    void (*tile)(const float *const *, const geom_t *, const float *, long, int, int, int,
+                 const float *, const float *, float *) =
+        isa == ISA_AVX512 ? ftile_avx512 : isa == ISA_AVX2 ? ftile_avx2 : ftile_portable;
+    int csplit = ptiles >= 8L * threads ? 1 : ctiles;
+    long tasks = ptiles * csplit;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+    for (long t = 0; t < tasks; t++) {
+        long p0 = (t / csplit) * FTILE;
+        int rows = (int)(P - p0 < FTILE ? P - p0 : FTILE);
+        int c0 = (int)(t % csplit) * ctiles / csplit * CO_TILE;
+        int c1 = (int)(t % csplit + 1) * ctiles / csplit * CO_TILE;
+        const float *bases[FTILE];
+        ffield_bases(buf, g, p0, rows, bases);
+        tile(bases, g, wpm, p0, rows, c0, c1, scale, bias, out);
     }
+}
+
+/* Threads worth using for a float-activation call (multiply-adds, as for the XNOR path's
+ * bit operations but 32 times fewer per unit of work). */
+static int useful_fthreads(const geom_t *g, int threads) {
+    long work = (long)g->n * g->oh * g->ow * g->cop * g->kh * g->kw * g->c;
+    return work < MIN_PARALLEL_WORK / 4 ? 1 : threads;
 }
 
 /* ------------------------------------------------------------------ Python glue */
@@ -643,7 +893,7 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
     g->hp = g->h + 2 * ph; g->wp = g->w + 2 * pw;
     g->oh = (g->hp - kh) / sh + 1; g->ow = (g->wp - kw) / sw + 1;
     g->cout = cout; g->cop = (cout + CO_TILE - 1) / CO_TILE * CO_TILE;
-    g->sign_out = 0; g->cwo = 0; g->stream = 0;
+    g->sign_out = 0; g->cwo = 0; g->stream = 0; g->nib = NULL;
     if (g->oh <= 0 || g->ow <= 0 || sh <= 0 || sw <= 0) {
         PyErr_SetString(PyExc_ValueError, "empty output: kernel larger than padded input");
         return -1;
@@ -657,7 +907,7 @@ static int fill_geom(geom_t *g, Py_buffer *x, int cout, int kh, int kw, int sh, 
  * against the geometry; 0 on success, -1 with an exception set. */
 static int bconv_run(Py_buffer *x, Py_buffer *out, const Py_buffer *w, const Py_buffer *aff,
                      int cin, int cout, int kh, int kw, int sh, int sw, int ph, int pw,
-                     int threads) {
+                     int threads, const uint8_t *nib) {
     geom_t g;
     int x_words = !is_float_format(x);
     if (fill_geom(&g, x, cout, kh, kw, sh, sw, ph, pw) < 0) return -1;
@@ -673,7 +923,8 @@ static int bconv_run(Py_buffer *x, Py_buffer *out, const Py_buffer *w, const Py_
         return -1;
     }
     threads = useful_threads(&g, threads < 1 ? 1 : threads);
-    g.stream = !g.sign_out && g_isa == ISA_AVX512 && cout % 16 == 0 &&
+    if (g_isa == ISA_AVX2 && nib_fits(&g)) g.nib = nib;
+    g.stream = !g.sign_out && (g_isa == ISA_AVX512 || g.nib) && cout % 16 == 0 &&
                ((uintptr_t)out->buf & 63) == 0 && (size_t)out->len >= STREAM_MIN_BYTES;
     /* Packed input without padding is already the layout the tiles read. */
     int in_place = x_words && ph == 0 && pw == 0;
@@ -706,6 +957,7 @@ static int bconv_run(Py_buffer *x, Py_buffer *out, const Py_buffer *w, const Py_
 typedef struct {
     PyObject_HEAD
     Py_buffer w, aff;
+    uint8_t *nib;  /* the weights in the AVX2 layout, made on first use of that path */
     int p[9];  /* cin, cout, kh, kw, sh, sw, ph, pw, threads */
     int ready;
     Py_ssize_t in_shape[4];
@@ -744,6 +996,8 @@ static void plan_dealloc(PlanObject *self) {
         PyBuffer_Release(&self->aff);
     }
     plan_forget_output(self);
+    free(self->nib);
+    self->nib = NULL;
     Py_CLEAR(self->out_shape);
     Py_CLEAR(self->alloc);
     Py_CLEAR(self->dtype);
@@ -752,8 +1006,14 @@ static void plan_dealloc(PlanObject *self) {
 
 static int plan_conv(PlanObject *self, Py_buffer *x, Py_buffer *out) {
     const int *p = self->p;
+    if (g_isa == ISA_AVX2 && !self->nib) {
+        long kwords = (long)p[2] * p[3] * ((p[0] + 31) / 32);
+        self->nib = nib_weights((const uint32_t *)self->w.buf, kwords,
+                                (p[1] + CO_TILE - 1) / CO_TILE * CO_TILE);
+        if (!self->nib) { PyErr_NoMemory(); return -1; }
+    }
     return bconv_run(x, out, &self->w, &self->aff, p[0], p[1], p[2], p[3], p[4], p[5], p[6],
-                     p[7], p[8]);
+                     p[7], p[8], self->nib);
 }
 
 static PyObject *plan_expect(PlanObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -852,7 +1112,7 @@ static PyObject *py_fconv(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer x, w, s, b, out;
     if (get_buf(ox, &x, 0, "x", 4, 1) < 0) return NULL;
-    if (get_buf(ow, &w, 0, "wmask", 2, 0) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buf(ow, &w, 0, "wpm", 4, 1) < 0) { PyBuffer_Release(&x); return NULL; }
     if (get_buf(os, &s, 0, "scale", 4, 1) < 0) { PyBuffer_Release(&x); PyBuffer_Release(&w); return NULL; }
     if (get_buf(ob, &b, 0, "bias", 4, 1) < 0) {
         PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&s); return NULL;
@@ -865,20 +1125,22 @@ static PyObject *py_fconv(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     int cout = (int)(s.len / 4);
     if (fill_geom(&g, &x, cout, kh, kw, sh, sw, ph, pw) < 0) goto done;
-    if (w.len != (Py_ssize_t)kh * kw * g.c * (g.cop / 16) * 2 || b.len != s.len ||
+    if (w.len != (Py_ssize_t)kh * kw * g.c * g.cop * 4 || b.len != s.len ||
         out.len != (Py_ssize_t)g.n * g.oh * g.ow * cout * 4) {
         PyErr_SetString(PyExc_ValueError, "fconv: buffer sizes do not match the geometry");
         goto done;
     }
-    if (threads < 1) threads = 1;
+    threads = useful_fthreads(&g, threads < 1 ? 1 : threads);
     {
+        /* Without padding the input is already the grid the tiles read. */
+        int padded = ph || pw;
         size_t nbuf = (size_t)g.n * g.hp * g.wp * g.c;
-        float *buf = (float *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64);
-        if (!buf) { PyErr_NoMemory(); goto done; }
+        float *buf = padded ? (float *)aligned_alloc(64, (nbuf * 4 + 63) / 64 * 64) : NULL;
+        if (padded && !buf) { PyErr_NoMemory(); goto done; }
         Py_BEGIN_ALLOW_THREADS
-        pad_float((const float *)x.buf, &g, buf, threads);
-        fgemm(buf, &g, (const uint16_t *)w.buf, (const float *)s.buf, (const float *)b.buf,
-              (float *)out.buf, threads);
+        if (buf) pad_float((const float *)x.buf, &g, buf, threads);
+        fgemm(buf ? buf : (const float *)x.buf, &g, (const float *)w.buf, (const float *)s.buf,
+              (const float *)b.buf, (float *)out.buf, threads);
         Py_END_ALLOW_THREADS
         free(buf);
     }
@@ -935,14 +1197,22 @@ static PyObject *py_set_isa(PyObject *self, PyObject *args) {
  * threads): `slimface bench kernels` times it as the floor under any float-output conv of
  * that size, since the output has to reach memory whatever computes it. The values vary:
  * zeros streamed about three times faster on this VM (0.29 against 0.89 ms for 24 MB, one
- * thread), which no conv output would. Without AVX-512 the kernel does not stream, and
- * neither does this. */
+ * thread), which no conv output would. The portable path does not stream, and neither
+ * does this. */
 __attribute__((target("avx512f")))
 static void stream_fill_avx512(float *o, size_t n, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (size_t i = 0; i < n / 16; i++) _mm512_stream_ps(o + 16 * i, _mm512_set1_ps((float)i));
     _mm_sfence();
     for (size_t i = n / 16 * 16; i < n; i++) o[i] = 0.0f;
+}
+
+__attribute__((target("avx2")))
+static void stream_fill_avx2(float *o, size_t n, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (size_t i = 0; i < n / 8; i++) _mm256_stream_ps(o + 8 * i, _mm256_set1_ps((float)(i / 2)));
+    _mm_sfence();
+    for (size_t i = n / 8 * 8; i < n; i++) o[i] = 0.0f;
 }
 
 static PyObject *py_stream_fill(PyObject *self, PyObject *args) {
@@ -960,6 +1230,7 @@ static PyObject *py_stream_fill(PyObject *self, PyObject *args) {
     if (threads < 1) threads = 1;
     Py_BEGIN_ALLOW_THREADS
     if (g_isa == ISA_AVX512) stream_fill_avx512((float *)out.buf, n, threads);
+    else if (g_isa == ISA_AVX2) stream_fill_avx2((float *)out.buf, n, threads);
     else
         for (size_t i = 0; i < n; i++) ((float *)out.buf)[i] = (float)(i / 16);
     Py_END_ALLOW_THREADS
@@ -990,6 +1261,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel",
 
 PyMODINIT_FUNC PyInit__kernel(void) {
     __builtin_cpu_init();
+    init_nib_tab();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512vpopcntdq"))
         g_best_isa = ISA_AVX512;

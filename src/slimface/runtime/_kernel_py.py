@@ -124,13 +124,15 @@ class Plan:
         return out
 
 
-def fconv(x: np.ndarray, wmask: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+def fconv(x: np.ndarray, wpm: np.ndarray, scale: np.ndarray, bias: np.ndarray,
           out: np.ndarray, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
           threads: int) -> None:
-    """out = scale * sum(w_k ? x_k : -x_k) + bias, zero padding."""
-    cout = scale.shape[0]
+    """out = scale * sum(w_k ? x_k : -x_k) + bias, zero padding; wpm holds +-1 per weight
+    (``kernel.prepare_sign_weights``: 16-channel panels contiguous along k)."""
+    cout, kk = scale.shape[0], kh * kw * x.shape[3]
+    if wpm.shape != (-(-cout // 64) * 4, kk, 16):
+        raise ValueError("fconv: buffer sizes do not match the geometry")
+    panel = wpm.transpose(1, 0, 2).reshape(kk, -1)[:, :cout].astype(np.float64)
     cols = _im2col(_pad(x, ph, pw, 0.0).astype(np.float64), kh, kw, sh, sw)
-    bits = np.unpackbits(np.ascontiguousarray(wmask).view(np.uint8), axis=-1,
-                         bitorder="little")[:, :cout]
-    res = (cols @ np.where(bits > 0, 1.0, -1.0)) * scale + bias
+    res = (cols @ panel) * scale + bias
     out[...] = res.reshape(out.shape).astype(np.float32)

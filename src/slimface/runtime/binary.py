@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from slimface.quant.quantizers import (DorefaActivation, QuantConv2d, QuantLinea
                                        activation_scale)
 from slimface.runtime import kernel
 from slimface.runtime.deploy import LayerCodec, export_state, register_codec
+from slimface.runtime.timing import time_in_blocks
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,76 @@ def unpack_codes(data: np.ndarray, bits: int, count: int) -> np.ndarray:
     return np.packbits(planes, axis=1, bitorder="little").reshape(-1)
 
 
+# ------------------------------------------------------------------ path choice
+#: Milliseconds of calls per side a path measurement aims at, and its bounds on calls.
+MEASURE_MS = 20.0
+MEASURE_CALLS = (5, 50)
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    """Which path runs a deployed binary layer for one input shape, and why.
+
+    ``path`` is ``"kernel"`` (this package's C kernel, or its NumPy twin) or ``"torch"``
+    (torch's float conv of the unpacked +-1 weights, scale folded in); ``kernel_ms`` and
+    ``torch_ms`` are the least times measured for the choice, when it was measured.
+    """
+
+    path: str
+    reason: str
+    kernel_ms: float | None = None
+    torch_ms: float | None = None
+
+
+#: Process-wide: one measurement per layer geometry, input shape and layout, thread counts
+#: and kernel implementation; layers of the same shape share it.
+_PATH_CHOICES: dict[tuple[Any, ...], PathChoice] = {}
+_CHOICES_GEN = [0]  # bumped by clear_path_choices: layers' memos of their last choice expire
+
+
+def clear_path_choices() -> None:
+    """Forget every measured choice: the next call of each shape measures again."""
+    _PATH_CHOICES.clear()
+    _CHOICES_GEN[0] += 1
+
+
+def measure_paths(run_kernel: Callable[[], Any], run_torch: Callable[[], Any]) -> PathChoice:
+    """Time both paths of a layer on its real input and pick the faster (ties: the kernel).
+
+    Each side is called once untimed (plans, oneDNN primitives and weight layouts are made
+    there), then in alternating blocks (``runtime/timing.time_in_blocks``) until each has
+    run about :data:`MEASURE_MS`; the least call time counts, as in ``bench kernels``.
+    """
+    once = []
+    for fn in (run_kernel, run_torch):
+        t0 = time.perf_counter()
+        fn()
+        once.append((time.perf_counter() - t0) * 1e3)
+    lo, hi = MEASURE_CALLS
+    calls = int(min(hi, max(lo, MEASURE_MS / max(min(once), 1e-3))))
+    times = time_in_blocks({"kernel": run_kernel, "torch": run_torch}, repeats=calls,
+                           rounds=min(calls, 3), warmup=0)
+    k_ms, t_ms = min(times["kernel"]), min(times["torch"])
+    path = "kernel" if k_ms <= t_ms else "torch"
+    return PathChoice(path, f"measured: kernel {k_ms:.3g} ms, torch {t_ms:.3g} ms",
+                      k_ms, t_ms)
+
+
+_WORDS_IN = PathChoice("kernel", "sign words in (fused producer)")
+_NO_KERNEL = PathChoice("torch", "grouped or dilated: no kernel")
+
+
+def _layout(x: torch.Tensor) -> str:
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last):
+        return "channels_last"
+    return "contiguous" if x.is_contiguous() else "strided"
+
+
 # ------------------------------------------------------------------ inference modules
 class _ChannelAffine(nn.Module):
-    """Shared part of deploy layers: per-channel ``scale``/``bias`` and the input quantizer."""
+    """Shared part of deploy layers: per-channel ``scale``/``bias``, the input quantizer,
+    and for 1-bit layers the choice between the kernel and torch's float conv."""
 
     def _init_affine(self, cout: int, scale: torch.Tensor | None, bias: torch.Tensor | None,
                      input_mode: str, a_bits: int | None, h: str, beta: str) -> None:
@@ -93,14 +163,45 @@ class _ChannelAffine(nn.Module):
 
     #: set by :func:`fuse_sign_outputs` on XNOR convs whose only consumer is another one
     emit_signs = False
+    #: the path the last call took and why (``slimface info --paths`` shows it)
+    path_choice: PathChoice | None = None
+    _gen = 0  # bumped whenever scale, bias or threads change: plans are rebuilt then
+    _threads: int | None = None
+
+    @property
+    def threads(self) -> int | None:
+        """Upper bound on the kernel's threads (None: ``kernel.DEFAULT_THREADS``)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        self._threads = value
+        self._changed()
+
+    def _changed(self) -> None:
+        """Scale, bias or threads changed: plans, torch weights and the path memo are stale.
+        Change scale and bias through :meth:`fold_affine` or ``load_state_dict`` (both call
+        this); checking tensor versions on every call cost more than a small conv."""
+        self._gen += 1
+
+    def _state_key(self) -> tuple[Any, ...]:
+        return (self._gen,)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._changed()
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
+        out = super()._apply(fn, *args, **kwargs)
+        self._changed()
+        return out
 
     def _binary_plan(self) -> kernel.BinaryConvPlan:
-        """The XNOR kernel's plan for this layer, rebuilt when scale, bias or threads change
-        (BN folding edits them in place after construction). With XNOR's beta the kernel
-        returns raw +-1 dots: beta multiplies per pixel afterwards."""
+        """The XNOR kernel's plan for this layer, rebuilt when scale, bias or threads change.
+        With XNOR's beta the kernel returns raw +-1 dots: beta multiplies per pixel
+        afterwards."""
         output = "signs" if self.emit_signs else "float"
-        key = (self.scale._version, self.bias._version, self.scale.data_ptr(),
-               self.bias.data_ptr(), self.threads, output)
+        key = (*self._state_key(), output)
         if getattr(self, "_plan_key", None) != key:
             affine = self.beta == "none"
             cin, k, stride, padding = self._plan_geometry()
@@ -111,10 +212,76 @@ class _ChannelAffine(nn.Module):
             self._plan_key = key
         return self._plan
 
+    def _sign_plan(self, padding: Any) -> kernel.SignConvPlan:
+        """The float-activation kernel's plan (padding 0 when the input arrives padded)."""
+        key = (*self._state_key(), tuple(padding))
+        if getattr(self, "_splan_key", None) != key:
+            cin, k, stride, _ = self._plan_geometry()
+            self._splan = kernel.SignConvPlan(self._wpm, self.scale.numel(), cin, k, stride,
+                                              padding, self.scale.numpy(), self.bias.numpy(),
+                                              self.threads)
+            self._splan_key = key
+        return self._splan
+
+    def _torch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(+-1 weights, the same times scale): torch's path, made on first use."""
+        key = self._state_key()
+        if getattr(self, "_tw_key", None) != key:
+            pm1 = torch.from_numpy(np.where(self.bits, 1.0, -1.0).astype(np.float32))
+            shape = (-1,) + (1,) * (pm1.dim() - 1)
+            self._tw = (pm1, pm1 * self.scale.view(shape))
+            self._tw_key = key
+        return self._tw
+
+    def _choose(self, x: torch.Tensor, geometry: tuple[Any, ...],
+                run_kernel: Callable[[], Any], run_torch: Callable[[], Any]) -> PathChoice:
+        """This call's path: forced by ``SLIMFACE_KERNEL``, else measured once per shape.
+
+        A per-layer memo of the last input's shape and strides (and of every setting the
+        choice depends on) answers repeated calls without building the cache key: on 1x1
+        maps the whole kernel call takes under a microsecond. (Attributes are written
+        through ``__dict__``: ``nn.Module.__setattr__`` costs a microsecond a time.)"""
+        memo = (x.shape, x.stride(), kernel.generation(), _CHOICES_GEN[0], self._gen,
+                torch.get_num_threads())
+        d = self.__dict__
+        if d.get("_memo") == memo:
+            return d["path_choice"]
+        choice = self._choose_uncached(x, geometry, run_kernel, run_torch)
+        d["_memo"], d["path_choice"] = memo, choice
+        return choice
+
+    def _choose_uncached(self, x: torch.Tensor, geometry: tuple[Any, ...],
+                         run_kernel: Callable[[], Any], run_torch: Callable[[], Any]
+                         ) -> PathChoice:
+        rule = kernel.layer_path()
+        if rule != "auto":
+            return PathChoice(rule, f"forced ({kernel.ENV_VAR}: {rule})")
+        key = (type(self).__name__, geometry, self.input_mode, self.beta, self.emit_signs,
+               tuple(x.shape), _layout(x), self.threads, torch.get_num_threads(),
+               kernel.implementation())
+        choice = _PATH_CHOICES.get(key)
+        if choice is None:
+            choice = measure_paths(run_kernel, run_torch)
+            _PATH_CHOICES[key] = choice
+            log.debug("%s %s: %s (%s)", type(self).__name__, tuple(x.shape), choice.path,
+                      choice.reason)
+        return choice
+
+    def _run(self, x: torch.Tensor, geometry: tuple[Any, ...]) -> Any:
+        run_kernel = lambda: self._kernel_forward(x)  # noqa: E731
+        run_torch = lambda: self._torch_forward(x)  # noqa: E731
+        run = run_kernel if self._choose(x, geometry, run_kernel, run_torch).path == "kernel" \
+            else run_torch
+        if torch.is_grad_enabled():  # entering no_grad costs microseconds: only when needed
+            with torch.no_grad():
+                return run()
+        return run()
+
     def fold_affine(self, mul: torch.Tensor, add: torch.Tensor) -> None:
         """Absorb a following per-channel ``y * mul + add`` (a BatchNorm in eval mode)."""
         self.scale.mul_(mul)
         self.bias.mul_(mul).add_(add)
+        self._changed()
 
     def _input_meta(self) -> dict[str, Any]:
         return {"input": self.input_mode, "a_bits": self.a_bits, "h": self.h, "beta": self.beta}
@@ -155,8 +322,9 @@ class _DeployConvBase(_ChannelAffine):
 class BinaryConv2d(_DeployConvBase):
     """1-bit-weight conv for inference: ``scale[c] * sum(sign(w) * q(x)) + bias[c]``.
 
-    Runs the compiled kernel (XNOR-popcount for sign inputs, sign-select-add otherwise) for
-    dense convs; grouped or dilated convs fall back to torch on +-1 float weights.
+    Dense convs run whichever is faster for their input shape (:meth:`_choose`): the
+    compiled kernel (XNOR-popcount for sign inputs, sign-select-add otherwise) or torch's
+    float conv of the unpacked weights; grouped or dilated convs always run torch.
     """
 
     def __init__(self, bits: np.ndarray, scale: torch.Tensor | None = None,
@@ -170,32 +338,38 @@ class BinaryConv2d(_DeployConvBase):
         self._init_geometry(cin_g * groups, cout, (kh, kw), stride, padding, dilation, groups)
         self._init_affine(cout, scale, bias, input_mode, a_bits, h, beta)
         self.bits = bits
-        self.threads = threads
+        self._threads = threads
         self._use_kernel = groups == 1 and self.dilation == (1, 1)
         if not self._use_kernel:
-            self.register_buffer("weight_pm1", torch.from_numpy(np.where(bits, 1.0, -1.0)
-                                                                .astype(np.float32)),
-                                 persistent=False)
+            pass  # torch only (_torch_weights)
         elif input_mode == "sign":
             self._wwords = kernel.prepare_binary_weights(bits)
         else:
-            self._wmask = kernel.prepare_sign_masks(bits)
+            self._wpm = kernel.prepare_sign_weights(bits)
 
     def _plan_geometry(self) -> tuple[int, Any, Any, Any]:
         return self.in_channels, self.kernel_size, self.stride, self.padding
 
     @property
     def runs_xnor_kernel(self) -> bool:
-        """Sign inputs, no activation scale, dense: the XNOR-popcount plan runs this layer."""
+        """Sign inputs, no activation scale, dense: the XNOR-popcount plan can run this layer."""
         return self._use_kernel and self.input_mode == "sign" and self.beta == "none"
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor | SignWords) -> torch.Tensor | SignWords:
-        if isinstance(x, SignWords) or self.runs_xnor_kernel:  # words: from a fused producer
+        if isinstance(x, SignWords):  # from a fused producer: only the kernel reads words
+            self.__dict__["path_choice"] = _WORDS_IN
+            return self._kernel_forward(x)
+        if not self._use_kernel:
+            self.__dict__["path_choice"] = _NO_KERNEL
+            with torch.no_grad():
+                return self._torch_forward(x)
+        return self._run(x, (self.in_channels, self.out_channels, self.kernel_size,
+                             self.stride, self.padding))
+
+    def _kernel_forward(self, x: torch.Tensor | SignWords) -> torch.Tensor | SignWords:
+        if isinstance(x, SignWords) or self.runs_xnor_kernel:
             out = self._binary_plan()(x.words if isinstance(x, SignWords) else _nhwc(x))
             return SignWords(out) if self.emit_signs else _from_nhwc(out)
-        if not self._use_kernel:
-            return self._torch_forward(x)
         if self.input_mode == "sign":  # XNOR beta: raw +-1 dots, then beta * scale + bias
             ph, pw = self.padding
             xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
@@ -206,25 +380,28 @@ class BinaryConv2d(_DeployConvBase):
         if self.input_quantizer is not None:
             x, _ = self._quantized_padded_input(x)
             padding = (0, 0)
-        out = kernel.sign_conv2d(_nhwc(x), self._wmask, self.out_channels, self.kernel_size,
-                                 self.stride, padding, self.scale.numpy(), self.bias.numpy(),
-                                 self.threads)
-        return _from_nhwc(out)
+        return _from_nhwc(self._sign_plan(padding)(_nhwc(x)))
 
-    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor | SignWords:
+        pm1, scaled = self._torch_weights()
         beta = None
         padding = self.padding
         if self.input_quantizer is not None:
             x, beta = self._quantized_padded_input(x)
             padding = (0, 0)
-        y = F.conv2d(x, self.weight_pm1, None, self.stride, padding, self.dilation, self.groups)
-        if beta is not None:
-            y = y * beta
-        return y * self.scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if beta is None:
+            y = F.conv2d(x, scaled, self.bias, self.stride, padding, self.dilation, self.groups)
+        else:
+            y = F.conv2d(x, pm1, None, self.stride, padding, self.dilation, self.groups) * beta
+            y = y * self.scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if self.emit_signs:
+            return SignWords(kernel.pack_signs(_nhwc(y), self.threads))
+        return y
 
 
 class BinaryLinear(_ChannelAffine):
-    """1-bit-weight fully connected layer, run by the conv kernel as a 1x1 conv on 1x1 maps."""
+    """1-bit-weight fully connected layer: the conv kernel as a 1x1 conv on 1x1 maps, or
+    torch's ``F.linear`` of the unpacked weights, whichever is faster for its input shape."""
 
     def __init__(self, bits: np.ndarray, scale: torch.Tensor | None = None,
                  bias: torch.Tensor | None = None, input_mode: str = "float",
@@ -235,18 +412,20 @@ class BinaryLinear(_ChannelAffine):
         self.out_features, self.in_features = bits.shape
         self._init_affine(self.out_features, scale, bias, input_mode, a_bits, h, beta)
         self.bits = bits
-        self.threads = threads
+        self._threads = threads
         b4 = bits[:, :, None, None]
         if input_mode == "sign":
             self._wwords = kernel.prepare_binary_weights(b4)
         else:
-            self._wmask = kernel.prepare_sign_masks(b4)
+            self._wpm = kernel.prepare_sign_weights(b4)
 
     def _plan_geometry(self) -> tuple[int, Any, Any, Any]:
         return self.in_features, 1, 1, 0
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, (self.in_features, self.out_features))
+
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, 1, 1, self.in_features).float().contiguous()
         if self.input_mode == "sign":
@@ -258,9 +437,20 @@ class BinaryLinear(_ChannelAffine):
             return (y * self.scale + self.bias).reshape(*lead, self.out_features)
         if self.input_quantizer is not None:
             x2 = self.input_quantizer(x2)
-        out = kernel.sign_conv2d(x2.numpy(), self._wmask, self.out_features, 1, 1, 0,
-                                 self.scale.numpy(), self.bias.numpy(), self.threads)
+        out = self._sign_plan((0, 0))(x2.numpy())
         return torch.from_numpy(out).reshape(*lead, self.out_features)
+
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        pm1, scaled = self._torch_weights()
+        pm1, scaled = pm1.reshape(self.out_features, -1), scaled.reshape(self.out_features, -1)
+        beta = None
+        if self.input_quantizer is not None:
+            beta = activation_scale(self.input_quantizer, x.reshape(-1, self.in_features), (), ())
+            x = self.input_quantizer(x)
+        if beta is None:
+            return F.linear(x, scaled, self.bias)
+        y = F.linear(x.reshape(-1, self.in_features), pm1) * beta
+        return (y * self.scale + self.bias).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, input={self.input_mode!r}"
@@ -344,8 +534,14 @@ class FoldedBatchNorm(nn.Identity):
 
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
-    """A torch NCHW tensor (any memory format) as a contiguous NHWC float32 array."""
-    return x.detach().float().permute(0, 2, 3, 1).contiguous().numpy()
+    """A torch NCHW tensor (any memory format) as a contiguous NHWC float32 array (no copy
+    when it is channels_last float32)."""
+    if x.requires_grad:
+        x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    a = x.permute(0, 2, 3, 1).numpy()
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _from_nhwc(out: np.ndarray) -> torch.Tensor:

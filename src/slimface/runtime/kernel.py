@@ -1,9 +1,19 @@
 """Binary-layer CPU kernels behind a thin, checked NumPy interface (faiss-style).
 
 The implementation is picked once at import: the compiled ``_kernel`` extension when it was
-built by ``pip install`` (it dispatches at run time to AVX-512 VPOPCNTDQ, AVX2 or portable C),
-else the NumPy twin ``_kernel_py``. ``SLIMFACE_KERNEL=c`` or ``=py`` forces one. The choice is
-logged. Every wrapper validates shapes and dtypes, makes inputs contiguous and preallocates the
+built by ``pip install`` (it dispatches at run time, by cpuid, to AVX-512 VPOPCNTDQ, AVX2+FMA
+or portable C), else the NumPy twin ``_kernel_py``. The choice is logged.
+
+``SLIMFACE_KERNEL`` forces a choice:
+
+* unset or ``auto``: the best implementation here, and each deployed binary layer runs
+  whichever of it and torch's float conv of its unpacked weights measured faster for its
+  input shape (:mod:`slimface.runtime.binary`);
+* ``c``, ``c:avx512``, ``c:avx2``, ``c:portable``: the C extension (on that instruction
+  set) for every layer; ``py``: the NumPy twin for every layer;
+* ``torch``: torch's float conv for every layer.
+
+Every wrapper validates shapes and dtypes, makes inputs contiguous and preallocates the
 output, so the C side never sees a malformed buffer.
 
 Conventions (shared with :mod:`slimface.compress.quantizers`): ``sign(x) = +1`` for
@@ -31,31 +41,62 @@ STREAM_BYTES = 8 << 20  # float outputs from this size on are streamed (_kernel.
 CACHE_LINE = 64
 DEFAULT_THREADS = 2
 ENV_VAR = "SLIMFACE_KERNEL"
+ISAS: tuple[str, ...] = ("portable", "avx2", "avx512")
+LAYER_PATHS: tuple[str, ...] = ("auto", "kernel", "torch")
 
 
 class KernelError(SlimfaceError):
     """The requested kernel implementation is unavailable or its inputs are malformed."""
 
 
+def _parse_choice(choice: str | None) -> tuple[str | None, str | None, str]:
+    """``SLIMFACE_KERNEL`` -> (implementation ``c``/``py``/None, ISA or None, layer path)."""
+    choice = (choice or "").strip().lower()
+    if choice in ("", "auto"):
+        return None, None, "auto"
+    if choice == "torch":
+        return None, None, "torch"
+    impl, _, isa = choice.partition(":")
+    if impl == "py" and not isa:
+        return "py", None, "kernel"
+    if impl == "c" and (not isa or isa in ISAS):
+        return "c", isa or None, "kernel"
+    raise KernelError(f"{ENV_VAR}={choice!r}: choose 'auto', 'c', "
+                      f"{', '.join(repr('c:' + i) for i in ISAS)}, 'py' or 'torch'")
+
+
 def _load(choice: str | None) -> ModuleType:
-    if choice not in (None, "", "c", "py"):
-        raise KernelError(f"{ENV_VAR}={choice!r}: choose 'c' or 'py'")
-    if choice != "py":
+    impl, isa, _ = _parse_choice(choice)
+    if impl != "py":
         try:
             mod = importlib.import_module("slimface.runtime._kernel")
-            log.debug("slimface kernel: C extension (%s)", mod.isa())
-            return mod
         except ImportError as exc:
-            if choice == "c":
+            if impl == "c":
                 raise KernelError(
-                    f"{ENV_VAR}=c but the C kernel is not built ({exc}); reinstall with a C "
-                    f"compiler: `pip install -e .` (needs gcc), or unset {ENV_VAR}") from None
+                    f"{ENV_VAR}={choice} but the C kernel is not built ({exc}); reinstall with "
+                    f"a C compiler: `pip install -e .` (needs gcc), or unset {ENV_VAR}") from None
             log.warning("slimface kernel: C extension not built (%s); using the slow NumPy "
                         "fallback — reinstall with gcc available for the fast path", exc)
+        else:
+            if isa:
+                try:
+                    mod.set_isa(isa)
+                except ValueError as exc:
+                    raise KernelError(f"{ENV_VAR}={choice}: {exc}") from None
+            log.debug("slimface kernel: C extension (%s)", mod.isa())
+            return mod
     return importlib.import_module("slimface.runtime._kernel_py")
 
 
 _impl: ModuleType = _load(os.environ.get(ENV_VAR))
+_layer_path: str = _parse_choice(os.environ.get(ENV_VAR))[2]
+_generation = 0  # bumped by use(), set_isa() and set_layer_path()
+
+
+def generation() -> int:
+    """Changes whenever the implementation, its ISA or the layer path rule does (deployed
+    layers key their memo of the last path choice on it)."""
+    return _generation
 
 
 def implementation() -> str:
@@ -65,21 +106,40 @@ def implementation() -> str:
 
 
 def use(choice: str) -> None:
-    """Switch implementation at run time (``"c"``, ``"py"``) — for parity tests and benchmarks."""
-    global _impl
+    """Switch implementation at run time (``"c"``, ``"c:avx2"``, ``"py"``) — for parity tests
+    and benchmarks. Deployed layers' path rule (:func:`layer_path`) is left as it was."""
+    global _impl, _generation
     _impl = _load(choice)
+    _generation += 1
 
 
 def set_isa(name: str) -> None:
     """Force an instruction set of the C kernel (``portable``, ``avx2``, ``avx512``)."""
+    global _generation
     try:
         _impl.set_isa(name)
     except ValueError as exc:
         raise KernelError(str(exc)) from None
+    _generation += 1
 
 
 def best_isa() -> str:
     return _impl.best_isa()
+
+
+def layer_path() -> str:
+    """How deployed binary layers pick their path: ``"auto"`` (measured per shape),
+    ``"kernel"`` (always this module's kernel) or ``"torch"`` (always torch's float conv)."""
+    return _layer_path
+
+
+def set_layer_path(path: str) -> None:
+    """Override :func:`layer_path` at run time (benchmarks and tests)."""
+    global _layer_path, _generation
+    if path not in LAYER_PATHS:
+        raise KernelError(f"layer path {path!r}: choose one of {', '.join(LAYER_PATHS)}")
+    _layer_path = path
+    _generation += 1
 
 
 def _threads(threads: int | None) -> int:
@@ -119,15 +179,21 @@ def prepare_binary_weights(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed.reshape(cop, kh * kw * cw).T).astype(np.uint32)
 
 
-def prepare_sign_masks(bits: np.ndarray) -> np.ndarray:
-    """Bits (C_out, C_in, kh, kw) -> the float-activation kernel's (kh*kw*C_in, CoP/16) uint16
-    masks: bit t of entry [k, g] is the sign of output channel 16g + t at input index k."""
+def prepare_sign_weights(bits: np.ndarray) -> np.ndarray:
+    """Bits (C_out, C_in, kh, kw) -> the float-activation kernel's (CoP/16, kh*kw*C_in, 16)
+    float32 panels: entry [co // 16, k, co % 16] is +1.0 or -1.0, the sign of output channel
+    co at input index k (``(i*kw + j)*C_in + c``), 0 past C_out. Each panel of 16 output
+    channels is contiguous along k, the order the kernel reads it.
+
+    The file keeps 1 bit per weight; this in-memory form lets the kernel select-and-add
+    with one fused multiply-add (multiplying by +-1 is exact), the cheapest select on x86.
+    """
     bits = _check_bits(bits)
     cout, cin, kh, kw = bits.shape
-    cop = _padded_cout(cout)
-    full = np.zeros((kh * kw * cin, cop), dtype=bool)
-    full[:, :cout] = bits.transpose(2, 3, 1, 0).reshape(kh * kw * cin, cout)
-    return np.packbits(full, axis=-1, bitorder="little").view("<u2").astype(np.uint16)
+    cop, kk = _padded_cout(cout), kh * kw * cin
+    flat = np.zeros((kk, cop), np.float32)
+    flat[:, :cout] = np.where(bits.transpose(2, 3, 1, 0).reshape(kk, cout), 1.0, -1.0)
+    return np.ascontiguousarray(flat.reshape(kk, cop // 16, 16).transpose(1, 0, 2))
 
 
 # ------------------------------------------------------------------ checked calls
@@ -307,21 +373,61 @@ def binary_conv2d(x: np.ndarray, wwords: np.ndarray, cout: int, kernel_size: int
                           threads)(x)
 
 
-def sign_conv2d(x: np.ndarray, wmask: np.ndarray, cout: int, kernel_size: int | Sequence[int],
+class SignConvPlan:
+    """The float-activation conv (binary weights, sign-select-and-add) with its weights and
+    geometry checked once; calls with an input of the shape last validated go straight to
+    the kernel (one allocation, no checks): on 7x7 maps at batch 1 the conv takes
+    microseconds.
+
+    Args:
+        wpm: from :func:`prepare_sign_weights`.
+        cout, cin, kernel_size, stride, padding, scale, bias, threads: as
+            :class:`BinaryConvPlan` (zero padding: the input is float).
+    """
+
+    def __init__(self, wpm: np.ndarray, cout: int, cin: int,
+                 kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
+                 padding: int | Sequence[int] = 0, scale: np.ndarray | float = 1.0,
+                 bias: np.ndarray | float = 0.0, threads: int | None = None):
+        self.k, self.s, self.p = _geometry(kernel_size, stride, padding)
+        self.cout, self.cin = int(cout), int(cin)
+        expect = (_padded_cout(cout) // 16, self.k[0] * self.k[1] * self.cin, 16)
+        if not isinstance(wpm, np.ndarray) or wpm.dtype != np.float32 or wpm.shape != expect:
+            raise KernelError(f"wpm must be float32 {expect} for C_in={cin}, C_out={cout}, "
+                              f"kernel {self.k}; got {getattr(wpm, 'dtype', type(wpm))} "
+                              f"{getattr(wpm, 'shape', '')}")
+        self.wpm = np.ascontiguousarray(wpm)
+        self.scale, self.bias = _vec(scale, self.cout), _vec(bias, self.cout)
+        self.threads = _threads(threads)
+        self._args = (*self.k, *self.s, *self.p, self.threads)
+        self._shape: tuple[int, ...] | None = None
+        self._out_shape: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not (type(x) is np.ndarray and x.shape == self._shape and x.dtype == np.float32
+                and x.flags.c_contiguous):
+            x = _as_nhwc(x)
+            if x.shape[3] != self.cin:
+                raise KernelError(f"x has {x.shape[3]} channels, the layer expects {self.cin}")
+            self._out_shape = _out_shape(x, self.k, self.s, self.p, self.cout)
+            self._shape = x.shape
+        out = np.empty(self._out_shape, np.float32)
+        _impl.fconv(x, self.wpm, self.scale, self.bias, out, *self._args)
+        return out
+
+
+def sign_conv2d(x: np.ndarray, wpm: np.ndarray, cout: int, kernel_size: int | Sequence[int],
                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                 scale: np.ndarray | float = 1.0, bias: np.ndarray | float = 0.0,
                 threads: int | None = None) -> np.ndarray:
-    """Binary weights, float activations (NHWC): ``scale * sum(w_k ? x_k : -x_k) + bias``."""
+    """Binary weights, float activations (NHWC): ``scale * sum(w_k ? x_k : -x_k) + bias``.
+
+    ``wpm`` comes from :func:`prepare_sign_weights`. Every C path sums in the same order and
+    agrees bit for bit with the others. One-off calls; layers build a :class:`SignConvPlan`.
+    """
     x = _as_nhwc(x)
-    k, s, p = _geometry(kernel_size, stride, padding)
-    expect = (k[0] * k[1] * x.shape[3], _padded_cout(cout) // 16)
-    if wmask.dtype != np.uint16 or wmask.shape != expect:
-        raise KernelError(f"wmask must be uint16 {expect} for C_in={x.shape[3]}, "
-                          f"C_out={cout}, kernel {k}; got {wmask.dtype} {wmask.shape}")
-    out = np.empty(_out_shape(x, k, s, p, cout), np.float32)
-    _impl.fconv(x, np.ascontiguousarray(wmask), _vec(scale, cout), _vec(bias, cout), out,
-                k[0], k[1], s[0], s[1], p[0], p[1], _threads(threads))
-    return out
+    return SignConvPlan(wpm, cout, x.shape[3], kernel_size, stride, padding, scale, bias,
+                        threads)(x)
 
 
 def pack_signs(x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -339,7 +445,7 @@ def streamed_write_ms(nbytes: int, threads: int | None = None, repeats: int = 20
     A float output of :data:`STREAM_BYTES` or more has to reach memory whatever computes it,
     so this is the floor under any conv writing it on this machine: ``slimface bench
     kernels`` divides torch's time by it to show which speed-ups the memory bus caps.
-    Without AVX-512 the kernel does not stream, and neither does this (ordinary stores).
+    The portable path does not stream, and neither does this (ordinary stores).
     """
     out = _aligned_empty((max(1, nbytes // 4),), np.float32)
     fill = {"write": lambda: _impl.stream_fill(out, _threads(threads))}

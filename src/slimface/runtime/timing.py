@@ -18,6 +18,31 @@ import time
 from typing import Any, Callable, Mapping
 
 
+def cpu_info() -> dict[str, Any]:
+    """What a speed measurement ran on: the CPU model and the instruction set of the binary
+    kernels in use (``SLIMFACE_KERNEL`` or ``kernel.set_isa`` may force a lesser one than the
+    CPU has), for every benchmark's JSON and table title.
+
+    Keys: ``cpu`` (model name), ``cores``, ``isa`` (``avx512``, ``avx2``, ``portable`` or
+    ``numpy``), ``best_isa`` (the best the CPU and build support), ``kernel`` (``c:<isa>`` or
+    ``py:numpy``), ``layer_path`` (``auto``, ``kernel`` or ``torch``: how deployed binary
+    layers pick their path), ``flags`` (the CPU's vector extensions that matter here) and
+    ``label``, one line for a table title.
+    """
+    from slimface._provenance import describe_cpu
+    from slimface.runtime import kernel
+
+    cpu = describe_cpu()
+    impl = kernel.implementation()
+    isa, best = impl.split(":", 1)[1], kernel.best_isa()
+    flags = [k for k in ("avx2", "avx512f", "avx512_vpopcntdq", "avx512_vnni", "avx_vnni")
+             if cpu.get(k)]
+    forced = f" (forced; CPU has {best})" if isa != best else ""
+    return {"cpu": cpu["cpu"], "cores": cpu["cores"], "isa": isa, "best_isa": best,
+            "kernel": impl, "layer_path": kernel.layer_path(), "flags": flags,
+            "label": f"{cpu['cpu']}, binary kernels {isa}{forced}"}
+
+
 def time_in_blocks(fns: Mapping[str, Callable[[], Any]], repeats: int, rounds: int = 5,
                    warmup: int = 3) -> dict[str, list[float]]:
     """Milliseconds of ``repeats`` calls of each function, in ``rounds`` alternating blocks.
