@@ -20,8 +20,8 @@ def exported(tmp_path_factory) -> tuple[TinyBackbone, Path]:
     return model, out
 
 
-def _crops(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
+def _crops(n: int, seed: int = 0, size: int = 112) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 def test_export_matches_pytorch_at_any_batch_size(exported):
@@ -143,3 +143,34 @@ def test_dlib_zero_padded_adds_export_with_constant_pads(tmp_path):
         expected = model(torch.from_numpy(x)).numpy()
     got = ex.session(path).run(None, {ex.INPUT_NAME: x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_float_depthwise_keeps_grouped_convs_unquantized(tmp_path):
+    """Depthwise convs stay float (no QuantizeLinear feeds them); dense convs are int8."""
+    import onnx
+    import torch
+    from torch import nn
+
+    class DepthwiseNet(nn.Module):
+        template, input_size, embedding_dim = "arcface112", (16, 16), 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.dw = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+            self.pw = nn.Conv2d(3, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pw(torch.relu(self.dw(x / 255.0))).mean(dim=(2, 3))
+
+    path = ex.export_onnx(DepthwiseNet().eval(), tmp_path / "dw.onnx")
+    out = ex.quantize_int8(path, tmp_path / "dw.int8.onnx",
+                           _crops(8, size=16), ex.Int8Options(float_depthwise=True))
+    graph = onnx.load(str(out)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    grouped = [n for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    dense = [n for n in convs if n not in grouped]
+    weight_is_dequantized = lambda n: producers.get(n.input[1]) is not None and \
+        producers[n.input[1]].op_type == "DequantizeLinear"  # noqa: E731
+    assert grouped and not any(weight_is_dequantized(n) for n in grouped)
+    assert dense and all(weight_is_dequantized(n) for n in dense)

@@ -32,6 +32,9 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8")
     p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"),
                    default="minmax")
+    p.add_argument("--float-depthwise", action="store_true",
+                   help="keep depthwise convolutions in float (MobileFaceNet-style networks "
+                        "lose far less accuracy; a few percent more bytes)")
     p.add_argument("--data", default=None, help="data root (default: ../shared/data)")
 
 
@@ -55,7 +58,8 @@ def int8_options(args: argparse.Namespace) -> Any:
 
     return Int8Options(quant_format=args.quant_format, per_channel=not args.per_tensor,
                        reduce_range=args.reduce_range, activation_type=args.activation_type,
-                       calibrate_method=args.calibrate_method)
+                       calibrate_method=args.calibrate_method,
+                       float_depthwise=args.float_depthwise)
 
 
 def folder_images(folder: Path, n: int, seed: int, skip: int = 0,

@@ -182,6 +182,10 @@ class Int8Options:
         reduce_range: 7-bit weights, for CPUs without VNNI whose u8*s8 products saturate.
         activation_type: "uint8" or "int8" activations.
         calibrate_method: "minmax", "entropy" or "percentile".
+        float_depthwise: keep depthwise (grouped) convolutions in float (nodes_to_exclude).
+            They hold few weights but lose the most from 8 bits: on the imported
+            MobileFaceNet this with percentile calibration took int8's LFW loss from -0.47 to
+            -0.15 points for 6% more bytes.
     """
 
     quant_format: str = "qdq"
@@ -189,11 +193,20 @@ class Int8Options:
     reduce_range: bool = False
     activation_type: str = "uint8"
     calibrate_method: str = "minmax"
+    float_depthwise: bool = False
 
     def label(self) -> str:
         return (f"{self.quant_format},{'per-channel' if self.per_channel else 'per-tensor'},"
                 f"act={self.activation_type}{',reduce_range' if self.reduce_range else ''},"
-                f"{self.calibrate_method}")
+                f"{self.calibrate_method}{',float-depthwise' if self.float_depthwise else ''}")
+
+
+def _depthwise_nodes(path: Path) -> list[str]:
+    """Names of the grouped convolutions of an ONNX file (depthwise when group == channels)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
 
 class _CropReader:
@@ -240,7 +253,9 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
                           per_channel=options.per_channel, reduce_range=options.reduce_range,
                           activation_type=types[options.activation_type],
                           weight_type=q.QuantType.QInt8,
-                          calibrate_method=methods[options.calibrate_method])
+                          calibrate_method=methods[options.calibrate_method],
+                          nodes_to_exclude=(_depthwise_nodes(prepped)
+                                            if options.float_depthwise else []))
         proto = onnx.load(str(qpath))
     set_metadata(proto, {**meta, "quantization": json.dumps(
         {"scheme": "int8 static PTQ (onnxruntime)", "options": options.label(),
