@@ -402,6 +402,9 @@ def scatter(path: Path, points: Sequence[dict[str, Any]], x_label: str) -> None:
             ax.annotate(p["label"], (p["x"], 100 * p["acc"]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
     ax.set_xlabel(x_label)
     ax.set_ylabel("LFW view-2 accuracy (%)")
     ax.legend(title="runtime", fontsize=7)
