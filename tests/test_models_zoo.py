@@ -43,8 +43,23 @@ def test_backbone_contract(name):
     with torch.no_grad():
         emb = model(x)
     assert emb.shape == (1, model.embedding_dim) and emb.dtype == torch.float32
-    assert model.template in ("seed112x96", "arcface112")
+    assert model.template in ("sphereface112x96", "arcface112")
     assert hasattr(model, model.first_layer_name)
+
+
+def test_model_file_naming_the_former_template_seed112x96_loads_and_aligns():
+    import numpy as np
+
+    from slimface.align.warp import centre_crop
+    from slimface.models.inference import embed_crops
+    from slimface.runtime.loader import load_model
+
+    model = load_model("q_face_resnet_small.slim")  # shipped; its metadata says seed112x96
+    assert model.template == "seed112x96"
+    crop = centre_crop(np.full((150, 150, 3), 128, np.uint8), model.template)
+    assert crop.shape[:2] == tuple(model.input_size)
+    emb = embed_crops(model, crop[None])
+    assert emb.shape == (1, model.embedding_dim) and np.isfinite(emb).all()
 
 
 def test_width_multiplier_shrinks_mobilefacenet():

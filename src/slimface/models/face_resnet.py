@@ -103,7 +103,7 @@ class ResidualUnit(nn.Module):
 class FaceResNet(nn.Module):
     """Face-ResNet backbone; ``forward`` maps RGB 0..255 (N,3,112,96) to the 1024-d Fc5."""
 
-    template = "seed112x96"
+    template = "sphereface112x96"
     first_layer_name = "conv1a"
     keep_float = ("conv1a.conv",)  # Fc6 (the head) is also kept float by seed 002
 
