@@ -1,22 +1,24 @@
-"""Seed 002's model Q recipe on a small Face-ResNet: binary weights *and* activations (XNOR),
-trained label-free by distillation from the dlib teacher on the same faces as slimface-mobile
-(UTKFace + CelebA subset + LFW people in no pair + AT&T; never an LFW pair image).
+"""Model Q's recipe (Zhou et al. (2018), "Face Recognition Method Based on Quantized Residual
+Convolutional Neural Networks") on a small Face-ResNet: binary weights *and* activations
+(XNOR), trained label-free by distillation from the dlib teacher on the same faces as
+slimface-mobile (UTKFace + CelebA subset + LFW people in no pair + AT&T; never an LFW pair
+image).
 
-Model: ``face_resnet_a`` at half width (channels 16-32-64-128-256, Fc5 1024) on the seed's
+Model: ``face_resnet_a`` at half width (channels 16-32-64-128-256, Fc5 1024) on the paper's
 112x96 crops, XNOR weights with a per-channel alpha in every conv and in Fc5; only Conv1a (3
 input channels of normalised pixels) stays float. The residual stream stays float (each block
 adds BN outputs); only conv *inputs* are signs, so the XNOR-popcount kernel runs every conv
-but the first. Two departures from seed 002, both measured:
+but the first. Two departures from the paper, both measured:
 
 * block order conv -> pool -> BN -> sign (XNOR-Net's), not conv -> BN -> pool -> sign: the
-  max of four zero-mean BN outputs is positive 15 times in 16, so with the seed's order ~94%
+  max of four zero-mean BN outputs is positive 15 times in 16, so with the paper's order ~94%
   of the bits after every pooling stage were +1 and the network could not fit even 32 random
   targets (see ``slimface.models.face_resnet``);
-* no dropout after Fc5: the seed drops out before a softmax classifier, but here Fc5's
+* no dropout after Fc5: the paper drops out before a softmax classifier, but here Fc5's
   output *is* the regression target; with dropout the loss stayed at the level of predicting
   the mean (1.0) for 220 steps.
 
-Why distillation instead of the seed's softmax on CASIA: there is no CASIA here and the CelebA
+Why distillation instead of the paper's softmax on CASIA: there is no CASIA here and the CelebA
 subset alone is small; the teacher's centred embeddings give a dense target for every face.
 Why not from a float Face-ResNet: none is trained here, and a few CPU hours are all there is.
 

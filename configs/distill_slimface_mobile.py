@@ -8,9 +8,10 @@ step ran ~5x slower than a 1-thread step (use ``--set threads=1`` there).
 
     slimface compress distill configs/distill_slimface_mobile.py
 
-The shipped weights came from this config in four sessions (sampling and augmentation depend
-only on (seed, step), so each resume continues the same data stream; the learning rate
-follows the cosine of the ``steps`` in force, so raising ``steps`` is a warm restart):
+The shipped weights came from this config in four runs, each resuming the last (sampling and
+augmentation depend only on (seed, step), so each resume continues the same data stream; the
+learning rate follows the cosine of the ``steps`` in force, so raising ``steps`` is a warm
+restart):
 
     C=configs/distill_slimface_mobile.py
     slimface compress distill $C --set steps=1800 --set max_shift=-1 --set jitter=0.2 \

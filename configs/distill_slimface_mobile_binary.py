@@ -1,7 +1,7 @@
 """A binary-weight student: ``slimnet_s`` with 1-bit XNOR weights, distilled from the dlib teacher
-starting from the trained float ``slimnet_s`` of ``distill_slimface_mobile.py`` (SPEC section 2
-item 4: the binarized student learns from a float network, here its float twin's weights as
-the start and the teacher's embeddings as the target).
+starting from the trained float ``slimnet_s`` of ``distill_slimface_mobile.py`` (the binarized
+student learns from float networks: its float twin's weights are the start and the teacher's
+embeddings the target).
 
 Every conv and the embedding FC carry sign(w) * per-channel alpha weights (straight-through
 gradient); activations stay float (a binary-weight network: the sign-select-and-add kernel

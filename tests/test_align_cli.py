@@ -22,7 +22,7 @@ def test_align_folder_mirrors_tree_and_reports_counts(tmp_path: Path) -> None:
     _tree(tmp_path / "src")
     out = tmp_path / "summary.json"
     rc = main(["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--template",
-               "seed112x96", "--workers", "1", "--json", str(out)])
+               "sphereface112x96", "--workers", "1", "--json", str(out)])
     assert rc == 0
     summary = json.loads(out.read_text())
     assert summary["images"] == 3 and summary["no_face"] == 3 and summary["detected"] == 0

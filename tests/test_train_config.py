@@ -62,7 +62,7 @@ def test_config_round_trips_through_json_dict():
 
 
 def test_optimizer_choice_is_validated_and_built():
-    """"adam" builds AdamW (binary nets), "sgd" the seed's momentum SGD; both keep weight
+    """"adam" builds AdamW (binary nets), "sgd" Face-ResNet's momentum SGD; both keep weight
     decay off 1-d parameters; an unknown name is refused with the valid ones."""
     import torch
 

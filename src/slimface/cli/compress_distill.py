@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", help="work dir (default work_dirs/<config stem>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--max-minutes", type=float, default=0.0,
-                   help="stop this session after N minutes (checkpointed; schedule unchanged)")
+                   help="stop this run after N minutes (checkpointed; schedule unchanged)")
     p.add_argument("--until-step", type=int, default=0,
                    help="stop at this step (checkpointed; schedule unchanged)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -9,7 +9,7 @@ from typing import Any
 from slimface.cli._common import add_json_arg, emit_json, print_table
 from slimface.errors import SlimfaceError
 
-FC6_CLASSES = 10575  # CASIA-WebFace identities: SPEC Table 3 counts the Fc6 classifier
+FC6_CLASSES = 10575  # CASIA-WebFace identities: Zhou et al. 2018's Table 3 counts Fc6
 #: Backbones whose architecture comes from a file (imported graphs): nothing to list alone.
 FILE_DEFINED = ("graph_net",)
 

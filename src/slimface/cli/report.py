@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="reports/latest", help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="demo mode: 60 pairs per fold (600 pairs) and fewer timing repeats")
-    p.add_argument("--model", action="append", default=[], metavar="SPEC",
+    p.add_argument("--model", action="append", default=[], metavar="MODEL",
                    help="also report this model (registry name or .slim/.pt/.onnx file); "
                         "repeatable")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing")

@@ -5,7 +5,8 @@ Losses (each a module with its own test; combine any of them, weights in the con
 * :class:`EmbeddingDistillLoss`: L2 or cosine between the student's embedding and the
   teacher's, through a learned linear projection when the dimensions differ. Needs no labels.
   The targets are the teacher embeddings *centred and rescaled*, ``(t - mean) / std``: raw dlib
-  embeddings share one dominant direction (FINDINGS.md), and a student regressing them learns
+  embeddings share one dominant direction (their mean has norm ~0.91; two random faces have
+  cosine ~0.83), and a student regressing them learns
   mostly the mean. The inverse map is folded into the student (``TeacherSpaceMap``).
 * :class:`HintLoss`: FitNets hints (Romero et al., https://arxiv.org/abs/1412.6550): a 1x1
   regressor maps a student feature map onto a teacher feature map (resized when the spatial
@@ -561,14 +562,14 @@ class Distiller:
 
     def run(self, log_path: Path, progress: bool = True, max_minutes: float = 0.0,
             until_step: int = 0) -> RunState:
-        """Train to ``cfg.steps`` (or until ``max_minutes`` of this session or step
+        """Train to ``cfg.steps`` (or until ``max_minutes`` of this run or step
         ``until_step``, schedule unchanged), checkpointing."""
         from tqdm import tqdm
 
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.state.step, desc="distill", unit="step",
                    disable=not progress, dynamic_ncols=True)
-        session_start = last_ckpt = time.perf_counter()
+        run_start = last_ckpt = time.perf_counter()
         window_t, window_n = time.perf_counter(), 0
         last = min(cfg.steps, until_step) if until_step > 0 else cfg.steps
         with open(log_path, "a", encoding="utf-8") as logf:
@@ -601,7 +602,7 @@ class Distiller:
                 if now - last_ckpt >= cfg.checkpoint_minutes * 60 or step == last:
                     self.save_checkpoint()
                     last_ckpt = now
-                if max_minutes and now - session_start >= max_minutes * 60:
+                if max_minutes and now - run_start >= max_minutes * 60:
                     self.save_checkpoint()
                     bar.write(f"stopping after {max_minutes} min at step {step} "
                               "(continue with --resume)")

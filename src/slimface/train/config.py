@@ -43,7 +43,7 @@ class TrainConfig:
     crop_pad: int = 8                      # random crops come from a canvas 2*pad larger
     detector: str = "retinaface"
     flip: bool = True
-    # optimisation (SPEC section 1: SGD, lr 0.01 /10 at epochs 40, 70, 90)
+    # optimisation (Zhou et al. 2018: SGD, lr 0.01 /10 at epochs 40, 70, 90)
     optimizer: str = "sgd"                 # "sgd" (momentum) or "adam" (AdamW; binary nets)
     batch_size: int = 64                   # per process
     lr: float = 0.01

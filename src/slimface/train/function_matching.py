@@ -130,7 +130,10 @@ class FunctionMatchingTrainer:
         self.augment = AugmentConfig(**config.augment)
         torch.manual_seed(config.seed)
         self.student = create_backbone(config.backbone, **config.backbone_kwargs)
-        if getattr(self.student, "template", None) != teacher.template:
+        from slimface.align.templates import canonical_template_name
+
+        if canonical_template_name(getattr(self.student, "template", "")) != \
+                canonical_template_name(teacher.template):
             raise ConfigError(f"student template {self.student.template!r} differs from the "
                               f"teacher's {teacher.template!r}: function matching feeds both "
                               "the same pixels")

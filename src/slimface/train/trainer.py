@@ -98,7 +98,8 @@ def _split_decay(module: nn.Module) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the seed's recipe), or AdamW, the usual choice for binary networks.
+    """SGD with momentum (Face-ResNet's recipe, Zhou et al. 2018), or AdamW, the usual choice
+    for binary networks.
 
     The BNN literature (XNOR-Net++, Bi-Real) trains networks with binary weights and
     activations by Adam: its per-parameter step does not shrink with the straight-through
