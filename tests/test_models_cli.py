@@ -25,7 +25,7 @@ def test_models_json_lists_every_backbone_with_counts(capsys):
 
 @pytest.mark.slow  # times real work; `make test-all` runs it
 def test_bench_train_reports_images_per_second(capsys):
-    assert main(["bench", "train", "--model", "mobilefacenet_050", "--batch-size", "2",
+    assert main(["bench", "train", "--model", "mobilefacenet_050", "--batch", "2",
                  "--steps", "1", "--warmup", "0", "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)["results"][0]
