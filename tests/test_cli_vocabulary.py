@@ -122,6 +122,13 @@ def test_several_values_after_one_flag_or_over_repeated_flags():
     assert parse(["report"]).model == []
 
 
+def test_a_required_model_shows_as_required_in_usage(actions):
+    usage = {cmd: p.format_usage() for cmd, p, _ in actions}
+    for cmd in ("slimface info", "slimface import", "slimface models fetch",
+                "slimface compress quantize"):
+        assert "--model MODEL" in usage[cmd] and "[--model MODEL]" not in usage[cmd], cmd
+
+
 @pytest.mark.parametrize("argv", [["info"], ["info", "a.slim", "--model", "b.slim"],
                                   ["bench", "models", "--batch", "0"]])
 def test_a_missing_or_doubled_model_is_a_usage_error(argv, capsys):

@@ -74,7 +74,22 @@ def add_model_arg(parser: Any, *, help: str, default: str | None = None,
     group = parser.add_mutually_exclusive_group(required=required)
     action = group.add_argument("--model", default=default, metavar="MODEL", help=help)
     group.add_argument("model", nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    group.model_alias = True  # type: ignore[attr-defined]  # see tidy_usage
     return action
+
+
+def tidy_usage(parser: argparse.ArgumentParser) -> None:
+    """Show a required ``--model`` that has a hidden positional alias as required in the
+    usage line (argparse brackets it: the two sit apart in the line, optionals first).
+    Applied to ``parser`` and every sub-command below it, once all options are added."""
+    for group in parser._mutually_exclusive_groups:
+        if getattr(group, "model_alias", False) and group.required:
+            usage = parser.format_usage().removeprefix("usage: ").rstrip("\n")
+            parser.usage = usage.replace("[--model MODEL]", "--model MODEL").replace("%", "%%")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                tidy_usage(sub)
 
 
 def add_models_arg(parser: Any, *, help: str, default: Sequence[str], dest: str = "models",

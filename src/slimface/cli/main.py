@@ -15,7 +15,7 @@ from typing import Sequence
 from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
                           info, models, report, train, verify)
 from slimface.cli import eval as eval_
-from slimface.cli._common import group_usage
+from slimface.cli._common import group_usage, tidy_usage
 from slimface.errors import SlimfaceError
 
 # Topic modules, in the order their subcommands appear in --help.
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for topic in _TOPICS:
         topic.register(sub)
+    tidy_usage(parser)
     return parser
 
 
