@@ -96,11 +96,22 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "backbone.pt").is_file()
 
 
-def test_resumes_a_checkpoint_of_the_function_matching_trainer_exactly(tmp_path: Path) -> None:
+@pytest.fixture()
+def one_thread():
+    """The fixtures below were computed on one thread (float sums depend on the split)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resumes_a_checkpoint_of_the_function_matching_trainer_exactly(tmp_path: Path,
+                                                                       one_thread) -> None:
     """``distill_step3_checkpoint.pt`` was written at step 3 of 6 by the function-matching
     trainer this loop replaced (keys step, seconds, best, history, config, student, optimizer,
     teacher), ``distill_step6_student.pt`` is that trainer's weights after the uninterrupted 6
-    steps of the same config (``config()`` here, ``tiny_student``, ``PixelTeacher``)."""
+    steps of the same config (``config()`` here, ``tiny_student``, ``PixelTeacher``, one
+    thread)."""
     legacy = torch.load(DATA / "distill_step3_checkpoint.pt", weights_only=True)
     assert sorted(legacy) == ["best", "config", "history", "optimizer", "seconds", "step",
                               "student", "teacher"]
