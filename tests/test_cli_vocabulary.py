@@ -18,7 +18,7 @@ from slimface.errors import ConfigError
 OLD_SPELLINGS = {"--models", "--batches", "--batch-size", "--reps", "--pq", "--runtimes",
                  "--multi-face"}
 #: Commands whose options have not moved to the shared vocabulary yet: (command, option).
-NOT_YET = {("slimface train", "--batch-size"), ("slimface compress distill", "--meta")}
+NOT_YET: set[tuple[str, str]] = set()
 
 
 def walk(parser: argparse.ArgumentParser, path: str = "slimface"
