@@ -7,7 +7,7 @@ jitter, low resolution, blur, JPEG, colour, greyscale, mixup); losses: the centr
 embedding (per-dimension L2) plus the batch's cosine-similarity matrix. A long cosine
 schedule, resumed across runs (checkpoints every 5 minutes):
 
-    slimface models fetch mobilefacenet-tflite
+    slimface models fetch --model mobilefacenet-tflite
     slimface train configs/distill_mobilefacenet_fm.py            # first run
     slimface train configs/distill_mobilefacenet_fm.py --resume   # every later run
 """
