@@ -33,6 +33,7 @@ import numpy as np
 
 from slimface import errors
 from slimface.align.detect import Detector, Face, create_detector
+from slimface.align.stages import stage
 from slimface.align.templates import Template, get_template
 from slimface.align.warp import centre_crop, warp_face
 from slimface.io.image import load_image
@@ -151,14 +152,18 @@ def align_image(image_or_path: np.ndarray | str | os.PathLike[str],
         image = image_or_path
     else:
         path = image_or_path
-        image = load_image(path)
+        with stage("decode"):
+            image = load_image(path)
     t = get_template(template)
-    face, status = detect_one(image, resolve_detector(detector),
-                              resolve_detector(fallback_detector), multi_face, path)
+    with stage("detect"):
+        face, status = detect_one(image, resolve_detector(detector),
+                                  resolve_detector(fallback_detector), multi_face, path)
     if face is None and no_face == "error":
         raise errors.NoFaceError(path, "no face found (tried "
                                        f"{_chain_names(detector, fallback_detector)})")
-    return AlignedFace(crop=crop_for(image, face, t), face=face, status=status)
+    with stage("align"):
+        crop = crop_for(image, face, t)
+    return AlignedFace(crop=crop, face=face, status=status)
 
 
 def _chain_names(detector: str | Detector, fallback: str | Detector | None) -> str:

@@ -127,9 +127,13 @@ class FaceEmbedder:
         """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
         check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
-        image, damage = self._load(path)
+        from slimface.align.stages import stage
+
+        with stage("decode"):
+            image, damage = self._load(path)
         aligned = self._align(path, image, multi_face, no_face)
-        emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
+        with stage("embed"):
+            emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
         face = getattr(aligned, "face", None)
         box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
         score = None if face is None else float(getattr(face, "score", np.nan))
