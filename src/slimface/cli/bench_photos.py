@@ -3,8 +3,8 @@
 Every image file under DIR (sorted; ``--limit N`` keeps the first N) goes through
 ``FaceMatcher(model, face="largest", no_face="centre").embed_face``, the same path as
 ``slimface embed`` and the gallery. ``--threads T`` photos are in flight at once, each on one
-thread (PyTorch and ONNX Runtime run single-threaded inside a photo), so T is the number of
-cores used; ``--threads 1`` is a plain serial loop.
+thread (PyTorch, OpenCV and ONNX Runtime run single-threaded inside a photo), so T is the
+number of cores used; ``--threads 1`` is a plain serial loop.
 
 The split into decode (file to pixels, at whatever scale the pipeline asks for), detect,
 align (the warp onto the model's template) and embed comes from the pipeline's own stage
@@ -127,6 +127,7 @@ def summarise(results: Sequence[tuple[dict[str, float], float, str, str | None]]
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
     import torch
 
     from slimface._provenance import git_commit
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     files = photo_files(args.folder, args.limit)
     torch.set_num_threads(1)  # one thread per photo; --threads photos at once
+    cv2.setNumThreads(1)
     matcher = FaceMatcher(args.model, face=args.face, no_face=args.no_face)
     for path in files[:max(0, args.warmup)]:
         try:
