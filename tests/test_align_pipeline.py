@@ -71,7 +71,7 @@ def test_align_paths_order_status_and_cache(lfw_files: list[Path], blank_file: P
     def no_detection(*args, **kwargs):
         raise AssertionError("a cache hit must not detect again")
 
-    monkeypatch.setattr(pipeline, "detect_one", no_detection)
+    monkeypatch.setattr(pipeline, "detect_photo", no_detection)
     again = align_paths(files, "arcface112", multi_face="central", workers=1, progress=False)
     np.testing.assert_array_equal(again.crops, first.crops)
     assert again.status == first.status

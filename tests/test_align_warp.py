@@ -130,7 +130,7 @@ def test_padded_warp_is_the_plain_warp_with_a_border() -> None:
         assert np.abs(padded[6:-6, 6:-6].astype(int) - plain.astype(int)).max() <= 1
 
 
-def test_big_downscale_goes_through_the_pyramid() -> None:
+def test_big_downscale_is_area_filtered_first() -> None:
     image = np.full((2000, 2000, 3), 90, np.uint8)
     lm = np.array([[700, 800], [1300, 800], [1000, 1100], [750, 1400], [1250, 1400]], float)
     crop = warp_face(image, lm, "arcface112")

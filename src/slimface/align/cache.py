@@ -33,7 +33,7 @@ from slimface.io.atomic import atomic_save
 from slimface.io.paths import cache_root
 
 #: Bump when detection or warping changes in a way that invalidates stored crops.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 CHUNK_ROWS = 1024
 
 _SCHEMA = """

@@ -8,8 +8,11 @@ angle and scale, builds a rectangle of ``size*scale - 1`` pixels around the imag
 centre, and maps the chip's corner pixels onto that rectangle's corners. That differs from
 the plain fit by a fraction of a pixel, which matters when our chips feed dlib's own ResNet.
 
-Large downscales are anti-aliased with a 2x Gaussian pyramid (``cv2.pyrDown``), as dlib does
-with ``pyramid_down<2>``, so a face in a 12-megapixel photo does not alias in a 112 crop.
+Large downscales are anti-aliased: when the crop takes more than :data:`AREA_RATIO` image
+pixels per crop pixel, the part of the image under the crop is first area-downscaled
+(``cv2.INTER_AREA``) to one pixel per crop pixel, so a face in a 12-megapixel photo neither
+aliases in a 112 crop nor makes the warp read the whole photo. (Warping such a face straight
+from the full image cost 0.8 points of verification and 3 of rank-1 accuracy.)
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import numpy as np
 
 from slimface.align.templates import Template, get_template
 
-#: Pixels (image) per crop pixel above which the image is halved before warping.
-_PYRAMID_RATIO = 2.0
+#: Image pixels per crop pixel above which the image is area-downscaled before warping
+#: (at or below it, e.g. LFW's 250x250 images onto 112 crops, the warp reads it directly).
+AREA_RATIO = 2.0
 
 # CENTRED_FACE_5PT: the mean 5pt landmark layout in LFW deep-funneled images as fractions of
 # (width, height), measured on LFW people in no pair (benchmarks/align_template_points.py).
@@ -69,6 +73,30 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     return np.hstack([a, -a @ m[:, 2:3]])
 
 
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map that applies ``inner`` first, then ``outer``."""
+    return outer[:, :2] @ np.asarray(inner, dtype=np.float64) + np.hstack(
+        [np.zeros((2, 2)), outer[:, 2:3]])
+
+
+def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Nx2 ``points`` through the 2x3 affine map ``m``."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return pts @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
+
+
+def resize_map(src_size: tuple[int, int], dst_size: tuple[int, int]) -> np.ndarray:
+    """2x3 map from pixel centres of a ``cv2.resize`` to ``dst_size`` (width, height) onto
+    pixel centres of the ``src_size`` original (the resize maps pixel edges onto edges)."""
+    sx, sy = src_size[0] / dst_size[0], src_size[1] / dst_size[1]
+    return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2]])
+
+
+def crop_ratio(m: np.ndarray) -> float:
+    """Image pixels per crop pixel of the image->crop matrix ``m``."""
+    return 1.0 / math.sqrt(abs(np.linalg.det(np.asarray(m, dtype=np.float64)[:, :2])))
+
+
 def _dlib_chip_to_image(chip_pts: np.ndarray, landmarks: np.ndarray,
                         rows: int, cols: int) -> np.ndarray:
     """dlib's chip->image affine map for ``chip_details(chip_pts, landmarks, (rows, cols))``."""
@@ -106,17 +134,15 @@ def face_transform(landmarks: np.ndarray, template: Template | str,
 def warp_with_matrix(image: np.ndarray, m: np.ndarray, size: tuple[int, int],
                      truncate: bool = False) -> np.ndarray:
     """Bilinear warp of ``image`` by image->crop matrix ``m`` into ``size`` = (H, W); outside
-    pixels are black. Downscales beyond 2x go through a Gaussian pyramid first.
+    pixels are black. Beyond :data:`AREA_RATIO` image pixels per crop pixel, the region
+    under the crop is area-downscaled to the crop's scale first.
 
     ``truncate=True`` interpolates in float and rounds down, as dlib's ``extract_image_chip``
     does (OpenCV's uint8 path rounds to nearest, 0.5 grey levels brighter on average)."""
     img = np.ascontiguousarray(image)
     m = np.array(m, dtype=np.float64)
-    ratio = 1.0 / math.sqrt(abs(np.linalg.det(m[:, :2])))  # image pixels per crop pixel
-    while ratio > _PYRAMID_RATIO and min(img.shape[:2]) >= 4:
-        img = cv2.pyrDown(img)
-        m[:, :2] *= 2.0  # pyrDown output pixel j sits on input pixel 2j
-        ratio /= 2.0
+    if crop_ratio(m) > AREA_RATIO:
+        img, m = area_downscale_under(img, m, size)
     h, w = size
     if truncate:
         out = cv2.warpAffine(img.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
@@ -124,6 +150,31 @@ def warp_with_matrix(image: np.ndarray, m: np.ndarray, size: tuple[int, int],
         return np.clip(np.floor(out), 0, 255).astype(np.uint8)
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def area_downscale_under(image: np.ndarray, m: np.ndarray, size: tuple[int, int]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``image`` that a ``size`` crop by image->crop matrix ``m`` reads,
+    area-downscaled to about one pixel per crop pixel, and the matrix for it.
+
+    The region is the crop's footprint (one crop pixel of margin for the bilinear taps)
+    clipped to the image; what lies outside the image stays black in the warp."""
+    h, w = size
+    ratio = crop_ratio(m)
+    corners = np.array([[-1, -1], [w, -1], [-1, h], [w, h]], dtype=np.float64)
+    foot = apply_affine(invert_affine(m), corners)
+    ih, iw = image.shape[:2]
+    x0, y0 = (max(0, int(math.floor(v - ratio))) for v in foot.min(axis=0))
+    x1, y1 = (int(math.ceil(v + ratio)) + 1 for v in foot.max(axis=0))
+    x1, y1 = min(iw, x1), min(ih, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:  # the crop lies outside the image: all black anyway
+        return image, m
+    region = image[y0:y1, x0:x1]
+    dst = (max(1, round((x1 - x0) / ratio)), max(1, round((y1 - y0) / ratio)))
+    small = cv2.resize(region, dst, interpolation=cv2.INTER_AREA)
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+    to_image = compose_affine(shift, resize_map((x1 - x0, y1 - y0), dst))
+    return small, compose_affine(m, to_image)
 
 
 def warp_face(image: np.ndarray, landmarks: np.ndarray, template: Template | str,

@@ -127,9 +127,13 @@ class FaceEmbedder:
         """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
         check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
-        image, damage = self._load(path)
+        from slimface.align.stages import stage
+
+        with stage("decode"):
+            image, damage = self._load(path)
         aligned = self._align(path, image, multi_face, no_face)
-        emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
+        with stage("embed"):
+            emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
         face = getattr(aligned, "face", None)
         box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
         score = None if face is None else float(getattr(face, "score", np.nan))
@@ -148,15 +152,23 @@ class FaceEmbedder:
         return [self.embed_file(p, multi_face=multi_face, no_face=no_face) for p in it]
 
     # ---- steps ---------------------------------------------------------------------------
-    def _load(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, str | None]:
-        """Pixels and, for a damaged image used anyway, what the decoder reported."""
+    def _load(self, path: str | os.PathLike[str]) -> tuple[Any, str | None]:
+        """Pixels and, for a damaged image used anyway, what the decoder reported.
+
+        For the pipeline's own aligner the pixels are a :class:`slimface.align.photo.Photo`:
+        a big JPEG decoded at the reduced scale detection needs, finer levels on demand."""
         damage = None
         if self._image_loader is not None:
             image = self._image_loader(str(path))
         else:
+            from slimface.align.photo import Photo
+            from slimface.align.pipeline import align_image
             from slimface.io.image import decode_image
 
             try:
+                if self.pad == 0 and (self._aligner or _default_aligner()) is align_image:
+                    photo = Photo.open(path, allow_damaged=self.allow_damaged)
+                    return photo, photo.damage
                 decoded = decode_image(path, allow_damaged=self.allow_damaged)
             except DamagedImageError as exc:
                 detail = exc.problem.split("; pass ")[0]

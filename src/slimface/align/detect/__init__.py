@@ -51,12 +51,13 @@ class Detector:
     pad: float | str = "auto"
     config: dict = field(default_factory=dict)
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in an HxWx3 uint8 RGB image, best score first."""
+    def detect(self, image: np.ndarray, pad: float | str | None = None) -> list[Face]:
+        """Faces in an HxWx3 uint8 RGB image, best score first; ``pad`` overrides the
+        detector's own (a region cut from a bigger image has real context and needs none)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"detect() wants an HxWx3 uint8 RGB array, got "
                              f"{image.dtype} {image.shape}")
-        fraction = self.pad_fraction(image.shape)
+        fraction = self.pad_fraction(image.shape, pad)
         if fraction > 0:
             py, px = (int(round(s * fraction)) for s in image.shape[:2])
             padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
@@ -69,10 +70,16 @@ class Detector:
             faces = self._detect(image)
         return sorted(faces, key=lambda f: -f.score)
 
-    def pad_fraction(self, shape: tuple[int, ...]) -> float:
-        if self.pad == "auto":
+    def pad_fraction(self, shape: tuple[int, ...], pad: float | str | None = None) -> float:
+        pad = self.pad if pad is None else pad
+        if pad == "auto":
             return AUTO_PAD_FRACTION if max(shape[:2]) <= AUTO_PAD_MAX_SIDE else 0.0
-        return float(self.pad)
+        return float(pad)
+
+    def min_face_px(self) -> float:
+        """Width of the smallest face found reliably, in pixels of the image given to
+        :meth:`detect` (how coarse a copy the pipeline may detect on)."""
+        return 16.0
 
     def signature(self) -> str:
         """Name + settings, for cache keys: a change of settings must not reuse old crops."""
