@@ -39,8 +39,11 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="first N files only")
     p.add_argument("--threads", type=positive_int, default=2,
                    help="photos in flight at once, one thread each (default 2)")
-    p.add_argument("--face", choices=FACE_CHOICES, default="largest")
-    p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="centre")
+    p.add_argument("--face", choices=FACE_CHOICES, default="largest",
+                   help="which face of a photo with several (default: %(default)s)")
+    p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="centre",
+                   help="a photo with no face found: error, or embed its centre crop "
+                        "(default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2,
                    help="photos embedded untimed first (model and detector loading)")
     add_json_arg(p)
