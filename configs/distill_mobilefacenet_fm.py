@@ -5,11 +5,11 @@ people in no pair + AT&T (no LFW pair image), starting from the dlib-distilled s
 Each step the teacher embeds the very augmented, mixed batch the student sees (alignment
 jitter, low resolution, blur, JPEG, colour, greyscale, mixup); losses: the centred teacher
 embedding (per-dimension L2) plus the batch's cosine-similarity matrix. A long cosine
-schedule, resumed across sessions (checkpoints every 5 minutes):
+schedule, resumed across runs (checkpoints every 5 minutes):
 
-    slimface models fetch mobilefacenet-tflite
-    slimface train configs/distill_mobilefacenet_fm.py            # first session
-    slimface train configs/distill_mobilefacenet_fm.py --resume   # every later one
+    slimface models fetch --model mobilefacenet-tflite
+    slimface train configs/distill_mobilefacenet_fm.py            # first run
+    slimface train configs/distill_mobilefacenet_fm.py --resume   # every later run
 """
 from slimface.train.config import TrainConfig
 

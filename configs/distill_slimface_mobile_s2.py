@@ -8,23 +8,30 @@ start as identity (zero-initialised last BatchNorm): training resumes from the s
 model's accuracy instead of from scratch. Why: ``slimnet_s`` plateaued at LFW view 1 ~96% over
 its last 7,000 steps (capacity, not training time, was the limit).
 
-    slimface compress distill configs/distill_slimface_mobile.py      # the slimnet_s run
+    slimface train configs/distill_slimface_mobile.py      # the slimnet_s run
+    slimface train configs/distill_slimface_mobile_s2.py
+
+The shipped ``slimface-mobile`` came from this recipe under the cached-target loop that
+``slimface train`` replaced (see ``distill_slimface_mobile.py``), started from that loop's
+``model.pt``:
+
     slimface compress distill configs/distill_slimface_mobile_s2.py
-    slimface compress distill configs/distill_slimface_mobile_s2.py --resume \
+    slimface compress distill configs/distill_slimface_mobile_s2.py --resume \\
         --set steps=10000 --set threads=2       # warm restart: how the shipped model was made
 
-(LFW view 2: 96.70 at step 6,000, 96.97 at 10,000.)
+(LFW view 2: 96.70 at step 6,000, 96.97 at 10,000.) Today the warm restart is
+``--resume --set steps_per_epoch=10000 --set threads=2``.
 """
 from dataclasses import replace
 from pathlib import Path
 
-from slimface.compress.distill import load_distill_config
+from slimface.train.config import load_config
 
 config = replace(
-    load_distill_config(Path(__file__).with_name("distill_slimface_mobile.py")),
-    student="slimnet_s2",
-    init_from="work_dirs/distill_slimface_mobile/model.pt",
-    steps=6000,
+    load_config(Path(__file__).with_name("distill_slimface_mobile.py")),
+    backbone="slimnet_s2",
+    init_from="work_dirs/distill_slimface_mobile/backbone.pt",
+    steps_per_epoch=6000,
     lr=1e-3,
     seed=1,
     threads=1,

@@ -1,4 +1,5 @@
-"""Seed 002 model A on CASIA-WebFace (SPEC section 1): softmax (Fc6, 10575 classes), SGD
+"""Face-ResNet model A of Zhou et al. (2018), "Face Recognition Method Based on Quantized
+Residual Convolutional Neural Networks", on CASIA-WebFace: softmax (Fc6, 10575 classes), SGD
 lr 0.01 /10 at epochs 40/70/90, 100 epochs x 10,000 steps, batch 64, random 112x96 crops of
 aligned faces + flip. --data points at the folder holding CASIA-WebFace/IDENTITY/*.jpg."""
 from slimface.train.config import TrainConfig

@@ -1,4 +1,5 @@
-"""CPU smoke test of the seed-002 recipe (model A, softmax) on the CelebA subset."""
+"""CPU smoke test of the Face-ResNet model A recipe (Zhou et al. 2018; softmax) on the CelebA
+subset."""
 from slimface.train.config import TrainConfig
 
 config = TrainConfig(

@@ -1,10 +1,11 @@
-"""Seed 002's model Q recipe through the normal trainer: a half-width Face-ResNet A with binary
-weights and activations (XNOR) trained by softmax on the CelebA subset alone.
+"""Model Q's recipe (Zhou et al. (2018), "Face Recognition Method Based on Quantized Residual
+Convolutional Neural Networks") through the normal trainer: a half-width Face-ResNet A with
+binary weights and activations (XNOR) trained by softmax on the CelebA subset alone.
 
 Binary everywhere except Conv1a (the classifier head stays float); the 408 CelebA-subset
 identities with 4+ images (1,770 crops). Block order conv -> pool -> BN -> sign (XNOR-Net's):
-with the seed's conv -> BN -> pool -> sign ~94% of the bits after each pooling stage are +1
-(see ``slimface.models.face_resnet``). Departures from the seed's SGD: AdamW at 1e-3, the usual
+with the paper's conv -> BN -> pool -> sign ~94% of the bits after each pooling stage are +1
+(see ``slimface.models.face_resnet``). Departures from the paper's SGD: AdamW at 1e-3, the usual
 optimizer for binary networks (two SGD runs, lr 0.01 and 0.05, were stopped at the chance-level
 loss after 150-200 steps; AdamW too stayed near chance for ~300 steps before it learned, so the
 two are not compared over a full run), and no weight decay (it pulls latent weights to 0,

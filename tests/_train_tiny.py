@@ -35,3 +35,71 @@ def synthetic_crops(n: int = 48, classes: int = 6, pad: int = 2, seed: int = 0) 
     crops = (rng.integers(0, 60, (n, 16 + 2 * pad, 16 + 2 * pad, 3)) + base[labels] * 0.7)
     return CropSet(crops.clip(0, 255).astype(np.uint8), labels.astype(np.int64),
                    [f"id{i}" for i in range(classes)], (16, 16))
+
+
+class TinyStudent(nn.Module):
+    """A distillation student in the ``slimnet`` contract (``forward_raw`` + ``output_map``),
+    small enough that its checkpoints can live in ``tests/data``."""
+
+    template = "arcface112"
+    input_size = (112, 112)
+
+    def __init__(self, embedding_dim: int = 16):
+        super().__init__()
+        from slimface.models.students import TeacherSpaceMap
+
+        self.embedding_dim = embedding_dim
+        self.conv = nn.Conv2d(3, 4, 16, stride=16)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 7 * 7, embedding_dim)
+        self.output_map = TeacherSpaceMap(embedding_dim)
+
+    def forward_raw(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv((x - 127.5) / 128.0)))
+        return self.fc(torch.flatten(x, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_map(self.forward_raw(x))
+
+
+def _register_tiny_student() -> None:
+    from slimface.models import BACKBONES, register_backbone
+
+    if "tiny_student" not in BACKBONES.names():
+        @register_backbone(name="tiny_student")
+        def tiny_student(embedding_dim: int = 16, **_: object) -> TinyStudent:
+            return TinyStudent(embedding_dim)
+
+
+_register_tiny_student()
+
+
+class PixelTeacher:
+    """A fixed random projection of 8x8-pooled pixels: deterministic and cheap.
+
+    ``template`` and ``size`` say which crop it expects; it records every batch it sees."""
+
+    name = "pixel-teacher"
+
+    def __init__(self, dim: int = 16, template: str = "arcface112",
+                 size: tuple[int, int] = (112, 112)):
+        self.embedding_dim = dim
+        self.template = template
+        self.size = size
+        self.seen: list[np.ndarray] = []
+        cells = (size[0] // 8) * (size[1] // 8) * 3
+        self.w = np.random.default_rng(0).normal(size=(cells, dim)).astype(np.float32)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        self.seen.append(crops.copy())
+        assert crops.shape[1:3] == tuple(self.size), crops.shape
+        h, w = crops.shape[1] // 8, crops.shape[2] // 8
+        crops = crops[:, :h * 8, :w * 8]
+        x = crops.reshape(len(crops), h, 8, w, 8, 3).mean(axis=(2, 4)).reshape(len(crops), -1)
+        e = (x / 255.0 - 0.5) @ self.w
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def canvases(n: int = 24, size: int = 128, seed: int = 1) -> np.ndarray:
+    """Random uint8 face canvases (N, size, size, 3)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.uint8)

@@ -22,7 +22,7 @@ def test_align_folder_mirrors_tree_and_reports_counts(tmp_path: Path) -> None:
     _tree(tmp_path / "src")
     out = tmp_path / "summary.json"
     rc = main(["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--template",
-               "seed112x96", "--workers", "1", "--json", str(out)])
+               "sphereface112x96", "--workers", "1", "--json", str(out)])
     assert rc == 0
     summary = json.loads(out.read_text())
     assert summary["images"] == 3 and summary["no_face"] == 3 and summary["detected"] == 0
@@ -43,3 +43,20 @@ def test_user_mistakes_exit_1(tmp_path: Path, capsys) -> None:
     _tree(tmp_path / "src")
     assert main(["align", str(tmp_path / "src"), str(tmp_path / "d"), "--template", "nope"]) == 1
     assert "unknown template" in capsys.readouterr().err
+
+
+def test_face_error_names_the_command_line_option(tmp_path: Path, capsys, monkeypatch) -> None:
+    import slimface.align
+    from slimface.errors import MultipleFacesError
+
+    def two_faces(files, template, **kw):
+        assert kw["multi_face"] == "error"
+        raise MultipleFacesError(files[0], "2 faces found; use a photo with one face, or pass "
+                                           "multi_face='largest' or 'central'")
+
+    monkeypatch.setattr(slimface.align, "align_paths", two_faces)
+    _tree(tmp_path / "src")
+    assert main(["align", str(tmp_path / "src" / "x.jpg"), str(tmp_path / "dst"),
+                 "--face", "error"]) == 1
+    err = capsys.readouterr().err
+    assert "x.jpg: 2 faces found" in err and "--face largest or --face central" in err

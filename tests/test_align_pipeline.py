@@ -41,7 +41,7 @@ def test_align_image_from_path(lfw_files: list[Path]) -> None:
 def test_no_face_policies(blank_file: Path) -> None:
     with pytest.raises(NoFaceError, match="blank.png"):
         align_image(blank_file)
-    out = align_image(blank_file, "seed112x96", no_face="centre")
+    out = align_image(blank_file, "sphereface112x96", no_face="centre")
     assert out.status == "centre" and out.face is None and out.crop.shape == (112, 96, 3)
 
 
@@ -76,7 +76,7 @@ def test_align_paths_order_status_and_cache(lfw_files: list[Path], blank_file: P
     np.testing.assert_array_equal(again.crops, first.crops)
     assert again.status == first.status
     # another template reuses the cached detections (no detection, only a warp)
-    other = align_paths(files, "seed112x96", multi_face="central", workers=1, progress=False)
+    other = align_paths(files, "sphereface112x96", multi_face="central", workers=1, progress=False)
     assert other.crops.shape == (4, 112, 96, 3) and other.status == first.status
 
 

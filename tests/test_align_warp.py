@@ -22,8 +22,8 @@ def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def test_templates_registered_with_expected_shapes() -> None:
-    assert {"arcface112", "seed112x96", "dlib150"} <= set(list_templates())
-    sizes = {"arcface112": (112, 112), "seed112x96": (112, 96), "dlib150": (150, 150)}
+    assert {"arcface112", "sphereface112x96", "dlib150"} <= set(list_templates())
+    sizes = {"arcface112": (112, 112), "sphereface112x96": (112, 96), "dlib150": (150, 150)}
     for name, size in sizes.items():
         t = get_template(name)
         assert t.size == size
@@ -36,8 +36,28 @@ def test_templates_registered_with_expected_shapes() -> None:
 def test_arcface_points_are_the_standard_ones() -> None:
     np.testing.assert_allclose(get_template("arcface112").points["5pt"][0], [38.2946, 51.6963],
                                atol=1e-4)
-    np.testing.assert_allclose(get_template("seed112x96").points["5pt"][4], [62.7299, 92.2041],
+    np.testing.assert_allclose(get_template("sphereface112x96").points["5pt"][4], [62.7299, 92.2041],
                                atol=1e-4)
+
+
+def test_former_template_name_seed112x96_still_resolves_but_is_not_listed() -> None:
+    from slimface.align.templates import canonical_template_name
+
+    new, old = get_template("sphereface112x96"), get_template("seed112x96")
+    assert old == new and old.name == "sphereface112x96"
+    for kind in ("5pt", "dlib5"):
+        np.testing.assert_array_equal(old.points[kind], new.points[kind])
+    assert get_template("seed112x96+pad8").size == (128, 112)
+    assert "seed112x96" not in list_templates()
+    assert canonical_template_name("seed112x96+pad8") == "sphereface112x96+pad8"
+    assert canonical_template_name("none") == "none"
+
+
+def test_renamed_template_keeps_its_crop_cache_key() -> None:
+    # the fingerprint the 112x96 geometry had under its former name (crop caches stay valid)
+    fp = get_template("sphereface112x96").fingerprint()
+    assert fp.startswith("seed112x96|(112, 96)|similarity|0|")
+    assert get_template("sphereface112x96+pad8").fingerprint().startswith("seed112x96+pad8|")
 
 
 def test_dlib150_points_follow_dlib_formula() -> None:
@@ -79,7 +99,7 @@ def test_similarity_transform_rejects_bad_shapes() -> None:
         similarity_transform(np.zeros((5, 2)), np.zeros((4, 2)))
 
 
-@pytest.mark.parametrize("name", ["arcface112", "seed112x96"])
+@pytest.mark.parametrize("name", ["arcface112", "sphereface112x96"])
 def test_landmarks_land_on_template_points(name: str) -> None:
     t = get_template(name)
     image_to_crop = _similarity(0.5, 0.3, 10, 20)

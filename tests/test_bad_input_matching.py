@@ -1,5 +1,5 @@
-"""Issue 7, point 5: every bad input to verify/enroll/identify gives a message naming the
-file, exit code 1, and leaves the gallery exactly as it was."""
+"""Every bad input to verify/enroll/identify gives a message naming the file, exit code 1,
+and leaves the gallery exactly as it was."""
 from __future__ import annotations
 
 import hashlib

@@ -9,8 +9,8 @@ from slimface.cli.main import main
 
 
 def test_bench_models_reports_ratios_against_the_first_model(capsys, fake_clock):
-    assert main(["bench", "models", "--models", "slimnet_m", "slimnet_s", "--runtimes", "torch",
-                 "--batches", "1", "--repeats", "2", "--threads", "1", "--json"]) == 0
+    assert main(["bench", "models", "--model", "slimnet_m", "slimnet_s", "--runtime", "torch",
+                 "--batch", "1", "--repeats", "2", "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     base, other = out["rows"]

@@ -322,12 +322,12 @@ def test_cli_quantize_and_info_round_trip(tmp_path):
     out, info_json = tmp_path / "q.slim", tmp_path / "info.json"
     assert main(["compress", "quantize", "--model", str(ckpt), "--scheme", "xnor",
                  "--out", str(out)]) == 0
-    assert main(["info", str(out), "--json", str(info_json)]) == 0
+    assert main(["info", "--model", str(out), "--json", str(info_json)]) == 0
     info = json.loads(info_json.read_text())
     assert info["quantized_bytes"] == sum(r["bytes"] for r in info["rows"])
     assert info["quantized_ratio"] > 20 and info["overall_ratio"] > 1
     assert {r["kind"] for r in info["rows"]} == {"binary"}
-    assert main(["info", str(out), "--paths", "--threads", "1", "--json", str(info_json)]) == 0
+    assert main(["info", "--model", str(out), "--paths", "--threads", "1", "--json", str(info_json)]) == 0
     info = json.loads(info_json.read_text())
     assert info["cpu_info"]["isa"] and info["cpu_info"]["cpu"]
     assert {r["layer"] for r in info["paths"]} == {r["layer"] for r in info["rows"]}
@@ -339,7 +339,7 @@ def test_cli_quantize_and_info_round_trip(tmp_path):
 def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     from slimface.cli.main import main
 
-    assert main(["info", str(tmp_path / "missing.slim")]) == 1
+    assert main(["info", "--model", str(tmp_path / "missing.slim")]) == 1
     assert "missing.slim" in capsys.readouterr().err
 
 

@@ -22,7 +22,7 @@ def test_eval_and_embed_and_data_are_registered():
     assert parser.parse_args(["data", "fetch", "lfw"]).dataset == "lfw"
 
 
-@pytest.mark.parametrize("argv", [["eval", "--batch-size", "0"], ["eval", "--benchmark", "x"],
+@pytest.mark.parametrize("argv", [["eval", "--batch", "0"], ["eval", "--benchmark", "x"],
                                   ["eval", "--flip", "mirror"], ["data", "fetch", "celeba"]])
 def test_usage_errors_exit_2(argv: list[str]):
     with pytest.raises(SystemExit) as exc:

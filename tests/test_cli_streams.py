@@ -1,5 +1,6 @@
-"""Quiet by default, results on stdout: library INFO logs (FAISS's loader) only with -v, and
-``slimface gallery list DB | grep NAME`` finds the name."""
+"""Quiet by default, results on stdout: library INFO logs (FAISS's loader) only with -v,
+``slimface gallery list DB | grep NAME`` finds the name, and a command's summary line is its
+result (stdout) unless stdout carries the JSON."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ def test_gallery_commands_are_quiet_without_verbose_and_list_goes_to_stdout(tmp_
     img = write_faces(tmp_path / "img", 1, 1)["p0"][0]
     created = run_cli(["gallery", "create", str(db), "--model", "tiny-test"])
     assert created.returncode == 0, created.stderr
-    assert created.stderr.strip().splitlines() == [
+    assert created.stdout.strip().splitlines() == [
         f"created {db} for model tiny-test (template arcface112, 16-d)"]
+    assert created.stderr == ""
     register_tiny(monkeypatch)
     assert main(["gallery", "enroll", str(db), "--name", "Ada Lovelace", str(img)]) == 0
     listed = run_cli(["gallery", "list", str(db)])

@@ -119,7 +119,7 @@ def test_pretrained_matches_random_architecture_and_names(teacher: DlibResNet):
         assert name in keys
     assert "fc.bias" not in keys
     n_params = sum(p.numel() for p in teacher.parameters())
-    assert 5.5e6 < n_params < 5.7e6  # FINDINGS: 5.61M
+    assert 5.5e6 < n_params < 5.7e6  # dlib's ResNet: 5.61M
     convs = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 29
 
@@ -251,7 +251,7 @@ def test_embeddings_equal_dlib_on_the_same_chip(teacher: DlibResNet, dlib_chips)
 @pytest.mark.parametrize("detector", ["dlib", "retinaface"])
 def test_our_dlib150_chip_embeds_like_dlibs_own_chip(teacher: DlibResNet, dlib_chips,
                                                      detector: str):
-    """The issue's bar: mean cosine >= 0.99 between the teacher on our aligned chip and dlib's
+    """The parity bar: mean cosine >= 0.99 between the teacher on our aligned chip and dlib's
     descriptor of dlib's chip, with the model's detector (dlib) and its fallback (RetinaFace)."""
     pipeline = pytest.importorskip("slimface.align.pipeline")
     from slimface.models.inference import embed_crops, l2_normalize

@@ -19,7 +19,7 @@ def test_bench_int8_reports_both_models_and_speedups(tmp_path, monkeypatch, caps
     monkeypatch.setattr(bench, "aligned_crops", _fake_aligned_crops)
     write_faces(tmp_path / "celeb", 10, 8)
     assert main(["bench", "int8", "--model", "tiny-test", "--calib", str(tmp_path / "celeb"),
-                 "--calib-n", "8", "--repeats", "2", "--no-lfw", "--batches", "1", "2",
+                 "--calib-n", "8", "--repeats", "2", "--no-lfw", "--batch", "1", "2",
                  "--workdir", str(tmp_path / "w"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     res = out["results"]

@@ -98,9 +98,13 @@ def test_embed_command_gives_the_vector_face_matcher_gives(setup, monkeypatch, c
     monkeypatch.setenv("SLIMFACE_MODEL", "tiny-test")  # both use the default model
     image = str(faces["p1"][0])
     capsys.readouterr()
-    assert main(["embed", image]) == 0
+    assert main(["embed", image, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["flip"] == "sum"
     from_cli = np.array(out["faces"][0]["embedding"], np.float32)
     from_api = slimface.FaceMatcher().embed(image)
     np.testing.assert_allclose(from_cli, from_api, atol=1e-6)
+    assert main(["embed", image]) == 0  # without --json: path, a tab, the values
+    path, values = capsys.readouterr().out.rstrip("\n").split("\t")
+    assert path == image
+    np.testing.assert_allclose(np.array(values.split(), np.float32), from_api, atol=1e-6)

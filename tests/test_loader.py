@@ -117,11 +117,11 @@ def _mean_colour_onnx(path: Path, metadata: dict[str, str]) -> None:
 def test_onnx_keeps_backbone_contract(tmp_path: Path):
     from slimface.models.inference import embed_crops
 
-    _mean_colour_onnx(tmp_path / "m.onnx", {"template": "seed112x96",
+    _mean_colour_onnx(tmp_path / "m.onnx", {"template": "sphereface112x96",
                                             "threshold": json.dumps(0.5)})
     model = load_model(tmp_path / "m.onnx")
     assert isinstance(model, OnnxModel)
-    assert (model.template, model.input_size, model.embedding_dim) == ("seed112x96", (8, 8), 3)
+    assert (model.template, model.input_size, model.embedding_dim) == ("sphereface112x96", (8, 8), 3)
     assert model.threshold == 0.5
     crops = np.zeros((3, 8, 8, 3), np.uint8)
     crops[..., 0] = 255

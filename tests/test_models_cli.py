@@ -19,13 +19,13 @@ def test_models_json_lists_every_backbone_with_counts(capsys):
     assert all(name in BACKBONES for name in rows)
     a = rows["face_resnet_a"]
     assert abs(a["params_with_fc6"] - 4.36e7) / 4.36e7 < 0.005
-    assert a["input_size"] == [112, 96] and a["template"] == "seed112x96"
+    assert a["input_size"] == [112, 96] and a["template"] == "sphereface112x96"
     assert 0.22e9 <= rows["mobilefacenet"]["macs"] <= 0.23e9
 
 
 @pytest.mark.slow  # times real work; `make test-all` runs it
 def test_bench_train_reports_images_per_second(capsys):
-    assert main(["bench", "train", "--model", "mobilefacenet_050", "--batch-size", "2",
+    assert main(["bench", "train", "--model", "mobilefacenet_050", "--batch", "2",
                  "--steps", "1", "--warmup", "0", "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)["results"][0]

@@ -1,4 +1,5 @@
-"""Backbone zoo: SPEC Table 3 parameters, MobileFaceNet's size, the backbone contract."""
+"""Backbone zoo: Face-ResNet's Table 3 parameters (Zhou et al. 2018), MobileFaceNet's size,
+the backbone contract."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,8 @@ from slimface.models.profile import count_macs, count_params, profile_model
 
 FC6 = 1024 * 10575 + 10575  # the 10575-way Fc6 with bias, which Table 3 counts
 
-# SPEC Table 3 (seed 002): parameters including Fc6.
+# Table 3 of Zhou et al. (2018), "Face Recognition Method Based on Quantized Residual
+# Convolutional Neural Networks": parameters including Fc6.
 TABLE3_PARAMS = {"face_resnet_a": 4.36e7, "face_resnet_b": 4.55e7, "face_resnet_c": 5.68e7}
 MY_BACKBONES = ("face_resnet_a", "face_resnet_b", "face_resnet_c", "mobilefacenet",
                 "mobilefacenet_050", "mobilefacenet_se")
@@ -24,8 +26,9 @@ def test_face_resnet_params_match_table3_within_half_a_percent(name, target):
     assert abs(params - target) / target < 0.005
 
 
-def test_face_resnet_a_macs_match_spec_count():
-    # SPEC: "counting multiply-accumulates of the table gives about 2.13e9 for A" (with Fc6).
+def test_face_resnet_a_macs_match_the_table1_count():
+    # Counting the multiply-accumulates of the paper's Table 1 gives about 2.13e9 for A (with
+    # Fc6); the paper's own op count (2.21e9) follows a convention it does not state.
     macs = count_macs(create_backbone("face_resnet_a"), (112, 96)) + 1024 * 10575
     assert abs(macs - 2.13e9) / 2.13e9 < 0.005
 
@@ -43,8 +46,23 @@ def test_backbone_contract(name):
     with torch.no_grad():
         emb = model(x)
     assert emb.shape == (1, model.embedding_dim) and emb.dtype == torch.float32
-    assert model.template in ("seed112x96", "arcface112")
+    assert model.template in ("sphereface112x96", "arcface112")
     assert hasattr(model, model.first_layer_name)
+
+
+def test_model_file_naming_the_former_template_seed112x96_loads_and_aligns():
+    import numpy as np
+
+    from slimface.align.warp import centre_crop
+    from slimface.models.inference import embed_crops
+    from slimface.runtime.loader import load_model
+
+    model = load_model("q_face_resnet_small.slim")  # shipped; its metadata says seed112x96
+    assert model.template == "seed112x96"
+    crop = centre_crop(np.full((150, 150, 3), 128, np.uint8), model.template)
+    assert crop.shape[:2] == tuple(model.input_size)
+    emb = embed_crops(model, crop[None])
+    assert emb.shape == (1, model.embedding_dim) and np.isfinite(emb).all()
 
 
 def test_width_multiplier_shrinks_mobilefacenet():
@@ -99,16 +117,17 @@ def test_dropout_after_fc5_is_only_active_in_training():
 
 def test_pool_before_bn_keeps_signs_balanced_and_weights_load_across_orders():
     """With BN after the pool (XNOR-Net's block) a pooled map is centred again; with BN
-    before it (seed 002's order) the max of four zero-mean values is positive ~15/16 times."""
+    before it (Zhou et al. 2018's order) the max of four zero-mean values is positive ~15/16
+    times."""
     torch.manual_seed(0)
     x = torch.rand(8, 3, 112, 96) * 255
-    seed = create_backbone("face_resnet_a", act_order="conv_bn_pool_act", width=0.25).train()
+    paper = create_backbone("face_resnet_a", act_order="conv_bn_pool_act", width=0.25).train()
     xnor = create_backbone("face_resnet_a", act_order="conv_pool_bn_act", width=0.25).train()
-    xnor.load_state_dict(seed.state_dict())
+    xnor.load_state_dict(paper.state_dict())
     stem = (x - 127.5) / 128.0
     with torch.no_grad():
-        pooled_seed = seed.conv1b(seed.conv1a(stem))
+        pooled_paper = paper.conv1b(paper.conv1a(stem))
         pooled_xnor = xnor.conv1b(xnor.conv1a(stem))
     # PReLU keeps the sign, so the share of positive values is the share of +1 bits
-    assert (pooled_seed > 0).float().mean() > 0.85
+    assert (pooled_paper > 0).float().mean() > 0.85
     assert abs((pooled_xnor > 0).float().mean().item() - 0.5) < 0.1

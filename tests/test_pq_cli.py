@@ -59,7 +59,7 @@ def test_bench_pq_times_every_pq_layer_and_the_model(tmp_path):
     out, js = tmp_path / "m.slim", tmp_path / "bench.json"
     assert main(["compress", "pq", "--model", "tiny_pq_test_model", "--k", "4",
                  "--no-error-correction", "--threads", "1", "--out", str(out)]) == 0
-    assert main(["bench", "pq", "--pq", str(out), "--repeats", "2", "--json", str(js)]) == 0
+    assert main(["bench", "pq", "--model", str(out), "--repeats", "2", "--json", str(js)]) == 0
     report = json.loads(js.read_text())
     assert [r["layer"] for r in report["layers"]] == ["body.1", "fc"]
     assert report["model_latency"]["fp32_ms"] > 0 and report["k"] == 4

@@ -40,3 +40,17 @@ def test_registering_twice_warns():
     reg = make_registry()
     with pytest.warns(UserWarning, match="registered twice"):
         reg.register(lambda: 0, name="small_widget")
+
+
+def test_hidden_alias_resolves_but_is_never_listed_or_suggested():
+    reg: Registry = Registry("widget")
+
+    @reg.register(hidden_aliases=("old_widget",))
+    def new_widget():
+        return "new"
+
+    assert reg.create("old-widget") == "new" and "old_widget" in reg
+    assert reg.names() == ["new_widget"]
+    with pytest.raises(UnknownNameError) as err:
+        reg.create("old_widgit")
+    assert "old_widget" not in str(err.value)

@@ -9,17 +9,33 @@ from slimface.errors import ConfigError
 from slimface.train.config import (TrainConfig, apply_overrides, config_from_dict,
                                    config_to_dict, load_config)
 
-# Other stages keep their own config types in configs/ (e.g. DistillConfig); check ours.
-CONFIGS = [p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-           if "TrainConfig(" in p.read_text()]
+# Every experiment, margin heads and distillation alike, is a TrainConfig file.
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_file_loads_and_names_known_models(path):
     from slimface.models import BACKBONES, HEADS
 
-    cfg = load_config(path)
+    cfg = load_config(path)  # validated: objective, teacher, sources, losses, augment keys
     assert cfg.backbone in BACKBONES and cfg.head in HEADS
+
+
+def test_distillation_configs_keep_their_recipes():
+    root = CONFIGS[0].parent
+    fm = load_config(root / "distill_mobilefacenet_fm.py")
+    assert (fm.objective, fm.teacher, fm.optimizer_name, fm.schedule_name) == (
+        "distill", "mobilefacenet-tflite", "adamw", "cosine")
+    mobile = load_config(root / "distill_slimface_mobile.py")
+    assert (mobile.teacher, mobile.backbone, mobile.steps_per_epoch, mobile.optimizer_name,
+            mobile.loss_weights, mobile.augment["shift_px"]) == (
+        "dlib_resnet", "slimnet_s", 20000, "adam", {"embed": 1.0}, 2.0)
+    s2 = load_config(root / "distill_slimface_mobile_s2.py")
+    assert (s2.backbone, s2.steps_per_epoch, s2.seed, s2.augment) == (
+        "slimnet_s2", 6000, 1, mobile.augment)
+    assert s2.init_from.endswith("distill_slimface_mobile/backbone.pt")
+    q = load_config(root / "distill_q_face_resnet_small.py")
+    assert q.backbone_kwargs["base"] == "face_resnet_a" and q.weight_decay == 0.0
 
 
 def test_seed_configs_follow_spec_schedule():
@@ -62,8 +78,8 @@ def test_config_round_trips_through_json_dict():
 
 
 def test_optimizer_choice_is_validated_and_built():
-    """"adam" builds AdamW (binary nets), "sgd" the seed's momentum SGD; both keep weight
-    decay off 1-d parameters; an unknown name is refused with the valid ones."""
+    """"adam" builds AdamW (binary nets), "sgd" momentum SGD; both keep weight decay off 1-d
+    parameters; "adamw" decays every parameter; an unknown name is refused."""
     import torch
 
     from slimface.train.config import validate
@@ -75,5 +91,7 @@ def test_optimizer_choice_is_validated_and_built():
         assert type(opt) is cls
         decays = sorted(g["weight_decay"] for g in opt.param_groups)
         assert decays == [0.0, 0.1]
-    with pytest.raises(ConfigError, match="sgd, adam"):
+    opt = make_optimizer(model, validate(TrainConfig(optimizer="adamw", weight_decay=0.1)))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1]
+    with pytest.raises(ConfigError, match="sgd, adam, adamw"):
         validate(TrainConfig(optimizer="lamb"))

@@ -18,6 +18,7 @@ import torch
 
 from slimface.train.config import TrainConfig
 from slimface.train.distributed import DistInfo
+from slimface.train.margin import MarginObjective
 from slimface.train.trainer import Trainer
 from tests._train_tiny import TinyNet, synthetic_crops
 
@@ -31,11 +32,13 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
     from slimface.train.config import TrainConfig
+    from slimface.train.margin import MarginObjective
     from slimface.train.trainer import Trainer
     from tests._train_tiny import TinyNet, synthetic_crops
     torch.manual_seed(0)
     cfg = TrainConfig(batch_size=4, **{cfg!r})
-    t = Trainer(cfg, synthetic_crops(), {out!r}, progress=False, backbone=TinyNet())
+    t = Trainer(cfg, MarginObjective(cfg, synthetic_crops()), {out!r}, progress=False,
+                backbone=TinyNet())
     t.fit()
     if t.info.rank == 0:
         torch.save(t.model.state_dict(), {out!r} + "/final.pt")
@@ -57,7 +60,8 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path: Path):
     ddp_state = torch.load(tmp_path / "ddp" / "final.pt", weights_only=True)
 
     torch.manual_seed(0)
-    single = Trainer(TrainConfig(batch_size=8, **CFG), synthetic_crops(), tmp_path / "one",
+    cfg = TrainConfig(batch_size=8, **CFG)
+    single = Trainer(cfg, MarginObjective(cfg, synthetic_crops()), tmp_path / "one",
                      progress=False, info=DistInfo(), backbone=TinyNet())
     single.fit()
     for name, ref in single.model.state_dict().items():
@@ -67,3 +71,41 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path: Path):
     changed = sum(not torch.allclose(initial.state_dict()[k], v)
                   for k, v in single.backbone.state_dict().items())
     assert changed > 0  # the comparison is not between two untouched models
+
+
+DISTILL_WORKER = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {root!r})
+    torch.set_num_threads(1)
+    from dataclasses import replace
+    from tests.test_function_matching import config
+    from tests._train_tiny import PixelTeacher, canvases
+    from slimface.train.function_matching import FaceCanvases, FunctionMatching
+    from slimface.train.trainer import Trainer
+    cfg = replace(config(), batch_size=2)
+    t = Trainer(cfg, FunctionMatching(cfg, FaceCanvases(canvases()), PixelTeacher()), {out!r},
+                progress=False)
+    t.fit()
+    torch.save(t.backbone.state_dict(), {out!r} + f"/final{{t.info.rank}}.pt")
+    """)
+
+
+@pytest.mark.slow
+def test_distillation_runs_under_torchrun(tmp_path: Path):
+    """Each rank embeds its own shard with its own teacher; gradients are averaged, so the
+    ranks end with the same weights and rank 0 writes the run."""
+    root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "worker.py"
+    script.write_text(DISTILL_WORKER.format(root=root, out=str(tmp_path / "ddp")))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script)], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (torch.load(tmp_path / "ddp" / f"final{r}.pt", weights_only=True) for r in (0, 1))
+    for name in a:
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(a[name], b[name]), name
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 6

@@ -28,19 +28,25 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
         self._display: dict[str, str] = {}
+        self._hidden: set[str] = set()
 
     def register(self, fn: Callable[..., T] | None = None, *, name: str | None = None,
-                 aliases: tuple[str, ...] = ()) -> Any:
-        """Decorator; the function's own name is the key unless ``name`` is given."""
+                 aliases: tuple[str, ...] = (), hidden_aliases: tuple[str, ...] = ()) -> Any:
+        """Decorator; the function's own name is the key unless ``name`` is given.
+
+        ``aliases`` are listed by :meth:`names`; ``hidden_aliases`` (former names kept so old
+        files and scripts still work) are looked up the same way but never listed or suggested.
+        """
 
         def wrap(f: Callable[..., T]) -> Callable[..., T]:
-            for n in (name or f.__name__, *aliases):
+            for n in (name or f.__name__, *aliases, *hidden_aliases):
                 k = _key(n)
                 if k in self._factories and self._factories[k] is not f:
                     warnings.warn(f"{self.kind} {n!r} registered twice; the later one wins",
                                   stacklevel=3)
                 self._factories[k] = f
                 self._display.setdefault(k, n)
+            self._hidden.update(_key(n) for n in hidden_aliases)
             return f
 
         return wrap(fn) if fn is not None else wrap
@@ -49,8 +55,8 @@ class Registry(Generic[T]):
         return _key(name.split(".")[0]) in self._factories
 
     def names(self) -> list[str]:
-        """Registered names (aliases included), sorted."""
-        return sorted(self._display[k] for k in self._factories)
+        """Registered names (aliases included, hidden aliases left out), sorted."""
+        return sorted(self._display[k] for k in self._factories if k not in self._hidden)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -58,7 +64,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         base = _key(name.split(".")[0])
         if base not in self._factories:
-            close = difflib.get_close_matches(base, list(self._factories), n=3, cutoff=0.5)
+            listed = [k for k in self._factories if k not in self._hidden]
+            close = difflib.get_close_matches(base, listed, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(self._display[c] for c in close)}?" if close else ""
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})")

@@ -12,7 +12,12 @@ coordinates the landmarks are mapped onto by a least-squares similarity transfor
 Templates:
 
 * ``arcface112``: 112x112, the standard ArcFace/insightface five points.
-* ``seed112x96``: 112 high x 96 wide, the SphereFace/CenterFace points (SPEC section 1).
+* ``sphereface112x96``: 112 high x 96 wide, the SphereFace/CenterFace five points: the input
+  of the center-loss Face-ResNet (Wen et al. (2016), A Discriminative Feature Learning Approach
+  for Deep Face Recognition) and of its quantized version (Zhou et al. (2018), Face Recognition
+  Method Based on Quantized Residual Convolutional Neural Networks). ``seed112x96`` is its
+  former name: model files and scripts that say ``seed112x96`` still work, but it is not
+  listed.
 * ``dlib150``: the 150x150 chip dlib's ResNet expects, the geometry of dlib's
   ``get_face_chip(img, shape, 150, padding=0.25)``. Its ``dlib5`` points are dlib's own
   mean-face constants (``dlib/image_transforms/interpolation.h``, ``get_face_chip_details``)
@@ -91,7 +96,14 @@ class Template:
         """A short stable string identifying the geometry (cache keys)."""
         pts = ";".join(f"{k}:" + ",".join(f"{v:.4f}" for v in self.points[k].ravel())
                        for k in sorted(self.points))
-        return f"{self.name}|{self.size}|{self.geometry}|{self.offset}|{pts}"
+        base, sep, pad = self.name.partition("+pad")
+        name = _FINGERPRINT_NAMES.get(base, base) + sep + pad
+        return f"{name}|{self.size}|{self.geometry}|{self.offset}|{pts}"
+
+
+# Crop caches are keyed by the fingerprint: a renamed template keeps the key of its former
+# name, so crops cached under that name stay valid.
+_FINGERPRINT_NAMES = {"sphereface112x96": "seed112x96"}
 
 
 TEMPLATES: Registry[Template] = Registry("template")
@@ -116,7 +128,17 @@ def get_template(name: str | Template) -> Template:
 
 
 def list_templates() -> list[str]:
+    """Template names (former names that still resolve are not listed)."""
     return TEMPLATES.names()
+
+
+def canonical_template_name(name: str) -> str:
+    """The current name of template ``name`` (a former name maps to its successor, ``+padN``
+    is kept); a string that names no template comes back unchanged."""
+    base, sep, pad = str(name).partition("+pad")
+    if not base or base not in TEMPLATES:
+        return str(name)
+    return TEMPLATES.create(base).name + sep + pad
 
 
 def _pts(rows: list[list[float]]) -> np.ndarray:
@@ -129,8 +151,8 @@ def _pts(rows: list[list[float]]) -> np.ndarray:
 ARCFACE_5PT = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                [41.5493, 92.3655], [70.7299, 92.2041]]
 
-# SphereFace / CenterFace 96x112 reference points (SPEC section 1's 112x96 crop).
-SEED_5PT = [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
+# SphereFace / CenterFace 96x112 reference points (112 high x 96 wide crop).
+SPHEREFACE_5PT = [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
             [33.5493, 92.3655], [62.7299, 92.2041]]
 
 # dlib get_face_chip_details, 5-part branch: normalised mean-face points, then
@@ -157,7 +179,7 @@ DLIB150_5PT = [[46.48, 45.35], [102.19, 45.40], [73.50, 76.45], [50.04, 102.98],
                [96.92, 103.15]]
 ARCFACE112_DLIB5 = [[79.92, 53.12], [66.10, 53.59], [30.97, 53.77], [44.95, 53.83],
                     [56.11, 79.81]]
-SEED112X96_DLIB5 = [[71.92, 53.12], [58.10, 53.59], [22.97, 53.77], [36.95, 53.83],
+SPHEREFACE112X96_DLIB5 = [[71.92, 53.12], [58.10, 53.59], [22.97, 53.77], [36.95, 53.83],
                     [48.11, 79.81]]
 
 
@@ -168,11 +190,11 @@ def arcface112() -> Template:
                     {"5pt": _pts(ARCFACE_5PT), "dlib5": _pts(ARCFACE112_DLIB5)})
 
 
-@TEMPLATES.register
-def seed112x96() -> Template:
-    """112x96 (HxW) SphereFace/CenterFace crop used by the seed network (SPEC section 1)."""
-    return Template("seed112x96", (112, 96),
-                    {"5pt": _pts(SEED_5PT), "dlib5": _pts(SEED112X96_DLIB5)})
+@TEMPLATES.register(hidden_aliases=("seed112x96",))
+def sphereface112x96() -> Template:
+    """112x96 (HxW) SphereFace/CenterFace crop, the Face-ResNet input size."""
+    return Template("sphereface112x96", (112, 96),
+                    {"5pt": _pts(SPHEREFACE_5PT), "dlib5": _pts(SPHEREFACE112X96_DLIB5)})
 
 
 @TEMPLATES.register

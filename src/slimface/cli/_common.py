@@ -1,18 +1,125 @@
-"""Small helpers every CLI topic shares: JSON output and human tables."""
+"""What every CLI command shares: the option vocabulary and where output goes.
+
+Vocabulary (``tests/test_cli_vocabulary.py`` checks it on the whole parser):
+
+* ``--model`` names every model a command reads (registry name or model file), never a
+  positional argument; commands that take several models take ``--model A B`` (or
+  ``--model A --model B``), the first one being the baseline where there is one.
+* ``--batch`` for batch sizes, ``--repeats`` for timed repetitions, ``--meta KEY=VALUE``
+  (repeatable) for metadata. An option taking several values takes them the same way as
+  ``--model``: after one flag or over repeated flags.
+* Earlier spellings stay accepted as hidden aliases (:func:`hidden_alias`).
+
+Output: a command's result goes to stdout; progress, logs and warnings to stderr.
+``--json`` (no file) makes stdout carry the JSON object only, and the human result moves
+to stderr; ``--json FILE`` writes the JSON to FILE and leaves the human result on stdout.
+:func:`print_result` / :func:`emit_result` apply that rule.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 from slimface.io.atomic import atomic_write_text
 
 
+# --------------------------------------------------------------------------- options
 def add_json_arg(parser: Any) -> None:
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
-                        help="write one JSON object to OUT (stdout when OUT is omitted)")
+                        help="write the result as one JSON object to OUT (stdout when OUT is "
+                             "omitted; the human result then goes to stderr)")
+
+
+class Several(argparse.Action):
+    """``nargs="+"`` that also collects repeated flags (``--model A B`` = ``--model A
+    --model B``); values given on the command line replace the default instead of
+    extending it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, nargs: Any = "+",
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+        self.initial = self.default
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None or current is self.initial else list(current)
+        setattr(namespace, self.dest, items + list(values))
+
+
+def hidden_alias(parser: Any, action: argparse.Action, *flags: str) -> argparse.Action:
+    """Earlier spellings ``flags`` of ``action``'s option: parsed into the same value, shown
+    nowhere (not in ``--help``, not in usage lines)."""
+    kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS,
+                              "help": argparse.SUPPRESS}
+    if action.nargs != 0:  # options that take values (not store_true and the like)
+        kwargs.update(nargs=action.nargs, type=action.type, choices=action.choices,
+                      metavar=action.metavar)
+    alias = parser.add_argument(*flags, action=type(action), **kwargs)
+    if isinstance(action, Several):
+        alias.initial = action.initial
+    return alias
+
+
+def add_model_arg(parser: Any, *, help: str, default: str | None = None,
+                  required: bool = False, positional_alias: bool = False) -> argparse.Action:
+    """``--model M``: the one model a command reads. ``positional_alias`` also accepts the
+    model as a positional argument, the command's earlier spelling (hidden)."""
+    if not positional_alias:
+        return parser.add_argument("--model", default=default, required=required,
+                                   metavar="MODEL", help=help)
+    group = parser.add_mutually_exclusive_group(required=required)
+    action = group.add_argument("--model", default=default, metavar="MODEL", help=help)
+    group.add_argument("model", nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    group.model_alias = True  # type: ignore[attr-defined]  # see tidy_usage
+    return action
+
+
+def tidy_usage(parser: argparse.ArgumentParser) -> None:
+    """Show a required ``--model`` that has a hidden positional alias as required in the
+    usage line (argparse brackets it: the two sit apart in the line, optionals first).
+    Applied to ``parser`` and every sub-command below it, once all options are added."""
+    for group in parser._mutually_exclusive_groups:
+        if getattr(group, "model_alias", False) and group.required:
+            usage = parser.format_usage().removeprefix("usage: ").rstrip("\n")
+            parser.usage = usage.replace("[--model MODEL]", "--model MODEL").replace("%", "%%")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                tidy_usage(sub)
+
+
+def add_models_arg(parser: Any, *, help: str, default: Sequence[str], dest: str = "models",
+                   choices: Sequence[str] | None = None) -> argparse.Action:
+    """``--model A B`` (or ``--model A --model B``): several models, in order."""
+    return parser.add_argument("--model", dest=dest, action=Several, default=list(default),
+                               choices=choices, metavar="MODEL", help=help)
+
+
+def parse_meta(items: Sequence[str], option: str = "--meta") -> dict[str, str]:
+    """``--meta KEY=VALUE`` items (repeatable) as a dict; values stay text. An item that is a
+    JSON object (``'{"key": "value"}'``, an earlier form) is merged as well."""
+    from slimface.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                obj = json.loads(item)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{option} {item!r}: not valid JSON ({exc})") from None
+            if not isinstance(obj, dict):
+                raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
+            out.update(obj)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
 
 
 def int_at_least(minimum: int) -> Any:
@@ -34,6 +141,37 @@ positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
 
 
+def group_usage(parser: argparse.ArgumentParser) -> int:
+    """A command group called without its sub-command (``slimface``, ``slimface bench``):
+    its help on stderr, exit 2 (a usage error), the same for every group."""
+    parser.print_help(sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------- output
+def result_stream(json_dest: str | None) -> TextIO:
+    """Where a command's human-readable result goes: stdout, unless stdout carries the
+    JSON (``--json`` without a file), then stderr."""
+    return sys.stderr if json_dest == "-" else sys.stdout
+
+
+def print_result(json_dest: str | None, *blocks: str | None) -> None:
+    """Print human result ``blocks`` (tables, verdicts, one-line summaries) where
+    :func:`result_stream` says; empty blocks are skipped."""
+    out = result_stream(json_dest)
+    for block in blocks:
+        if block:
+            print(block, file=out)
+    out.flush()
+
+
+def emit_result(json_dest: str | None, obj: Any, *blocks: str | None) -> None:
+    """A command's result: the human ``blocks`` (:func:`print_result`), then ``obj`` as
+    JSON to ``json_dest`` when ``--json`` was given."""
+    print_result(json_dest, *blocks)
+    emit_json(obj, json_dest)
+
+
 def emit_json(obj: Any, dest: str | None) -> None:
     """Write ``obj`` as JSON to ``dest`` ('-' = stdout); no-op when ``dest`` is None."""
     if dest is None:
@@ -41,6 +179,7 @@ def emit_json(obj: Any, dest: str | None) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n"
     if dest == "-":
         sys.stdout.write(text)
+        sys.stdout.flush()
     else:
         atomic_write_text(Path(dest), text)
 
@@ -53,10 +192,11 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A plain aligned text table (for stderr / README), floats to 4 significant digits."""
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+                 title: str | None = None) -> str:
+    """A plain aligned text table, floats to 4 significant digits, ``title`` above it."""
     if not rows:
-        return "(no rows)"
+        return "\n".join(filter(None, [title, "(no rows)"]))
     cols = list(columns or rows[0].keys())
 
     def cell(v: Any) -> str:
@@ -67,11 +207,11 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     body = [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, body)])
+    table = [line(cols), line(["-" * w for w in widths]), *map(line, body)]
+    return "\n".join([title, *table] if title else table)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
                 title: str | None = None) -> None:
-    if title:
-        print(title, file=sys.stderr)
-    print(format_table(rows, columns), file=sys.stderr)
+    """A table on stderr (a log, not a result: results go through :func:`emit_result`)."""
+    print(format_table(rows, columns, title), file=sys.stderr)

@@ -6,19 +6,16 @@ owns its command in its own file.
 """
 from __future__ import annotations
 
-import argparse
 from types import ModuleType
 from typing import Any, Iterable
+
+from slimface.cli._common import group_usage
 
 
 def register_group(sub: Any, group: str, members: Iterable[ModuleType], help_text: str) -> None:
     parser = sub.add_parser(group, help=help_text, description=help_text)
     inner = parser.add_subparsers(dest=f"{group}_command", metavar="WHAT")
-    parser.set_defaults(func=lambda args: _no_member(parser))
+    parser.set_defaults(func=lambda args: group_usage(parser))
     for module in members:
         module.register(inner)
 
-
-def _no_member(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2

@@ -5,7 +5,7 @@ SRC is an image file or a folder (searched recursively for .jpg/.jpeg/.png/.pgm/
 extension). Detection is cached (``$SLIMFACE_CACHE/crops``), so re-running is fast.
 The summary counts images where the main detector found a face (detected), where only the
 fallback detector did (fallback), and where none did (no-face: centre crop, skipped or error
-by ``--no-face``).
+by ``--no-face``). ``--face`` picks the face when an image holds several.
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import add_json_arg, emit_result, format_table, hidden_alias
 
 
 def register(sub: Any) -> None:
     from slimface.align.templates import list_templates
+    from slimface.gallery.embedder import MULTI_FACE_CHOICES
 
     p = sub.add_parser("align", help="detect and align faces into template crops",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,8 +30,10 @@ def register(sub: Any) -> None:
     p.add_argument("--detector", default="retinaface", help="retinaface (default) or dlib")
     p.add_argument("--fallback-detector", default=None,
                    help="detector tried when the first finds no face (e.g. retinaface)")
-    p.add_argument("--multi-face", choices=("largest", "central"), default="largest",
-                   help="several faces: keep the largest (default) or the most central")
+    face = p.add_argument("--face", choices=MULTI_FACE_CHOICES, default="largest",
+                          help="several faces in one image: keep the largest (default), the "
+                               "one nearest the centre, or stop (error)")
+    hidden_alias(p, face, "--multi-face")
     p.add_argument("--no-face", choices=("centre", "skip", "error"), default="centre",
                    help="no face found: write a centre crop (default), skip the file, or stop")
     p.add_argument("--pad", default=None,
@@ -71,18 +74,23 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from slimface.align import align_paths, get_template
-    from slimface.errors import ConfigError
+    from slimface.errors import ConfigError, MultipleFacesError
 
     template = get_template(args.template)
     ext = args.ext if args.ext.startswith(".") else f".{args.ext}"
     if ext.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
         raise ConfigError(f"--ext {args.ext!r}: choose .png, .jpg, .bmp or .webp")
     root, files = _find_images(Path(args.src))
-    batch = align_paths(files, template, detector=_detector(args.detector, args.pad),
-                        fallback_detector=_detector(args.fallback_detector, args.pad),
-                        multi_face=args.multi_face,
-                        no_face="error" if args.no_face == "error" else "centre",
-                        cache=not args.no_cache, workers=args.workers, progress=True)
+    try:
+        batch = align_paths(files, template, detector=_detector(args.detector, args.pad),
+                            fallback_detector=_detector(args.fallback_detector, args.pad),
+                            multi_face=args.face,
+                            no_face="error" if args.no_face == "error" else "centre",
+                            cache=not args.no_cache, workers=args.workers, progress=True)
+    except MultipleFacesError as exc:
+        raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
+                                           f"face, or pass --face largest or --face central"
+                                 ) from None
     dst = Path(args.dst)
     written = 0
     for path, crop, status in zip(files, batch.crops, batch.status):
@@ -96,6 +104,5 @@ def run(args: argparse.Namespace) -> int:
     summary = {"template": template.name, "images": len(files), "written": written,
                "detected": counts["detected"], "fallback": counts["fallback_detector"],
                "no_face": counts["centre"], "dst": str(dst)}
-    print_table([summary], title="slimface align")
-    emit_json(summary, args.json)
+    emit_result(args.json, summary, format_table([summary], title="slimface align"))
     return 0

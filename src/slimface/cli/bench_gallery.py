@@ -16,15 +16,16 @@ import platform
 from typing import Any
 
 from slimface._provenance import git_commit
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import add_json_arg, emit_result, format_table
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("gallery", help="synthetic 1:N gallery search: latency and recall",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000, help="enrolled identities")
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", type=int, default=128, help="embedding size (default 128)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random identities and queries (default 0)")
     p.add_argument("--index", default=None,
                    help="index kind (default: the gallery's large-gallery kind)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -74,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"search": label, "median_ms": stats["median_ms"], "p95_ms": stats["p95_ms"],
                      "best3_median_ms": stats["best_of_3_median_ms"],
                      "best3_p95_ms": stats["best_of_3_p95_ms"], "recall@1": recall})
-    print_table(rows, title=f"{args.n} x {args.dim}-d identities, noise sigma "
-                            f"{result['noise_sigma']} (exact top-1 right "
-                            f"{result['exact_top1_accuracy']:.3f})")
-    emit_json(result, args.json)
+    emit_result(args.json, result,
+                format_table(rows, title=f"{args.n} x {args.dim}-d identities, noise sigma "
+                                         f"{result['noise_sigma']} (exact top-1 right "
+                                         f"{result['exact_top1_accuracy']:.3f})"))
     return 0
 
 
@@ -100,7 +101,8 @@ def register_load(sub: Any) -> None:
     p.add_argument("--dim", type=positive_int, default=128, help="embedding size")
     p.add_argument("--write-interval-ms", type=float, default=20.0,
                    help="pause of the writer between two commits")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the enrolled identities and the queries (default 0)")
     add_json_arg(p)
     p.set_defaults(func=run_load)
 
@@ -125,14 +127,14 @@ def run_load(args: argparse.Namespace) -> int:
     result.update(commit=git_commit(), cpu=_cpu_model(), cpu_count=os.cpu_count(),
                   load_average_before=load_before, load_average=list(os.getloadavg()))
     lat = result["latency_ms"]
-    print_table([{"clients": spec.clients, "seconds": spec.seconds,
-                  "identify/s": result["identify_per_s"], "p50 ms": lat.get("p50"),
-                  "p99 ms": lat.get("p99"), "writes/s": result["writes_per_s"],
-                  "checked": result["answers_checked"],
-                  "inconsistent": result["inconsistent"], "stale": result["stale"]}],
-                title=f"gallery load check: {spec.identities} identities at the start, "
-                      f"{spec.dim}-d, {result['identities_end']} at the end")
-    emit_json(result, args.json)
+    emit_result(args.json, result, format_table(
+        [{"clients": spec.clients, "seconds": spec.seconds,
+          "identify/s": result["identify_per_s"], "p50 ms": lat.get("p50"),
+          "p99 ms": lat.get("p99"), "writes/s": result["writes_per_s"],
+          "checked": result["answers_checked"],
+          "inconsistent": result["inconsistent"], "stale": result["stale"]}],
+        title=f"gallery load check: {spec.identities} identities at the start, "
+              f"{spec.dim}-d, {result['identities_end']} at the end"))
     if not result["consistent"]:
         print("slimface: error: some answers did not match the committed state: "
               f"{result['examples']}", file=sys.stderr)

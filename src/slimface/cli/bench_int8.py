@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from slimface._provenance import describe_cpu
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (Several, add_json_arg, add_model_arg, emit_result,
+                                   format_table, hidden_alias, positive_int)
 from slimface.cli.export import (add_int8_args, aligned_crops, calibration_folder,
                                  folder_images, int8_options, model_metadata)
 
@@ -24,10 +25,13 @@ from slimface.cli.export import (add_int8_args, aligned_crops, calibration_folde
 def register(sub: Any) -> None:
     p = sub.add_parser("int8", help="int8 vs fp32 ONNX: latency and LFW accuracy",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="registry name or model file")
-    p.add_argument("--threads", type=int, default=2)
+    add_model_arg(p, help="registry name or model file (default: the default model)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="ONNX Runtime and torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per batch size")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    batch = p.add_argument("--batch", action=Several, type=positive_int, default=[1, 32],
+                           help="batch sizes to time (default 1 32)")
+    hidden_alias(p, batch, "--batches")
     p.add_argument("--flip", choices=("none", "sum", "concat"), default="none",
                    help="LFW feature (image + mirror) for both models")
     p.add_argument("--no-lfw", action="store_true", help="skip the accuracy part")
@@ -65,7 +69,7 @@ def _time_all(files: dict[str, tuple[Path, str]], args: argparse.Namespace,
     sessions = {label: ex.session(path, threads=args.threads, optimization=opt, spin=False)
                 for label, (path, opt) in files.items()}
     out: dict[str, dict[str, Any]] = {label: {} for label in files}
-    for b in args.batches:
+    for b in args.batch:
         for label, stats in ex.interleaved_latency_ms(sessions, hw, b, args.repeats).items():
             out[label][f"b{b}"] = stats
     return out
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     fp = results["fp32"]["latency"]
     for label, r in results.items():
         row = {"model": label}
-        for b in args.batches:
+        for b in args.batch:
             ms = r["latency"][f"b{b}"]["ms_per_face"]
             r.setdefault("speedup_vs_fp32", {})[f"b{b}"] = fp[f"b{b}"]["ms_per_face"] / ms
             row[f"b{b} ms/face"] = ms
@@ -133,13 +137,14 @@ def run(args: argparse.Namespace) -> int:
         if "parity_vs_torch" in r:
             row["min cos"] = r["parity_vs_torch"]["min_cosine"]
         rows.append(row)
-    print_table(rows, title=f"{name}: ONNX Runtime, {args.threads} threads, LFW view 2 "
-                            f"flip={args.flip}; int8 calibrated on {len(calib)} crops of "
-                            f"{folder}")
     import os
 
-    emit_json({"model": name, "threads": args.threads, "flip": args.flip,
-               "cpu": describe_cpu(), "load_average": list(os.getloadavg()),
-               "n_calibration_crops": len(calib), "calibration_folder": str(folder),
-               "default_int8": base.label(), "results": results}, args.json)
+    table = format_table(rows, title=f"{name}: ONNX Runtime, {args.threads} threads, LFW view "
+                                     f"2 flip={args.flip}; int8 calibrated on {len(calib)} "
+                                     f"crops of {folder}")
+    emit_result(args.json, {"model": name, "threads": args.threads, "flip": args.flip,
+                            "cpu": describe_cpu(), "load_average": list(os.getloadavg()),
+                            "n_calibration_crops": len(calib),
+                            "calibration_folder": str(folder), "default_int8": base.label(),
+                            "results": results}, table)
     return 0

@@ -36,7 +36,8 @@ table also shows ``float_out_ceiling``: torch's time divided by the time this ma
 just to write that many floats with the same threads and the same non-temporal stores
 (``kernel.streamed_write_ms``). No float-output conv can beat torch by more than that here;
 where it is under 10x, the memory bus, not the popcounts, caps the speed-up. Table on
-stderr, one JSON object on stdout (device, threads, commit, load average).
+stdout (stderr with ``--json``), one JSON object with ``--json`` (device, threads, commit, load
+average).
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ from typing import Any, Callable
 import numpy as np
 
 from slimface._provenance import git_commit
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (Several, add_json_arg, add_models_arg, emit_json,
+                                   format_table, hidden_alias, positive_int, print_result)
 from slimface.runtime.timing import cpu_info, time_in_blocks
 
 MODELS = {"face_resnet_c": (112, 96), "mobilefacenet": (112, 112)}
@@ -67,20 +69,23 @@ def register(sub: Any) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for torch and our kernel")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes")
-    p.add_argument("--reps", type=int, default=10,
-                   help="least timed calls per case (more for fast calls, see --budget-ms)")
+    p.add_argument("--batch", action=Several, type=positive_int, default=[1, 32],
+                           help="batch sizes (default 1 32)")
+    repeats = p.add_argument("--repeats", type=positive_int, default=10,
+                             help="least timed calls per case (more for fast calls, see "
+                                  "--budget-ms)")
+    hidden_alias(p, repeats, "--reps")
     p.add_argument("--budget-ms", type=float, default=60.0,
                    help="time per function and case the repeats aim at")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
-                   help="whose conv shapes to time")
+    models = add_models_arg(p, default=list(MODELS), choices=list(MODELS),
+                            help=f"whose conv shapes to time: {' '.join(MODELS)} (default both)")
+    hidden_alias(p, models, "--models")
     p.add_argument("--no-model", action="store_true",
                    help="skip the whole-model runs (Q vs C, binary-weight student vs fp32 twin)")
     p.add_argument("--isa", choices=("best", "avx512", "avx2", "portable"), default="best",
                    help="instruction set of the binary kernels (default: the best this CPU has)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
     add_json_arg(p)
-    p.set_defaults(json="-")
 
 
 # ------------------------------------------------------------------ environment
@@ -299,35 +304,39 @@ def run(args: argparse.Namespace) -> int:
     convs = []
     cases = [(s, b) for b in args.batch for s in shapes]
     for shape, batch in tqdm(cases, desc="conv shapes", file=sys.stderr, leave=False):
-        convs.append(time_conv(shape, batch, args.threads, args.reps, rng, args.budget_ms))
-    print_table([{**{k: r[k] for k in ("model", "batch", "cin", "cout", "h", "w", "k", "stride")},
+        convs.append(time_conv(shape, batch, args.threads, args.repeats, rng, args.budget_ms))
+    conv_rows = [{**{k: r[k] for k in ("model", "batch", "cin", "cout", "h", "w", "k", "stride")},
                   "binary_ms": r["binary_ms"], "torch_fp32_ms": r["torch_fp32_ms"],
                   "speedup": r["speedup"], "speedup_median": r["speedup_median"],
                   "signs_out_speedup": r["speedup_signs"],
                   "words_in_out_speedup": r["speedup_words"],
                   "float_out_ceiling": r["float_out_ceiling"],
                   "path": r["path"], "deployed_speedup": r["speedup_deployed"]}
-                 for r in convs],
-                title=f"binary conv (XNOR-popcount) vs torch fp32, {args.threads} threads; "
-                      f"{env['cpu_label']}")
-    models = [] if args.no_model else time_models(args.batch, args.threads, args.reps,
+                 for r in convs]
+    print_result(args.json, format_table(
+        conv_rows, title=f"binary conv (XNOR-popcount) vs torch fp32, {args.threads} threads; "
+                         f"{env['cpu_label']}"))
+    models = [] if args.no_model else time_models(args.batch, args.threads, args.repeats,
                                                   args.budget_ms)
     if models:
-        print_table([{k: r[k] for k in ("batch", "q_ms", "c_fp32_ms", "speedup",
-                                         "speedup_median")} for r in models],
-                    title=f"\nmodel Q (deploy file) vs model C fp32, face_resnet_c 112x96; "
-                          f"{env['cpu_label']}")
-    students = [] if args.no_model else time_student(args.batch, args.threads, args.reps,
+        print_result(args.json, format_table(
+            [{k: r[k] for k in ("batch", "q_ms", "c_fp32_ms", "speedup", "speedup_median")}
+             for r in models],
+            title=f"\nmodel Q (deploy file) vs model C fp32, face_resnet_c 112x96; "
+                  f"{env['cpu_label']}"))
+    students = [] if args.no_model else time_student(args.batch, args.threads, args.repeats,
                                                      args.budget_ms)
     if students:
-        print_table([{k: r[k] for k in ("batch", "binary_ms_per_face", "fp32_ms_per_face",
-                                         "speedup", "speedup_median", "kernel_layers",
-                                         "torch_layers")} for r in students],
-                    title=f"\n{STUDENT_FILE} (binary weights, float activations) vs its fp32 "
-                          f"twin {students[0]['twin']}; {env['cpu_label']}")
+        print_result(args.json, format_table(
+            [{k: r[k] for k in ("batch", "binary_ms_per_face", "fp32_ms_per_face", "speedup",
+                                "speedup_median", "kernel_layers", "torch_layers")}
+             for r in students],
+            title=f"\n{STUDENT_FILE} (binary weights, float activations) vs its fp32 "
+                  f"twin {students[0]['twin']}; {env['cpu_label']}"))
     env["loadavg_after"] = list(os.getloadavg())
     emit_json({"benchmark": "kernels", "environment": env, "seed": args.seed,
-               "reps": args.reps, "budget_ms": args.budget_ms, "convs": convs, "models": models,
+               "repeats": args.repeats, "budget_ms": args.budget_ms, "convs": convs,
+               "models": models,
                "students": students, "summary": _summary(convs, models, students)}, args.json)
     return 0
 
@@ -356,8 +365,9 @@ def _summary(convs: list[dict[str, Any]], models: list[dict[str, Any]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``benchmarks/bench_kernels.py``."""
+    """Entry point for ``benchmarks/bench_kernels.py``: JSON on stdout unless ``--json OUT``."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
+    p.set_defaults(json="-")
     return run(p.parse_args(argv))

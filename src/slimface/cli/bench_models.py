@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (Several, add_json_arg, add_models_arg, emit_result,
+                                   format_table, hidden_alias, positive_int)
 
 RUNTIMES: tuple[str, ...] = ("onnx", "torch")
 
@@ -27,10 +28,17 @@ RUNTIMES: tuple[str, ...] = ("onnx", "torch")
 def register(sub: Any) -> None:
     p = sub.add_parser("models", help="size, MACs and latency of models vs a baseline",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["dlib-resnet", "slimface-mobile"],
-                   help="registry names or model files; the first is the baseline")
-    p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    models = add_models_arg(p, default=["dlib-resnet", "slimface-mobile"],
+                            help="registry names or model files, the first is the baseline "
+                                 "(default dlib-resnet slimface-mobile)")
+    hidden_alias(p, models, "--models")
+    runtime = p.add_argument("--runtime", dest="runtimes", action=Several, choices=RUNTIMES,
+                             default=list(RUNTIMES), metavar="RUNTIME",
+                             help=f"runtimes to time: {' '.join(RUNTIMES)} (default both)")
+    hidden_alias(p, runtime, "--runtimes")
+    batch = p.add_argument("--batch", action=Several, type=positive_int, default=[1, 32],
+                           help="batch sizes (default 1 32)")
+    hidden_alias(p, batch, "--batches")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime")
     p.add_argument("--repeats", type=int, default=50,
                    help="timed runs per model and batch size (batch >1 uses repeats/10, >=5)")
@@ -142,12 +150,12 @@ def bench(specs: Sequence[str], runtimes: Sequence[str], batches: Sequence[int],
 
 
 def run(args: argparse.Namespace) -> int:
-    out = bench(args.models, args.runtimes, args.batches, args.threads, args.repeats)
+    out = bench(args.models, args.runtimes, args.batch, args.threads, args.repeats)
     cols = ["model", "params", "macs", "fp32_bytes", "size_ratio"]
     for rt in args.runtimes:
-        for b in args.batches:
+        for b in args.batch:
             cols += [f"{rt}_b{b}_median_ms", f"{rt}_b{b}_min_ms", f"speedup_{rt}_b{b}"]
-    print_table(out["rows"], [c for c in cols if c in out["rows"][0]],
-                title=f"models vs {out['baseline']} (fp32, {args.threads} threads, ms per face)")
-    emit_json(out, args.json)
+    emit_result(args.json, out, format_table(
+        out["rows"], [c for c in cols if c in out["rows"][0]],
+        title=f"models vs {out['baseline']} (fp32, {args.threads} threads, ms per face)"))
     return 0

@@ -1,14 +1,15 @@
 """``slimface bench pq``: lookup-table (PQ) inference against fp32, measured in the same run.
 
     slimface bench pq --model dlib-resnet --d 4 --k 32 --json
-    slimface bench pq --pq dlib_pq.slim --json
+    slimface bench pq --model dlib_pq.slim --json
 
 For every PQ layer, the layer's real batch-1 input is captured once; then the LUT layer and
 an ``nn.Conv2d`` / ``nn.Linear`` with the same (reconstructed) weight in fp32 are timed in
 alternation (so both see the same machine load) and the median is reported. The whole
 model is timed the same way (PQ in LUT mode vs. the float model with the same weights).
-Without ``--pq`` the model's layers are product-quantized with plain k-means first; speed
-does not depend on how the codewords were fitted.
+A float ``--model`` (registry name or .pt) is product-quantized with plain k-means first
+(``--d``, ``--k``); a PQ ``.slim`` file is timed as it is. Speed does not depend on how the
+codewords were fitted.
 """
 from __future__ import annotations
 
@@ -19,17 +20,21 @@ import time
 from typing import Any, Callable
 
 from slimface._provenance import git_commit
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
+                                   hidden_alias)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("pq", help="PQ lookup-table inference vs fp32 (per layer + model)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dlib-resnet", help="float model (registry name / .pt)")
-    p.add_argument("--pq", default=None, metavar="M.slim",
-                   help="a PQ .slim file (default: k-means PQ of --model)")
-    p.add_argument("--d", type=int, default=4, help="subspace size when quantizing --model")
-    p.add_argument("--k", type=int, default=32, help="codewords when quantizing --model")
+    model = add_model_arg(p, default="dlib-resnet",
+                          help="a PQ .slim file, timed as it is, or a float model (registry "
+                               "name or .pt) quantized with k-means first; default dlib-resnet")
+    hidden_alias(p, model, "--pq")
+    p.add_argument("--d", type=int, default=4,
+                   help="subspace size when quantizing a float --model")
+    p.add_argument("--k", type=int, default=32,
+                   help="codewords when quantizing a float --model")
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--repeats", type=int, default=30, help="timed calls per variant")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -81,13 +86,15 @@ def float_twin(model: Any) -> Any:
 
 
 def _pq_model(args: argparse.Namespace) -> Any:
+    """``--model`` as is when it holds PQ layers, else its k-means PQ (``--d``, ``--k``)."""
     from slimface.runtime.loader import load_model
-
-    if args.pq:
-        return load_model(args.pq)
-    from slimface.compress.pq import PQConfig, quantize_pq
+    from slimface.runtime.pq import PQConv2d, PQLinear
 
     model = load_model(args.model)
+    if any(isinstance(m, (PQConv2d, PQLinear)) for m in model.modules()):
+        return model
+    from slimface.compress.pq import PQConfig, quantize_pq
+
     quant, _ = quantize_pq(model, PQConfig(d=args.d, k=args.k), error_correction=False)
     return quant
 
@@ -135,16 +142,16 @@ def run(args: argparse.Namespace) -> int:
         times = _time_pair(lambda: twin(x), lambda: quant(x), max(5, args.repeats // 3))
     model_row = {"layer": "whole model", "shape": f"{args.batch}x3x{h}x{w}", **times,
                  "speedup": times["fp32_ms"] / times["lut_ms"]}
-    print_table(rows + [model_row], ["layer", "shape", "M", "K", "fp32_ms", "lut_ms", "speedup",
-                                     "fp32_min_ms", "lut_min_ms"],
-                title=f"PQ lookup-table vs fp32, batch {args.batch}, {args.threads} thread(s), "
-                      "median (and min) ms")
+    table = format_table(rows + [model_row], ["layer", "shape", "M", "K", "fp32_ms", "lut_ms",
+                                              "speedup", "fp32_min_ms", "lut_min_ms"],
+                         title=f"PQ lookup-table vs fp32, batch {args.batch}, {args.threads} "
+                               "thread(s), median (and min) ms")
     first = next((r for r in rows), {})
-    emit_json({"benchmark": "pq", "model": args.pq or args.model,
-               "d": None if not rows else int(quant.get_submodule(first["layer"]).subspace_dim),
-               "k": first.get("K"),
-               "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
-               "fc_kernel": "c" if lut_kernel() is not None else "torch",
-               "torch": torch.__version__, "commit": git_commit(), "layers": rows,
-               "model_latency": model_row}, args.json)
+    d = None if not rows else int(quant.get_submodule(first["layer"]).subspace_dim)
+    emit_result(args.json, {"benchmark": "pq", "model": args.model, "d": d, "k": first.get("K"),
+                            "batch": args.batch, "threads": args.threads,
+                            "repeats": args.repeats,
+                            "fc_kernel": "c" if lut_kernel() is not None else "torch",
+                            "torch": torch.__version__, "commit": git_commit(), "layers": rows,
+                            "model_latency": model_row}, table)
     return 0

@@ -11,20 +11,24 @@ import statistics
 import time
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (Several, add_json_arg, add_model_arg, emit_result,
+                                   format_table, hidden_alias, positive_int)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="training images/s for a model and batch size",
                        description=__doc__)
-    p.add_argument("--model", default="mobilefacenet", help="backbone name (default mobilefacenet)")
+    add_model_arg(p, default="mobilefacenet", help="backbone name (default mobilefacenet)")
     p.add_argument("--head", default="arcface", help="head name (default arcface)")
     p.add_argument("--classes", type=int, default=1000, help="head classes (default 1000)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[64], help="one or more sizes")
+    batch = p.add_argument("--batch", action=Several, type=positive_int, default=[64],
+                           help="one or more batch sizes (default 64)")
+    hidden_alias(p, batch, "--batch-size")
     p.add_argument("--steps", type=int, default=5, help="timed steps per batch size")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="keep the NCHW memory format (default: channels_last)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -67,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     rows = [bench_train_step(args.model, args.head, args.classes, b, args.steps, args.warmup,
-                             not args.no_channels_last) for b in args.batch_size]
-    print_table(rows, title=f"training throughput ({args.threads} threads, median of "
-                            f"{args.steps} steps after {args.warmup} warm-up)")
-    emit_json({"threads": args.threads, "torch": torch.__version__, "results": rows}, args.json)
+                             not args.no_channels_last) for b in args.batch]
+    emit_result(args.json, {"threads": args.threads, "torch": torch.__version__, "results": rows},
+                format_table(rows, title=f"training throughput ({args.threads} threads, median "
+                                         f"of {args.steps} steps after {args.warmup} warm-up)"))
     return 0

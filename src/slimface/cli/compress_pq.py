@@ -18,21 +18,21 @@ no fine-tuning unless ``--finetune-epochs`` asks for it.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import (add_json_arg, emit_json, nonneg_int, positive_int,
-                                   print_table)
+from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
+                                   nonneg_int, positive_int)
 from slimface.errors import ConfigError, ModelError
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("pq", help="product quantization with error correction (Q-CNN)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dlib-resnet",
-                   help="registry name or .pt checkpoint with an architecture entry")
+    add_model_arg(p, default="dlib-resnet",
+                  help="registry name or .pt checkpoint with an architecture entry (default "
+                       "dlib-resnet)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--ratio", type=float, default=None,
                       help="target compression of conv+fc weights (picks K for --d)")
@@ -137,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
                    layers=[r.__dict__ for r in reports])
     if args.eval:
         summary["lfw"] = _evaluate(quant, args.data)
-    _print_summary(summary)
-    emit_json(summary, args.json)
+    emit_result(args.json, summary, *_summary_blocks(summary))
     return 0
 
 
@@ -150,14 +149,15 @@ def _evaluate(quant: Any, data: str | None) -> dict[str, Any]:
                                 "n_pairs", "no_face") if k in res}
 
 
-def _print_summary(s: dict[str, Any]) -> None:
+def _summary_blocks(s: dict[str, Any]) -> tuple[str, str]:
     rows = [{"layer": r["path"], "d": r["d"], "K": r["k"], "float_B": r["float_bytes"],
              "stored_B": r["stored_bytes"], "err_kmeans": r["rel_error_kmeans"],
              "err_corrected": r["rel_error_corrected"], "note": r["skipped"] or ""}
             for r in s["layers"]]
-    print_table(rows, title="per layer (relative response error on the calibration set)")
     acc = s.get("lfw", {}).get("accuracy_mean")
-    print(f"{s['out']}: conv+fc weights {s['float_weight_bytes']:,} -> {s['pq_weight_bytes']:,} "
-          f"bytes ({s['ratio']:.2f}x, {s['codebook_dtype']} codebooks), file "
-          f"{s['file_bytes']:,} bytes, {s['seconds']:.0f} s"
-          + (f", LFW view 2 {100 * acc:.2f}%" if acc is not None else ""), file=sys.stderr)
+    return (format_table(rows, title="per layer (relative response error on the calibration "
+                                     "set)"),
+            f"{s['out']}: conv+fc weights {s['float_weight_bytes']:,} -> "
+            f"{s['pq_weight_bytes']:,} bytes ({s['ratio']:.2f}x, {s['codebook_dtype']} "
+            f"codebooks), file {s['file_bytes']:,} bytes, {s['seconds']:.0f} s"
+            + (f", LFW view 2 {100 * acc:.2f}%" if acc is not None else ""))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import add_json_arg, add_model_arg, emit_result, format_table
 
 log = logging.getLogger("slimface.compress")
 
@@ -21,8 +20,8 @@ log = logging.getLogger("slimface.compress")
 def register(sub: Any) -> None:
     p = sub.add_parser("quantize", help="binary / k-bit quantization into a .slim deploy file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="registry name (face_resnet_c...) or a .pt/.slim file")
+    add_model_arg(p, required=True,
+                  help="registry name (face_resnet_c...) or a .pt/.slim file")
     p.add_argument("--scheme", choices=("bnn", "xnor", "dorefa"), default="xnor",
                    help="quantization scheme (default xnor)")
     p.add_argument("--w-bits", type=int, default=1, help="weight bits (1 for bnn/xnor)")
@@ -125,16 +124,18 @@ def run(args: argparse.Namespace) -> int:
     save_deploy(model, args.out, backbone=backbone, backbone_kwargs=kwargs,
                 fold_bn=not args.no_fold_bn, extra_meta={"source": str(args.model)})
     summary = describe_file(args.out)
+    parity = None
     if args.parity > 0:
         summary["parity"] = reload_parity(model, args.out, args.parity, args.data)
-        print(f"reloaded {args.out} vs the model on {summary['parity']['n_crops']} LFW crops: "
-              f"cosine min {summary['parity']['min_cosine']:.7f}, mean "
-              f"{summary['parity']['mean_cosine']:.7f}", file=sys.stderr)
-    print_table(summary["rows"], ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio"),
-                title=f"{args.out}: {summary['file_bytes']} bytes")
-    print(f"quantized part {summary['quantized_ratio']:.2f}x smaller than fp32; "
-          f"whole file {summary['overall_ratio']:.2f}x", file=sys.stderr)
-    emit_json(summary, args.json)
+        parity = (f"reloaded {args.out} vs the model on {summary['parity']['n_crops']} LFW "
+                  f"crops: cosine min {summary['parity']['min_cosine']:.7f}, mean "
+                  f"{summary['parity']['mean_cosine']:.7f}")
+    emit_result(args.json, summary,
+                format_table(summary["rows"], ("layer", "kind", "bits", "bytes", "fp32_bytes",
+                                               "ratio"),
+                             title=f"{args.out}: {summary['file_bytes']} bytes"),
+                f"quantized part {summary['quantized_ratio']:.2f}x smaller than fp32; "
+                f"whole file {summary['overall_ratio']:.2f}x", parity)
     return 0
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import add_json_arg, emit_result, format_table, group_usage
 from slimface.errors import DataError
 from slimface.io.atomic import atomic_path
 
@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("data", help="fetch data sets, show which are found where",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inner = p.add_subparsers(dest="data_command", metavar="WHAT")
-    p.set_defaults(func=lambda args: _usage(p))
+    p.set_defaults(func=lambda args: group_usage(p))
 
     fetch = inner.add_parser("fetch", help="download a data set from its public mirrors")
     fetch.add_argument("dataset", choices=("lfw",), help="data set to download")
@@ -95,11 +95,6 @@ def register(sub: Any) -> None:
     info.add_argument("--data", default=None, metavar="DIR", help="data folder to inspect")
     add_json_arg(info)
     info.set_defaults(func=run_info)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 # --------------------------------------------------------------------------- downloading
@@ -259,10 +254,9 @@ def default_lfw_dest() -> Path:
 def run_fetch(args: argparse.Namespace) -> int:
     dest = Path(args.dest) if args.dest else default_lfw_dest()
     report = fetch_lfw(dest.resolve(), args.variant, args.pairs_only, args.force)
-    for name, source in report["files"].items():
-        print(f"{name}: {source}", file=sys.stderr)
-    print(f"LFW ready in {report['dest']}", file=sys.stderr)
-    emit_json(report, args.json)
+    emit_result(args.json, report,
+                *(f"{name}: {source}" for name, source in report["files"].items()),
+                f"LFW ready in {report['dest']}")
     return 0
 
 
@@ -303,9 +297,10 @@ def run_info(args: argparse.Namespace) -> int:
 
     root = find_data_root(args.data)
     tried = [str(p) for p in data_candidates(args.data)]
-    print(f"data root: {root or 'not found'} (tried {', '.join(tried)})", file=sys.stderr)
     rows = dataset_rows(root)
-    print_table(rows, ["dataset", "status", "files", "path"])
-    emit_json({"data_root": None if root is None else str(root), "tried": tried,
-               "datasets": rows}, args.json)
+    emit_result(args.json, {"data_root": None if root is None else str(root), "tried": tried,
+                            "datasets": rows},
+                format_table(rows, ["dataset", "status", "files", "path"],
+                             title=f"data root: {root or 'not found'} (tried "
+                                   f"{', '.join(tried)})"))
     return 0

@@ -1,4 +1,8 @@
-"""``slimface embed IMAGE... [--model M]``: print one face embedding per image as JSON.
+"""``slimface embed IMAGE... [--model M] [--json [OUT]]``: one face embedding per image.
+
+Prints one line per image, the path, a tab, then the vector's values separated by spaces
+(``cut -f2`` keeps the numbers); ``--json`` gives one JSON object with the model, template,
+flip, and per image its status, face box, score and embedding.
 
 The same pipeline and defaults as ``slimface verify``, ``slimface gallery`` and
 ``slimface.FaceMatcher`` (mirror image's embedding summed, ``--flip sum``), so
@@ -13,12 +17,12 @@ import argparse
 import sys
 from typing import Any
 
-from slimface.cli._common import emit_json
+from slimface.cli._common import add_json_arg, emit_result
 from slimface.cli.verify import add_model_args, make_matcher, print_warnings
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("embed", help="face embeddings of images (JSON)", description=__doc__,
+    p = sub.add_parser("embed", help="face embeddings of images", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, one face each")
     add_model_args(p)
@@ -26,8 +30,7 @@ def register(sub: Any) -> None:
                    help="add the mirror image's embedding: sum (default, what verify, "
                         "gallery and FaceMatcher use), none, or concatenate")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--json", nargs="?", const="-", default="-", metavar="OUT",
-                   help="write the JSON to OUT (default: stdout)")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -51,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
     print_warnings([w for f in faces for w in f.warnings])
     embedder = matcher.embedder
     dim = int(faces[0].embedding.shape[0])
-    emit_json({"model": embedder.model_name, "template": embedder.template,
-               "flip": embedder.flip, "embedding_dim": dim, "faces": records}, args.json)
-    print(f"embedded {len(records)} image(s) with {embedder.model_name} ({dim}-d)",
-          file=sys.stderr)
+    print(f"embedded {len(records)} image(s) with {embedder.model_name} ({dim}-d, flip "
+          f"{embedder.flip})", file=sys.stderr)
+    lines = [f"{r['image']}\t{' '.join(f'{v:.6f}' for v in r['embedding'])}" for r in records]
+    emit_result(args.json, {"model": embedder.model_name, "template": embedder.template,
+                            "flip": embedder.flip, "embedding_dim": dim, "faces": records},
+                "\n".join(lines))
     return 0

@@ -2,8 +2,8 @@
 
     slimface eval --model dlib-resnet --benchmark lfw --json /tmp/eval.json
 
-prints a table on stderr (accuracy mean +- std over the 10 folds, AUC, TAR@FAR, thresholds,
-pair and no-face counts, timings) and writes the JSON summary. Beside the pair protocol it
+prints a table (accuracy mean +- std over the 10 folds, AUC, TAR@FAR, thresholds, pair and
+no-face counts, timings) and, with ``--json``, the JSON summary. Beside the pair protocol it
 reads out what deployments see, over the same images: every image scored against every
 other (TAR at FAR 1e-3, 1e-4, 1e-5) and a 1:N search (first image of each person with two
 or more enrolled; rank-1, rank-5, and DIR at FAR 1e-2 and 1e-3 with single-image people as
@@ -12,10 +12,10 @@ impostors).
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, positive_int
+from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
+                                   hidden_alias, positive_int)
 
 BENCHMARKS = {"lfw": "view2", "lfw-view1": "view1"}
 
@@ -23,15 +23,16 @@ BENCHMARKS = {"lfw": "view2", "lfw-view1": "view1"}
 def register(sub: Any) -> None:
     p = sub.add_parser("eval", help="verification accuracy on LFW (10-fold, from raw images)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="registry name or .slim/.pt/.onnx file (default: the best bundled)")
+    add_model_arg(p, help="registry name or .slim/.pt/.onnx file (default: the best bundled)")
     p.add_argument("--benchmark", default="lfw", choices=sorted(BENCHMARKS),
                    help="lfw = view 2, 6000 pairs, 10 folds (report); lfw-view1 = tuning split")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="data folder holding lfw/ (default: $SLIMFACE_DATA, ../shared/data)")
     p.add_argument("--flip", default="none", choices=("none", "sum", "concat"),
                    help="add the mirror image's features (sum or concatenate)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="embedding batch size")
+    batch = p.add_argument("--batch", type=positive_int, default=64,
+                           help="embedding batch size (default 64)")
+    hidden_alias(p, batch, "--batch-size")
     p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the crop cache")
     p.add_argument("--roc", default=None, metavar="PNG", help="write the ROC curve to PNG")
@@ -86,21 +87,21 @@ def result_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from slimface.cli._common import print_table
     from slimface.eval.run import evaluate_lfw, json_summary
     from slimface.runtime.loader import default_model_name, load_model
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model or default_model_name())
-    result = evaluate_lfw(model, args.data, flip=args.flip, batch_size=args.batch_size,
+    result = evaluate_lfw(model, args.data, flip=args.flip, batch_size=args.batch,
                           cache=not args.no_cache, progress=True,
                           pairs=BENCHMARKS[args.benchmark])
-    print_table(result_rows(result))
+    roc = None
     if args.roc:
         from slimface.eval.plots import curves_from_results, plot_roc
 
         path = plot_roc(args.roc, curves_from_results([result]),
                         title=f"LFW {result['benchmark']} ROC")
-        print(f"ROC plot: {path}", file=sys.stderr)
-    emit_json(json_summary(result, include_scores=args.scores), args.json)
+        roc = f"ROC plot: {path}"
+    emit_result(args.json, json_summary(result, include_scores=args.scores),
+                format_table(result_rows(result)), roc)
     return 0

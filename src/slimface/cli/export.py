@@ -7,13 +7,12 @@ activations calibrated on aligned crops of ``--calib``, CelebA by default - neve
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slimface.cli._common import add_json_arg, emit_json
+from slimface.cli._common import add_json_arg, add_model_arg, emit_result
 from slimface.data.calibration import DEFAULT_CALIB_SUBDIR
 
 #: CelebA (no LFW people) under the data root: int8 calibration and parity crops.
@@ -24,27 +23,34 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", default=None,
                    help=f"folder of face images for int8 calibration (default: "
                         f"<data>/{CELEBA_DIR}); never LFW pair images")
-    p.add_argument("--calib-n", type=int, default=256, help="calibration images")
-    p.add_argument("--quant-format", choices=("qdq", "qoperator"), default="qdq")
+    p.add_argument("--calib-n", type=int, default=256, help="calibration images (default 256)")
+    p.add_argument("--quant-format", choices=("qdq", "qoperator"), default="qdq",
+                   help="ONNX int8 graph form: QuantizeLinear/DequantizeLinear pairs (qdq, "
+                        "default) or integer operators (qoperator)")
     p.add_argument("--per-tensor", action="store_true",
                    help="one weight scale per tensor instead of per output channel")
     p.add_argument("--reduce-range", action="store_true", help="7-bit weights (no-VNNI CPUs)")
-    p.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8")
+    p.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8",
+                   help="integer type of the quantized activations (default uint8)")
     p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"),
-                   default="minmax")
+                   default="minmax",
+                   help="how activation ranges are set from the calibration crops (default "
+                        "minmax)")
     p.add_argument("--float-depthwise", action="store_true",
                    help="keep depthwise convolutions in float (MobileFaceNet-style networks "
                         "lose far less accuracy; a few percent more bytes)")
-    p.add_argument("--data", default=None, help="data root (default: ../shared/data)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="data root (default: $SLIMFACE_DATA, ../shared/data)")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="registry name or model file")
-    p.add_argument("--format", choices=("onnx",), default="onnx")
+    add_model_arg(p, help="registry name or model file (default: the default model)")
+    p.add_argument("--format", choices=("onnx",), default="onnx",
+                   help="file format (onnx, the only one so far)")
     p.add_argument("--out", required=True, help="output .onnx file (float)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     p.add_argument("--int8", action="store_true", help="also write an int8 model")
     p.add_argument("--int8-out", default=None, help="int8 file (default: OUT with .int8.onnx)")
     p.add_argument("--parity-n", type=int, default=64, help="real crops for the parity check")
@@ -115,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
         ex.export_onnx(model, tmp, metadata=model_metadata(model, name), opset=args.opset)
         reference = ex.torch_embeddings(model, parity_crops)
         fp32 = ex.parity(reference, ex.run_onnx(ex.session(tmp), parity_crops))
-        print(ex.summarise_parity(f"{out} (fp32)", fp32), file=sys.stderr)
         ex.check_parity(fp32, out)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     report: dict[str, Any] = {"model": name, "onnx": str(out), "parity_fp32": fp32}
+    lines = [ex.summarise_parity(f"{out} (fp32)", fp32)]
     if args.int8:
         int8_out = Path(args.int8_out or out.with_suffix(".int8.onnx"))
         calib = aligned_crops(model, folder_images(folder, args.calib_n, seed=1,
@@ -128,9 +134,8 @@ def run(args: argparse.Namespace) -> int:
         options = int8_options(args)
         ex.quantize_int8(out, int8_out, calib, options)
         int8 = ex.parity(reference, ex.run_onnx(ex.session(int8_out), parity_crops))
-        print(ex.summarise_parity(f"{int8_out} (int8, {options.label()})", int8),
-              file=sys.stderr)
+        lines.append(ex.summarise_parity(f"{int8_out} (int8, {options.label()})", int8))
         report.update(int8=str(int8_out), parity_int8=int8, int8_options=options.label(),
                       n_calibration_crops=len(calib), calibration_folder=str(folder))
-    emit_json(report, args.json)
+    emit_result(args.json, report, *lines)
     return 0

@@ -8,8 +8,8 @@
 
 The database (SQLite) records the model and alignment it was built with and refuses others.
 list and identify open it read-only and never write; results go to stdout, messages to
-stderr. Several processes may enroll and identify at once: identify always answers from the
-latest committed state.
+stderr (with ``--json``, stdout carries the JSON only). Several processes may enroll and
+identify at once: identify always answers from the latest committed state.
 """
 from __future__ import annotations
 
@@ -18,20 +18,25 @@ import json
 import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, format_table
+from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
+                                   group_usage, parse_meta)
 from slimface.cli.verify import add_model_args, make_matcher, print_warnings
 from slimface.errors import GalleryError
+
+
+DB_HELP = "gallery file (SQLite)"
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("gallery", help="enroll and identify faces (SQLite + FAISS)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inner = p.add_subparsers(dest="gallery_command", metavar="WHAT")
-    p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
+    p.set_defaults(func=lambda a: group_usage(p))
 
     c = inner.add_parser("create", help="create an empty gallery for one model")
-    c.add_argument("db")
-    c.add_argument("--model", default=None, help="registry name or model file")
+    c.add_argument("db", metavar="DB", help=DB_HELP)
+    add_model_arg(c, help="registry name or model file (default: the default model); the "
+                          "gallery accepts no other")
     c.add_argument("--index", default="auto",
                    help="search index: auto (exact up to 50k embeddings, IVF above), flat, "
                         "ivf_flat, ivf_pq, hnsw")
@@ -39,9 +44,10 @@ def register(sub: Any) -> None:
     c.set_defaults(func=_create)
 
     e = inner.add_parser("enroll", help="add one person's images")
-    e.add_argument("db")
-    e.add_argument("--name", required=True)
-    e.add_argument("images", nargs="+", metavar="IMG")
+    e.add_argument("db", metavar="DB", help=DB_HELP)
+    e.add_argument("--name", required=True,
+                   help="the person's name (images are added if already enrolled)")
+    e.add_argument("images", nargs="+", metavar="IMG", help="image files, one face each")
     e.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata stored with the identity (repeatable)")
     add_model_args(e)
@@ -49,21 +55,21 @@ def register(sub: Any) -> None:
     e.set_defaults(func=_enroll)
 
     i = inner.add_parser("identify", help="who is in these images?")
-    i.add_argument("db")
-    i.add_argument("images", nargs="+", metavar="IMG")
+    i.add_argument("db", metavar="DB", help=DB_HELP)
+    i.add_argument("images", nargs="+", metavar="IMG", help="image files, one face each")
     i.add_argument("--top", type=int, default=1, help="candidates per image")
     add_model_args(i)
     add_json_arg(i)
     i.set_defaults(func=_identify)
 
     ls = inner.add_parser("list", help="enrolled identities")
-    ls.add_argument("db")
+    ls.add_argument("db", metavar="DB", help=DB_HELP)
     add_json_arg(ls)
     ls.set_defaults(func=_list)
 
     r = inner.add_parser("remove", help="delete an identity and its embeddings")
-    r.add_argument("db")
-    r.add_argument("--name", required=True)
+    r.add_argument("db", metavar="DB", help=DB_HELP)
+    r.add_argument("--name", required=True, help="the identity to delete")
     add_json_arg(r)
     r.set_defaults(func=_remove)
 
@@ -88,25 +94,15 @@ def _create(args: argparse.Namespace) -> int:
     embedder = FaceEmbedder(args.model)
     with Gallery.create(args.db, embedder.info, index_kind=args.index) as g:
         info = g.model
-    print(f"created {args.db} for model {info.name} (template {info.template}, "
-          f"{info.embedding_dim}-d)", file=sys.stderr)
-    emit_json({"db": args.db, "model": info.name, "template": info.template,
-               "embedding_dim": info.embedding_dim}, args.json)
+    emit_result(args.json, {"db": args.db, "model": info.name, "template": info.template,
+                            "embedding_dim": info.embedding_dim},
+                f"created {args.db} for model {info.name} (template {info.template}, "
+                f"{info.embedding_dim}-d)")
     return 0
 
 
-def _parse_meta(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise GalleryError(f"--meta {item!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
-
-
 def _enroll(args: argparse.Namespace) -> int:
-    meta = _parse_meta(args.meta)
+    meta = parse_meta(args.meta)
     with _matcher(args, args.model) as m:
         # refuse an incompatible, read-only or locked gallery before embedding anything
         m.open_gallery().store.check_writable()
@@ -114,9 +110,9 @@ def _enroll(args: argparse.Namespace) -> int:
         notes = [w for f in faces for w in f.warnings]
         print_warnings(notes)
         n = m.enroll_faces(args.name, faces, metadata=meta)
-    print(f"enrolled {args.name}: {len(args.images)} image(s), {n} in total", file=sys.stderr)
     out = {"name": args.name, "added": len(args.images), "n_embeddings": n}
-    emit_json({**out, "warnings": notes} if notes else out, args.json)
+    emit_result(args.json, {**out, "warnings": notes} if notes else out,
+                f"enrolled {args.name}: {len(args.images)} image(s), {n} in total")
     return 0
 
 
@@ -127,11 +123,12 @@ def _identify(args: argparse.Namespace) -> int:
         results = m.identify_many(args.images, top_k=args.top)
         threshold = results[0].threshold if results else None
     print_warnings([w for r in results for w in r.warnings])
+    lines = []
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
-        best = r.match.name if r.match else "unknown"
-        print(f"{r.path}: {best}  [{cands}]", file=sys.stderr if args.json == "-" else sys.stdout)
-    emit_json({"threshold": threshold, "results": [r.as_dict() for r in results]}, args.json)
+        lines.append(f"{r.path}: {r.match.name if r.match else 'unknown'}  [{cands}]")
+    emit_result(args.json, {"threshold": threshold, "results": [r.as_dict() for r in results]},
+                *lines)
     return 0
 
 
@@ -148,10 +145,9 @@ def _list(args: argparse.Namespace) -> int:
              "metadata": json.dumps(p.metadata) if p.metadata else ""} for p in people]
     print(f"{args.db}: model {meta['model_name']}, template {meta['template']}, "
           f"{len(people)} identities", file=sys.stderr)
-    if rows:  # the table is the result: stdout, unless stdout carries the JSON
-        print(format_table(rows), file=sys.stderr if args.json == "-" else sys.stdout)
-    emit_json({"model": meta["model_name"], "template": meta["template"],
-               "identities": [p.__dict__ for p in people]}, args.json)
+    emit_result(args.json, {"model": meta["model_name"], "template": meta["template"],
+                            "identities": [p.__dict__ for p in people]},
+                format_table(rows) if rows else None)
     return 0
 
 
@@ -160,6 +156,6 @@ def _remove(args: argparse.Namespace) -> int:
 
     with Gallery.open(args.db) as g:
         n = g.remove(args.name)
-    print(f"removed {args.name} ({n} embedding(s))", file=sys.stderr)
-    emit_json({"name": args.name, "removed_embeddings": n}, args.json)
+    emit_result(args.json, {"name": args.name, "removed_embeddings": n},
+                f"removed {args.name} ({n} embedding(s))")
     return 0

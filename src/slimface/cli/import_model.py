@@ -1,6 +1,6 @@
 """``slimface import``: bring your own face model (TFLite or ONNX) into slimface.
 
-    slimface import MobileFaceNet.tflite --template arcface112 --out mfn.slim
+    slimface import --model MobileFaceNet.tflite --template arcface112 --out mfn.slim
     slimface eval --model mfn.slim --benchmark lfw
 
 converts a float face-embedding network into a slimface backbone (a plain PyTorch module)
@@ -13,17 +13,17 @@ ONNX) on random images.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import add_json_arg, add_model_arg, emit_result, format_table
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("import", help="import a TFLite or ONNX face model as a .slim file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="MODEL", help="the .tflite or .onnx file to import")
+    add_model_arg(p, required=True, positional_alias=True,
+                  help="the .tflite or .onnx file to import")
     p.add_argument("--out", required=True, metavar="FILE.slim", help="where to write the model")
     p.add_argument("--template", default=None,
                    help="alignment template the network expects (default: the file's own "
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     mean = args.input_mean[0] if args.input_mean and len(args.input_mean) == 1 else args.input_mean
     std = args.input_std[0] if args.input_std and len(args.input_std) == 1 else args.input_std
-    model = import_model(args.source, template=args.template, pixel_mean=mean, pixel_std=std,
+    model = import_model(args.model, template=args.template, pixel_mean=mean, pixel_std=std,
                          bgr=args.bgr)
     out = save_imported(model, args.out)
     prof = profile_model(model)
@@ -59,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
                               "input_size": list(model.input_size), "template": model.template,
                               "nodes": len(model.graph["nodes"]), **model.source}
     if args.check:
-        result["parity_min_cosine"] = source_parity(args.source, model)
-    print_table([{"what": k, "value": v} for k, v in result.items()],
-                title=f"imported {args.source}")
-    print(f"wrote {out}", file=sys.stderr)
-    emit_json(result, args.json)
+        result["parity_min_cosine"] = source_parity(args.model, model)
+    emit_result(args.json, result,
+                format_table([{"what": k, "value": v} for k, v in result.items()],
+                             title=f"imported {args.model}"), f"wrote {out}")
     return 0

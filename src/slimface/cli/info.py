@@ -1,4 +1,4 @@
-"""``slimface info FILE``: what a ``.slim`` file holds, layer by layer, and what it saves.
+"""``slimface info --model FILE``: what a ``.slim`` file holds, layer by layer, and what it saves.
 
 For every compressed layer: its kind (binary, kbit, pq...), bits per weight, bytes stored and
 the bytes the same parameters take in fp32 (``fp32_bytes`` recorded by the codec). Float
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
+                                   positive_int, print_result)
 
 _NO_WEIGHTS = ("folded_bn", "identity")
 
@@ -28,11 +28,12 @@ _NO_WEIGHTS = ("folded_bn", "identity")
 def register(sub: Any) -> None:
     p = sub.add_parser("info", help="layers, bits, bytes and compression of a .slim file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="a .slim model file")
+    add_model_arg(p, required=True, positional_alias=True, help="a .slim model file")
     p.add_argument("--all", action="store_true", help="list float modules one by one too")
     p.add_argument("--paths", action="store_true",
                    help="run the model once and show which path each binary layer took, and why")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the --paths run")
+    p.add_argument("--batch", type=positive_int, default=1,
+                   help="batch size of the --paths run (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of the --paths run (torch and the kernels; default: as loaded)")
     add_json_arg(p)
@@ -172,25 +173,28 @@ def layer_paths(path: str | os.PathLike[str], batch: int = 1,
 
 
 def run(args: argparse.Namespace) -> int:
-    info = describe_file(args.file)
+    info = describe_file(args.model)
     cols = ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio")
     rows = info["rows"] + (info["float_modules"] if args.all else [])
     arch = info.get("architecture") or {}
-    print_table(rows, cols, title=f"{args.file}: {arch.get('backbone', '?')}, "
-                                  f"{info['file_bytes']:,} bytes")
-    print_table(info["kinds"], ("kind", "layers", "bytes", "fp32_bytes", "ratio"),
-                title="\nby kind")
     qr, orr = info["quantized_ratio"], info["overall_ratio"]
-    print(f"\nquantized part: {info['quantized_bytes']:,} bytes vs {info['quantized_fp32_bytes']:,}"
-          f" fp32 ({qr:.2f}x)" if qr else "\nno compressed layers", file=sys.stderr)
-    print(f"whole file: {info['file_bytes']:,} bytes vs {info['fp32_equivalent_bytes']:,} fp32 "
-          f"({orr:.2f}x)" if orr else "", file=sys.stderr)
+    print_result(args.json,
+                 format_table(rows, cols, title=f"{args.model}: {arch.get('backbone', '?')}, "
+                                                f"{info['file_bytes']:,} bytes"),
+                 format_table(info["kinds"], ("kind", "layers", "bytes", "fp32_bytes", "ratio"),
+                              title="\nby kind"),
+                 f"\nquantized part: {info['quantized_bytes']:,} bytes vs "
+                 f"{info['quantized_fp32_bytes']:,} fp32 ({qr:.2f}x)" if qr
+                 else "\nno compressed layers",
+                 f"whole file: {info['file_bytes']:,} bytes vs {info['fp32_equivalent_bytes']:,} "
+                 f"fp32 ({orr:.2f}x)" if orr else None)
+    paths = None
     if args.paths:
         from slimface.runtime.timing import cpu_info
 
         info["cpu_info"] = cpu_info()
-        info["paths"] = layer_paths(args.file, args.batch, args.threads)
-        print_table(info["paths"], ("layer", "input", "path", "reason"),
-                    title=f"\npaths at batch {args.batch}, {info['cpu_info']['label']}")
-    emit_json(info, args.json)
+        info["paths"] = layer_paths(args.model, args.batch, args.threads)
+        paths = format_table(info["paths"], ("layer", "input", "path", "reason"),
+                             title=f"\npaths at batch {args.batch}, {info['cpu_info']['label']}")
+    emit_result(args.json, info, paths)
     return 0

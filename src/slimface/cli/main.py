@@ -1,8 +1,9 @@
 """``slimface`` command line: one subcommand per task.
 
 Each ``slimface.cli.<topic>`` module exposes ``register(subparsers)`` that adds its
-subcommands and sets ``func`` on them. Logs go to stderr; ``--json`` output goes to stdout
-or a file, so nothing needs to scrape human text. Exit codes: 0 success, 1 failure, 2 usage.
+subcommands and sets ``func`` on them. Results go to stdout, progress and logs to stderr;
+``--json`` writes the result as JSON to stdout or a file, so nothing needs to scrape human
+text (``slimface.cli._common``). Exit codes: 0 success, 1 failure, 2 usage.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Sequence
 from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
                           info, models, report, train, verify)
 from slimface.cli import eval as eval_
+from slimface.cli._common import group_usage, tidy_usage
 from slimface.errors import SlimfaceError
 
 # Topic modules, in the order their subcommands appear in --help.
@@ -27,10 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slimface", description="Small, fast face recognition: align, train, compress, "
                                      "evaluate on LFW, verify and identify.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, libraries' informational messages included")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for topic in _TOPICS:
         topic.register(sub)
+    tidy_usage(parser)
     return parser
 
 
@@ -42,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
+        return group_usage(parser)
     try:
         return int(args.func(args) or 0)
     except SlimfaceError as exc:

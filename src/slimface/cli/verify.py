@@ -10,21 +10,19 @@ import argparse
 import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_json
+from slimface.cli._common import add_json_arg, add_model_arg, emit_result, hidden_alias
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Options every command that embeds faces shares (embed, verify, gallery)."""
     from slimface.gallery.embedder import MULTI_FACE_CHOICES, NO_FACE_CHOICES
 
-    p.add_argument("--model", default=None,
-                   help="registry name or model file (.slim/.pt/.onnx); default: the "
-                        "default model")
-    p.add_argument("--face", choices=MULTI_FACE_CHOICES, default="error",
-                   help="several faces in one image: refuse (default), use the largest, "
-                        "or use the one nearest the centre")
-    p.add_argument("--multi-face", dest="face", choices=MULTI_FACE_CHOICES,
-                   help=argparse.SUPPRESS)  # earlier spelling
+    add_model_arg(p, help="registry name or model file (.slim/.pt/.onnx); default: the "
+                          "default model")
+    face = p.add_argument("--face", choices=MULTI_FACE_CHOICES, default="error",
+                          help="several faces in one image: refuse (default), use the largest, "
+                               "or use the one nearest the centre")
+    hidden_alias(p, face, "--multi-face")
     p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="error",
                    help="no face detected: refuse (default) or use the template's centre "
                         "crop (pre-cropped faces)")
@@ -62,7 +60,8 @@ def register(sub: Any) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="compute the model's default threshold on LFW view 1 and store it")
     p.add_argument("--far", type=float, default=1e-3, help="false-accept rate for --calibrate")
-    p.add_argument("--data", default=None, help="data root for --calibrate (LFW under lfw/)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="data root for --calibrate (LFW under lfw/)")
     add_json_arg(p)
     p.set_defaults(func=run, _parser=p)
 
@@ -76,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     result = matcher.verify(*args.images)
     print_warnings([w for f in result.faces for w in f.get("warnings", [])])
     verdict = "same" if result.same else "different"
-    print(f"{verdict}  similarity={result.similarity:.4f}  threshold={result.threshold:.4f}"
-          f"  ({result.threshold_source})", file=sys.stderr if args.json == "-" else sys.stdout)
-    emit_json({"model": matcher.embedder.model_name, **result.as_dict()}, args.json)
+    emit_result(args.json, {"model": matcher.embedder.model_name, **result.as_dict()},
+                f"{verdict}  similarity={result.similarity:.4f}  threshold="
+                f"{result.threshold:.4f}  ({result.threshold_source})")
     return 0
 
 
@@ -89,8 +88,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     embedder = FaceEmbedder(args.model)
     entry = calibrate(embedder, args.data, far=args.far)
     table = save_threshold(embedder.model_name, entry)
-    print(f"{embedder.model_name}: threshold {entry['value']:.4f} at FAR {args.far:g} "
-          f"(measured FAR {entry['far_measured']}, TAR {entry['tar']}) -> {table}",
-          file=sys.stderr)
-    emit_json({"model": embedder.model_name, **entry}, args.json)
+    emit_result(args.json, {"model": embedder.model_name, **entry},
+                f"{embedder.model_name}: threshold {entry['value']:.4f} at FAR {args.far:g} "
+                f"(measured FAR {entry['far_measured']}, TAR {entry['tar']}) -> {table}")
     return 0

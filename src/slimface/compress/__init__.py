@@ -1,5 +1,6 @@
-"""Compression: product quantization (``pq``), distillation (``distill``), and the binary /
-k-bit QAT names re-exported from :mod:`slimface.quant` and :mod:`slimface.models.quantized`.
+"""Compression: product quantization (``pq``), and the binary / k-bit QAT names re-exported
+from :mod:`slimface.quant` and :mod:`slimface.models.quantized`. Distillation is the
+``distill`` objective of :mod:`slimface.train` (``compress.distill`` only says so).
 
 The ``quantized`` backbone (``create_backbone("quantized", base="face_resnet_c",
 scheme="xnor", ...)``) is registered by :mod:`slimface.models`, like every backbone.

@@ -1,4 +1,6 @@
-"""The main job: the seed papers' Table 2 and Table 3, re-measured on this machine.
+"""The main job: the accuracy (Table 2) and size/speed (Table 3) comparison of Zhou et al.
+(2018), "Face Recognition Method Based on Quantized Residual Convolutional Neural Networks",
+re-measured on this machine for slimface's models.
 
 ``build_report`` takes every model slimface can make here (the dlib teacher, the distilled
 ``slimface-mobile``, its int8 ONNX export, the product-quantized teacher, the binary
@@ -230,7 +232,8 @@ def _onnx_teacher(out_dir: Path) -> nn.Module:
     from slimface.runtime.loader import OnnxModel, load_model
 
     # exported afresh every run (seconds): a file from an earlier run may predate a change to
-    # the exporter (session 2's constant pads), and this file is every ONNX row's baseline
+    # the exporter (e.g. how constant pads are written), and this file is every ONNX row's
+    # baseline
     path = export_onnx(load_model(TEACHER), out_dir / "models" / "dlib-resnet.fp32.onnx")
     return OnnxModel(path)
 

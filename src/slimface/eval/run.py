@@ -9,7 +9,8 @@ Alignment follows the model: its ``template`` attribute picks the crop, ``detect
 detector (default RetinaFace) and ``fallback_detector`` a second detector for images the first
 misses. LFW photos are centred on their subject, so among several faces the one nearest the
 image centre is used, and an image where no detector finds a face gets the template's centre
-crop (counted as ``no_face``; SPEC section 1 does the same with a 144x144 centre crop).
+crop (counted as ``no_face``; Zhou et al. (2018), "Face Recognition Method Based on Quantized
+Residual Convolutional Neural Networks", do the same with a 144x144 centre crop).
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def evaluate_lfw(model: nn.Module | str, data_root: str | os.PathLike[str] | Non
     Args:
         model: a loaded model or anything :func:`slimface.runtime.loader.load_model` takes.
         data_root: folder holding ``lfw/`` (default: ``$SLIMFACE_DATA`` or ``../shared/data``).
-        flip: ``"none"``, ``"sum"`` or ``"concat"`` (image + mirror features, SPEC section 1).
+        flip: ``"none"``, ``"sum"`` or ``"concat"`` (image + mirror features, as Zhou et al. 2018).
         batch_size: embedding batch size.
         cache: reuse/write the crop cache of the alignment pipeline.
         progress: tqdm bars on stderr.

@@ -1,4 +1,4 @@
-"""The LFW 10-fold verification protocol (SPEC section 1), written out so it can be checked.
+"""The LFW 10-fold verification protocol (LFW view 2), written out so it can be checked.
 
 What we do, exactly:
 

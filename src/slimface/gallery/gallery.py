@@ -358,9 +358,18 @@ def _index_ids(index: Any) -> np.ndarray | None:
 
 def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
     """Raise a GalleryError that names both models when ``asked`` cannot use ``built``."""
+    from slimface.align.templates import canonical_template_name
+
     fields = ("fingerprint", "template", "embedding_dim", "flip")
+
+    def same(f: str) -> bool:
+        x, y = getattr(built, f), getattr(asked, f)
+        if f == "template":  # a template's former name is the same geometry
+            x, y = canonical_template_name(x), canonical_template_name(y)
+        return x == y
+
     diffs = [f"{f} {getattr(built, f)!r} vs {getattr(asked, f)!r}" for f in fields
-             if getattr(built, f) != getattr(asked, f)]
+             if not same(f)]
     if diffs:
         raise GalleryError(
             f"{path}: gallery was built with model {built.name!r} "

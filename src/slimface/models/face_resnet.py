@@ -1,9 +1,10 @@
-"""Face-ResNet A / B / C: the center-loss paper's residual network as re-designed by seed 000/002.
+"""Face-ResNet A / B / C: the center-loss paper's residual network as re-designed by Zhou et al.
 
 Wen et al., "A Discriminative Feature Learning Approach for Deep Face Recognition" (ECCV 2016,
-https://github.com/ydwen/caffe-face) with the changes of Zhou et al. 2018 ("Face recognition
-based on quantized residual CNNs", seeds 000/002, SPEC section 1): BatchNorm before every
-activation, dropout 0.5 after Fc5, center loss removed, and deeper variants B and C.
+https://github.com/ydwen/caffe-face) with the changes of Zhou et al. (2018), "Face Recognition
+Method Based on Quantized Residual Convolutional Neural Networks" (Computer Systems &
+Applications 27(8)): BatchNorm before every activation, dropout 0.5 after Fc5, center loss
+removed, and deeper variants B and C.
 
 How Table 1 is read (this reading reproduces Table 3's parameter counts within 0.5%):
 
@@ -17,16 +18,17 @@ How Table 1 is read (this reading reproduces Table 3's parameter counts within 0
 * Fc6 (the 10575-way classifier) is a head (``slimface.models.heads``), not part of the
   backbone; counted with bias it brings A/B/C to 4.36e7 / 4.55e7 / 5.68e7 parameters.
 
-For binarized activations (XNOR-Net, model Q) seed 002 moves the pool before the activation:
-``act_order="conv_bn_pool_act"``. Measured here, that order still starves a sign: the 2x2 max
-of four zero-mean BN outputs is positive 15 times in 16 (pooled maps had mean 1.02, std 0.70
-at initialisation), so ~94% of the next layer's input bits were +1 and a binary-activation
-Face-ResNet could not even fit 32 random targets in 60 steps. ``"conv_pool_bn_act"`` is
-XNOR-Net's own block (pool on the conv output, then BN, then sign): BN re-centres what the
-pool biased. Every order has the same modules, so weights load across orders. Quantized layers can be swapped in with the ``conv_layer``
-/ ``linear_layer`` factories (signatures of :class:`torch.nn.Conv2d` / :class:`torch.nn.Linear`)
-or by module replacement;
-``first_layer_name`` / ``keep_float`` name the layers the seed keeps in floating point.
+For binarized activations (XNOR-Net, model Q) Zhou et al. move the pool before the
+activation: ``act_order="conv_bn_pool_act"``. Measured here, that order still starves a sign:
+the 2x2 max of four zero-mean BN outputs is positive 15 times in 16 (pooled maps had mean
+1.02, std 0.70 at initialisation), so ~94% of the next layer's input bits were +1 and a
+binary-activation Face-ResNet could not even fit 32 random targets in 60 steps.
+``"conv_pool_bn_act"`` is XNOR-Net's own block (pool on the conv output, then BN, then sign):
+BN re-centres what the pool biased. Every order has the same modules, so weights load across
+orders. Quantized layers can be swapped in with the ``conv_layer`` / ``linear_layer``
+factories (signatures of :class:`torch.nn.Conv2d` / :class:`torch.nn.Linear`) or by module
+replacement; ``first_layer_name`` / ``keep_float`` name the layers Zhou et al. keep in
+floating point.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class ConvStage(nn.Module):
     """An unpadded 3x3 conv -> BN -> activation, with an optional 2x2/2 max pool.
 
     ``act_order`` decides whether the pool comes after the activation (the float models),
-    between BN and activation (seed 002's order for binarized activations) or before BN
+    between BN and activation (Zhou et al.'s order for binarized activations) or before BN
     (XNOR-Net's, which keeps the signs balanced; see the module docstring).
     """
 
@@ -103,9 +105,9 @@ class ResidualUnit(nn.Module):
 class FaceResNet(nn.Module):
     """Face-ResNet backbone; ``forward`` maps RGB 0..255 (N,3,112,96) to the 1024-d Fc5."""
 
-    template = "seed112x96"
+    template = "sphereface112x96"
     first_layer_name = "conv1a"
-    keep_float = ("conv1a.conv",)  # Fc6 (the head) is also kept float by seed 002
+    keep_float = ("conv1a.conv",)  # Fc6 (the head) is also kept float by Zhou et al.
 
     def __init__(self, units: Sequence[int] = (1, 2, 5, 3), convs_per_unit: int = 2,
                  embedding_dim: int = 1024, dropout: float = 0.5, act: str = "prelu",
@@ -162,7 +164,7 @@ class FaceResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 127.5) / 128.0
         x = self.fc5(torch.flatten(self.features(x), 1))
-        # Seed 002: dropout after Fc5; the embedding is Fc5's output (identity in eval mode).
+        # Zhou et al.: dropout after Fc5; the embedding is Fc5's output (identity in eval mode).
         return self.dropout(x)
 
 
@@ -175,7 +177,8 @@ def _create_face_resnet(variant: str, **kwargs: Any) -> FaceResNet:
 
 @register_backbone
 def face_resnet_a(**kwargs: Any) -> FaceResNet:
-    """Model A (seed 002 Table 1): Face-ResNet + BN + dropout, 2-conv units x (1, 2, 5, 3)."""
+    """Model A (Zhou et al. 2018, Table 1): Face-ResNet + BN + dropout, 2-conv units x
+    (1, 2, 5, 3)."""
     return _create_face_resnet("a", **kwargs)
 
 
@@ -187,5 +190,5 @@ def face_resnet_b(**kwargs: Any) -> FaceResNet:
 
 @register_backbone
 def face_resnet_c(**kwargs: Any) -> FaceResNet:
-    """Model C: 3-conv units x (3, 4, 6, 3); the float model that seed 002 binarizes (Q)."""
+    """Model C: 3-conv units x (3, 4, 6, 3); the float model Zhou et al. (2018) binarize (Q)."""
     return _create_face_resnet("c", **kwargs)

@@ -3,8 +3,10 @@
 Every head maps ``(embeddings, labels)`` to a :class:`HeadOutput` ``(loss, logits)``; the
 trainer only sees that pair, so switching loss is a config change (``head="arcface"``).
 
-* ``softmax``: the seeds' Fc6 (``Linear`` with bias) + cross-entropy (seed 002's model A-C).
-* ``center_loss``: softmax plus Wen et al.'s center loss (ECCV 2016), the seed's baseline:
+* ``softmax``: Fc6 (``Linear`` with bias) + cross-entropy, the classifier of Face-ResNet
+  models A-C in Zhou et al. (2018), "Face Recognition Method Based on Quantized Residual
+  Convolutional Neural Networks".
+* ``center_loss``: softmax plus Wen et al.'s center loss (ECCV 2016), Zhou et al.'s baseline:
   ``L = CE + lambda/2 * ||x - c_y||^2`` with learnable centres.
 * ``sphereface`` (A-Softmax, Liu et al. 2017, https://arxiv.org/abs/1704.08063): target logit
   ``psi(theta) = (-1)^k cos(m theta) - 2k`` (monotone for integer m), blended with
@@ -41,7 +43,7 @@ class HeadOutput(NamedTuple):
 
 
 class SoftmaxHead(nn.Module):
-    """Fc6 (``Linear`` with bias) + cross-entropy: the seeds' classifier."""
+    """Fc6 (``Linear`` with bias) + cross-entropy: Face-ResNet's classifier (Zhou et al. 2018)."""
 
     def __init__(self, embedding_dim: int, num_classes: int):
         super().__init__()
@@ -69,7 +71,7 @@ class CenterLoss(nn.Module):
 
 
 class SoftmaxCenterHead(nn.Module):
-    """Softmax + ``loss_weight`` (lambda) x center loss: the seed's center-loss baseline."""
+    """Softmax + ``loss_weight`` (lambda) x center loss: Zhou et al.'s center-loss baseline."""
 
     def __init__(self, embedding_dim: int, num_classes: int, loss_weight: float = 0.003):
         super().__init__()

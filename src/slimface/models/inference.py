@@ -29,8 +29,9 @@ def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
                 flip: FlipMode = "none", normalize: bool = True) -> np.ndarray:
     """Embed uint8 NHWC crops; ``flip`` adds the mirror image by summing or concatenating.
 
-    Summing (InsightFace) keeps the dimension; concatenating is the seed papers' 2x-wide
-    feature. Each half is normalised before combining so neither view dominates.
+    Summing (InsightFace) keeps the dimension; concatenating is the 2x-wide feature of Zhou et
+    al. (2018)'s quantized Face-ResNet. Each half is normalised before combining so neither
+    view dominates.
     """
     if flip not in FLIP_MODES:
         raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")

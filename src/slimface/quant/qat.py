@@ -3,16 +3,17 @@
 The ``quantized`` backbone (:mod:`slimface.models.quantized`) is a registry model passed
 through :func:`quantize_model`.
 
-Seed 002's model Q is model C with every conv and FC binarized except the first conv (Conv1a,
-fed by normalised pixels, whose sign would be meaningless) and the classifier Fc6 (a head,
-outside the backbone). Schemes: ``bnn`` (sign weights), ``xnor`` (sign weights times a per
-channel or per layer L1 scale alpha, optional activation scale beta) and ``dorefa`` (k-bit
-weights, SPEC eq. 4, and optionally k-bit activations, eq. 5).
+Model Q of Zhou et al. (2018), "Face Recognition Method Based on Quantized Residual
+Convolutional Neural Networks", is model C with every conv and FC binarized except the first
+conv (Conv1a, fed by normalised pixels, whose sign would be meaningless) and the classifier Fc6
+(a head, outside the backbone). Schemes: ``bnn`` (sign weights), ``xnor`` (sign weights times a
+per channel or per layer L1 scale alpha, optional activation scale beta) and ``dorefa`` (k-bit
+weights, eq. 4 of that paper, and optionally k-bit activations, eq. 5).
 
 When activations are quantized, the backbone's ReLU/PReLU modules become ``nn.Identity``: the
 next layer's input quantizer applies the sign (or DoReFa's h) itself. Because sign is monotone
 it commutes with max pooling, a float model's conv -> BN -> act -> pool block runs as conv ->
-BN -> pool -> sign, the order seed 002 asks for. That order starves the sign (the max of four
+BN -> pool -> sign, the order Zhou et al. ask for. That order starves the sign (the max of four
 zero-mean BN outputs is positive ~15 times in 16); Face-ResNet's ``act_order=
 "conv_pool_bn_act"`` (XNOR-Net's block: BN after the pool) keeps the bits balanced and is
 what a binary-activation model should be built with.
@@ -101,7 +102,7 @@ def _resolve_bits(scheme: str, w_bits: int, a_bits: int | None) -> int | None:
 
 
 def default_keep_float(model: nn.Module) -> tuple[str, ...]:
-    """The seed's float layers: first conv, and the last FC when it is a classifier."""
+    """Model Q's float layers: first conv, and the last FC when it is a classifier."""
     own = getattr(model, "keep_float", None)
     if own is not None:
         return tuple(own)

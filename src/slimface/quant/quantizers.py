@@ -7,7 +7,9 @@ and the C kernel all map ``x >= 0`` to +1 (bit 1) and ``x < 0`` to -1 (bit 0).
 References:
     BNN: Courbariaux et al., "Binarized Neural Networks", https://arxiv.org/abs/1602.02830
     XNOR-Net: Rastegari et al., https://arxiv.org/abs/1603.05279
-    DoReFa-Net: Zhou et al., https://arxiv.org/abs/1606.06160 (SPEC eq. 4 and 5)
+    DoReFa-Net: Zhou et al., https://arxiv.org/abs/1606.06160
+    Zhou et al. (2018), "Face Recognition Method Based on Quantized Residual Convolutional
+    Neural Networks" (Computer Systems & Applications 27(8)): the DoReFa rules as its eq. 4, 5
 """
 from __future__ import annotations
 
@@ -89,9 +91,10 @@ def xnor_alpha(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
 
 
 def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """DoReFa k-bit weights (SPEC eq. 4): ``2 q_k(tanh(W) / (2 max|tanh(W)|) + 1/2) - 1``.
+    """DoReFa k-bit weights: ``2 q_k(tanh(W) / (2 max|tanh(W)|) + 1/2) - 1``.
 
-    ``bits == 1`` falls back to the XNOR rule with one ``alpha = E|W|`` per layer.
+    Eq. 4 of Zhou et al. (2018). ``bits == 1`` falls back to the XNOR rule with one
+    ``alpha = E|W|`` per layer.
     Backward: straight-through through the rounding, true gradient through tanh.
     """
     if bits == 1:
@@ -102,9 +105,10 @@ def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def dorefa_activation(x: torch.Tensor, bits: int, h: str = "clip") -> torch.Tensor:
-    """DoReFa k-bit activations (SPEC eq. 5): ``q_k(h(x))`` with h one of :data:`DOREFA_H`.
+    """DoReFa k-bit activations: ``q_k(h(x))`` with h one of :data:`DOREFA_H`.
 
-    ``tanh``: 0.5 (tanh(x) + 1); ``abs``: min(1, |x|); ``clip``: clip(x, 0, 1).
+    Eq. 5 of Zhou et al. (2018). ``tanh``: 0.5 (tanh(x) + 1); ``abs``: min(1, |x|);
+    ``clip``: clip(x, 0, 1).
     Backward: straight-through through the rounding, true gradient through h.
     """
     if h == "tanh":

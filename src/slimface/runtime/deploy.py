@@ -3,7 +3,7 @@
 File layout (metadata JSON, see ``slimfile``)::
 
     {"architecture": {"backbone": "face_resnet_c", "kwargs": {...}},
-     "template": "seed112x96", "embedding_dim": 1024, "threshold": {...},
+     "template": "sphereface112x96", "embedding_dim": 1024, "threshold": {...},
      "layers": {"<module path>": {"kind": "binary" | "kbit" | "pq" | ..., ...}}}
 
 Tensors named ``float/<state-dict key>`` are the float parameters and buffers of every

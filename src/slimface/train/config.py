@@ -43,8 +43,9 @@ class TrainConfig:
     crop_pad: int = 8                      # random crops come from a canvas 2*pad larger
     detector: str = "retinaface"
     flip: bool = True
-    # optimisation (SPEC section 1: SGD, lr 0.01 /10 at epochs 40, 70, 90)
-    optimizer: str = "sgd"                 # "sgd" (momentum) or "adam" (AdamW; binary nets)
+    # optimisation (the quantized Face-ResNet paper's recipe: SGD, lr 0.01 /10 at epochs 40, 70, 90)
+    optimizer: str = ""                    # "" = the objective's: margin "sgd", distill "adamw"
+    lr_schedule: str = ""                  # "" = the objective's: margin "step", distill "cosine"
     batch_size: int = 64                   # per process
     lr: float = 0.01
     momentum: float = 0.9
@@ -52,28 +53,39 @@ class TrainConfig:
     warmup_steps: int = 0
     epochs: int = 100
     steps_per_epoch: int = 0
-    milestones: tuple = (40, 70, 90)
+    milestones: tuple = (40, 70, 90)       # "step" schedule: x gamma at each of these epochs
     gamma: float = 0.1
     max_steps: int = 0                     # 0 = the whole schedule; stops early, schedule unchanged
     # bookkeeping
     seed: int = 0
     threads: int = 2
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500            # steps; also every checkpoint_minutes
     log_every: int = 20
     eval_every: int = 0                    # LFW view-1 accuracy every N steps (0 = off)
     eval_batch_size: int = 128
     channels_last: bool = True
     out: str = ""                          # "" = work_dirs/<config stem>
-    # objective: "margin" (identity labels + head) or "distill" (function matching against a
-    # live teacher on unlabelled faces; see slimface.train.function_matching)
+    checkpoint_minutes: float = 5.0        # checkpoint at least this often (0 = by steps only)
+    init_from: str = ""                    # weights to start from: file or registry name
+    # objective: "margin" (identity folders + margin head) or "distill" (function matching
+    # against a live teacher on unlabelled faces; see slimface.train.function_matching)
     objective: str = "margin"
-    teacher: str = ""                      # registry name or file of the teacher
+    teacher: str = ""                      # distill: registry name of the teacher
     teacher_runtime: str = "auto"          # auto (fastest here) | litert | torch
     sources: tuple = ("utkface", "celeba", "lfw_unpaired", "att")   # distill images
-    init_from: str = ""                    # trained student weights to start from
+    max_images: int = 0                    # distill: a seeded random subset (0 = all)
     loss_weights: dict = field(default_factory=lambda: {"embed": 1.0, "relational": 10.0})
     augment: dict = field(default_factory=dict)                   # AugmentConfig overrides
-    checkpoint_minutes: float = 5.0        # distill: checkpoint at least this often
+
+    @property
+    def optimizer_name(self) -> str:
+        """``optimizer``, or the objective's own when it is empty."""
+        return self.optimizer or ("adamw" if self.objective == "distill" else "sgd")
+
+    @property
+    def schedule_name(self) -> str:
+        """``lr_schedule``, or the objective's own when it is empty."""
+        return self.lr_schedule or ("cosine" if self.objective == "distill" else "step")
 
     def schedule_steps(self, steps_per_epoch: int) -> int:
         return self.epochs * steps_per_epoch
@@ -126,8 +138,13 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
     return validate(replace(config, **changes))
 
 
-OPTIMIZERS = ("sgd", "adam")
+#: "sgd": momentum SGD; "adam": AdamW; both without weight decay on 1-d parameters (BN,
+#: PReLU, biases). "adamw": AdamW decaying every parameter (the function-matching recipe).
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("step", "cosine")
 OBJECTIVES = ("margin", "distill")
+TEACHER_RUNTIMES = ("auto", "litert", "torch")
+DISTILL_LOSSES = ("embed", "relational")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -138,23 +155,47 @@ def validate(config: TrainConfig) -> TrainConfig:
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
     for name in ("steps_per_epoch", "max_steps", "warmup_steps", "eval_every", "crop_pad",
-                 "max_identities", "min_images_per_identity"):
+                 "max_identities", "min_images_per_identity", "max_images",
+                 "checkpoint_minutes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
     if config.lr <= 0:
         raise ConfigError(f"lr must be > 0, got {config.lr}")
-    if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                          f"got {config.optimizer!r}")
-    if config.objective not in OBJECTIVES:
-        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, "
-                          f"got {config.objective!r}")
-    if config.objective == "distill" and not config.teacher:
-        raise ConfigError("objective='distill' needs a teacher (e.g. teacher="
-                          "'mobilefacenet-tflite')")
+    _choice("optimizer", config.optimizer_name, OPTIMIZERS)
+    _choice("lr_schedule", config.schedule_name, SCHEDULES)
+    _choice("objective", config.objective, OBJECTIVES)
+    _choice("teacher_runtime", config.teacher_runtime, TEACHER_RUNTIMES)
     if list(config.milestones) != sorted(config.milestones):
         raise ConfigError(f"milestones must ascend, got {list(config.milestones)}")
+    if config.objective == "distill":
+        _validate_distill(config)
     return config
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _validate_distill(config: TrainConfig) -> None:
+    from slimface.data.training import SOURCES
+    from slimface.train.augment import AugmentConfig
+
+    if not config.teacher:
+        raise ConfigError("objective='distill' needs a teacher (e.g. teacher="
+                          "'mobilefacenet-tflite')")
+    bad = [s for s in config.sources if s not in SOURCES]
+    if bad or not config.sources:
+        raise ConfigError(f"sources must name some of {', '.join(SOURCES)}, got "
+                          f"{list(config.sources)}")
+    unknown = sorted(set(config.loss_weights) - set(DISTILL_LOSSES))
+    if unknown:
+        raise ConfigError(f"unknown loss weight(s) {unknown} for objective='distill' (known: "
+                          f"{', '.join(DISTILL_LOSSES)})")
+    known = {f.name for f in fields(AugmentConfig)}
+    unknown = sorted(set(config.augment) - known)
+    if unknown:
+        raise ConfigError(f"unknown augment key(s) {unknown} (known: {', '.join(sorted(known))})")
 
 
 def import_config_file(path: Path) -> types.ModuleType:

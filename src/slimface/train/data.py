@@ -4,7 +4,8 @@ padded uint8 crops held in memory.
 Layout ``root/IDENTITY/image`` covers CASIA-WebFace and the CelebA subset. Faces are detected
 and aligned once through ``slimface.align.pipeline.align_paths`` (which caches crops) onto the
 backbone's template padded by ``crop_pad`` on every side; the trainer then takes random
-template-sized crops (+ horizontal flip) per step, as SPEC section 1 (random 112x96 crops of
+template-sized crops (+ horizontal flip) per step, as Zhou et al. (2018), "Face Recognition
+Method Based on Quantized Residual Convolutional Neural Networks" do (random 112x96 crops of
 larger aligned faces). Augmentation parameters are a pure function of (seed, step, sample
 slot), so resumed and distributed runs draw exactly the augmentations an uninterrupted
 single-process run would.

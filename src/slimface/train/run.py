@@ -1,5 +1,5 @@
-"""``slimface train CONFIG``: config + data folder -> trained backbone, one entry point for one
-process and for ``torchrun``."""
+"""``slimface train CONFIG``: config + data -> trained backbone, one entry point for every
+objective, for one process and for ``torchrun``."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,13 @@ import torch
 from slimface.data.lfw import VIEW2_FILE, find_lfw_root, lfw_excluded_images
 from slimface.data.roots import data_root, find_data_root
 from slimface.errors import ConfigError, DataError
+from slimface.train.checkpoint import BACKBONE_NAME, export_safetensors
 from slimface.train.config import TrainConfig, config_to_dict, load_config
 from slimface.train.data import CropSet, load_crop_set, scan_identity_folders
 from slimface.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from slimface.train.trainer import EvaluatorFactory, Trainer
+from slimface.train.function_matching import FaceCanvases, training_canvases
+from slimface.train.margin import MarginObjective
+from slimface.train.trainer import EvaluatorFactory, Objective, Trainer
 
 log = logging.getLogger("slimface.train")
 
@@ -64,15 +67,33 @@ def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInf
     return crops
 
 
+def prepare_canvases(config: TrainConfig, root: Path, template: str, teacher_template: str,
+                     info: DistInfo, progress: bool = True) -> FaceCanvases:
+    """Distillation canvases; rank 0 aligns (and fills the caches) first."""
+    def load(show: bool) -> FaceCanvases:
+        return training_canvases(root, tuple(config.sources), template, config.crop_pad,
+                                 config.detector, show, teacher_template=teacher_template,
+                                 max_images=config.max_images, seed=config.seed)
+
+    if info.is_main:
+        canvases = load(progress)
+    barrier(info)
+    if not info.is_main:
+        canvases = load(False)
+    return canvases
+
+
 def train_from_config(config_path: str | Path, data: str | None = None,
                       out: str | None = None, resume: bool = False,
                       overrides: Iterable[str] = (), progress: bool = True,
                       view1_check: EvaluatorFactory | None = None,
-                      until_step: int = 0) -> dict[str, Any]:
+                      until_step: int = 0, max_minutes: float = 0.0) -> dict[str, Any]:
     """Load, prepare, train; returns the summary dict (rank 0's view).
 
     ``view1_check`` builds the periodic health check that ``eval_every`` asks for
     (``slimface train`` passes :class:`slimface.eval.view1.LfwView1Evaluator`).
+    ``until_step`` and ``max_minutes`` end this run early (checkpointed; the schedule is
+    unchanged, ``resume=True`` continues).
     """
     from slimface.models import create_backbone
 
@@ -81,17 +102,28 @@ def train_from_config(config_path: str | Path, data: str | None = None,
         raise ConfigError(f"eval_every={config.eval_every} needs a view-1 check: pass "
                           "view1_check=slimface.eval.view1.LfwView1Evaluator, or set "
                           "eval_every=0")
-    if config.objective == "distill":
-        return distill_from_config(config, config_path, data, out, resume, progress,
-                                   view1_check, until_step)
     info = init_distributed()
     torch.set_num_threads(config.threads)
     out_dir = Path(out or config.out or default_out_dir(config_path))
-    folder, root = resolve_train_folder(config, data)
     probe = create_backbone(config.backbone, **config.backbone_kwargs)
     template = config.template or probe.template
-    crop_set = prepare_data(config, folder, template, info, progress,
-                            exclude=lfw_pair_images_under(root))
+    objective: Objective
+    if config.objective == "distill":
+        from slimface.train.function_matching import FunctionMatching
+        from slimface.train.teacher import load_teacher
+
+        root = data_root(data)
+        teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads)
+        canvases = prepare_canvases(config, root, template, teacher.template, info, progress)
+        log.info("distill data: %s", canvases.info)
+        objective = FunctionMatching(config, canvases, teacher)
+        described = {"data": canvases.info}
+    else:
+        folder, root = resolve_train_folder(config, data)
+        crop_set = prepare_data(config, folder, template, info, progress,
+                                exclude=lfw_pair_images_under(root))
+        objective = MarginObjective(config, crop_set)
+        described = {}
     evaluator = None
     if config.eval_every:
         if root is None or not (root / "lfw").is_dir():
@@ -102,42 +134,30 @@ def train_from_config(config_path: str | Path, data: str | None = None,
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(
             json.dumps(config_to_dict(config), indent=2) + "\n")
+        if "data" in described:
+            (out_dir / "data.json").write_text(json.dumps(described["data"], indent=2) + "\n")
     try:
-        trainer = Trainer(config, crop_set, out_dir, resume=resume, evaluator=evaluator,
+        trainer = Trainer(config, objective, out_dir, resume=resume, evaluator=evaluator,
                           progress=progress, info=info)
-        summary = trainer.fit()
-        if evaluator is not None and info.is_main and "lfw_view1_acc" not in summary:
-            summary.update(evaluator(trainer.backbone))
+        summary = trainer.fit(until_step=until_step, max_minutes=max_minutes)
     finally:
         cleanup(info)
-    return {"config": str(config_path), "backbone": config.backbone, "head": config.head,
-            "world_size": info.world_size, **summary}
+    return {"config": str(config_path), "objective": config.objective,
+            "backbone": config.backbone, "head": config.head, "world_size": info.world_size,
+            **summary}
 
 
-def distill_from_config(config: TrainConfig, config_path: str | Path, data: str | None,
-                        out: str | None, resume: bool, progress: bool,
-                        view1_check: EvaluatorFactory | None = None,
-                        until_step: int = 0) -> dict[str, Any]:
-    """The ``distill`` objective: function matching against a live teacher (one process)."""
-    from slimface.train.function_matching import FunctionMatchingTrainer, training_canvases
-    from slimface.train.teacher import load_teacher
-
-    torch.set_num_threads(config.threads)
+def export_from_config(config_path: str | Path, export: str | Path, out: str | None = None,
+                       overrides: Iterable[str] = (),
+                       metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the run's ``backbone.pt`` as a shippable fp32 safetensors file ``export``, with
+    the teacher, config name and training data in its metadata."""
+    config = load_config(config_path, overrides)
     out_dir = Path(out or config.out or default_out_dir(config_path))
-    root = data_root(data)
-    teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads)
-    canvas, info = training_canvases(root, tuple(config.sources), teacher.template,
-                                     config.crop_pad, config.detector, progress)
-    log.info("distill data: %s", info)
-    evaluator = None
-    if config.eval_every and view1_check is not None:
-        evaluator = view1_check(root, teacher.template, config.detector,
-                                config.eval_batch_size)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-    (out_dir / "data.json").write_text(json.dumps(info, indent=2) + "\n")
-    trainer = FunctionMatchingTrainer(config, canvas, teacher, out_dir, resume=resume,
-                                      evaluator=evaluator, progress=progress)
-    summary = trainer.fit(until_step=until_step or config.max_steps)
-    return {"config": str(config_path), "backbone": config.backbone, "objective": "distill",
-            "teacher": teacher.name, "out": str(out_dir), **summary}
+    data_json = out_dir / "data.json"
+    meta = {"config": Path(config_path).name,
+            "training_data": json.loads(data_json.read_text()) if data_json.is_file() else {},
+            **({"distilled_from": config.teacher} if config.objective == "distill" else {}),
+            **(metadata or {})}
+    path = export_safetensors(out_dir / BACKBONE_NAME, export, meta)
+    return {"file": str(path), "size_bytes": path.stat().st_size}

@@ -7,7 +7,7 @@
 Tight crops (UTKFace 160x160, CelebA 89x109) leave no context around the face and both
 detectors then miss it; ``pad="auto"`` (the default) pads images whose longer side is at most
 :data:`AUTO_PAD_MAX_SIDE` pixels by 25% of each side with replicated borders before detecting
-(FINDINGS: this is what made UTKFace/CelebA detectable). ``pad=0.0`` turns it off, a number
+(without it RetinaFace missed most tight UTKFace and CelebA crops). ``pad=0.0`` turns it off, a number
 forces that fraction. Landmarks are always returned in the unpadded image's coordinates.
 """
 from __future__ import annotations

@@ -1,14 +1,12 @@
-"""Distillation data: the honesty rule (no LFW pair image), labels, padding, teacher cache."""
+"""Training images for distillation: the honesty rule (no LFW pair image), labels, padding."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from slimface.compress.distill_data import (UNLABELLED, ImageList, lfw_excluded_images,
-                                            list_training_images, padded_copies,
-                                            teacher_cache_path)
+from slimface.data.lfw import lfw_excluded_images
+from slimface.data.training import UNLABELLED, ImageList, list_training_images, padded_copies
 from slimface.errors import DataError
 
 
@@ -57,12 +55,3 @@ def test_tight_crops_get_border_padded_copies(data_root: Path):
     orig, padded = load_image(images.paths[0]), load_image(out[0])
     assert padded.shape[0] == orig.shape[0] + 2 * round(orig.shape[0] * 0.25)
     assert out == padded_copies(images, 0.25, workers=1, progress=False)  # written once
-
-
-def test_teacher_cache_key_changes_with_settings(tmp_path: Path):
-    f = tmp_path / "x.jpg"
-    f.write_bytes(b"x")
-    a = teacher_cache_path("dlib_resnet", "dlib150", "retinaface", [f], mirror=False)
-    b = teacher_cache_path("dlib_resnet", "dlib150", "retinaface", [f], mirror=True)
-    assert a != b and a.suffix == ".npz"
-    assert np.all([a == teacher_cache_path("dlib_resnet", "dlib150", "retinaface", [f], False)])
