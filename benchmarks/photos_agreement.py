@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--model", default=None, help="default: the default model")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--rows", action="store_true", help="add every photo's row to the JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model, name = load_model(args.model)
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         result[label] = {"cosine": summarise([r["cosine"] for r in sel]),
                          "landmark_error": summarise([r["landmark_error"] for r in sel
                                                       if r.get("landmark_error") is not None])}
+    if args.rows:
+        result["rows"] = out_rows
     print(json.dumps(result, indent=1))
     return 0
 

@@ -22,9 +22,13 @@ Big photos are never processed at full resolution unless a face needs it
 (:func:`detect_faces`): first on a small copy (:data:`COARSE_SIDE_PER_MIN_FACE` times the
 detector's smallest face on the long side: 384 pixels for RetinaFace), then, while that
 finds no face (or, for ``multi_face="error"``, none big enough to rule out a second one),
-on larger copies up to :data:`~slimface.align.photo.DETECT_SIDE` pixels; a chosen face that was small on its copy is detected again in a region around it at
-a finer scale (:func:`refine_face`), so its landmarks are as precise as a big face's.
-Images no larger than the coarse copy (LFW's 250x250) are detected once, as they are.
+on larger copies up to :data:`~slimface.align.photo.DETECT_SIDE` pixels. A chosen face that
+was small on its copy is detected again in a region around it at a finer scale
+(:func:`refine_face`), so its landmarks are as precise as a big face's. A face that only the
+fallback detector found (too small for the main detector's copies: dlib's HOG window is
+80 px) is handed back to the main detector in such a region, at its working size, so the
+model still gets the landmarks of the detector it was trained with. Images no larger than
+the coarse copy (LFW's 250x250) are detected once, as they are.
 """
 from __future__ import annotations
 
@@ -151,8 +155,16 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
             continue
         faces, copy = detect_faces(photo, det, multi_face)
         if faces:
-            face = select_face(faces, photo.shape, multi_face, path)
-            return refine_face(photo, det, face, copy), status
+            face = refine_face(photo, det, select_face(faces, photo.shape, multi_face, path),
+                               copy)
+            if det is fallback and detector is not None:
+                # a face too small for the main detector's copies: the main detector sees it
+                # at its own working size, in a region around it, and gives its landmarks
+                again = redetect_around(photo, detector, face,
+                                        max(REFINE_FACE_PX, 2 * detector.min_face_px()))
+                if again is not None:
+                    return again, "detected"
+            return face, status
     return None, "centre"
 
 
@@ -215,27 +227,45 @@ def refine_face(photo: Photo, detector: Detector, face: Face, copy: Level) -> Fa
 
     Measured on 300 phone-size photos made from face crops (``benchmarks/
     photos_agreement.py``): it brings the landmarks of faces 60-200 px between the eyes from
-    11.2% to 7.2% of the eye distance away from those found on the source crop itself (the
-    full-resolution pipeline: 7.1%), and of smaller faces from 11.4% to 9.1% (9.2%), for
-    4.7 ms a photo."""
+    11.2% to 6.1% of the eye distance away from those found on the source crop itself (the
+    full-resolution pipeline: 7.1%), and of smaller faces from 11.4% to 5.0% (9.2%), for
+    about 3 ms a photo."""
     width = _face_width(face)  # full-resolution pixels
     on_copy = width / copy.full_per_pixel
-    base = photo.detection_level
-    on_base = width / base.full_per_pixel
-    target = min(on_base, REFINE_FACE_PX)
-    if width <= 0 or target < REFINE_GAIN * on_copy:
-        return face  # big enough already, or nothing finer at hand
-    centre = apply_affine(invert_affine(base.to_full), np.asarray(face.centre)[None])[0]
-    half = REFINE_CONTEXT * on_base / 2
-    region = base.region(int(centre[0] - half), int(centre[1] - half),
-                         int(centre[0] + half) + 1, int(centre[1] + half) + 1)
+    if width <= 0 or REFINE_FACE_PX < REFINE_GAIN * on_copy:
+        return face  # big enough on its copy already
+    again = redetect_around(photo, detector, face, REFINE_FACE_PX,
+                            min_width_px=REFINE_GAIN * on_copy)
+    return face if again is None else again
+
+
+def redetect_around(photo: Photo, detector: Detector, face: Face, width_px: float,
+                    min_width_px: float = 0.0) -> Face | None:
+    """``detector`` on a square region :data:`REFINE_CONTEXT` face widths across around
+    ``face``, where the face is ``width_px`` wide (or as wide as the file has it, if less;
+    None when that is under ``min_width_px``); the face it finds overlapping ``face``
+    (intersection over union 0.3 or more), else None.
+
+    The region is cut from the coarsest level that has the face at least ``width_px /``
+    :data:`REFINE_GAIN` wide, decoded now if need be (a small face's warp needs that level
+    anyway and reuses it)."""
+    width = _face_width(face)  # full-resolution pixels
+    level = photo.level_for(width * REFINE_GAIN / width_px)
+    on_level = width / level.full_per_pixel
+    target = min(on_level, width_px)
+    if width <= 0 or target < min_width_px:
+        return None  # nothing finer in the file
+    centre = apply_affine(invert_affine(level.to_full), np.asarray(face.centre)[None])[0]
+    half = REFINE_CONTEXT * on_level / 2
+    region = level.region(int(centre[0] - half), int(centre[1] - half),
+                          int(centre[0] + half) + 1, int(centre[1] + half) + 1)
     if min(region.pixels.shape[:2]) < 8:
-        return face
-    region = region.resized(max(1, round(region.long_side * target / on_base))).upright()
+        return None
+    region = region.resized(max(1, round(region.long_side * target / on_level))).upright()
     found = _to_full(detector.detect(region.pixels, pad=0.0), region)
     best = max(found, key=lambda f: _iou(f.box, face.box), default=None)
     if best is None or _iou(best.box, face.box) < 0.3:
-        return face
+        return None
     return best
 
 
@@ -260,7 +290,7 @@ def crop_photo(photo: Photo, face: Face | None, template: Template) -> np.ndarra
     else:
         landmarks, kind = face.landmarks, face.kind
     m = face_transform(landmarks, template, kind)  # full image -> crop
-    level = photo.level_for(crop_ratio(m))
+    level = photo.level_for(crop_ratio(m))  # full-resolution pixels per crop pixel
     return warp_with_matrix(level.pixels, compose_affine(m, level.to_full), template.size,
                             truncate=template.geometry == "dlib_chip")
 
