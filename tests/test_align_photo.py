@@ -244,3 +244,14 @@ def test_a_face_only_the_fallback_saw_is_handed_to_the_main_detector_at_its_size
     assert max(main.calls[-1]) < 1024  # found in a region, not on a copy
     alone, status = detect_photo(Photo.open(path), BigBlobDetector(), None, "largest")
     assert alone is None and status == "centre"
+
+
+def test_on_a_small_image_the_fallback_face_stays_as_found(tmp_path):
+    """The main detector saw a 250x250 image in full already: no second look (LFW crops of
+    a model with a fallback detector stay what they were)."""
+    path = tmp_path / "small.jpg"
+    Image.fromarray(photo_with_blob(250, 250, (120.3, 131.7), 12.0)).save(path, quality=90)
+    main = BigBlobDetector()
+    face, status = detect_photo(Photo.open(path), main, BlobDetector(), "largest")
+    assert status == "fallback_detector" and face.kind == "5pt"
+    assert main.calls == [(250, 250)]

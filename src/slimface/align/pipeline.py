@@ -150,18 +150,24 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
                  multi_face: str, path: Any = None) -> tuple[Face | None, str]:
     """The chosen face (full-resolution coordinates) and its status; ``(None, "centre")``
     when no detector found one."""
+    main_copy = None
     for det, status in ((detector, "detected"), (fallback, "fallback_detector")):
         if det is None:
             continue
         faces, copy = detect_faces(photo, det, multi_face)
+        if det is detector:
+            main_copy = copy
         if faces:
             face = refine_face(photo, det, select_face(faces, photo.shape, multi_face, path),
                                copy)
-            if det is fallback and detector is not None:
-                # a face too small for the main detector's copies: the main detector sees it
+            if det is fallback and main_copy is not None:
+                # a face too small on the main detector's copies: the main detector sees it
                 # at its own working size, in a region around it, and gives its landmarks
+                # (not when its copy was as fine as the file: LFW-size images)
+                on_main = _face_width(face) / main_copy.full_per_pixel
                 again = redetect_around(photo, detector, face,
-                                        max(REFINE_FACE_PX, 2 * detector.min_face_px()))
+                                        max(REFINE_FACE_PX, 2 * detector.min_face_px()),
+                                        min_width_px=REFINE_GAIN * on_main)
                 if again is not None:
                     return again, "detected"
             return face, status
