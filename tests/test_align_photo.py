@@ -218,3 +218,40 @@ def test_lfw_images_are_aligned_as_before(lfw_root: Path):
 
 def test_decode_side_keeps_detection_copies_downscaled():
     assert DECODE_SIDE <= pipeline.DETECT_SIDE
+
+
+class BigBlobDetector(BlobDetector):
+    """Finds only disks at least 64 px across (box) in the image it sees, like a detector
+    with a big window; landmarks of its own kind."""
+
+    def min_face_px(self) -> float:
+        return 64.0
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
+        faces = [f for f in super()._detect(image) if f.box[2] - f.box[0] >= 64]
+        for f in faces:
+            f.kind = "big"
+        return faces
+
+
+def test_a_face_only_the_fallback_saw_is_handed_to_the_main_detector_at_its_size(tmp_path):
+    centre, radius = (1500.4, 700.6), 24.0  # 72 px across: 31 px on a 1024 px copy
+    path = save_jpeg(tmp_path / "p.jpg", photo_with_blob(1800, 2400, centre, radius))
+    main = BigBlobDetector()
+    face, status = detect_photo(Photo.open(path), main, BlobDetector(), "largest")
+    assert status == "detected" and face.kind == "big"
+    np.testing.assert_allclose(_centre_and_radius(face.landmarks)[0], centre, atol=1.0)
+    assert max(main.calls[-1]) < 1024  # found in a region, not on a copy
+    alone, status = detect_photo(Photo.open(path), BigBlobDetector(), None, "largest")
+    assert alone is None and status == "centre"
+
+
+def test_on_a_small_image_the_fallback_face_stays_as_found(tmp_path):
+    """The main detector saw a 250x250 image in full already: no second look (LFW crops of
+    a model with a fallback detector stay what they were)."""
+    path = tmp_path / "small.jpg"
+    Image.fromarray(photo_with_blob(250, 250, (120.3, 131.7), 12.0)).save(path, quality=90)
+    main = BigBlobDetector()
+    face, status = detect_photo(Photo.open(path), main, BlobDetector(), "largest")
+    assert status == "fallback_detector" and face.kind == "5pt"
+    assert main.calls == [(250, 250)]

@@ -116,4 +116,4 @@ def test_bench_photos_reports_every_stage_of_real_photos(tmp_path, capsys):
     assert out["photos"] == 3 and out["statuses"] == {"centre": 3}
     assert set(out["stages_ms"]) == {"decode", "detect", "align", "embed", "other"}
     assert out["cpu"]["cpu"] and out["cpu"]["isa"]
-    assert "photos/s" in captured.err
+    assert "photos/s" in captured.err  # the table: stderr while stdout carries the JSON

@@ -182,13 +182,13 @@ class Photo:
             return self._levels[scaled.factor]
         return self._levels[factor]
 
-    def level_for(self, full_per_crop_pixel: float) -> Level:
-        """The level to warp a crop from that needs ``full_per_crop_pixel`` full-resolution
-        pixels per crop pixel: the coarsest decoded level with at least
-        :data:`MIN_SOURCE_RATIO` of its pixels per crop pixel, else the coarsest level that
-        has them (decoded now), else the full image."""
+    def level_for(self, full_per_pixel: float) -> Level:
+        """The level to make an image from (a crop, a detection region) that takes
+        ``full_per_pixel`` full-resolution pixels per pixel: the coarsest decoded level with
+        at least :data:`MIN_SOURCE_RATIO` of its pixels per output pixel, else the coarsest
+        level that has them (decoded now), else the full image."""
         def enough(factor: int) -> bool:
-            return full_per_crop_pixel / factor >= MIN_SOURCE_RATIO
+            return full_per_pixel / factor >= MIN_SOURCE_RATIO
 
         for factor in sorted(self._levels, reverse=True):
             if enough(factor):

@@ -22,9 +22,13 @@ Big photos are never processed at full resolution unless a face needs it
 (:func:`detect_faces`): first on a small copy (:data:`COARSE_SIDE_PER_MIN_FACE` times the
 detector's smallest face on the long side: 384 pixels for RetinaFace), then, while that
 finds no face (or, for ``multi_face="error"``, none big enough to rule out a second one),
-on larger copies up to :data:`~slimface.align.photo.DETECT_SIDE` pixels; a chosen face that was small on its copy is detected again in a region around it at
-a finer scale (:func:`refine_face`), so its landmarks are as precise as a big face's.
-Images no larger than the coarse copy (LFW's 250x250) are detected once, as they are.
+on larger copies up to :data:`~slimface.align.photo.DETECT_SIDE` pixels. A chosen face that
+was small on its copy is detected again in a region around it at a finer scale
+(:func:`refine_face`), so its landmarks are as precise as a big face's. A face that only the
+fallback detector found (too small for the main detector's copies: dlib's HOG window is
+80 px) is handed back to the main detector in such a region, at its working size, so the
+model still gets the landmarks of the detector it was trained with. Images no larger than
+the coarse copy (LFW's 250x250) are detected once, as they are.
 """
 from __future__ import annotations
 
@@ -146,13 +150,27 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
                  multi_face: str, path: Any = None) -> tuple[Face | None, str]:
     """The chosen face (full-resolution coordinates) and its status; ``(None, "centre")``
     when no detector found one."""
+    main_copy = None
     for det, status in ((detector, "detected"), (fallback, "fallback_detector")):
         if det is None:
             continue
         faces, copy = detect_faces(photo, det, multi_face)
+        if det is detector:
+            main_copy = copy
         if faces:
-            face = select_face(faces, photo.shape, multi_face, path)
-            return refine_face(photo, det, face, copy), status
+            face = refine_face(photo, det, select_face(faces, photo.shape, multi_face, path),
+                               copy)
+            if det is fallback and main_copy is not None:
+                # a face too small on the main detector's copies: the main detector sees it
+                # at its own working size, in a region around it, and gives its landmarks
+                # (not when its copy was as fine as the file: LFW-size images)
+                on_main = _face_width(face) / main_copy.full_per_pixel
+                again = redetect_around(photo, detector, face,
+                                        max(REFINE_FACE_PX, 2 * detector.min_face_px()),
+                                        min_width_px=REFINE_GAIN * on_main)
+                if again is not None:
+                    return again, "detected"
+            return face, status
     return None, "centre"
 
 
@@ -169,38 +187,41 @@ def _to_full(faces: list[Face], level: Level) -> list[Face]:
     return faces
 
 
-def detection_copies(photo: Photo, detector: Detector, multi_face: str) -> list[Level]:
-    """The upright copies :func:`detect_faces` tries, smallest first: the coarse one, one
-    between it and the fine one, and the fine one (at most
-    :data:`~slimface.align.photo.DETECT_SIDE`); none larger than the photo."""
-    base = photo.detection_level
+def detection_sides(photo: Photo, detector: Detector, multi_face: str) -> list[int]:
+    """Long sides of the copies :func:`detect_faces` may try, smallest first: the coarse
+    one, one between it and the fine one, and the fine one (at most
+    :data:`~slimface.align.photo.DETECT_SIDE`); none larger than the photo's detection
+    level, whose own size ends the list when it is reached."""
+    longest = photo.detection_level.long_side
     sides = [DETECT_SIDE]
     coarse = int(COARSE_SIDE_PER_MIN_FACE * detector.min_face_px())
     if coarse < DETECT_SIDE and multi_face != "central":  # a small central face may hide
         sides = [coarse, int(round(math.sqrt(coarse * DETECT_SIDE))), DETECT_SIDE]
-    copies = []
+    out = []
     for side in sides:
-        # detector input: after the area halvings, a bilinear step of less than 2x
-        copies.append(base.resized(side, final=cv2.INTER_LINEAR).upright())
-        if base.long_side <= side:
+        out.append(min(side, longest))
+        if longest <= side:
             break
-    return copies
+    return out
 
 
 def detect_faces(photo: Photo, detector: Detector, multi_face: str = "largest"
                  ) -> tuple[list[Face], Level]:
-    """Faces (full-resolution coordinates) and the copy they were found on.
+    """Faces (full-resolution coordinates) and the upright copy they were found on.
 
-    The coarse copy's faces are final when they answer the policy's question: for
-    ``"largest"`` any face (a face it missed is smaller than one it found); for ``"error"``
-    a largest face at least twice the detector's smallest, so every face of a quarter of its
-    area was findable too. ``"central"`` always detects on the fine copy."""
-    copies = detection_copies(photo, detector, multi_face)
+    A copy is made only when the one before it did not settle the question: for
+    ``"largest"`` any face does (a face it missed is smaller than one it found); for
+    ``"error"`` a largest face at least twice the detector's smallest, so every face of a
+    quarter of its area was findable too. ``"central"`` always detects on the fine copy."""
+    sides = detection_sides(photo, detector, multi_face)
     need = 2 * detector.min_face_px() if multi_face == "error" else 0.0
-    for i, copy in enumerate(copies):
+    base = photo.detection_level
+    for i, side in enumerate(sides):
+        # detector input: after the area halvings, a bilinear step of less than 2x
+        copy = base.resized(side, final=cv2.INTER_LINEAR).upright()
         faces = detector.detect(copy.pixels)
         widest = max((_face_width(f) for f in faces), default=-1.0)
-        if i == len(copies) - 1 or (faces and widest >= need):
+        if i == len(sides) - 1 or (faces and widest >= need):
             return _to_full(faces, copy), copy
     raise AssertionError("unreachable: the last copy always returns")
 
@@ -210,28 +231,47 @@ def refine_face(photo: Photo, detector: Detector, face: Face, copy: Level) -> Fa
     :data:`REFINE_FACE_PX`), so a face that was small on its detection copy gets landmarks
     as precise as a big face's; the original when the region finds no face overlapping it.
 
-    Measured on a folder of phone-size photos made from face crops
-    (``benchmarks/make_photo_folder.py``): the landmarks of the smaller half of the faces
-    moved from 10.6% to 8.5% of the eye distance away from those found on the source crop
-    itself, where the full-resolution pipeline had them at 8.7%."""
+    Measured on 300 phone-size photos made from face crops (``benchmarks/
+    photos_agreement.py``): it brings the landmarks of faces 60-200 px between the eyes from
+    11.2% to 6.1% of the eye distance away from those found on the source crop itself (the
+    full-resolution pipeline: 7.1%), and of smaller faces from 11.4% to 5.0% (9.2%), for
+    about 3 ms a photo."""
     width = _face_width(face)  # full-resolution pixels
     on_copy = width / copy.full_per_pixel
-    base = photo.detection_level
-    on_base = width / base.full_per_pixel
-    target = min(on_base, REFINE_FACE_PX)
-    if width <= 0 or target < REFINE_GAIN * on_copy:
-        return face  # big enough already, or nothing finer at hand
-    centre = apply_affine(invert_affine(base.to_full), np.asarray(face.centre)[None])[0]
-    half = REFINE_CONTEXT * on_base / 2
-    region = base.region(int(centre[0] - half), int(centre[1] - half),
-                         int(centre[0] + half) + 1, int(centre[1] + half) + 1)
+    if width <= 0 or REFINE_FACE_PX < REFINE_GAIN * on_copy:
+        return face  # big enough on its copy already
+    again = redetect_around(photo, detector, face, REFINE_FACE_PX,
+                            min_width_px=REFINE_GAIN * on_copy)
+    return face if again is None else again
+
+
+def redetect_around(photo: Photo, detector: Detector, face: Face, width_px: float,
+                    min_width_px: float = 0.0) -> Face | None:
+    """``detector`` on a square region :data:`REFINE_CONTEXT` face widths across around
+    ``face``, where the face is ``width_px`` wide (or as wide as the file has it, if less;
+    None when that is under ``min_width_px``); the face it finds overlapping ``face``
+    (intersection over union 0.3 or more), else None.
+
+    The region is cut from the coarsest level that has the face at least ``width_px /``
+    :data:`REFINE_GAIN` wide, decoded now if need be (a small face's warp needs that level
+    anyway and reuses it)."""
+    width = _face_width(face)  # full-resolution pixels
+    level = photo.level_for(width * REFINE_GAIN / width_px)
+    on_level = width / level.full_per_pixel
+    target = min(on_level, width_px)
+    if width <= 0 or target < min_width_px:
+        return None  # nothing finer in the file
+    centre = apply_affine(invert_affine(level.to_full), np.asarray(face.centre)[None])[0]
+    half = REFINE_CONTEXT * on_level / 2
+    region = level.region(int(centre[0] - half), int(centre[1] - half),
+                          int(centre[0] + half) + 1, int(centre[1] + half) + 1)
     if min(region.pixels.shape[:2]) < 8:
-        return face
-    region = region.resized(max(1, round(region.long_side * target / on_base))).upright()
+        return None
+    region = region.resized(max(1, round(region.long_side * target / on_level))).upright()
     found = _to_full(detector.detect(region.pixels, pad=0.0), region)
     best = max(found, key=lambda f: _iou(f.box, face.box), default=None)
     if best is None or _iou(best.box, face.box) < 0.3:
-        return face
+        return None
     return best
 
 
@@ -256,7 +296,7 @@ def crop_photo(photo: Photo, face: Face | None, template: Template) -> np.ndarra
     else:
         landmarks, kind = face.landmarks, face.kind
     m = face_transform(landmarks, template, kind)  # full image -> crop
-    level = photo.level_for(crop_ratio(m))
+    level = photo.level_for(crop_ratio(m))  # full-resolution pixels per crop pixel
     return warp_with_matrix(level.pixels, compose_affine(m, level.to_full), template.size,
                             truncate=template.geometry == "dlib_chip")
 

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from slimface.cli._common import add_json_arg, emit_json, positive_int, print_table
+from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
+                                  positive_int)
 
 FACE_CHOICES = ("largest", "central", "error")
 NO_FACE_CHOICES = ("centre", "error")
@@ -34,16 +35,15 @@ def register(sub: Any) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="DIR", type=Path, help="folder of photos (searched "
                                                             "recursively)")
-    p.add_argument("--model", default=None, help="registry name or model file (default: the "
-                                                 "default model)")
+    add_model_arg(p, help="registry name or model file (default: the default model)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N files only")
     p.add_argument("--threads", type=positive_int, default=2,
                    help="photos in flight at once, one thread each (default 2)")
     p.add_argument("--face", choices=FACE_CHOICES, default="largest",
-                   help="which face of a photo with several (default: %(default)s)")
+                   help="several faces in a photo: take the largest (default), the central "
+                        "one, or count the photo as failed")
     p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="centre",
-                   help="a photo with no face found: error, or embed its centre crop "
-                        "(default: %(default)s)")
+                   help="no face found: the centre crop (default) or count the photo as failed")
     p.add_argument("--warmup", type=int, default=2,
                    help="photos embedded untimed first (model and detector loading)")
     add_json_arg(p)
@@ -161,13 +161,12 @@ def run(args: argparse.Namespace) -> int:
     total = sum(result["stages_ms"].values())
     rows = [{"stage": k, "ms_per_photo": v, "share": f"{100 * v / total:.0f}%" if total else "-"}
             for k, v in result["stages_ms"].items()]
-    print_table(rows, title=(
-        f"{result['photos']} photos ({result['megapixels']['mean']} MP mean), "
-        f"{result['model']}, {args.threads} thread(s): {result['photos_per_s']:.1f} photos/s, "
-        f"{result['cpu_ms_per_photo']:.1f} CPU ms/photo; {cpu['label']}; load "
-        f"{load_before[0]:.2f}"))
-    if result["failed"]:
-        print_table([{"error": e} for e in result["errors"]],
-                    title=f"{result['failed']} photos failed (first {len(result['errors'])})")
-    emit_json(result, args.json)
+    title = (f"{result['photos']} photos ({result['megapixels']['mean']} MP mean), "
+             f"{result['model']}, {args.threads} thread(s): {result['photos_per_s']:.1f} "
+             f"photos/s, {result['cpu_ms_per_photo']:.1f} CPU ms/photo; {cpu['label']}; "
+             f"load {load_before[0]:.2f}")
+    failed = format_table([{"error": e} for e in result["errors"]],
+                          title=f"{result['failed']} photos failed (first "
+                                f"{len(result['errors'])})") if result["failed"] else None
+    emit_result(args.json, result, format_table(rows, title=title), failed)
     return 0
