@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from slimface.errors import DamagedImageError, EmptyImageError, ImageNotFoundError
+from slimface.errors import DamagedImageError
 
 #: Scales libjpeg decodes in the DCT domain (full-resolution pixels per decoded pixel).
 FACTORS = (1, 2, 4, 8)
@@ -80,14 +80,9 @@ class ScaledImage:
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     """The header of ``path``, checked as :func:`~slimface.io.image.decode_image` checks it
     before decoding (missing, empty, not an image, unsupported format, too many pixels)."""
-    from slimface.io.image import _check_dimensions, _open_checked
+    from slimface.io.image import _check_dimensions, _open_checked, existing_image_file
 
-    p = Path(path)
-    if not p.is_file():
-        problem = "is a directory, not an image file" if p.is_dir() else "no such file"
-        raise ImageNotFoundError(p, problem)
-    if p.stat().st_size == 0:
-        raise EmptyImageError(p, "file is empty (0 bytes)")
+    p = existing_image_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _open_checked(p) as im:

@@ -93,14 +93,21 @@ def load_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> 
     return decoded.pixels
 
 
-def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> DecodedImage:
-    """:func:`load_image` that returns the damage note instead of warning about it."""
+def existing_image_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or the error every reader gives for a missing, directory or empty
+    file (checked before any decoder opens it)."""
     p = Path(path)
     if not p.is_file():
         problem = "is a directory, not an image file" if p.is_dir() else "no such file"
         raise ImageNotFoundError(p, problem)
     if p.stat().st_size == 0:
         raise EmptyImageError(p, "file is empty (0 bytes)")
+    return p
+
+
+def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> DecodedImage:
+    """:func:`load_image` that returns the damage note instead of warning about it."""
+    p = existing_image_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _open_checked(p) as im:
