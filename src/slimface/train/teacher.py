@@ -78,13 +78,14 @@ class ModelTeacher:
     """Any registered slimface backbone (with its pretrained weights) through ``embed_crops``."""
 
     def __init__(self, spec: str, threads: int = 1):
+        """``threads`` is accepted for a uniform factory; torch's thread count is the
+        training process's own (``TrainConfig.threads``)."""
         from slimface.models import create_backbone
 
         self.model = create_backbone(spec, pretrained=True).eval()
         self.template = str(getattr(self.model, "template", "arcface112"))
         self.embedding_dim = int(self.model.embedding_dim)
         self.name = spec
-        self.threads = threads
 
     @torch.inference_mode()
     def embed(self, crops_nhwc: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 ``import_model("m.tflite", template="arcface112")`` returns a
 :class:`~slimface.models.graph.GraphNet` (a plain ``torch.nn.Module`` holding real
 ``nn.Conv2d``/``nn.Linear`` layers) that evaluation, embedding, verification, the gallery,
-export and every compress command accept like a native backbone; ``save_imported`` writes it
+export and every compress command accept like a native backbone;
+:func:`slimface.runtime.imported.save_imported` writes it
 as a ``.slim`` file whose metadata records the source file's sha256, its input layout,
 normalisation and the alignment template.
 """
