@@ -32,16 +32,27 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
     from slimface.train.config import TrainConfig
+    from slimface.train.distributed import cleanup, init_distributed
     from slimface.train.margin import MarginObjective
     from slimface.train.trainer import Trainer
     from tests._train_tiny import TinyNet, synthetic_crops
-    torch.manual_seed(0)
-    cfg = TrainConfig(batch_size=4, **{cfg!r})
-    t = Trainer(cfg, MarginObjective(cfg, synthetic_crops()), {out!r}, progress=False,
-                backbone=TinyNet())
-    t.fit()
-    if t.info.rank == 0:
-        torch.save(t.model.state_dict(), {out!r} + "/final.pt")
+
+    def main(info):
+        torch.manual_seed(0)
+        cfg = TrainConfig(batch_size=4, **{cfg!r})
+        t = Trainer(cfg, MarginObjective(cfg, synthetic_crops()), {out!r}, progress=False,
+                    backbone=TinyNet(), info=info)
+        t.fit()
+        if info.rank == 0:
+            torch.save(t.model.state_dict(), {out!r} + "/final.pt")
+
+    # As train_from_config: the trainer (and the DDP reducer holding the group) is gone
+    # before the group is destroyed; one left to interpreter shutdown can abort the process.
+    info = init_distributed()
+    try:
+        main(info)
+    finally:
+        cleanup(info)
     """)
 
 
@@ -82,11 +93,20 @@ DISTILL_WORKER = textwrap.dedent("""
     from tests._train_tiny import PixelTeacher, canvases
     from slimface.train.function_matching import FaceCanvases, FunctionMatching
     from slimface.train.trainer import Trainer
-    cfg = replace(config(), batch_size=2)
-    t = Trainer(cfg, FunctionMatching(cfg, FaceCanvases(canvases()), PixelTeacher()), {out!r},
-                progress=False)
-    t.fit()
-    torch.save(t.backbone.state_dict(), {out!r} + f"/final{{t.info.rank}}.pt")
+    from slimface.train.distributed import cleanup, init_distributed
+
+    def main(info):
+        cfg = replace(config(), batch_size=2)
+        t = Trainer(cfg, FunctionMatching(cfg, FaceCanvases(canvases()), PixelTeacher()),
+                    {out!r}, progress=False, info=info)
+        t.fit()
+        torch.save(t.backbone.state_dict(), {out!r} + f"/final{{info.rank}}.pt")
+
+    info = init_distributed()
+    try:
+        main(info)
+    finally:
+        cleanup(info)
     """)
 
 

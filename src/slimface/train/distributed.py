@@ -6,6 +6,7 @@ never initialised (STYLE.md: DDP is an option, not a requirement).
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -52,11 +53,29 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is true on any: ranks must agree on stopping early
+    (a wall-clock limit), or one waits forever in the next all-reduce."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:
+    """Destroy the group and collect it now, while the interpreter is alive.
+
+    gloo's worker threads free each finished collective's tensors; if the group outlives
+    the interpreter (a reference cycle keeps the DDP reducer alive), that happens during
+    shutdown and aborts the process ("terminate called without an active exception"), so
+    torchrun reports a finished run as failed. Collecting here joins those threads first.
+    """
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()

@@ -39,7 +39,8 @@ from slimface.errors import ConfigError
 from slimface.train.checkpoint import (BACKBONE_NAME, CHECKPOINT_NAME, backbone_record,
                                        load_init_weights, load_state, save_state)
 from slimface.train.config import TrainConfig, config_to_dict
-from slimface.train.distributed import DistInfo, all_reduce_mean, init_distributed
+from slimface.train.distributed import (DistInfo, all_reduce_mean, any_rank, barrier,
+                                        init_distributed)
 
 log = logging.getLogger("slimface.train")
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -338,8 +339,8 @@ class Trainer:
                                               / max(window_s, 1e-9), 2)}
                 bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
                 window, window_n, window_s = {}, 0, 0.0
-            out_of_time = bool(max_minutes) and (time.perf_counter() - session_start
-                                                 >= 60 * max_minutes)
+            out_of_time = bool(max_minutes) and any_rank(
+                time.perf_counter() - session_start >= 60 * max_minutes, self.info)
             # Save before evaluating, so a failing or interrupted evaluation loses no training.
             if (done % cfg.checkpoint_every == 0 or eval_due or finished or out_of_time
                     or (cfg.checkpoint_minutes
@@ -359,6 +360,7 @@ class Trainer:
         bar.close()
         if self.evaluator is None or not (self.out_dir / BACKBONE_NAME).is_file():
             self.save_backbone()
+        barrier(self.info)  # no rank leaves (and tears down the group) while rank 0 writes
         elapsed = self.state.seconds - seconds0
         images = self.state.images - images0
         return {**last, "steps": self.state.step, "total_steps": self.total_steps,
