@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
 from slimface._provenance import describe_cpu
 from slimface.cli._common import (Several, add_json_arg, add_model_arg, emit_result,
                                    format_table, hidden_alias, positive_int)
@@ -32,8 +33,9 @@ def register(sub: Any) -> None:
     batch = p.add_argument("--batch", action=Several, type=positive_int, default=[1, 32],
                            help="batch sizes to time (default 1 32)")
     hidden_alias(p, batch, "--batches")
-    p.add_argument("--flip", choices=("none", "sum", "concat"), default="none",
-                   help="LFW feature (image + mirror) for both models")
+    p.add_argument("--flip", choices=FLIP_MODES, default=DEFAULT_FLIP,
+                   help="LFW feature for both models: the mirror image's embedding summed "
+                        "(default, as embed and verify), none, or concatenated")
     p.add_argument("--no-lfw", action="store_true", help="skip the accuracy part")
     p.add_argument("--sweep", action="store_true", help="also time other int8 recipes")
     p.add_argument("--workdir", default=None,

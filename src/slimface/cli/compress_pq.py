@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
 from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
                                    nonneg_int, positive_int)
 from slimface.errors import ConfigError, ModelError
@@ -66,6 +67,9 @@ def register(sub: Any) -> None:
     p.add_argument("--data", default=None, metavar="DIR", help="data root (for --calib, --eval)")
     p.add_argument("--eval", action="store_true",
                    help="also measure LFW view-2 accuracy of the result")
+    p.add_argument("--flip", default=DEFAULT_FLIP, choices=FLIP_MODES,
+                   help="feature for --eval: the mirror image's embedding summed (default, "
+                        "as embed and verify), none, or concatenated")
     p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--out", required=True, metavar="M.slim", help="output deploy file")
     add_json_arg(p)
@@ -136,15 +140,15 @@ def run(args: argparse.Namespace) -> int:
                    seconds=time.perf_counter() - start,
                    layers=[r.__dict__ for r in reports])
     if args.eval:
-        summary["lfw"] = _evaluate(quant, args.data)
+        summary["lfw"] = _evaluate(quant, args.data, args.flip)
     emit_result(args.json, summary, *_summary_blocks(summary))
     return 0
 
 
-def _evaluate(quant: Any, data: str | None) -> dict[str, Any]:
+def _evaluate(quant: Any, data: str | None, flip: str) -> dict[str, Any]:
     from slimface.eval.run import evaluate_lfw, json_summary
 
-    res = json_summary(evaluate_lfw(quant, data))
+    res = json_summary(evaluate_lfw(quant, data, flip=flip))
     return {k: res[k] for k in ("accuracy_mean", "accuracy_std", "auc", "tar_at_far_1e-3",
                                 "n_pairs", "no_face") if k in res}
 

@@ -17,6 +17,7 @@ import argparse
 import sys
 from typing import Any
 
+from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
 from slimface.cli._common import add_json_arg, emit_result
 from slimface.cli.verify import add_model_args, make_matcher, print_warnings
 
@@ -26,7 +27,7 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, one face each")
     add_model_args(p)
-    p.add_argument("--flip", default="sum", choices=("sum", "none", "concat"),
+    p.add_argument("--flip", default=DEFAULT_FLIP, choices=FLIP_MODES,
                    help="add the mirror image's embedding: sum (default, what verify, "
                         "gallery and FaceMatcher use), none, or concatenate")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
 from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
                                    hidden_alias, positive_int)
 
@@ -28,8 +29,9 @@ def register(sub: Any) -> None:
                    help="lfw = view 2, 6000 pairs, 10 folds (report); lfw-view1 = tuning split")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="data folder holding lfw/ (default: $SLIMFACE_DATA, ../shared/data)")
-    p.add_argument("--flip", default="none", choices=("none", "sum", "concat"),
-                   help="add the mirror image's features (sum or concatenate)")
+    p.add_argument("--flip", default=DEFAULT_FLIP, choices=FLIP_MODES,
+                   help="add the mirror image's embedding: sum (default, as embed, verify "
+                        "and the gallery), none, or concatenate")
     batch = p.add_argument("--batch", type=positive_int, default=64,
                            help="embedding batch size (default 64)")
     hidden_alias(p, batch, "--batch-size")

@@ -23,6 +23,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from torch import nn
 
+from slimface.conventions import DEFAULT_FLIP
 from slimface.errors import DataError
 from slimface.eval.lfw import Pair, find_lfw_root, load_view1, load_view2, unique_images
 from slimface.eval.metrics import verification_metrics
@@ -131,7 +132,7 @@ def score_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray,
 
 
 def embed_with_progress(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
-                        flip: str = "none", progress: bool = True) -> np.ndarray:
+                        flip: str = DEFAULT_FLIP, progress: bool = True) -> np.ndarray:
     """``embed_crops`` in chunks of a few batches, with a tqdm bar on stderr."""
     from tqdm import tqdm
 
@@ -149,7 +150,7 @@ def embed_with_progress(model: nn.Module, crops: np.ndarray, batch_size: int = 6
 
 
 def evaluate_crops(model: nn.Module, aligned: AlignedPairImages, pairs: Sequence[Pair],
-                   flip: str = "none", batch_size: int = 64,
+                   flip: str = DEFAULT_FLIP, batch_size: int = 64,
                    candidates: Candidates = "midpoints",
                    progress: bool = False) -> dict[str, Any]:
     """Embed pre-aligned crops once each, score ``pairs`` and run the protocol, then the
@@ -168,7 +169,7 @@ def evaluate_crops(model: nn.Module, aligned: AlignedPairImages, pairs: Sequence
 
 
 def evaluate_lfw(model: nn.Module | str, data_root: str | os.PathLike[str] | None = None,
-                 flip: str = "none", batch_size: int = 64, cache: bool = True,
+                 flip: str = DEFAULT_FLIP, batch_size: int = 64, cache: bool = True,
                  progress: bool = True, pairs: PairsName = "view2",
                  candidates: Candidates = "midpoints") -> dict[str, Any]:
     """Evaluate ``model`` on LFW from raw images; returns a flat, JSON-ready dict.

@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
+from slimface.conventions import DEFAULT_FLIP
 from slimface.errors import (DamagedImageError, FaceError, ModelError, MultipleFacesError,
                              SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
@@ -28,8 +29,6 @@ NO_FACE_CHOICES: tuple[str, ...] = ("error", "centre")
 #: Where a user meets these options: ``"cli"`` spells them ``--face largest``, ``"api"``
 #: ``face="largest"``.
 INTERFACES = ("api", "cli")
-#: Flip handling used for every match (verify threshold, gallery): mirror embedding summed.
-DEFAULT_FLIP = "sum"
 
 
 def option_hint(interface: str, name: str, value: Any = True) -> str:

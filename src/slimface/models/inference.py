@@ -3,14 +3,11 @@ into L2-normalised embeddings, so eval, gallery, distillation and export all agr
 layout, flip handling and normalisation."""
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 from torch import nn
 
-FlipMode = Literal["none", "sum", "concat"]
-FLIP_MODES: tuple[str, ...] = ("none", "sum", "concat")
+from slimface.conventions import FLIP_MODES, FlipMode  # noqa: F401 - re-exported
 
 
 def crops_to_tensor(crops: np.ndarray) -> torch.Tensor:
