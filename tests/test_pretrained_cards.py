@@ -146,3 +146,10 @@ def test_models_show_of_an_unknown_name_fails_listing_the_names(capsys):
 def test_fetch_of_a_shipped_model_says_there_is_nothing_to_fetch(capsys):
     assert main(["models", "fetch", "--model", "dlib-resnet-pq15"]) == 1
     assert "nothing to fetch" in capsys.readouterr().err
+
+
+def test_a_model_named_or_given_as_its_file_shares_one_threshold_entry():
+    from slimface.gallery.thresholds import table_key
+
+    assert table_key("q-face-resnet-small") == table_key("q_face_resnet_small.slim")
+    assert table_key("dlib-resnet") == table_key("dlib_resnet")
