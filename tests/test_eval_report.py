@@ -77,7 +77,26 @@ def test_fetched_third_party_models_become_peer_rows_once(tmp_path, monkeypatch)
 
     fake = tmp_path / "MobileFaceNet.tflite"
     monkeypatch.setattr(pretrained, "pretrained_path", lambda entry: fake)
-    assert report.fetched_peers() == []                     # not fetched: no row
+
+    def peers(extra=()):
+        return [c.label for c in report.default_candidates(tmp_path, extra) if c.role == "peer"]
+
+    assert peers() == []                                    # not fetched: no row
     fake.write_bytes(b"x")
-    assert report.fetched_peers() == ["mobilefacenet-tflite"]
-    assert report.fetched_peers(["mobilefacenet_tflite"]) == []   # named with --model already
+    assert peers() == ["mobilefacenet-tflite (peer)"]
+    assert peers(["mobilefacenet_tflite"]) == ["mobilefacenet-tflite (peer)"]  # named: once
+    assert peers(["x.onnx"]) == ["mobilefacenet-tflite (peer)", "x.onnx (peer)"]
+
+
+def test_report_rows_take_their_role_from_the_model_card(tmp_path):
+    from slimface.eval import report
+    from slimface.models.pretrained import list_cards
+
+    rows = report.default_candidates(tmp_path)
+    assert rows[0].role == "teacher" and rows[0].label.startswith(report.TEACHER)
+    roles = {c.name: c.role for c in list_cards()}
+    for cand in rows:
+        name = cand.label.split(" (")[0]
+        assert cand.role == ("int8" if "int8" in cand.label else roles[name]), cand.label
+    int8 = [c for c in rows if c.role == "int8"]
+    assert int8 and all(roles[c.source] == "student" for c in int8)

@@ -1,4 +1,5 @@
-"""``slimface models --json`` and ``slimface bench train``: JSON on stdout, table on stderr."""
+"""``slimface models --json`` and ``slimface bench train``: JSON on stdout, table on stderr.
+The pretrained-model cards have their own tests (``test_pretrained_cards.py``)."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,20 @@ from slimface.cli.main import main
 
 
 @pytest.mark.slow
-def test_models_json_lists_every_backbone_with_counts(capsys):
+def test_models_lists_every_architecture_with_counts_and_logs_nothing(tmp_path, capsys):
     from slimface.models import BACKBONES
 
-    assert main(["models", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    rows = {r["name"]: r for r in out["models"]}
+    out_file = tmp_path / "models.json"
+    assert main(["models", "--json", str(out_file)]) == 0
+    text, err = capsys.readouterr()
+    assert err == ""                                    # building QAT backbones logs nothing
+    assert text.index("pretrained models") < text.index("architectures")
+    out = json.loads(out_file.read_text())
+    rows = {r["name"]: r for r in out["architectures"]}
     assert {"face_resnet_a", "face_resnet_b", "face_resnet_c", "mobilefacenet"} <= set(rows)
     assert all(name in BACKBONES for name in rows)
+    # weights-only factories are pretrained models, listed with the cards, not here
+    assert not {"slimface_mobile", "mobilefacenet_tflite"} & set(rows)
     a = rows["face_resnet_a"]
     assert abs(a["params_with_fc6"] - 4.36e7) / 4.36e7 < 0.005
     assert a["input_size"] == [112, 96] and a["template"] == "sphereface112x96"

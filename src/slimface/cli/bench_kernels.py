@@ -243,7 +243,7 @@ def time_models(batches: list[int], threads: int, reps: int,
     return rows
 
 
-STUDENT_FILE = "slimface_mobile_binary.slim"
+STUDENT = "slimface-mobile-binary"  # a pretrained model's name (slimface models)
 
 
 def time_student(batches: list[int], threads: int, reps: int,
@@ -253,11 +253,11 @@ def time_student(batches: list[int], threads: int, reps: int,
     import torch
 
     from slimface.models import create_backbone
-    from slimface.models.weights import shipped_file
+    from slimface.models.pretrained import get_card
     from slimface.runtime.binary import BinaryConv2d, BinaryLinear, load_deploy
     from slimface.runtime.slimfile import read_slim_metadata
 
-    path = shipped_file(STUDENT_FILE)
+    path = get_card(STUDENT).path()
     if path is None:
         return []
     student = load_deploy(path).eval()
@@ -278,7 +278,7 @@ def time_student(batches: list[int], threads: int, reps: int,
             t = timed({"binary": lambda: student(x), "fp32": lambda: twin(x)},
                       max(3, reps // 2), budget_ms)
         paths = [m.path_choice.path for m in layers]
-        rows.append({"model": STUDENT_FILE, "twin": arch["backbone"], "batch": batch,
+        rows.append({"model": path.name, "twin": arch["backbone"], "batch": batch,
                      "binary_ms_per_face": t["binary"]["min_ms"] / batch,
                      "fp32_ms_per_face": t["fp32"]["min_ms"] / batch,
                      "speedup": t["fp32"]["min_ms"] / t["binary"]["min_ms"],
@@ -331,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
             [{k: r[k] for k in ("batch", "binary_ms_per_face", "fp32_ms_per_face", "speedup",
                                 "speedup_median", "kernel_layers", "torch_layers")}
              for r in students],
-            title=f"\n{STUDENT_FILE} (binary weights, float activations) vs its fp32 "
+            title=f"\n{students[0]['model']} (binary weights, float activations) vs its fp32 "
                   f"twin {students[0]['twin']}; {env['cpu_label']}"))
     env["loadavg_after"] = list(os.getloadavg())
     emit_json({"benchmark": "kernels", "environment": env, "seed": args.seed,

@@ -67,10 +67,11 @@ def describe_model(spec: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _shipped_file_bytes(spec: str) -> int | None:
-    from slimface.models.students import SLIMFACE_MOBILE_FILE
-    from slimface.models.weights import shipped_file
+    """Bytes of a pretrained model's file (its card in ``slimface.models.pretrained``)."""
+    from slimface.models.pretrained import find_card
 
-    path = shipped_file(SLIMFACE_MOBILE_FILE) if spec.replace("_", "-") == "slimface-mobile" else None
+    card = find_card(spec)
+    path = card.path() if card is not None else None
     return path.stat().st_size if path else None
 
 

@@ -2,9 +2,10 @@
 (2018), "Face Recognition Method Based on Quantized Residual Convolutional Neural Networks",
 re-measured on this machine for slimface's models.
 
-``build_report`` takes every model slimface can make here (the dlib teacher, the distilled
-``slimface-mobile``, its int8 ONNX export, the product-quantized teacher, the binary
-student, and any extra model file the caller names), evaluates each on the LFW view-2
+``build_report`` takes every pretrained model whose file is on this machine (the table in
+:mod:`slimface.models.pretrained`: the dlib teacher, the distilled ``slimface-mobile`` and
+an int8 ONNX export of it, the product-quantized teacher, the binary students, a fetched
+``mobilefacenet-tflite``) and any extra model the caller names, evaluates each on the LFW view-2
 protocol, counts parameters, multiply-accumulates and bytes on disk, times each in one run
 against the fp32 teacher in the same runtime, and writes ``report.md``, ``report.json`` and
 the plots. Nothing in the report is typed in: every number is measured by this run or read
@@ -28,10 +29,12 @@ from slimface._provenance import describe_cpu, git_commit
 from slimface.eval.lfw import Pair
 from slimface.eval.run import align_pair_images, evaluate_crops, load_lfw_pairs
 from slimface.io.atomic import atomic_write_text
+from slimface.models.pretrained import ModelCard, find_card, list_cards
 
 log = logging.getLogger(__name__)
 
-TEACHER = "dlib-resnet"
+#: The baseline of every speed-up and compression ratio: the card whose role is "teacher".
+TEACHER = next(c.name for c in list_cards() if c.role == "teacher")
 
 
 @dataclass
@@ -39,10 +42,11 @@ class Candidate:
     """One row of the report: how to get the model and what file it lives in."""
 
     label: str
-    role: str                           # teacher / student / int8 / pq / binary / extra / peer
+    role: str                           # a card's role (teacher, student, ...), int8 or peer
     load: Callable[[], nn.Module]
     file: Path | None
     runtime: str = "torch"                      # "torch" or "onnx"
+    source: str | None = None                   # the model an int8 row was made from
 
 
 @dataclass(frozen=True)
@@ -63,20 +67,6 @@ class ReportSettings:
 
 # --------------------------------------------------------------------------- models
 
-def _registry_file(name: str) -> Path | None:
-    """The weights file behind a registry model, for its bytes-on-disk column."""
-    if name == TEACHER:
-        from slimface.models.dlib_resnet import default_model_path
-
-        return Path(default_model_path())
-    if name == "slimface-mobile":
-        from slimface.models.students import SLIMFACE_MOBILE_FILE
-        from slimface.models.weights import shipped_file
-
-        return shipped_file(SLIMFACE_MOBILE_FILE)
-    return None
-
-
 def _loader(spec: str) -> Callable[[], nn.Module]:
     def load() -> nn.Module:
         from slimface.runtime.loader import load_model
@@ -86,56 +76,44 @@ def _loader(spec: str) -> Callable[[], nn.Module]:
     return load
 
 
-def shipped_slim_files() -> dict[str, Path]:
-    """Compressed deploy files committed in the package (``models/weights/*.slim``)."""
-    from slimface.models.weights import shipped_files
+def _card_label(card: ModelCard) -> str:
+    kind = {"teacher": "teacher, fp32", "student": "fp32", "peer": "peer"}
+    return f"{card.name} ({kind.get(card.role) or Path(card.file).suffix})"
 
-    return shipped_files(".slim")
+
+def _int8_loader(spec: str, path: Path) -> Callable[[], nn.Module]:
+    return lambda: _int8_export(spec, path)
 
 
 def default_candidates(out_dir: Path, extra: Sequence[str] = ()) -> list[Candidate]:
-    """Every model this install can evaluate; missing optional ones are skipped with a log."""
-    from slimface.models import BACKBONES
+    """Every pretrained model whose file is here (the teacher first, an int8 ONNX row after
+    each student), then the models in ``extra`` that are not pretrained-model names.
 
-    rows = [Candidate("dlib-resnet (teacher, fp32)", "teacher", _loader(TEACHER),
-                      _registry_file(TEACHER))]
-    student_file = _registry_file("slimface-mobile") if "slimface-mobile" in BACKBONES else None
-    if student_file is not None:
-        rows.append(Candidate("slimface-mobile (fp32)", "student", _loader("slimface-mobile"),
-                              student_file))
-        int8_path = out_dir / "models" / "slimface-mobile.int8.onnx"
-        rows.append(Candidate("slimface-mobile (int8 ONNX)", "int8",
-                              lambda: _int8_export("slimface-mobile", int8_path), int8_path,
-                              runtime="onnx"))
-    else:
-        log.warning("slimface-mobile weights not installed: the student rows are skipped")
-    for stem, path in sorted(shipped_slim_files().items()):
-        role = "pq" if "pq" in stem else "binary" if any(s in stem for s in ("xnor", "bnn",
-                                                                              "binary")) else "extra"
-        rows.append(Candidate(f"{stem} (.slim)", role, _loader(str(path)), path))
-    for spec in [*fetched_peers(extra), *extra]:
-        path = _peer_file(spec)
-        rows.append(Candidate(f"{spec} (peer)", "peer", _loader(spec), path,
-                              runtime="onnx" if spec.endswith(".onnx") else "torch"))
+    A pretrained model named in ``extra`` is reported once, in table order; one that is
+    not here is skipped with a log, unless named (its load error then says how to get it).
+    """
+    named = {card.name for card in map(find_card, extra) if card is not None}
+    rows: list[Candidate] = []
+    for card in sorted(list_cards(), key=lambda c: c.role != "teacher"):
+        path = card.path()
+        if path is None and card.name not in named:
+            log.log(logging.INFO if card.delivery == "fetched" else logging.WARNING,
+                    "%s: model file %s not here; its rows are skipped", card.name, card.file)
+            continue
+        runtime = "onnx" if card.file.endswith(".onnx") else "torch"
+        rows.append(Candidate(_card_label(card), card.role, _loader(card.name), path,
+                              runtime=runtime))
+        if card.role == "student":
+            int8_path = out_dir / "models" / f"{card.name}.int8.onnx"
+            rows.append(Candidate(f"{card.name} (int8 ONNX)", "int8",
+                                  _int8_loader(card.name, int8_path), int8_path,
+                                  runtime="onnx", source=card.name))
+    for spec in extra:
+        if find_card(spec) is None:
+            rows.append(Candidate(f"{spec} (peer)", "peer", _loader(spec),
+                                  Path(spec) if Path(spec).exists() else None,
+                                  runtime="onnx" if spec.endswith(".onnx") else "torch"))
     return rows
-
-
-def fetched_peers(extra: Sequence[str] = ()) -> list[str]:
-    """Third-party models already fetched (``slimface models fetch``) and not named again."""
-    from slimface.models.pretrained import PRETRAINED, pretrained_path
-
-    named = {e.replace("_", "-") for e in extra}
-    return [name for name, entry in PRETRAINED.items()
-            if pretrained_path(entry).is_file() and name not in named]
-
-
-def _peer_file(spec: str) -> Path | None:
-    from slimface.models.pretrained import PRETRAINED, pretrained_path
-
-    entry = PRETRAINED.get(spec.replace("_", "-"))
-    if entry is not None:
-        return pretrained_path(entry)
-    return Path(spec) if Path(spec).exists() else None
 
 
 def _calibration_crops(model: nn.Module, n: int = 256) -> np.ndarray:
@@ -297,8 +275,8 @@ def _float_architecture(cand: Candidate, model: nn.Module) -> nn.Module:
     from slimface.models import create_backbone
     from slimface.runtime.loader import load_model
 
-    if cand.role == "int8":
-        return load_model("slimface-mobile")
+    if cand.role == "int8" and cand.source is not None:
+        return load_model(cand.source)
     if cand.file is not None and cand.file.suffix == ".slim":
         from slimface.runtime.slimfile import read_slim_metadata
 

@@ -106,7 +106,14 @@ def lookup_threshold(model: Any, model_name: str, flip: str,
 
 def table_key(model_name: str) -> str:
     """Registry names as the registry spells them; files by their base name, so the table
-    holds no machine's paths (the weights fingerprint tells same-named files apart)."""
+    holds no machine's paths (the weights fingerprint tells same-named files apart). A
+    pretrained model that is loaded from its file has one entry, whether named by its name
+    (``q-face-resnet-small``) or by its file (``q_face_resnet_small.slim``)."""
+    from slimface.models.pretrained import find_card
+
+    card = find_card(model_name)
+    if card is not None and card.factory is None:
+        model_name = card.file
     return _key(Path(model_name).name if os.sep in model_name else model_name)
 
 

@@ -288,6 +288,39 @@ def _shipped_weights() -> Path:
     return path
 
 
+def load_student_file(path: Any, **kwargs: Any) -> nn.Module:
+    """A student ``.safetensors`` file (``slimface train`` / ``compress distill --export``):
+    the architecture named in its ``slimface`` metadata, built and loaded with its weights.
+
+    ``kwargs`` override the file's architecture arguments. The metadata's ``template``,
+    ``input_size`` and ``embedding_dim`` become attributes, the whole of it
+    ``pretrained_meta``.
+    """
+    from safetensors import safe_open
+
+    from slimface.models._registry import create_backbone
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("slimface", "{}"))
+    except Exception as exc:  # safetensors raises its own types for corrupt files
+        raise ModelFileError(f"{path}: cannot read student weights ({exc})") from None
+    arch = meta.get("architecture") or {}
+    if not isinstance(arch, dict) or "backbone" not in arch:
+        raise ModelFileError(f"{path}: no architecture in the file's 'slimface' metadata "
+                             f"(found keys {sorted(meta)})")
+    model = create_backbone(arch["backbone"], **{**dict(arch.get("kwargs") or {}), **kwargs})
+    load_student_weights(model, path)
+    for key in ("template", "embedding_dim"):
+        if key in meta:
+            setattr(model, key, meta[key])
+    if "input_size" in meta:
+        model.input_size = tuple(meta["input_size"])
+    model.eval()
+    model.pretrained_meta = meta  # type: ignore[attr-defined]
+    return model
+
+
 @register_backbone(aliases=("slimface-mobile",))
 def slimface_mobile(pretrained: bool = True, **kwargs: Any) -> SlimNet:
     """The default model: a ``slimnet`` student distilled from the dlib ResNet teacher.
@@ -295,22 +328,9 @@ def slimface_mobile(pretrained: bool = True, **kwargs: Any) -> SlimNet:
     Outputs 128-d embeddings in the teacher's space (compare by cosine). ``pretrained=True``
     loads the weights committed in ``slimface/models/weights``.
     """
-    meta: dict[str, Any] = {}
-    arch = SLIMFACE_MOBILE_ARCH
-    arch_kwargs: dict[str, Any] = {}
     if pretrained:
-        from safetensors import safe_open
-
-        path = _shipped_weights()
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("slimface", "{}"))
-        arch = meta.get("architecture", {}).get("backbone", arch)
-        arch_kwargs = dict(meta.get("architecture", {}).get("kwargs", {}))
-        model = _create_slimnet(arch, **{**arch_kwargs, **kwargs})
-        load_student_weights(model, path)
-    else:
-        model = _create_slimnet(arch, **kwargs)
-    model.eval()
-    model.pretrained_meta = meta  # type: ignore[attr-defined]
+        return load_student_file(_shipped_weights(), **kwargs)
+    model = _create_slimnet(SLIMFACE_MOBILE_ARCH, **kwargs).eval()
+    model.pretrained_meta = {}  # type: ignore[attr-defined]
     return model
 

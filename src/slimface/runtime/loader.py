@@ -2,9 +2,13 @@
 
 ``load_model(spec)`` accepts:
 
-* a **registry name** (``dlib-resnet``, ``mobilefacenet``...): ``create_backbone(name,
-  pretrained=True)`` when the factory takes ``pretrained``;
+* a **pretrained model name** from the table in :mod:`slimface.models.pretrained`
+  (``slimface-mobile``, ``dlib-resnet``, ``dlib-resnet-pq15``, ``mobilefacenet-tflite``...;
+  ``slimface models`` lists them): its card's factory with ``pretrained=True``, or its file;
+* an **architecture name** (``mobilefacenet``, ``slimnet_s``...): ``create_backbone(name,
+  pretrained=True)`` when the factory takes ``pretrained`` (random weights otherwise);
 * a **.slim** file: ``runtime.slimfile.load_slim`` + ``runtime.deploy.build_from_slim``;
+* a student **.safetensors** file whose ``slimface`` metadata names its architecture;
 * a **.pt / .pth** checkpoint, read with ``torch.load(weights_only=True)`` (never unpickled
   code). It must be a dict ``{"architecture": {"backbone": NAME, "kwargs": {...}},
   "state_dict": {...}}``, optionally with ``template``, ``input_size``, ``embedding_dim`` and
@@ -30,7 +34,8 @@ from torch import nn
 
 from slimface.errors import ModelError, ModelFileError, UnknownNameError
 
-MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx", ".tflite")
+MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx", ".tflite",
+                                        ".safetensors")
 log = logging.getLogger(__name__)
 _CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
 
@@ -55,13 +60,16 @@ def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     """Load a model by registry name or file (see the module docstring), in eval mode.
 
     Args:
-        spec: registry name, or path to a ``.slim``, ``.pt``/``.pth`` or ``.onnx`` file.
+        spec: pretrained model or architecture name, or path to a ``.slim``, ``.pt``/``.pth``,
+            ``.onnx``, ``.tflite`` or student ``.safetensors`` file.
         **kwargs: passed to ``create_backbone`` for registry names (``None`` values dropped);
             for ``.onnx``, ``threads`` sets ONNX Runtime's intra-op threads.
 
     Raises:
-        UnknownNameError: not a file and not a registered name (close matches listed).
+        UnknownNameError: not a file and not a known name (close matches and every
+            pretrained model and architecture listed).
         ModelFileError: the file is missing, corrupt, or not in an expected layout.
+        ModelError: a named model whose file is not on this machine (says how to get it).
     """
     text = str(spec)
     if not text.strip():
@@ -76,13 +84,40 @@ def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
 
 def _load_registered(name: str, **kwargs: Any) -> nn.Module:
     from slimface.models import BACKBONES, create_backbone
+    from slimface.models.pretrained import find_card
 
-    factory = BACKBONES.get(name)  # raises UnknownNameError with close matches
+    card = find_card(name)
+    if card is not None:
+        if card.factory is None:
+            return _load_file(card.require_path(), **kwargs)
+        kwargs.setdefault("pretrained", True)
+        return create_backbone(card.factory, **kwargs)
+    if name not in BACKBONES:
+        raise unknown_model_error(name)
+    factory = BACKBONES.get(name)
     params = inspect.signature(factory).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if "pretrained" in params or accepts_any:
         kwargs.setdefault("pretrained", True)
     return create_backbone(name, **kwargs)
+
+
+def unknown_model_error(name: str) -> UnknownNameError:
+    """``name`` is neither a pretrained model nor an architecture: close matches, then both
+    lists (pretrained models first)."""
+    import difflib
+
+    from slimface.models import BACKBONES
+    from slimface.models.pretrained import list_cards
+
+    cards = [c.name for c in list_cards()]
+    archs = [n for n in BACKBONES.names()
+             if n.replace("_", "-") not in {c.replace("_", "-") for c in cards}]
+    close = difflib.get_close_matches(name.strip().lower(), cards + archs, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownNameError(f"unknown model {name!r}{hint} (pretrained models: "
+                            f"{', '.join(cards)}; architectures: {', '.join(archs)}; or a "
+                            f"{'/'.join(MODEL_FILE_SUFFIXES)} file)")
 
 
 def _shipped_weights(path: Path) -> Path | None:
@@ -107,6 +142,10 @@ def _load_file(path: Path, **kwargs: Any) -> nn.Module:
         return _load_checkpoint(path)
     if suffix == ".onnx":
         return OnnxModel(path, threads=kwargs.get("threads"))
+    if suffix == ".safetensors":
+        from slimface.models.students import load_student_file
+
+        return load_student_file(path)
     if suffix == ".tflite":  # imported on the fly with the default normalisation/template
         from slimface.models.importers import import_model
 
