@@ -9,6 +9,7 @@ line, ``face="largest"`` in Python).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -110,6 +111,8 @@ class FaceEmbedder:
         self._aligner = aligner
         self._image_loader = image_loader
         self._fingerprint: str | None = None
+        self._runner: Any = None
+        self._runner_lock = threading.Lock()
 
     @property
     def info(self) -> ModelInfo:
@@ -120,6 +123,19 @@ class FaceEmbedder:
                          embedding_dim=int(self.model.embedding_dim) * (
                              2 if self.flip == "concat" else 1),
                          flip=self.flip, detector=self.detector_name)
+
+    @property
+    def runner(self) -> Any:
+        """What embeds the crops: an ONNX Runtime twin of a PyTorch model where that is
+        faster and agrees with it (:mod:`slimface.runtime.ort_embed`), else the model.
+        Chosen on first use (an export, cached per weights), once for all threads."""
+        if self._runner is None:
+            with self._runner_lock:
+                if self._runner is None:
+                    from slimface.runtime.ort_embed import onnx_embedder
+
+                    self._runner = onnx_embedder(self.model) or self.model
+        return self._runner
 
     # ---- one image -----------------------------------------------------------------------
     def embed_file(self, path: str | os.PathLike[str], multi_face: MultiFace = "error",
@@ -133,7 +149,7 @@ class FaceEmbedder:
             image, damage = self._load(path)
         aligned = self._align(path, image, multi_face, no_face)
         with stage("embed"):
-            emb = embed_crops_any(self.model, aligned.crop[None], self.flip)[0]
+            emb = embed_crops_any(self.runner, aligned.crop[None], self.flip)[0]
         face = getattr(aligned, "face", None)
         box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
         score = None if face is None else float(getattr(face, "score", np.nan))
