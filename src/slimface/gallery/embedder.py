@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -31,6 +32,8 @@ NO_FACE_CHOICES: tuple[str, ...] = ("error", "centre")
 INTERFACES = ("api", "cli")
 #: Flip handling used for every match (verify threshold, gallery): mirror embedding summed.
 DEFAULT_FLIP = "sum"
+#: Upper bound of :func:`default_threads`.
+MAX_DEFAULT_THREADS = 4
 
 
 def option_hint(interface: str, name: str, value: Any = True) -> str:
@@ -160,12 +163,31 @@ class FaceEmbedder:
 
     def embed_files(self, paths: Sequence[str | os.PathLike[str]],
                     multi_face: MultiFace = "error", no_face: str = "error",
-                    progress: bool = False) -> list[EmbeddedFace]:
-        """All or nothing: the first bad file raises before anything is returned."""
+                    progress: bool = False, threads: int = 1) -> list[EmbeddedFace]:
+        """All or nothing: the first bad file (in input order) raises before anything is
+        returned. ``threads`` files are in flight at once, one thread each: JPEG decoding,
+        OpenCV and ONNX Runtime release the GIL, so one photo's decode overlaps another's
+        detection and the threads use as many cores."""
         from tqdm import tqdm
 
-        it = tqdm(paths, desc="embed", unit="img", disable=not progress, leave=False)
-        return [self.embed_file(p, multi_face=multi_face, no_face=no_face) for p in it]
+        def one(path: str | os.PathLike[str]) -> EmbeddedFace:
+            return self.embed_file(path, multi_face=multi_face, no_face=no_face)
+
+        workers = max(1, min(int(threads), len(paths)))
+        bar = tqdm(total=len(paths), desc="embed", unit="img", disable=not progress,
+                   leave=False)
+        with bar:
+            if workers == 1:
+                return [_counted(one(p), bar) for p in paths]
+            _ = self.runner  # choose the runtime once, before the threads start
+            with ThreadPoolExecutor(workers, thread_name_prefix="slimface-embed") as pool:
+                futures = [pool.submit(one, p) for p in paths]
+                try:
+                    return [_counted(f.result(), bar) for f in futures]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()  # files not started yet are not embedded in vain
+                    raise
 
     # ---- steps ---------------------------------------------------------------------------
     def _load(self, path: str | os.PathLike[str]) -> tuple[Any, str | None]:
@@ -213,6 +235,17 @@ class FaceEmbedder:
             hint = option_hint(self.interface, "no_face", "centre")
             raise type(exc)(path, f"no face found (detectors tried: {tried}); for a "
                                   f"pre-cropped face pass {hint}") from None
+
+
+def default_threads() -> int:
+    """Files embedded at once when the caller does not say: the cores, at most
+    :data:`MAX_DEFAULT_THREADS` (each photo in flight holds its decoded levels)."""
+    return max(1, min(MAX_DEFAULT_THREADS, os.cpu_count() or 1))
+
+
+def _counted(face: EmbeddedFace, bar: Any) -> EmbeddedFace:
+    bar.update()
+    return face
 
 
 def _default_aligner() -> Callable[..., Any]:
