@@ -73,3 +73,35 @@ def test_identify_without_gallery_and_verify_without_threshold_explain_themselve
         fm.identify(people["p0"][0])
     with pytest.raises(SlimfaceError, match="no calibrated threshold"):
         fm.verify(people["p0"][0], people["p0"][1])
+
+
+def test_embed_faces_in_threads_match_the_serial_loop_in_input_order(people):
+    paths = [p for ps in people.values() for p in ps]
+    serial = slimface.FaceMatcher(embedder=make_embedder(), threads=1).embed_faces(paths)
+    threaded = slimface.FaceMatcher(embedder=make_embedder(), threads=3).embed_faces(paths)
+    assert [f.path for f in threaded] == [str(p) for p in paths]
+    np.testing.assert_allclose(np.stack([f.embedding for f in threaded]),
+                               np.stack([f.embedding for f in serial]), atol=1e-6)
+
+
+def test_embed_faces_in_threads_raises_the_first_bad_image(tmp_path: Path, people):
+    from PIL import Image
+
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(black)
+    paths = [people["p0"][0], black, people["p1"][0], people["p2"][0]]
+    with pytest.raises(NoFaceError, match="black.png"):
+        slimface.FaceMatcher(embedder=make_embedder(), threads=2).embed_faces(paths)
+
+
+@pytest.mark.parametrize("threads", [0, -1, True])
+def test_threads_must_be_a_positive_integer(threads):
+    with pytest.raises(SlimfaceError, match="threads"):
+        slimface.FaceMatcher(embedder=make_embedder(), threads=threads)
+
+
+def test_default_threads_use_the_cores_at_most_four():
+    from slimface.gallery.embedder import MAX_DEFAULT_THREADS
+
+    fm = slimface.FaceMatcher(embedder=make_embedder())
+    assert 1 <= fm.threads <= MAX_DEFAULT_THREADS

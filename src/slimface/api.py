@@ -21,7 +21,8 @@ import numpy as np
 
 from slimface.errors import GalleryError, SlimfaceError
 from slimface.gallery.embedder import (DEFAULT_FLIP, MULTI_FACE_CHOICES, NO_FACE_CHOICES,
-                                       EmbeddedFace, FaceEmbedder, check_choice)
+                                       EmbeddedFace, FaceEmbedder, check_choice,
+                                       default_threads)
 from slimface.gallery.gallery import Gallery, Match
 from slimface.gallery.thresholds import Threshold, lookup_threshold
 from slimface.io.image import DamagedImageWarning
@@ -89,13 +90,16 @@ class FaceMatcher:
         allow_damaged: use images whose data the decoder reports as corrupt, with a
             warning, instead of refusing them.
         embedder: a ready :class:`FaceEmbedder` (tests, custom detectors); overrides model.
+        threads: images embedded at once by the methods that take several (one thread
+            each; decoding, detection and embedding of different photos overlap). ``None``
+            means the machine's cores, at most four; 1 is a plain loop.
     """
 
     def __init__(self, model: Any = None, *, threshold: float | None = None,
                  face: str = "error", no_face: str = "error",
                  gallery: PathLike | None = None, pad: float = 0.0,
                  flip: str = DEFAULT_FLIP, allow_damaged: bool = False,
-                 embedder: FaceEmbedder | None = None):
+                 embedder: FaceEmbedder | None = None, threads: int | None = None):
         interface = embedder.interface if embedder is not None else "api"
         check_choice(interface, "face", face, MULTI_FACE_CHOICES)
         check_choice(interface, "no_face", no_face, NO_FACE_CHOICES)
@@ -105,6 +109,9 @@ class FaceMatcher:
             self.embedder.allow_damaged = True
         self.face = face
         self.no_face = no_face
+        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+            raise SlimfaceError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = default_threads() if threads is None else int(threads)
         self._threshold_override = threshold
         self.gallery_path = None if gallery is None else Path(gallery)
         self._gallery: Gallery | None = None
@@ -129,11 +136,13 @@ class FaceMatcher:
         return self.embedder.embed_file(image, multi_face=self.face,  # type: ignore[arg-type]
                                         no_face=self.no_face)
 
-    def embed_faces(self, images: Sequence[PathLike], progress: bool = False
-                    ) -> list[EmbeddedFace]:
-        """:meth:`embed_face` of every image; the first bad image raises."""
+    def embed_faces(self, images: Sequence[PathLike], progress: bool = False,
+                    threads: int | None = None) -> list[EmbeddedFace]:
+        """:meth:`embed_face` of every image, ``threads`` (default: :attr:`threads`) at
+        once, in input order; the first bad image raises."""
         return self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
-                                         no_face=self.no_face, progress=progress)
+                                         no_face=self.no_face, progress=progress,
+                                         threads=threads or self.threads)
 
     def embed(self, image: PathLike) -> np.ndarray:
         """L2-normalised embedding of the one face in ``image``."""

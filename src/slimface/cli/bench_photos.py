@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     files = photo_files(args.folder, args.limit)
     torch.set_num_threads(1)  # one thread per photo; --threads photos at once
     cv2.setNumThreads(1)
-    matcher = FaceMatcher(args.model, face=args.face, no_face=args.no_face)
+    matcher = FaceMatcher(args.model, face=args.face, no_face=args.no_face,
+                          threads=args.threads)
+    runner = matcher.embedder.runner  # model loading, not a photo's time (ONNX export)
     for path in files[:max(0, args.warmup)]:
         try:
             matcher.embed_face(path)
@@ -151,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     result = time_photos(matcher, files, args.threads)
     cpu = cpu_info()
     result = {"folder": str(args.folder), "model": matcher.embedder.model_name,
-              "detector": matcher.embedder.detector_name, "face": args.face,
+              "detector": matcher.embedder.detector_name,
+              "embed_runtime": "torch" if runner is matcher.embedder.model else "onnxruntime",
+              "face": args.face,
               "no_face": args.no_face, "threads": args.threads, **result,
               "megapixels": {"mean": round(statistics.fmean(mp), 2) if mp else None,
                              "min": round(min(mp), 2) if mp else None,

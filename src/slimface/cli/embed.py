@@ -17,8 +17,8 @@ import argparse
 import sys
 from typing import Any
 
+from slimface.cli._common import add_json_arg, emit_result, positive_int
 from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
-from slimface.cli._common import add_json_arg, emit_result
 from slimface.cli.verify import add_model_args, make_matcher, print_warnings
 
 
@@ -30,7 +30,9 @@ def register(sub: Any) -> None:
     p.add_argument("--flip", default=DEFAULT_FLIP, choices=FLIP_MODES,
                    help="add the mirror image's embedding: sum (default, what verify, "
                         "gallery and FaceMatcher use), none, or concatenate")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=2,
+                   help="images embedded at once, one thread each (default 2); with one "
+                        "image, the model's CPU threads")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -38,8 +40,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
-    matcher = make_matcher(args)
+    # one image: its model may use every thread; several: one thread per image in flight
+    torch.set_num_threads(args.threads if len(args.images) == 1 else 1)
+    matcher = make_matcher(args, threads=args.threads)
     faces = matcher.embed_faces(args.images)
     records = []
     for face in faces:
