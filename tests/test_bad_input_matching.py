@@ -98,7 +98,7 @@ def test_unknown_model_name_lists_close_matches(setup, capsys):
     a = str(faces["p0"][0])
     assert main(["verify", a, a, "--model", "tiny-tset", "--threshold", "0.5"]) == 1
     err = capsys.readouterr().err
-    assert "unknown backbone 'tiny-tset'" in err and "tiny-test" in err
+    assert "unknown model 'tiny-tset'" in err and "tiny-test" in err
 
 
 @pytest.mark.parametrize("suffix", [".slim", ".pt", ".onnx"])

@@ -96,9 +96,9 @@ def onnx_embedder(model: Any, runtime: str | None = None) -> OrtEmbedder | None:
         if runtime == "auto" and not _faster(model, ort, probe):
             return None
     except Exception as exc:  # noqa: BLE001 - any export/runtime failure keeps PyTorch
-        log.info("embedding with PyTorch: ONNX Runtime path unavailable (%s)", exc)
+        log.debug("embedding with PyTorch: ONNX Runtime path unavailable (%s)", exc)
         return None
-    log.info("embedding with ONNX Runtime (%s)", getattr(model, "name", type(model).__name__))
+    log.debug("embedding with ONNX Runtime (%s)", getattr(model, "name", type(model).__name__))
     return ort
 
 
