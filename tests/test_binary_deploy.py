@@ -185,6 +185,32 @@ def test_each_input_shape_is_measured_once_per_process_and_shared(layer_path, mo
     assert len(measured) == 2
 
 
+def test_a_first_measurement_is_taken_again_once_warm_and_merged(layer_path, monkeypatch):
+    """The first choice of a shape is provisional: RECHECK_CALLS calls later it is measured
+    again and each path keeps its best time, for every layer of that shape."""
+    from slimface.runtime import binary
+
+    layer_path("auto")
+    scripted = iter([binary.PathChoice("torch", "measured", 3.0, 2.0, final=False),
+                     binary.PathChoice("kernel", "measured", 1.0, 2.5, final=False)])
+    monkeypatch.setattr(binary, "measure_paths", lambda k, t: next(scripted))
+    torch.manual_seed(0)
+    a = deploy_layer(LAYERS["xnor_sign_in"]().eval())
+    b = deploy_layer(LAYERS["xnor_sign_in"]().eval())
+    x = torch.randn(2, 5, 9, 8)
+    with torch.no_grad():
+        a(x)
+        assert a.path_choice.path == "torch" and not a.path_choice.final
+        for _ in range(binary.RECHECK_CALLS):
+            a(x)
+        choice = a.path_choice
+        assert choice.final and choice.path == "kernel" and "twice" in choice.reason
+        assert (choice.kernel_ms, choice.torch_ms) == (1.0, 2.0)
+        for _ in range(binary.RECHECK_CALLS + 1):
+            b(x)  # adopts the merged choice without a third measurement
+        assert b.path_choice is choice
+
+
 def test_forced_paths_say_so_and_sign_words_always_take_the_kernel(layer_path):
     from slimface.runtime.binary import SignWords
     from slimface.runtime import kernel
