@@ -234,3 +234,88 @@ def test_a_teacher_on_another_template_gets_its_own_views_and_resumes_exactly(tm
     resumed.fit()
     for k, v in full.backbone.state_dict().items():
         assert torch.equal(resumed.backbone.state_dict()[k], v), k
+
+
+def ensemble_members() -> list[PixelTeacher]:
+    """A teacher on the student's template and one on ``dlib150`` (150x150 views)."""
+    same = PixelTeacher(dim=16)
+    other = PixelTeacher(dim=8, template="dlib150", size=(150, 150))
+    same.name, other.name = "pixel-arcface", "pixel-dlib"
+    return [same, other]
+
+
+def ensemble_trainer(out: Path, members: list[PixelTeacher], cfg: TrainConfig | None = None,
+                     **kw) -> Trainer:
+    from slimface.train.teacher import EnsembleTeacher
+
+    to_teacher = np.tile(np.array([[1.49, 0.0, 1.5], [0.0, 1.49, 3.0]]), (24, 1, 1))
+    data = FaceCanvases(canvases(), teacher_canvases={"dlib150": canvases(size=174, seed=2)},
+                        to_teachers={"dlib150": to_teacher})
+    cfg = cfg or config(backbone_kwargs={"embedding_dim": 24})
+    return Trainer(cfg, FunctionMatching(cfg, data, EnsembleTeacher(members)), out,
+                   progress=False, info=DistInfo(), **kw)
+
+
+def test_each_ensemble_member_sees_the_same_view_on_its_own_template(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from slimface.train.augment import augment_pair
+
+    same, other = ensemble_members()
+    t = ensemble_trainer(tmp_path, [same, other])
+    objective = t.objective
+    drawn: list[tuple[np.ndarray, int]] = []
+    original_views = objective.views
+    monkeypatch.setattr(objective, "views",
+                        lambda idx, step, info: (drawn.append((idx, step)),
+                                                 original_views(idx, step, info))[1])
+    fed: list[torch.Tensor] = []
+    original = t.backbone.forward_raw
+    monkeypatch.setattr(t.backbone, "forward_raw", lambda x: (fed.append(x), original(x))[1])
+    same.seen.clear()
+    other.seen.clear()
+    t.train_step(0)
+    assert len(same.seen) == len(other.seen) == 1
+    student_pixels = fed[0].permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(student_pixels, same.seen[0].astype(np.float32))
+    idx, step = drawn[0]
+    data = objective.data
+    s, expected = augment_pair(data.canvas[idx], data.teacher_canvases["dlib150"][idx],
+                               data.to_teachers["dlib150"][idx], (112, 112), (150, 150),
+                               np.random.default_rng([t.config.seed, step]), objective.augment)
+    assert objective.augment.mixup > 0                 # mixed alike in every view
+    assert np.array_equal(s, same.seen[0]) and np.array_equal(expected, other.seen[0])
+
+
+def test_ensemble_distillation_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    full = ensemble_trainer(tmp_path / "a", ensemble_members())
+    full.fit()
+    logged = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text()
+              .splitlines()]
+    assert logged and all(np.isfinite(r["loss"]) for r in logged)
+    assert full.backbone.output_map.target_mean.shape == (24,)
+    ensemble_trainer(tmp_path / "b", ensemble_members()).fit(until_step=3)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert state["teacher"] == "pixel-arcface+pixel-dlib"
+    resumed = ensemble_trainer(tmp_path / "b", ensemble_members(), resume=True)
+    resumed.fit()
+    for k, v in full.backbone.state_dict().items():
+        assert torch.equal(resumed.backbone.state_dict()[k], v), k
+    with pytest.raises(ModelFileError, match="pixel-arcface\\+pixel-dlib"):
+        trainer(tmp_path / "b", resume=True)               # a single teacher's run it is not
+
+
+def test_ensemble_student_width_and_canvases_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="embedding_dim 16 != teacher 24"):
+        ensemble_trainer(tmp_path, ensemble_members(), cfg=config())
+    t = ensemble_trainer(tmp_path, ensemble_members(), backbone=PlainStudent())
+    assert t.objective.model.projection.weight.shape == (24, 8)
+    from slimface.train.teacher import EnsembleTeacher
+
+    members = ensemble_members() + [PixelTeacher(dim=4, template="sphereface112x96",
+                                                 size=(112, 96))]
+    cfg = config(backbone_kwargs={"embedding_dim": 28})
+    data = FaceCanvases(canvases(), canvases(size=174, seed=2),
+                        np.tile(np.eye(2, 3), (24, 1, 1)))
+    with pytest.raises(ConfigError, match="'dlib150': the data needs teacher canvases"):
+        Trainer(cfg, FunctionMatching(cfg, data, EnsembleTeacher(members)), tmp_path / "c",
+                progress=False, info=DistInfo())

@@ -7,7 +7,7 @@ import pytest
 
 from slimface.align.templates import get_template
 from slimface.align.warp import face_transform, warp_face, warp_with_matrix
-from slimface.train.augment import AugmentConfig, augment_batch, augment_pair
+from slimface.train.augment import AugmentConfig, augment_batch, augment_pair, augment_views
 from slimface.train.function_matching import canvas_to_teacher, teacher_pad
 
 GEOMETRY = AugmentConfig(low_res=0, blur=0, jpeg=0, colour=0, grey=0, mixup=0)
@@ -119,3 +119,38 @@ def test_photo_effects_colour_and_mixup_are_shared():
                         np.random.default_rng(4), cfg)
     assert np.abs(s.mean(axis=(1, 2)) - t.mean(axis=(1, 2))).max() < 1.0
     assert np.abs(s.astype(int) - canvas[:, :112, :112].astype(int)).max() > 20  # it did mix
+
+
+def test_one_draw_renders_every_template_as_the_pair_would():
+    """An ensemble's views: the student's and one per other template, all of one draw, each
+    the very view :func:`augment_pair` renders for that template alone (mixup included)."""
+    faces = [(8.0, 2.2), (-5.0, 1.9), (0.0, 2.0)]
+    _, _, canvas, dcanvas, to_d = canvases(faces, teacher="dlib150")
+    _, _, _, scanvas, to_s = canvases(faces, teacher="sphereface112x96")
+    others = {"dlib150": (dcanvas, to_d, (150, 150)),
+              "sphereface112x96": (scanvas, to_s, (112, 96))}
+    cfg = AugmentConfig(mixup=1.0, grey=0.5)
+    student, views = augment_views(canvas, (112, 112), others, np.random.default_rng(7), cfg)
+    assert list(views) == ["dlib150", "sphereface112x96"]
+    for name, (tcanvas, to, hw) in others.items():
+        s, t = augment_pair(canvas, tcanvas, to, (112, 112), hw, np.random.default_rng(7), cfg)
+        assert np.array_equal(student, s) and np.array_equal(views[name], t), name
+    alone, none = augment_views(canvas, (112, 112), {}, np.random.default_rng(7), cfg)
+    assert none == {} and np.array_equal(alone, augment_batch(canvas, (112, 112),
+                                                              np.random.default_rng(7), cfg))
+
+
+def test_every_template_sees_the_student_face_region():
+    faces = [(8.0, 2.2), (-5.0, 1.9), (3.0, 2.1)]
+    _, _, canvas, dcanvas, to_d = canvases(faces, teacher="dlib150")
+    _, _, _, scanvas, to_s = canvases(faces, teacher="sphereface112x96")
+    others = {"dlib150": (dcanvas, to_d, (150, 150)),
+              "sphereface112x96": (scanvas, to_s, (112, 96))}
+    s0, v0 = augment_views(canvas, (112, 112), others, np.random.default_rng(0), NOTHING)
+    s, v = augment_views(canvas, (112, 112), others, np.random.default_rng(2), GEOMETRY)
+    corners = np.array([[0, 0, 1], [112, 0, 1], [0, 112, 1], [112, 112, 1]], float).T
+    for name in others:
+        for i in range(len(faces)):
+            ref = student_to_teacher(s0[i], v0[name][i])
+            got = student_to_teacher(s[i], v[name][i])
+            assert np.abs((got - ref) @ corners).max() < 0.5, (name, i)

@@ -13,6 +13,8 @@ view from its canvas and the teacher's view from a canvas on the teacher's own t
 warped from the same landmarks). The teacher's warp is the student's augmentation carried
 into the teacher's frame, so both views show the same face region, mirrored alike, with the
 same photo effects (blur and resolution scaled to the teacher's pixels), colour and mixup.
+:func:`augment_views` renders one draw on any number of templates (an ensemble teacher whose
+members expect different crops).
 """
 from __future__ import annotations
 
@@ -192,6 +194,45 @@ def teacher_view_matrix(draw: ViewDraw, i: int, to_teacher: np.ndarray,
     return (o_t @ k @ np.linalg.inv(o_s) @ f @ s @ np.linalg.inv(k))[:2]
 
 
+def _render_teacher_views(canvas_hw: tuple[int, int], out_hw: tuple[int, int], draw: ViewDraw,
+                          teacher_canvas: np.ndarray, to_teacher: np.ndarray,
+                          teacher_hw: tuple[int, int]) -> np.ndarray:
+    """The teacher's views of ``draw`` (see :func:`teacher_view_matrix`)."""
+    out = np.empty((len(teacher_canvas), teacher_hw[0], teacher_hw[1], 3), dtype=np.uint8)
+    for i, img in enumerate(teacher_canvas):
+        m = teacher_view_matrix(draw, i, to_teacher[i], canvas_hw, out_hw, img.shape[:2],
+                                teacher_hw)
+        view = cv2.warpAffine(img, m, (teacher_hw[1], teacher_hw[0]), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT_101)
+        pixel_scale = float(np.sqrt(abs(np.linalg.det(to_teacher[i][:, :2]))))
+        out[i] = _photo_effects(view, draw, i, pixel_scale)
+    return _colour_and_mix(out, draw)
+
+
+def augment_views(canvas: np.ndarray, out_hw: tuple[int, int],
+                  others: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]],
+                  rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One draw, one view per template: the student's (as :func:`augment_batch`) and one on
+    every other template (as the teacher's view of :func:`augment_pair`).
+
+    Args:
+        canvas: ``(B, Hc, Wc, 3)`` student-template canvases.
+        out_hw: the student's input size.
+        others: per template, ``(canvases, to_template, view_hw)``: ``(B, Htc, Wtc, 3)``
+            canvases of the same faces on that template, ``(B, 2, 3)`` student-canvas ->
+            that canvas's coordinates per face, and the view size on it.
+
+    Returns:
+        The student's views and, per template of ``others``, the same draw in that frame.
+    """
+    draw = draw_views(rng, len(canvas), cfg)
+    student = render_views(canvas, draw, out_hw)
+    return student, {name: _render_teacher_views(canvas.shape[1:3], out_hw, draw, tcanvas,
+                                                 to_template, hw)
+                     for name, (tcanvas, to_template, hw) in others.items()}
+
+
 def augment_pair(canvas: np.ndarray, teacher_canvas: np.ndarray, to_teacher: np.ndarray,
                  out_hw: tuple[int, int], teacher_hw: tuple[int, int],
                  rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
@@ -204,14 +245,7 @@ def augment_pair(canvas: np.ndarray, teacher_canvas: np.ndarray, to_teacher: np.
         to_teacher: ``(B, 2, 3)`` student-canvas -> teacher-canvas coordinates per face.
         out_hw: the student's input size; teacher_hw: the teacher's.
     """
-    draw = draw_views(rng, len(canvas), cfg)
-    student = render_views(canvas, draw, out_hw)
-    teacher = np.empty((len(canvas), teacher_hw[0], teacher_hw[1], 3), dtype=np.uint8)
-    for i, img in enumerate(teacher_canvas):
-        m = teacher_view_matrix(draw, i, to_teacher[i], canvas.shape[1:3], out_hw,
-                                img.shape[:2], teacher_hw)
-        view = cv2.warpAffine(img, m, (teacher_hw[1], teacher_hw[0]), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT_101)
-        pixel_scale = float(np.sqrt(abs(np.linalg.det(to_teacher[i][:, :2]))))
-        teacher[i] = _photo_effects(view, draw, i, pixel_scale)
-    return student, _colour_and_mix(teacher, draw)
+    student, views = augment_views(canvas, out_hw,
+                                   {"teacher": (teacher_canvas, to_teacher, teacher_hw)}, rng,
+                                   cfg)
+    return student, views["teacher"]

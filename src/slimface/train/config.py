@@ -70,7 +70,7 @@ class TrainConfig:
     # objective: "margin" (identity folders + margin head) or "distill" (function matching
     # against a live teacher on unlabelled faces; see slimface.train.function_matching)
     objective: str = "margin"
-    teacher: str = ""                      # distill: registry name of the teacher
+    teacher: str = ""                      # distill: registry name; "a+b" = an ensemble
     teacher_runtime: str = "auto"          # auto (fastest here) | litert | torch
     sources: tuple = ("utkface", "celeba", "lfw_unpaired", "att")   # distill images
     max_images: int = 0                    # distill: a seeded random subset (0 = all)
@@ -184,6 +184,10 @@ def _validate_distill(config: TrainConfig) -> None:
     if not config.teacher:
         raise ConfigError("objective='distill' needs a teacher (e.g. teacher="
                           "'mobilefacenet-tflite')")
+    members = [m.strip() for m in config.teacher.split("+")]
+    if not all(members) or len(set(members)) != len(members):
+        raise ConfigError(f"teacher must be a registry name or distinct names joined by '+' "
+                          f"(e.g. 'dlib-resnet+mobilefacenet-tflite'), got {config.teacher!r}")
     bad = [s for s in config.sources if s not in SOURCES]
     if bad or not config.sources:
         raise ConfigError(f"sources must name some of {', '.join(SOURCES)}, got "

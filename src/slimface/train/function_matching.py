@@ -12,8 +12,10 @@ outputs of un-augmented crops overfit. Each step here:
 2. runs the teacher (:mod:`slimface.train.teacher`) on those pixels; a teacher on another
    alignment template (the dlib ResNet's ``dlib150`` for an ``arcface112`` student) gets its
    own canvas, warped from the same landmarks, and the same draw rendered in its frame
-   (:func:`slimface.train.augment.augment_pair`): the same face region, mirror, photo
-   effects, colour and mixup partners;
+   (:func:`slimface.train.augment.augment_views`): the same face region, mirror, photo
+   effects, colour and mixup partners. An ensemble teacher
+   (:class:`slimface.train.teacher.EnsembleTeacher`) gets one such view per member
+   template, all of one draw;
 3. trains the student on two losses (``loss_weights``): ``embed``, the embedding regressed
    onto the teacher's, centred and rescaled per dimension (``(t - mu) / sigma``, mapped back
    inside the student by its ``TeacherSpaceMap``; a student without one is trained, and
@@ -39,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimface.errors import ConfigError, DataError, ModelFileError
-from slimface.train.augment import AugmentConfig, augment_batch, augment_pair
+from slimface.train.augment import AugmentConfig, augment_views
 from slimface.train.config import TrainConfig
 from slimface.train.distributed import DistInfo
+from slimface.train.teacher import teacher_members
 
 log = logging.getLogger("slimface.train")
 
@@ -53,18 +56,38 @@ class FaceCanvases:
     Attributes:
         canvas: ``(N, H, W, 3)`` uint8 on the student's template padded by ``crop_pad``.
         teacher_canvas: ``(N, Ht, Wt, 3)`` on the teacher's padded template, or None when
-            teacher and student share a template (both then see the same pixels).
+            teacher and student share a template (both then see the same pixels). It stands
+            for the one teacher template other than the student's; ``teacher_canvases``
+            names the template of each (as many as an ensemble teacher needs).
         to_teacher: ``(N, 2, 3)`` student-canvas -> teacher-canvas coordinates per face.
         info: a JSON-ready description (image counts per source).
+        teacher_canvases: per teacher template other than the student's, its
+            ``(N, Ht, Wt, 3)`` padded canvases of the same faces.
+        to_teachers: per key of ``teacher_canvases``, the ``(N, 2, 3)`` student-canvas ->
+            that canvas's coordinates per face.
     """
 
     canvas: np.ndarray
     teacher_canvas: np.ndarray | None = None
     to_teacher: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    teacher_canvases: dict[str, np.ndarray] = field(default_factory=dict)
+    to_teachers: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.canvas)
+
+    def on_template(self, template: str, only: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """(canvases, student -> canvas maps) on ``template``, or None when there are none.
+
+        ``only`` says ``template`` is the one teacher template other than the student's, so
+        the unnamed ``teacher_canvas`` is on it.
+        """
+        if template in self.teacher_canvases:
+            return self.teacher_canvases[template], self.to_teachers[template]
+        if only and self.teacher_canvas is not None and self.to_teacher is not None:
+            return self.teacher_canvas, self.to_teacher
+        return None
 
 
 def teacher_pad(student_template: str, teacher_template: str, pad: int) -> int:
@@ -89,14 +112,16 @@ def canvas_to_teacher(landmarks: np.ndarray, kind: str, student: Any, teacher: A
 
 def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
                       detector: str, progress: bool = True, teacher_template: str = "",
-                      max_images: int = 0, seed: int = 0) -> FaceCanvases:
+                      max_images: int = 0, seed: int = 0,
+                      teacher_templates: tuple[str, ...] = ()) -> FaceCanvases:
     """Aligned face canvases (template padded by ``pad``) of every training image.
 
     The image list excludes every LFW pair image (view 1 and view 2); images where no face
-    is found are dropped (a centre crop would teach a misaligned view). With a
-    ``teacher_template`` other than ``template``, every face is also warped onto it (from the
-    same landmarks; detections come from the crop cache), padded by the same margin in the
-    teacher's pixels. ``max_images`` keeps a ``seed``-drawn random subset.
+    is found are dropped (a centre crop would teach a misaligned view). For every teacher
+    template (``teacher_template`` and ``teacher_templates``, an ensemble's) other than
+    ``template``, every face is also warped onto it (from the same landmarks; detections
+    come from the crop cache), padded by the same margin in the teacher's pixels.
+    ``max_images`` keeps a ``seed``-drawn random subset.
     """
     from slimface.align.pipeline import align_paths
     from slimface.align.templates import get_template
@@ -116,17 +141,25 @@ def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
     info = {"images": int(len(keep)), "dropped_no_face": int(len(images) - len(keep)),
             "per_source": images.subset(keep.tolist()).counts(), "lfw_pair_images": 0}
     canvases = FaceCanvases(np.ascontiguousarray(batch.crops[keep]), info=info)
-    if teacher_template and teacher_template != template:
-        teacher = get_template(teacher_template).padded(teacher_pad(template, teacher_template,
-                                                                    pad))
+    others = [t for t in dict.fromkeys((teacher_template, *teacher_templates))
+              if t and t != template]
+    faces = [batch.faces[i] for i in keep]
+    names = []
+    for name in others:
+        teacher = get_template(name).padded(teacher_pad(template, name, pad))
         tbatch = align_paths([det_paths[i] for i in keep], teacher, detector=detector,
                              multi_face="largest", no_face="centre", workers=2,
                              progress=progress)
-        faces = [batch.faces[i] for i in keep]
-        canvases.teacher_canvas = np.ascontiguousarray(tbatch.crops)
-        canvases.to_teacher = np.stack([canvas_to_teacher(f.landmarks, f.kind, student, teacher)
-                                        for f in faces])
-        info["teacher_template"] = teacher.name
+        canvases.teacher_canvases[name] = np.ascontiguousarray(tbatch.crops)
+        canvases.to_teachers[name] = np.stack([canvas_to_teacher(f.landmarks, f.kind, student,
+                                                                 teacher) for f in faces])
+        names.append(teacher.name)
+    if len(others) == 1:
+        canvases.teacher_canvas = canvases.teacher_canvases[others[0]]
+        canvases.to_teacher = canvases.to_teachers[others[0]]
+        info["teacher_template"] = names[0]
+    elif others:
+        info["teacher_templates"] = names
     return canvases
 
 
@@ -174,7 +207,11 @@ def _warn_output_dropout(student: nn.Module) -> None:
 
 
 class FunctionMatching:
-    """The ``distill`` objective; canvases and teacher are injected (tests pass fakes)."""
+    """The ``distill`` objective; canvases and teacher are injected (tests pass fakes).
+
+    The teacher is one model (``embed`` of one crop batch) or an ensemble (``members``;
+    ``embed`` of one crop batch per member), each member on its own template.
+    """
 
     name = "distill"
 
@@ -197,16 +234,27 @@ class FunctionMatching:
 
         template = getattr(student, "template", None)
         self.out_hw = tuple(student.input_size)
-        self.teacher_hw = tuple(getattr(self.teacher, "size", None)
-                                or get_template(self.teacher.template).size)
-        self.cross_template = template != self.teacher.template
-        if self.cross_template and self.data.teacher_canvas is None:
-            raise ConfigError(f"student template {template!r} differs from the teacher's "
-                              f"{self.teacher.template!r}: the data needs teacher canvases "
-                              "(training_canvases(..., teacher_template=...))")
-        if not self.cross_template and self.out_hw != self.teacher_hw:
+        self.members = teacher_members(self.teacher)
+        self.view_hw: dict[str, tuple[int, int]] = {}   # per teacher template: its view size
+        for member in self.members:
+            hw = tuple(getattr(member, "size", None) or get_template(member.template).size)
+            if self.view_hw.setdefault(member.template, hw) != hw:
+                raise ConfigError(f"teachers on template {member.template!r} expect different "
+                                  f"inputs: {self.view_hw[member.template]} and {hw}")
+        others = [t for t in self.view_hw if t != template]
+        # per teacher template other than the student's: (canvases, maps, view size)
+        self.others: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}
+        for name in others:
+            found = self.data.on_template(name, only=len(others) == 1)
+            if found is None:
+                raise ConfigError(f"student template {template!r} differs from the teacher's "
+                                  f"{name!r}: the data needs teacher canvases "
+                                  "(training_canvases(..., teacher_templates=...))")
+            self.others[name] = (*found, self.view_hw[name])
+        if template in self.view_hw and self.out_hw != self.view_hw[template]:
             raise ConfigError(f"student input {self.out_hw} differs from the teacher's "
-                              f"{self.teacher_hw} on the same template")
+                              f"{self.view_hw[template]} on the same template")
+        self.student_template = template
         maps = hasattr(student, "output_map")
         projection: nn.Module = nn.Identity()
         if student.embedding_dim != self.teacher.embedding_dim:
@@ -222,12 +270,14 @@ class FunctionMatching:
 
     def fresh_start(self) -> None:
         """Per-dimension mean and spread of the teacher's embeddings of centre crops."""
-        canvas = self.data.teacher_canvas if self.cross_template else self.data.canvas
-        n = min(len(canvas), 2048)
-        idx = np.random.default_rng([self.config.seed, 7]).choice(len(canvas), n,
-                                                                  replace=False)
-        views = centre_views(canvas[np.sort(idx)], self.teacher_hw)
-        emb = np.concatenate([self.teacher.embed(views[i:i + 64]) for i in range(0, n, 64)])
+        n = min(len(self.data), 2048)
+        idx = np.sort(np.random.default_rng([self.config.seed, 7]).choice(len(self.data), n,
+                                                                          replace=False))
+        views = {name: centre_views(self.others[name][0][idx] if name in self.others
+                                    else self.data.canvas[idx], hw)
+                 for name, hw in self.view_hw.items()}
+        emb = np.concatenate([self.embed_teacher({k: v[i:i + 64] for k, v in views.items()})
+                              for i in range(0, n, 64)])
         mean = torch.from_numpy(emb.mean(0))
         std = torch.from_numpy(emb.std(0)).clamp_min(1e-4)
         if self.model.maps_to_teacher:
@@ -245,23 +295,30 @@ class FunctionMatching:
 
     # ------------------------------------------------------------------ one step
     def views(self, idx: np.ndarray, step: int, info: DistInfo
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(student views, teacher views) of step ``step``: the same draw for both."""
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(student views, teacher views per template) of step ``step``: one draw for all."""
         key = [self.config.seed, step] + ([info.rank, info.world_size] if info.enabled else [])
         rng = np.random.default_rng(key)
-        if not self.cross_template:
-            views = augment_batch(self.data.canvas[idx], self.out_hw, rng, self.augment)
-            return views, views
-        return augment_pair(self.data.canvas[idx], self.data.teacher_canvas[idx],
-                            self.data.to_teacher[idx], self.out_hw, self.teacher_hw, rng,
-                            self.augment)
+        others = {name: (canvas[idx], to[idx], hw) for name, (canvas, to, hw)
+                  in self.others.items()}
+        views, teacher_views = augment_views(self.data.canvas[idx], self.out_hw, others, rng,
+                                             self.augment)
+        if self.student_template in self.view_hw:   # a teacher sees the student's pixels
+            teacher_views[self.student_template] = views
+        return views, teacher_views
+
+    def embed_teacher(self, views: dict[str, np.ndarray]) -> np.ndarray:
+        """The teacher's embeddings of ``views`` (per template): each member gets its own."""
+        if hasattr(self.teacher, "members"):
+            return self.teacher.embed([views[m.template] for m in self.members])
+        return self.teacher.embed(views[self.teacher.template])
 
     def loss(self, model: nn.Module, idx: np.ndarray, slots: np.ndarray, step: int,
              info: DistInfo) -> tuple[torch.Tensor, dict[str, float]]:
         t0 = time.perf_counter()
         views, teacher_views = self.views(idx, step, info)
         t1 = time.perf_counter()
-        target = torch.from_numpy(self.teacher.embed(teacher_views))
+        target = torch.from_numpy(self.embed_teacher(teacher_views))
         t2 = time.perf_counter()
         x = torch.from_numpy(views).permute(0, 3, 1, 2).float()
         if self.config.channels_last:

@@ -67,12 +67,17 @@ def prepare_data(config: TrainConfig, folder: Path, template: str, info: DistInf
     return crops
 
 
-def prepare_canvases(config: TrainConfig, root: Path, template: str, teacher_template: str,
-                     info: DistInfo, progress: bool = True) -> FaceCanvases:
-    """Distillation canvases; rank 0 aligns (and fills the caches) first."""
+def prepare_canvases(config: TrainConfig, root: Path, template: str,
+                     teacher_templates: str | tuple[str, ...], info: DistInfo,
+                     progress: bool = True) -> FaceCanvases:
+    """Distillation canvases, on every teacher template too (one per member of an ensemble);
+    rank 0 aligns (and fills the caches) first."""
+    if isinstance(teacher_templates, str):
+        teacher_templates = (teacher_templates,)
+
     def load(show: bool) -> FaceCanvases:
         return training_canvases(root, tuple(config.sources), template, config.crop_pad,
-                                 config.detector, show, teacher_template=teacher_template,
+                                 config.detector, show, teacher_templates=teacher_templates,
                                  max_images=config.max_images, seed=config.seed)
 
     if info.is_main:
@@ -110,11 +115,13 @@ def train_from_config(config_path: str | Path, data: str | None = None,
     objective: Objective
     if config.objective == "distill":
         from slimface.train.function_matching import FunctionMatching
-        from slimface.train.teacher import load_teacher
+        from slimface.train.teacher import load_teacher, teacher_members
 
         root = data_root(data)
         teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads)
-        canvases = prepare_canvases(config, root, template, teacher.template, info, progress)
+        canvases = prepare_canvases(config, root, template,
+                                    tuple(m.template for m in teacher_members(teacher)), info,
+                                    progress)
         log.info("distill data: %s", canvases.info)
         objective = FunctionMatching(config, canvases, teacher)
         described = {"data": canvases.info}

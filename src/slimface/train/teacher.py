@@ -5,19 +5,28 @@ the fastest runtime measured here for its depthwise convolutions; any other regi
 backbone runs in torch. Every teacher maps a uint8
 NHWC RGB batch to L2-normalised float32 embeddings, and its ``template`` names the crop it
 expects, so a training loop can check that teacher and student see the same view.
+
+A spec naming several teachers joined by ``+`` (``"dlib-resnet+mobilefacenet-tflite"``) loads
+an :class:`EnsembleTeacher`: each member embeds the face on its own template, and the
+teacher's embedding is the members' L2-normalised embeddings concatenated with equal weight
+and scaled by ``1/sqrt(n)``, so it is unit-norm again.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 
-from slimface.errors import ModelError
+from slimface.errors import ConfigError, ModelError, UnknownNameError
 
 
 class Teacher(Protocol):
+    """Crops on ``template`` -> L2-normalised embeddings (an :class:`EnsembleTeacher` takes
+    one crop batch per member instead, and has ``members``)."""
+
     template: str
     embedding_dim: int
     name: str
@@ -94,8 +103,53 @@ class ModelTeacher:
         return embed_crops(self.model, crops_nhwc, batch_size=len(crops_nhwc), flip="none")
 
 
-def load_teacher(spec: str, runtime: str = "auto", threads: int = 1) -> Teacher:
-    """The teacher ``spec`` in its fastest runtime here (``runtime="torch"`` forces ours)."""
+class EnsembleTeacher:
+    """Several teachers as one: the equal-weight concatenation of their embeddings.
+
+    ``embed`` takes one crop batch per member, in member order, each on that member's
+    template (``templates``), and returns ``concat(e_1, ..., e_n) / sqrt(n)`` of the
+    L2-normalised member embeddings ``e_k``: unit-norm, ``embedding_dim`` the members' sum.
+    Cosine similarity of two ensemble embeddings is the mean of the members' cosines.
+
+    Attributes:
+        members: the member teachers.
+        templates: each member's template, in member order.
+        template: the distinct templates joined by ``+`` (a description, not a template
+            name: a training loop reads ``templates``).
+    """
+
+    def __init__(self, members: Sequence[Teacher]):
+        members = tuple(members)
+        if len(members) < 2:
+            raise ConfigError(f"an ensemble teacher needs at least two members, got "
+                              f"{[m.name for m in members]}")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"ensemble teacher {'+'.join(names)!r} names a member twice")
+        self.members = members
+        self.templates = tuple(m.template for m in members)
+        self.template = "+".join(dict.fromkeys(self.templates))
+        self.embedding_dim = sum(int(m.embedding_dim) for m in members)
+        self.name = "+".join(names)
+
+    def embed(self, crops_per_member: Sequence[np.ndarray]) -> np.ndarray:
+        """``[(B, H_k, W_k, 3) uint8 per member]`` -> ``(B, embedding_dim)`` float32."""
+        if len(crops_per_member) != len(self.members):
+            raise ValueError(f"{self.name}: expected {len(self.members)} crop batches (one "
+                             f"per member), got {len(crops_per_member)}")
+        parts = []
+        for member, crops in zip(self.members, crops_per_member):
+            e = np.asarray(member.embed(crops), dtype=np.float32)
+            parts.append(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(parts, axis=1) / np.float32(math.sqrt(len(parts)))
+
+
+def teacher_members(teacher: Teacher) -> tuple[Teacher, ...]:
+    """The teachers whose crops ``teacher.embed`` takes: an ensemble's members, else itself."""
+    return tuple(getattr(teacher, "members", None) or (teacher,))
+
+
+def _load_one(spec: str, runtime: str, threads: int) -> Teacher:
     from slimface.models.pretrained import PRETRAINED, require_pretrained
 
     entry = PRETRAINED.get(spec.replace("_", "-"))
@@ -107,3 +161,25 @@ def load_teacher(spec: str, runtime: str = "auto", threads: int = 1) -> Teacher:
             if runtime == "litert":
                 raise
     return ModelTeacher(spec, threads)
+
+
+def load_teacher(spec: str, runtime: str = "auto", threads: int = 1) -> Teacher:
+    """The teacher ``spec`` in its fastest runtime here (``runtime="torch"`` forces ours).
+
+    ``spec`` is a registry name, or several joined by ``+`` for an :class:`EnsembleTeacher`
+    (each member in its own fastest runtime); an unknown member is a :class:`ConfigError`
+    that names it.
+    """
+    names = [part.strip() for part in spec.split("+")]
+    if len(names) == 1:
+        return _load_one(names[0], runtime, threads)
+    if not all(names):
+        raise ConfigError(f"teacher {spec!r}: empty member name (write e.g. "
+                          "'dlib-resnet+mobilefacenet-tflite')")
+    members = []
+    for name in names:
+        try:
+            members.append(_load_one(name, runtime, threads))
+        except UnknownNameError as exc:
+            raise ConfigError(f"teacher {spec!r}: unknown member {name!r} ({exc})") from None
+    return EnsembleTeacher(members)

@@ -1,0 +1,41 @@
+"""The default recipe (``distill_mobilefacenet_fm``) with an ensemble teacher: the dlib ResNet
+(128-d, ``dlib150`` crops, torch) and the imported MobileFaceNet (192-d, ``arcface112``
+crops, LiteRT), each L2-normalised, concatenated with equal weight and scaled by
+``1/sqrt(2)`` (unit-norm, 320-d).
+
+On LFW view 2 this ensemble is a better teacher than either member alone (99.45 pair
+accuracy, all-pairs TAR 95.93 at FAR 1e-4, rank-1 97.34, against 99.35 / 95.27 / 96.73 for
+the MobileFaceNet; ``benchmarks/teacher_options.py``). Each step both members embed the very
+augmented, mixed batch the student sees, every member on its own template's warp of the
+same view. The student ``slimnet_s2`` is 320-d, the teacher's width (its output map holds
+the teacher's per-dimension mean and spread); everything but its embedding head starts from
+the dlib-distilled student. A full run of this recipe has not been measured yet; the dlib
+ResNet in torch makes each step slower than with the MobileFaceNet alone.
+
+    slimface models fetch --model mobilefacenet-tflite
+    slimface train configs/distill_ensemble_fm.py            # first run
+    slimface train configs/distill_ensemble_fm.py --resume   # every later run
+"""
+from slimface.train.config import TrainConfig
+
+config = TrainConfig(
+    objective="distill",
+    teacher="dlib-resnet+mobilefacenet-tflite",
+    backbone="slimnet_s2",
+    backbone_kwargs={"embedding_dim": 320},
+    init_from="slimface-mobile",
+    sources=("utkface", "celeba", "lfw_unpaired", "att"),
+    crop_pad=16,
+    batch_size=64,
+    lr=2e-3,
+    weight_decay=0.05,
+    warmup_steps=300,
+    epochs=1,
+    steps_per_epoch=40000,
+    loss_weights={"embed": 1.0, "relational": 10.0},
+    threads=1,
+    eval_every=1000,
+    log_every=20,
+    checkpoint_minutes=5.0,
+    seed=0,
+)
