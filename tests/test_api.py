@@ -63,8 +63,21 @@ def test_gallery_of_another_model_is_refused(tmp_path: Path, people):
     slimface.FaceMatcher(embedder=make_embedder(seed=0), gallery=tmp_path / "g.db").enroll(
         "p0", people["p0"][:1])
     other = slimface.FaceMatcher(embedder=make_embedder(seed=1), gallery=tmp_path / "g.db")
-    with pytest.raises(GalleryError, match="cannot be searched with model"):
+    with pytest.raises(GalleryError, match="other weights under the name 'TinyBackbone'"):
         other.identify(people["p0"][1])
+
+
+def test_gallery_advice_depends_on_whether_the_name_or_only_the_weights_changed(tmp_path):
+    from slimface.gallery.gallery import ModelInfo, check_compatible
+
+    built = ModelInfo("slimface-mobile", "a" * 24, "arcface112", 128, "sum")
+    upgraded = ModelInfo("slimface-mobile", "b" * 24, "arcface112", 192, "sum")
+    with pytest.raises(GalleryError, match="changed since .*slimface-mobile-dlib"):
+        check_compatible(tmp_path / "g.db", built, upgraded)
+    other = ModelInfo("dlib-resnet", "c" * 24, "dlib150", 128, "sum")
+    with pytest.raises(GalleryError, match="use --model slimface-mobile or create a new"):
+        check_compatible(tmp_path / "g.db", built, other)
+    check_compatible(tmp_path / "g.db", built, built)  # the same model passes
 
 
 def test_identify_without_gallery_and_verify_without_threshold_explain_themselves(people):

@@ -62,7 +62,9 @@ def test_slimface_mobile_is_registered_under_both_spellings():
 
 def test_slimface_mobile_without_weights_builds_the_architecture():
     model = create_backbone("slimface-mobile", pretrained=False, input_size=SMALL)
-    assert model(torch.zeros(1, 3, *SMALL)).shape == (1, 128)
+    assert model(torch.zeros(1, 3, *SMALL)).shape == (1, 192)
+    earlier = create_backbone("slimface-mobile-dlib", pretrained=False, input_size=SMALL)
+    assert earlier(torch.zeros(1, 3, *SMALL)).shape == (1, 128)
 
 
 def test_slimface_mobile_loads_the_shipped_file_with_its_metadata(tmp_path, monkeypatch):
@@ -79,7 +81,7 @@ def test_slimface_mobile_loads_the_shipped_file_with_its_metadata(tmp_path, monk
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path),
               metadata={"slimface": json.dumps(meta)})
-    monkeypatch.setattr(students, "_shipped_weights", lambda: path)
+    monkeypatch.setattr(students, "_shipped_weights", lambda *a: path)
     model = create_backbone("slimface-mobile")
     x = torch.rand(1, 3, *SMALL) * 255
     assert torch.allclose(model(x), src(x), atol=1e-6)

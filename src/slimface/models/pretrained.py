@@ -200,17 +200,33 @@ MOBILEFACENET_TFLITE = PretrainedFile(
 CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         name="slimface-mobile", role="student",
-        summary="the default model: a 0.93M-parameter dense CNN distilled from dlib-resnet, "
-                "in dlib-resnet's embedding space",
+        summary="the default model: a 0.93M-parameter dense CNN distilled from the imported "
+                "MobileFaceNet (mobilefacenet-tflite), 192-d",
+        architecture="slimnet_s2",
+        source="slimface: function-matching distillation, `slimface train "
+               f"configs/distill_mobilefacenet_fm.py` ({_WEIGHTS_README})",
+        training_data=f"{_DISTILL_IMAGES}, augmented and mixed on every step; targets: "
+                      "mobilefacenet-tflite embeddings of the same views",
+        licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
+        embedding_dim=192, file="slimface_mobile.safetensors", size_bytes=3_868_608,
+        sha256="03d9f16109f89e4081ab40d661fcf56238a9fff4e7259076fde41f909ea62679",
+        delivery="shipped", factory="slimface_mobile",
+        lfw=LfwFigures(97.8, 0.63, 73.98, 83.16,
+                       "slimface eval --model slimface-mobile --benchmark lfw --flip none",
+                       "src/slimface/models/weights/README.md")),
+    ModelCard(
+        name="slimface-mobile-dlib", role="student",
+        summary="the earlier default: the same architecture distilled from dlib-resnet, "
+                "128-d, in dlib-resnet's embedding space",
         architecture="slimnet_s2",
         source=f"slimface: distilled by `slimface compress distill` ({_WEIGHTS_README})",
         training_data=f"{_DISTILL_IMAGES}; targets: dlib-resnet embeddings",
         licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
-        embedding_dim=128, file="slimface_mobile.safetensors", size_bytes=3_736_400,
+        embedding_dim=128, file="slimface_mobile_dlib.safetensors", size_bytes=3_736_400,
         sha256="a7ad789fa84db791a4a308b0c317c5d2b682c632bd192115ec3e49b9f6e3795b",
-        delivery="shipped", factory="slimface_mobile",
+        delivery="shipped", factory="slimface_mobile_dlib",
         lfw=LfwFigures(96.97, 0.72, 47.55, 71.08,
-                       "slimface eval --model slimface-mobile --benchmark lfw --flip none",
+                       "slimface eval --model slimface-mobile-dlib --benchmark lfw --flip none",
                        "docs/evaluation.md")),
     ModelCard(
         name="slimface-mobile-binary", role="binary",

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_PACKAGE = "slimface.models.weights"
 SLIMFACE_MOBILE_FILE = "slimface_mobile.safetensors"
+SLIMFACE_MOBILE_DLIB_FILE = "slimface_mobile_dlib.safetensors"
 
 
 class TeacherSpaceMap(nn.Module):
@@ -259,6 +260,8 @@ def slimnet_l(**kwargs: Any) -> SlimNet:
 # --------------------------------------------------------------------------- shipped model
 
 SLIMFACE_MOBILE_ARCH = "slimnet_s2"
+#: The default model's architecture arguments (what ``pretrained=False`` builds).
+SLIMFACE_MOBILE_KWARGS: dict[str, Any] = {"embedding_dim": 192}
 
 
 def load_student_weights(model: nn.Module, path: Any) -> dict[str, Any]:
@@ -278,13 +281,14 @@ def load_student_weights(model: nn.Module, path: Any) -> dict[str, Any]:
     return meta
 
 
-def _shipped_weights() -> Path:
+def _shipped_weights(file: str | None = None, name: str = "slimface-mobile") -> Path:
     from slimface.models.weights import shipped_file
 
-    path = shipped_file(SLIMFACE_MOBILE_FILE)
+    file = file or SLIMFACE_MOBILE_FILE
+    path = shipped_file(file)
     if path is None:
-        raise ModelFileError(f"{WEIGHTS_PACKAGE}/{SLIMFACE_MOBILE_FILE}: the shipped "
-                             "slimface-mobile weights are missing from this install")
+        raise ModelFileError(f"{WEIGHTS_PACKAGE}/{file}: the shipped {name} weights are "
+                             "missing from this install")
     return path
 
 
@@ -321,16 +325,32 @@ def load_student_file(path: Any, **kwargs: Any) -> nn.Module:
     return model
 
 
-@register_backbone(aliases=("slimface-mobile",))
-def slimface_mobile(pretrained: bool = True, **kwargs: Any) -> SlimNet:
-    """The default model: a ``slimnet`` student distilled from the dlib ResNet teacher.
-
-    Outputs 128-d embeddings in the teacher's space (compare by cosine). ``pretrained=True``
-    loads the weights committed in ``slimface/models/weights``.
-    """
+def _shipped_student(file: str, name: str, arch_kwargs: dict[str, Any], pretrained: bool,
+                     **kwargs: Any) -> SlimNet:
+    """A shipped ``slimnet_s2`` student: its file's weights, or (``pretrained=False``) the bare
+    architecture with the file's shape."""
     if pretrained:
-        return load_student_file(_shipped_weights(), **kwargs)
-    model = _create_slimnet(SLIMFACE_MOBILE_ARCH, **kwargs).eval()
+        return load_student_file(_shipped_weights(file, name), **kwargs)
+    model = _create_slimnet(SLIMFACE_MOBILE_ARCH, **{**arch_kwargs, **kwargs}).eval()
     model.pretrained_meta = {}  # type: ignore[attr-defined]
     return model
+
+
+@register_backbone(aliases=("slimface-mobile",))
+def slimface_mobile(pretrained: bool = True, **kwargs: Any) -> SlimNet:
+    """The default model: ``slimnet_s2`` distilled by function matching from the imported
+    MobileFaceNet (``mobilefacenet-tflite``), 192-d, in that teacher's embedding space.
+
+    ``pretrained=True`` loads the weights committed in ``slimface/models/weights``.
+    """
+    return _shipped_student(SLIMFACE_MOBILE_FILE, "slimface-mobile", SLIMFACE_MOBILE_KWARGS,
+                            pretrained, **kwargs)
+
+
+@register_backbone(aliases=("slimface-mobile-dlib",))
+def slimface_mobile_dlib(pretrained: bool = True, **kwargs: Any) -> SlimNet:
+    """The earlier default: the same architecture distilled from the dlib ResNet (128-d, in
+    dlib's embedding space). The default's distillation starts from it (``init_from``)."""
+    return _shipped_student(SLIMFACE_MOBILE_DLIB_FILE, "slimface-mobile-dlib", {},
+                            pretrained, **kwargs)
 
