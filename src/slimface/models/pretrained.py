@@ -176,8 +176,8 @@ class ModelCard:
 # --------------------------------------------------------------------------- the table
 
 _WEIGHTS_README = "src/slimface/models/weights/README.md"
-_REPORT = "slimface report --out reports/full"
-_REPORT_DOC = "docs/results-history.md (the whole report, commit aab0340)"
+_REPORT = "slimface report --out reports/full  # the mirror image summed, as embed and verify"
+_REPORT_DOC = "docs/results-history.md (the whole report, commit c4bec66)"
 _SLIMFACE_LICENCE = "MIT (the slimface project's licence)"
 _DISTILL_IMAGES = ("34,533 label-free images: UTKFace 23,305, CelebA subset 9,977, LFW people "
                    "in no pair list 851 (no LFW pair image), AT&T 400")
@@ -240,7 +240,7 @@ CARDS: tuple[ModelCard, ...] = (
         embedding_dim=128, file="slimface_mobile_binary.slim", size_bytes=241_424,
         sha256="2f49a87521ede08cb216f43065d5edaefff35db32a54ca49e68939c7fe8c4dcc",
         delivery="shipped",
-        lfw=LfwFigures(95.10, 0.66, 30.1, 56.4, _REPORT, _REPORT_DOC)),
+        lfw=LfwFigures(95.53, 0.74, 33.8, 60.6, _REPORT, _REPORT_DOC)),
     ModelCard(
         name="dlib-resnet-pq15", role="pq",
         summary="dlib-resnet with its convs and FC product-quantized 15x (Q-CNN, fp16 "
@@ -256,7 +256,7 @@ CARDS: tuple[ModelCard, ...] = (
         file="dlib_resnet_pq15.slim", size_bytes=1_559_016,
         sha256="0686210d53a6ab25a3caac2cf8604efcb28910de98e3ffcf0b23cc4458932701",
         delivery="shipped",
-        lfw=LfwFigures(98.15, 0.77, 63.2, 81.6, _REPORT, _REPORT_DOC)),
+        lfw=LfwFigures(98.55, 0.49, 70.4, 84.9, _REPORT, _REPORT_DOC)),
     ModelCard(
         name="q-face-resnet-small", role="binary",
         summary="Face-ResNet A at width 0.5 with XNOR weights and activations",
@@ -268,7 +268,7 @@ CARDS: tuple[ModelCard, ...] = (
         embedding_dim=1024, file="q_face_resnet_small.slim", size_bytes=1_420_536,
         sha256="acadf75e6f2adfe90a6f60bf412de4e79ef52e385ba87f44c5f8fa374f4e538e",
         delivery="shipped",
-        lfw=LfwFigures(90.38, 1.17, 13.8, 37.8, _REPORT, _REPORT_DOC)),
+        lfw=LfwFigures(91.77, 1.17, 18.2, 47.0, _REPORT, _REPORT_DOC)),
     ModelCard(
         name="dlib-resnet", role="teacher",
         summary="dlib's 128-d face ResNet (dlib / face_recognition), read by slimface's own "
