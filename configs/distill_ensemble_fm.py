@@ -9,33 +9,22 @@ the MobileFaceNet; ``benchmarks/teacher_options.py``). Each step both members em
 augmented, mixed batch the student sees, every member on its own template's warp of the
 same view. The student ``slimnet_s2`` is 320-d, the teacher's width (its output map holds
 the teacher's per-dimension mean and spread); everything but its embedding head starts from
-the dlib-distilled student. A full run of this recipe has not been measured yet; the dlib
+the default model (``slimface-mobile``). A full run of this recipe has not been measured yet; the dlib
 ResNet in torch makes each step slower than with the MobileFaceNet alone.
 
     slimface models fetch --model mobilefacenet-tflite
     slimface train configs/distill_ensemble_fm.py            # first run
     slimface train configs/distill_ensemble_fm.py --resume   # every later run
 """
-from slimface.train.config import TrainConfig
+from dataclasses import replace
+from pathlib import Path
 
-config = TrainConfig(
-    objective="distill",
+from slimface.train.config import load_config
+
+config = replace(
+    load_config(Path(__file__).with_name("distill_mobilefacenet_fm.py")),
     teacher="dlib-resnet+mobilefacenet-tflite",
-    backbone="slimnet_s2",
     backbone_kwargs={"embedding_dim": 320},
     init_from="slimface-mobile",
-    sources=("utkface", "celeba", "lfw_unpaired", "att"),
-    crop_pad=16,
-    batch_size=64,
-    lr=2e-3,
-    weight_decay=0.05,
-    warmup_steps=300,
-    epochs=1,
     steps_per_epoch=40000,
-    loss_weights={"embed": 1.0, "relational": 10.0},
-    threads=1,
-    eval_every=1000,
-    log_every=20,
-    checkpoint_minutes=5.0,
-    seed=0,
 )
