@@ -27,12 +27,22 @@ CFG = dict(backbone="tiny", head="cosface", head_kwargs={"s": 16.0, "m": 0.2}, l
            warmup_steps=1, epochs=2, milestones=(1,), checkpoint_every=100, log_every=2,
            channels_last=False, max_steps=STEPS)
 
+#: Every worker ends as train_from_config does: the trainer (and the DDP reducer holding the
+#: group) is gone before the group is destroyed; one left to interpreter shutdown can abort.
+RUN_MAIN = """
+    from slimface.train.distributed import cleanup, init_distributed
+    info = init_distributed()
+    try:
+        main(info)
+    finally:
+        cleanup(info)
+    """
+
 WORKER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
     from slimface.train.config import TrainConfig
-    from slimface.train.distributed import cleanup, init_distributed
     from slimface.train.margin import MarginObjective
     from slimface.train.trainer import Trainer
     from tests._train_tiny import TinyNet, synthetic_crops
@@ -45,22 +55,15 @@ WORKER = textwrap.dedent("""
         t.fit()
         if info.rank == 0:
             torch.save(t.model.state_dict(), {out!r} + "/final.pt")
-
-    # As train_from_config: the trainer (and the DDP reducer holding the group) is gone
-    # before the group is destroyed; one left to interpreter shutdown can abort the process.
-    info = init_distributed()
-    try:
-        main(info)
-    finally:
-        cleanup(info)
-    """)
+    """ + RUN_MAIN)
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process_with_double_batch(tmp_path: Path):
+def torchrun_two(worker: str, tmp_path: Path, **fields: object) -> None:
+    """Run ``worker`` (formatted with the repo root, ``out`` = tmp_path/ddp and ``fields``)
+    under ``torchrun --nproc_per_node 2``, one thread per rank; fail with its stderr."""
     root = str(Path(__file__).resolve().parents[1])
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(root=root, cfg=CFG, out=str(tmp_path / "ddp")))
+    script.write_text(worker.format(root=root, out=str(tmp_path / "ddp"), **fields))
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
@@ -68,6 +71,11 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path: Path):
                            "--nproc_per_node", "2", str(script)], env=env, cwd=root,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_double_batch(tmp_path: Path):
+    torchrun_two(WORKER, tmp_path, cfg=CFG)
     ddp_state = torch.load(tmp_path / "ddp" / "final.pt", weights_only=True)
 
     torch.manual_seed(0)
@@ -93,7 +101,6 @@ DISTILL_WORKER = textwrap.dedent("""
     from tests._train_tiny import PixelTeacher, canvases
     from slimface.train.function_matching import FaceCanvases, FunctionMatching
     from slimface.train.trainer import Trainer
-    from slimface.train.distributed import cleanup, init_distributed
 
     def main(info):
         cfg = replace(config(), batch_size=2)
@@ -101,29 +108,14 @@ DISTILL_WORKER = textwrap.dedent("""
                     {out!r}, progress=False, info=info)
         t.fit()
         torch.save(t.backbone.state_dict(), {out!r} + f"/final{{info.rank}}.pt")
-
-    info = init_distributed()
-    try:
-        main(info)
-    finally:
-        cleanup(info)
-    """)
+    """ + RUN_MAIN)
 
 
 @pytest.mark.slow
 def test_distillation_runs_under_torchrun(tmp_path: Path):
     """Each rank embeds its own shard with its own teacher; gradients are averaged, so the
     ranks end with the same weights and rank 0 writes the run."""
-    root = str(Path(__file__).resolve().parents[1])
-    script = tmp_path / "worker.py"
-    script.write_text(DISTILL_WORKER.format(root=root, out=str(tmp_path / "ddp")))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(script)], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_two(DISTILL_WORKER, tmp_path)
     a, b = (torch.load(tmp_path / "ddp" / f"final{r}.pt", weights_only=True) for r in (0, 1))
     for name in a:
         if "running" not in name and "num_batches" not in name:
