@@ -375,8 +375,8 @@ def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
             f"{path}: gallery was built with other weights under the name {built.name!r} "
             f"({'; '.join(diffs)}): the model behind that name has changed since (an "
             "upgrade). Enroll the people again into a new gallery, or search this one with "
-            "the earlier weights (`slimface models` lists the pretrained models; the earlier "
-            "default is slimface-mobile-dlib)")
+            "the earlier weights (`slimface models` lists the pretrained models, earlier "
+            "versions under their own names)")
     if diffs:
         raise GalleryError(
             f"{path}: gallery was built with model {built.name!r} "
