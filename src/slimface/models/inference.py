@@ -3,6 +3,8 @@ into L2-normalised embeddings, so eval, gallery, distillation and export all agr
 layout, flip handling and normalisation."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,6 +30,28 @@ def combine_flip(e: np.ndarray, ef: np.ndarray, flip: FlipMode) -> np.ndarray:
     return e + ef if flip == "sum" else np.concatenate([e, ef], axis=1)
 
 
+def embed_batches(raw: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,
+                  embedding_dim: int, batch_size: int = 64, flip: FlipMode = "none",
+                  normalize: bool = True) -> np.ndarray:
+    """:func:`embed_crops` for any ``raw`` (uint8 NHWC crops -> float raw embeddings): the
+    batching, flip and normalisation every runtime shares (PyTorch here, ONNX Runtime in
+    ``runtime/ort_embed``). A batch and its mirror images go to ``raw`` as one batch."""
+    if flip not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
+    crops = crops[None] if crops.ndim == 3 else crops
+    out = []
+    for start in range(0, len(crops), batch_size):
+        x = crops[start:start + batch_size]
+        if flip == "none":
+            out.append(raw(x))
+            continue
+        both = raw(np.concatenate([x, x[:, :, ::-1]]))
+        out.append(combine_flip(both[:len(x)], both[len(x):], flip))
+    dim = embedding_dim * (2 if flip == "concat" else 1)
+    emb = np.concatenate(out, axis=0) if out else np.zeros((0, dim), np.float32)
+    return l2_normalize(emb).astype(np.float32) if normalize else emb.astype(np.float32)
+
+
 @torch.inference_mode()
 def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
                 flip: FlipMode = "none", normalize: bool = True) -> np.ndarray:
@@ -39,18 +63,8 @@ def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
     forward pass of two images costs much less than two passes of one (a single photo's
     face is the common case), and in eval mode the batch does not change the numbers.
     """
-    if flip not in FLIP_MODES:
-        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
     if model.training:  # walking the module tree costs ~1 ms a call otherwise
         model.eval()
-    out = []
-    for start in range(0, len(crops), batch_size):
-        x = crops_to_tensor(crops[start:start + batch_size])
-        if flip == "none":
-            out.append(model(x).float().cpu().numpy())
-            continue
-        both = model(torch.cat([x, torch.flip(x, dims=[3])])).float().cpu().numpy()
-        out.append(combine_flip(both[:len(x)], both[len(x):], flip))
-    dim = getattr(model, "embedding_dim", 0) * (2 if flip == "concat" else 1)
-    emb = np.concatenate(out, axis=0) if out else np.zeros((0, dim), np.float32)
-    return l2_normalize(emb).astype(np.float32) if normalize else emb.astype(np.float32)
+    return embed_batches(lambda x: model(crops_to_tensor(x)).float().cpu().numpy(), crops,
+                         int(getattr(model, "embedding_dim", 0) or 0), batch_size, flip,
+                         normalize)

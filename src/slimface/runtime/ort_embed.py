@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimface.models.inference import FLIP_MODES, FlipMode, combine_flip, l2_normalize
+from slimface.models.inference import FlipMode, embed_batches
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,8 @@ class OrtEmbedder:
     def embed_crops(self, crops: np.ndarray, flip: FlipMode = "none",
                     normalize: bool = True) -> np.ndarray:
         """The embeddings ``embed_crops(model, crops, flip=flip)`` gives."""
-        if flip not in FLIP_MODES:
-            raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
-        crops = crops[None] if crops.ndim == 3 else crops
-        out = []
-        for start in range(0, len(crops), self.batch_size):
-            x = crops[start:start + self.batch_size]
-            if flip == "none":
-                out.append(self.raw(x))
-                continue
-            both = self.raw(np.concatenate([x, x[:, :, ::-1]]))
-            out.append(combine_flip(both[:len(x)], both[len(x):], flip))
-        dim = self.embedding_dim * (2 if flip == "concat" else 1)
-        emb = np.concatenate(out) if out else np.zeros((0, dim), np.float32)
-        return (l2_normalize(emb) if normalize else emb).astype(np.float32)
+        return embed_batches(self.raw, crops, self.embedding_dim, self.batch_size, flip,
+                             normalize)
 
 
 def requested_runtime() -> str:
