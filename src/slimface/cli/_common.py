@@ -210,8 +210,3 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     table = [line(cols), line(["-" * w for w in widths]), *map(line, body)]
     return "\n".join([title, *table] if title else table)
 
-
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
-                title: str | None = None) -> None:
-    """A table on stderr (a log, not a result: results go through :func:`emit_result`)."""
-    print(format_table(rows, columns, title), file=sys.stderr)

@@ -48,14 +48,13 @@ def register(sub: Any) -> None:
 
 def _find_images(src: Path) -> tuple[Path, list[Path]]:
     from slimface.errors import DataError
-    from slimface.io.image import IMAGE_EXTENSIONS
+    from slimface.io.image import IMAGE_EXTENSIONS, image_files
 
     if src.is_file():
         return src.parent, [src]
     if not src.is_dir():
         raise DataError(f"{src}: no such file or folder")
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                   and p.is_file())
+    files = image_files(src)
     if not files:
         raise DataError(f"{src}: no images found (looked for "
                         f"{', '.join(IMAGE_EXTENSIONS)})")

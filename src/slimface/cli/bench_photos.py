@@ -53,25 +53,25 @@ def register(sub: Any) -> None:
 def photo_files(folder: Path, limit: int | None = None) -> list[Path]:
     """Image files under ``folder`` (by extension, recursive, sorted), the first ``limit``."""
     from slimface.errors import SlimfaceError
-    from slimface.io.image import IMAGE_EXTENSIONS
+    from slimface.io.image import IMAGE_EXTENSIONS, image_files
 
     if not folder.is_dir():
         raise SlimfaceError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = image_files(folder)
     if not files:
         raise SlimfaceError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return files[:limit] if limit else files
 
 
 def _megapixels(path: Path) -> float | None:
-    from PIL import Image
+    from slimface.errors import SlimfaceError
+    from slimface.io.decode import read_header
 
     try:
-        with Image.open(path) as im:
-            return im.size[0] * im.size[1] / 1e6
-    except Exception:  # noqa: BLE001 - a bad file is counted as failed by the run itself
+        w, h = read_header(path).size
+    except SlimfaceError:  # a bad file is counted as failed by the run itself
         return None
+    return w * h / 1e6
 
 
 def _clock() -> float:

@@ -12,7 +12,7 @@ import numpy as np
 from slimface.data.lfw import refuse_lfw_pair_images
 from slimface.data.roots import data_root as resolve_data_root
 from slimface.errors import DataError
-from slimface.io.image import IMAGE_EXTENSIONS
+from slimface.io.image import IMAGE_EXTENSIONS, image_files
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def calibration_images(folder: str | Path, n: int, *, seed: int | None = None, s
     if not root.is_dir():
         raise DataError(f"{root}: calibration folder not found (pass --calib DIR; default "
                         f"<data>/{DEFAULT_CALIB_SUBDIR})")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = image_files(root)
     if not files:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) to {purpose} on")
     if seed is not None:

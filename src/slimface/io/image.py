@@ -70,6 +70,13 @@ class DecodedImage:
     damage: str | None = None
 
 
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` by extension (:data:`IMAGE_EXTENSIONS`), recursive,
+    sorted; empty when there are none (callers say what they needed them for)."""
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
 def load_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> np.ndarray:
     """Read ``path`` as an HxWx3 uint8 RGB array, rotated upright by its EXIF orientation.
 
