@@ -370,7 +370,7 @@ def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
 
     diffs = [f"{f} {getattr(built, f)!r} vs {getattr(asked, f)!r}" for f in fields
              if not same(f)]
-    if diffs and built.name == asked.name:
+    if built.name == asked.name and not same("fingerprint"):  # same name, other weights
         raise GalleryError(
             f"{path}: gallery was built with other weights under the name {built.name!r} "
             f"({'; '.join(diffs)}): the model behind that name has changed since (an "
