@@ -82,3 +82,23 @@ def test_export_is_cached_per_weights():
     mtime = first.stat().st_mtime_ns
     assert ort_embed.cached_export(model) == first and first.stat().st_mtime_ns == mtime
     assert ort_embed.cached_export(TinyBackbone(4).eval()) != first
+
+
+def test_embedder_hashes_its_weights_once_for_export_and_gallery(monkeypatch):
+    """The gallery's fingerprint also names the cached export: one hash of the weights."""
+    from slimface.gallery import embedder as embedder_module
+    from slimface.runtime import fingerprint as fingerprint_module
+
+    calls = []
+    real = fingerprint_module.model_fingerprint
+
+    def counting(model):
+        calls.append(1)
+        return real(model)
+
+    monkeypatch.setattr(fingerprint_module, "model_fingerprint", counting)
+    monkeypatch.setattr(embedder_module, "model_fingerprint", counting)
+    monkeypatch.setenv(ort_embed.ENV_VAR, "onnx")
+    emb = embedder_module.FaceEmbedder(TinyBackbone(5).eval())
+    assert isinstance(emb.runner, ort_embed.OrtEmbedder)
+    assert emb.info.fingerprint and len(calls) == 1

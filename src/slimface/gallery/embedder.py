@@ -136,7 +136,10 @@ class FaceEmbedder:
                 if self._runner is None:
                     from slimface.runtime.ort_embed import onnx_embedder
 
-                    self._runner = onnx_embedder(self.model) or self.model
+                    # the weights' hash names the cached export; the gallery needs it too
+                    known = (self.info.fingerprint
+                             if callable(getattr(self.model, "state_dict", None)) else None)
+                    self._runner = onnx_embedder(self.model, fingerprint=known) or self.model
         return self._runner
 
     # ---- one image -----------------------------------------------------------------------

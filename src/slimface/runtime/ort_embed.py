@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,12 +45,12 @@ class OrtEmbedder:
         self.session = session
         self.embedding_dim = int(embedding_dim)
         self.batch_size = batch_size
-        self._input = session.get_inputs()[0].name
 
     def raw(self, crops: np.ndarray) -> np.ndarray:
         """Raw embeddings of uint8 NHWC crops (float32 NCHW 0..255 in, as the backbone)."""
-        x = np.ascontiguousarray(np.asarray(crops).transpose(0, 3, 1, 2), np.float32)
-        return np.asarray(self.session.run(None, {self._input: x})[0], np.float32)
+        from slimface.runtime.export import run_onnx
+
+        return run_onnx(self.session, crops, batch_size=max(1, len(crops)))
 
     def embed_crops(self, crops: np.ndarray, flip: FlipMode = "none",
                     normalize: bool = True) -> np.ndarray:
@@ -68,16 +67,19 @@ def requested_runtime() -> str:
     return value
 
 
-def onnx_embedder(model: Any, runtime: str | None = None) -> OrtEmbedder | None:
+def onnx_embedder(model: Any, runtime: str | None = None,
+                  fingerprint: str | None = None) -> OrtEmbedder | None:
     """An :class:`OrtEmbedder` for ``model`` when ``runtime`` (default: the environment's)
-    and the checks in the module docstring allow it, else None (use PyTorch)."""
+    and the checks in the module docstring allow it, else None (use PyTorch).
+    ``fingerprint`` (the weights' hash, when the caller has it) names the cached export."""
     runtime = runtime or requested_runtime()
     if runtime not in EMBED_RUNTIMES:
         raise ValueError(f"runtime must be one of {EMBED_RUNTIMES}, got {runtime!r}")
     if runtime == "torch" or not _exportable(model):
         return None
     try:
-        ort = _build(model)
+        model.eval()  # once here, not inside the timed calls
+        ort = _build(model, fingerprint)
         probe = _probe_crops(model)
         if not _agrees(model, ort, probe):
             return None
@@ -99,24 +101,24 @@ def _exportable(model: Any) -> bool:
             and getattr(model, "input_size", None) is not None)
 
 
-def cached_export(model: nn.Module) -> Path:
+def cached_export(model: nn.Module, fingerprint: str | None = None) -> Path:
     """The model's ONNX file in the cache, exported now when absent (atomic write)."""
     from slimface.io.paths import cache_root
     from slimface.runtime.export import export_onnx
     from slimface.runtime.fingerprint import model_fingerprint
 
-    path = cache_root() / "onnx" / f"{model_fingerprint(model)}.onnx"
+    path = cache_root() / "onnx" / f"{fingerprint or model_fingerprint(model)}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(model, path)
     return path
 
 
-def _build(model: nn.Module) -> OrtEmbedder:
+def _build(model: nn.Module, fingerprint: str | None) -> OrtEmbedder:
     from slimface.runtime.export import session
 
     # one intra-op thread: photos are parallel across threads, not inside one photo
-    return OrtEmbedder(session(cached_export(model), threads=1, spin=False),
+    return OrtEmbedder(session(cached_export(model, fingerprint), threads=1, spin=False),
                        int(getattr(model, "embedding_dim", 0)))
 
 
@@ -129,9 +131,9 @@ def _probe_crops(model: Any) -> np.ndarray:
 
 @torch.inference_mode()
 def _torch_raw(model: nn.Module, crops: np.ndarray) -> np.ndarray:
-    from slimface.models.inference import crops_to_tensor
+    from slimface.runtime.export import torch_embeddings
 
-    return model.eval()(crops_to_tensor(crops)).float().numpy()
+    return torch_embeddings(model, crops, batch_size=max(1, len(crops)))
 
 
 def _agrees(model: nn.Module, ort: OrtEmbedder, crops: np.ndarray) -> bool:
@@ -145,20 +147,15 @@ def _agrees(model: nn.Module, ort: OrtEmbedder, crops: np.ndarray) -> bool:
     return True
 
 
-def _median_s(fn: Callable[[], Any], runs: int = 5) -> float:
-    fn()  # warm-up: first-run allocations
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def _faster(model: nn.Module, ort: OrtEmbedder, crops: np.ndarray) -> bool:
     """ONNX Runtime under :data:`FASTER_SHARE` of PyTorch's time at batch 2 (depthwise
-    nets such as MobileFaceNet can be slower in ONNX Runtime on x86)."""
-    t_ort = _median_s(lambda: ort.raw(crops))
-    t_torch = _median_s(lambda: _torch_raw(model, crops))
-    log.debug("batch 2: ONNX Runtime %.2f ms, PyTorch %.2f ms", 1e3 * t_ort, 1e3 * t_torch)
+    nets such as MobileFaceNet can be slower in ONNX Runtime on x86), timed in alternating
+    blocks as every benchmark here is."""
+    from slimface.runtime.timing import time_in_blocks
+
+    times = time_in_blocks({"ort": lambda: ort.raw(crops),
+                            "torch": lambda: _torch_raw(model, crops)},
+                           repeats=6, rounds=3, warmup=1)
+    t_ort, t_torch = (float(np.median(times[k])) for k in ("ort", "torch"))
+    log.debug("batch 2: ONNX Runtime %.2f ms, PyTorch %.2f ms", t_ort, t_torch)
     return t_ort < FASTER_SHARE * t_torch
