@@ -110,6 +110,23 @@ def test_embed_faces_in_threads_raises_the_first_bad_image(tmp_path: Path, peopl
         slimface.FaceMatcher(embedder=make_embedder(), threads=2).embed_faces(paths)
 
 
+def test_photos_in_threads_share_the_cores_of_a_pytorch_model(people, monkeypatch):
+    """Each of n photos in flight gets cores/n PyTorch threads, restored afterwards."""
+    import os
+
+    import torch
+
+    monkeypatch.setenv("SLIMFACE_EMBED_RUNTIME", "torch")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    emb = make_embedder()
+    seen, forward = [], emb.model.forward
+    monkeypatch.setattr(emb.model, "forward",
+                        lambda x: seen.append(torch.get_num_threads()) or forward(x))
+    before = torch.get_num_threads()
+    slimface.FaceMatcher(embedder=emb, threads=2).embed_faces(people["p0"][:2])
+    assert seen and set(seen) == {2} and torch.get_num_threads() == before
+
+
 @pytest.mark.parametrize("threads", [0, -1, True])
 def test_threads_must_be_a_positive_integer(threads):
     with pytest.raises(SlimfaceError, match="threads"):

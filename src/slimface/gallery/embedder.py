@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -182,7 +183,8 @@ class FaceEmbedder:
             if workers == 1:
                 return [_counted(one(p), bar) for p in paths]
             _ = self.runner  # choose the runtime once, before the threads start
-            with ThreadPoolExecutor(workers, thread_name_prefix="slimface-embed") as pool:
+            with _torch_threads_shared(self.runner, workers), \
+                    ThreadPoolExecutor(workers, thread_name_prefix="slimface-embed") as pool:
                 futures = [pool.submit(one, p) for p in paths]
                 try:
                     return [_counted(f.result(), bar) for f in futures]
@@ -243,6 +245,23 @@ def default_threads() -> int:
     """Files embedded at once when the caller does not say: the cores, at most
     :data:`MAX_DEFAULT_THREADS` (each photo in flight holds its decoded levels)."""
     return max(1, min(MAX_DEFAULT_THREADS, os.cpu_count() or 1))
+
+
+@contextmanager
+def _torch_threads_shared(runner: Any, workers: int) -> Iterator[None]:
+    """While ``workers`` photos run at once on a PyTorch model, give each a share of the
+    cores rather than all of them (ONNX Runtime twins already run one thread each)."""
+    if not callable(getattr(runner, "state_dict", None)):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _counted(face: EmbeddedFace, bar: Any) -> EmbeddedFace:
