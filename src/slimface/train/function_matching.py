@@ -93,21 +93,20 @@ class FaceCanvases:
 def teacher_pad(student_template: str, teacher_template: str, pad: int) -> int:
     """The teacher canvas's padding: ``pad`` student pixels in the teacher's pixels."""
     from slimface.align.templates import get_template
-    from slimface.align.warp import similarity_transform
+    from slimface.align.warp import crop_ratio, similarity_transform
 
     m = similarity_transform(get_template(student_template).landmarks_for("5pt"),
                              get_template(teacher_template).landmarks_for("5pt"))
-    return int(math.ceil(pad * math.sqrt(abs(np.linalg.det(m[:, :2])))))
+    return int(math.ceil(pad / crop_ratio(m)))
 
 
 def canvas_to_teacher(landmarks: np.ndarray, kind: str, student: Any, teacher: Any
                       ) -> np.ndarray:
     """2x3 map from the student's canvas to the teacher's, both warped from ``landmarks``."""
-    from slimface.align.warp import face_transform
+    from slimface.align.warp import compose_affine, face_transform, invert_affine
 
-    m_s = np.vstack([face_transform(landmarks, student, kind), [0.0, 0.0, 1.0]])
-    m_t = np.vstack([face_transform(landmarks, teacher, kind), [0.0, 0.0, 1.0]])
-    return (m_t @ np.linalg.inv(m_s))[:2].astype(np.float64)
+    return compose_affine(face_transform(landmarks, teacher, kind),
+                          invert_affine(face_transform(landmarks, student, kind)))
 
 
 def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
