@@ -18,10 +18,13 @@ members expect different crops).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from slimface.align.warp import crop_ratio
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,16 @@ def _h(m: np.ndarray) -> np.ndarray:
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
 
+@functools.lru_cache(maxsize=64)
+def _centre_crop(canvas_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """3x3 map of the un-augmented view (the canvas's centre crop): one per pair of sizes,
+    not one per face and step."""
+    none = ViewDraw(np.ones(1), np.zeros(1), np.zeros((1, 2)), *([None] * 10))
+    m = _h(view_matrix(none, 0, canvas_hw, out_hw))
+    m.setflags(write=False)
+    return m
+
+
 def teacher_view_matrix(draw: ViewDraw, i: int, to_teacher: np.ndarray,
                         canvas_hw: tuple[int, int], out_hw: tuple[int, int],
                         teacher_canvas_hw: tuple[int, int],
@@ -183,10 +196,9 @@ def teacher_view_matrix(draw: ViewDraw, i: int, to_teacher: np.ndarray,
     teacher's own centre crop, and every pixel of it shows the image point the student's view
     shows at ``C^-1`` of that pixel.
     """
-    none = ViewDraw(np.ones(1), np.zeros(1), np.zeros((1, 2)), *([None] * 10))
     k = _h(to_teacher)
-    o_s = _h(view_matrix(none, 0, canvas_hw, out_hw))
-    o_t = _h(view_matrix(none, 0, teacher_canvas_hw, teacher_hw))
+    o_s = _centre_crop(tuple(canvas_hw), tuple(out_hw))
+    o_t = _centre_crop(tuple(teacher_canvas_hw), tuple(teacher_hw))
     s = _h(view_matrix(draw, i, canvas_hw, out_hw))
     f = np.eye(3)
     if draw.flip[i]:
@@ -204,7 +216,7 @@ def _render_teacher_views(canvas_hw: tuple[int, int], out_hw: tuple[int, int], d
                                 teacher_hw)
         view = cv2.warpAffine(img, m, (teacher_hw[1], teacher_hw[0]), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT_101)
-        pixel_scale = float(np.sqrt(abs(np.linalg.det(to_teacher[i][:, :2]))))
+        pixel_scale = 1.0 / crop_ratio(to_teacher[i])  # teacher pixels per student pixel
         out[i] = _photo_effects(view, draw, i, pixel_scale)
     return _colour_and_mix(out, draw)
 
