@@ -216,7 +216,8 @@ def test_distill_config_is_validated() -> None:
 def cross_template_trainer(out: Path, teacher: PixelTeacher, **kw) -> Trainer:
     """A ``dlib150`` teacher for an ``arcface112`` student: canvases on both templates."""
     to_teacher = np.tile(np.array([[1.49, 0.0, 1.5], [0.0, 1.49, 3.0]]), (24, 1, 1))
-    data = FaceCanvases(canvases(), canvases(size=174, seed=2), to_teacher)
+    data = FaceCanvases(canvases(), teacher_canvases={"dlib150": canvases(size=174, seed=2)},
+                        to_teachers={"dlib150": to_teacher})
     cfg = config()
     return Trainer(cfg, FunctionMatching(cfg, data, teacher), out, progress=False,
                    info=DistInfo(), **kw)
@@ -314,8 +315,9 @@ def test_ensemble_student_width_and_canvases_are_checked(tmp_path: Path) -> None
     members = ensemble_members() + [PixelTeacher(dim=4, template="sphereface112x96",
                                                  size=(112, 96))]
     cfg = config(backbone_kwargs={"embedding_dim": 28})
-    data = FaceCanvases(canvases(), canvases(size=174, seed=2),
-                        np.tile(np.eye(2, 3), (24, 1, 1)))
+    data = FaceCanvases(canvases(),
+                        teacher_canvases={"sphereface112x96": canvases(size=128, seed=2)},
+                        to_teachers={"sphereface112x96": np.tile(np.eye(2, 3), (24, 1, 1))})
     with pytest.raises(ConfigError, match="'dlib150': the data needs teacher canvases"):
         Trainer(cfg, FunctionMatching(cfg, data, EnsembleTeacher(members)), tmp_path / "c",
                 progress=False, info=DistInfo())

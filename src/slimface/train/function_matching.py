@@ -55,21 +55,15 @@ class FaceCanvases:
 
     Attributes:
         canvas: ``(N, H, W, 3)`` uint8 on the student's template padded by ``crop_pad``.
-        teacher_canvas: ``(N, Ht, Wt, 3)`` on the teacher's padded template, or None when
-            teacher and student share a template (both then see the same pixels). It stands
-            for the one teacher template other than the student's; ``teacher_canvases``
-            names the template of each (as many as an ensemble teacher needs).
-        to_teacher: ``(N, 2, 3)`` student-canvas -> teacher-canvas coordinates per face.
         info: a JSON-ready description (image counts per source).
         teacher_canvases: per teacher template other than the student's, its
-            ``(N, Ht, Wt, 3)`` padded canvases of the same faces.
+            ``(N, Ht, Wt, 3)`` padded canvases of the same faces (empty when every teacher
+            shares the student's template: they then see the student's pixels).
         to_teachers: per key of ``teacher_canvases``, the ``(N, 2, 3)`` student-canvas ->
             that canvas's coordinates per face.
     """
 
     canvas: np.ndarray
-    teacher_canvas: np.ndarray | None = None
-    to_teacher: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     teacher_canvases: dict[str, np.ndarray] = field(default_factory=dict)
     to_teachers: dict[str, np.ndarray] = field(default_factory=dict)
@@ -77,16 +71,10 @@ class FaceCanvases:
     def __len__(self) -> int:
         return len(self.canvas)
 
-    def on_template(self, template: str, only: bool) -> tuple[np.ndarray, np.ndarray] | None:
-        """(canvases, student -> canvas maps) on ``template``, or None when there are none.
-
-        ``only`` says ``template`` is the one teacher template other than the student's, so
-        the unnamed ``teacher_canvas`` is on it.
-        """
+    def on_template(self, template: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(canvases, student -> canvas maps) on ``template``, or None when there are none."""
         if template in self.teacher_canvases:
             return self.teacher_canvases[template], self.to_teachers[template]
-        if only and self.teacher_canvas is not None and self.to_teacher is not None:
-            return self.teacher_canvas, self.to_teacher
         return None
 
 
@@ -110,14 +98,14 @@ def canvas_to_teacher(landmarks: np.ndarray, kind: str, student: Any, teacher: A
 
 
 def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
-                      detector: str, progress: bool = True, teacher_template: str = "",
+                      detector: str, progress: bool = True,
                       max_images: int = 0, seed: int = 0,
                       teacher_templates: tuple[str, ...] = ()) -> FaceCanvases:
     """Aligned face canvases (template padded by ``pad``) of every training image.
 
     The image list excludes every LFW pair image (view 1 and view 2); images where no face
     is found are dropped (a centre crop would teach a misaligned view). For every teacher
-    template (``teacher_template`` and ``teacher_templates``, an ensemble's) other than
+    template in ``teacher_templates`` (one, or an ensemble's) other than
     ``template``, every face is also warped onto it (from the same landmarks; detections
     come from the crop cache), padded by the same margin in the teacher's pixels.
     ``max_images`` keeps a ``seed``-drawn random subset.
@@ -140,7 +128,7 @@ def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
     info = {"images": int(len(keep)), "dropped_no_face": int(len(images) - len(keep)),
             "per_source": images.subset(keep.tolist()).counts(), "lfw_pair_images": 0}
     canvases = FaceCanvases(np.ascontiguousarray(batch.crops[keep]), info=info)
-    others = [t for t in dict.fromkeys((teacher_template, *teacher_templates))
+    others = [t for t in dict.fromkeys(teacher_templates)
               if t and t != template]
     faces = [batch.faces[i] for i in keep]
     names = []
@@ -154,8 +142,6 @@ def training_canvases(data_root: Path, sources: tuple, template: str, pad: int,
                                                                  teacher) for f in faces])
         names.append(teacher.name)
     if len(others) == 1:
-        canvases.teacher_canvas = canvases.teacher_canvases[others[0]]
-        canvases.to_teacher = canvases.to_teachers[others[0]]
         info["teacher_template"] = names[0]
     elif others:
         info["teacher_templates"] = names
@@ -244,7 +230,7 @@ class FunctionMatching:
         # per teacher template other than the student's: (canvases, maps, view size)
         self.others: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}
         for name in others:
-            found = self.data.on_template(name, only=len(others) == 1)
+            found = self.data.on_template(name)
             if found is None:
                 raise ConfigError(f"student template {template!r} differs from the teacher's "
                                   f"{name!r}: the data needs teacher canvases "
