@@ -33,6 +33,16 @@ def _snapshot(db: Path) -> tuple[list[str], str]:
     return names, hashlib.sha256(index.read_bytes()).hexdigest()
 
 
+def _errors_of_refused(commands: list[list[str]], capsys) -> list[str]:
+    """Run each command line, check it exits 1 (a bad input), and return its stderr."""
+    errors = []
+    for argv in commands:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        errors.append(capsys.readouterr().err)
+    return errors
+
+
 def _bad_files(tmp: Path) -> dict[str, Path]:
     files = {"no_face": tmp / "black.png", "corrupt": tmp / "truncated.jpg",
              "not_image": tmp / "notes.jpg", "huge": tmp / "huge.png",
@@ -60,10 +70,7 @@ def test_bad_image_fails_cleanly_everywhere(setup, case, message, capsys, monkey
     commands = [["verify", str(bad), good, "--model", "tiny-test", "--threshold", "0.5"],
                 ["gallery", "enroll", str(db), "--name", "p1", good, str(bad)],
                 ["gallery", "identify", str(db), str(bad)]]
-    for argv in commands:
-        capsys.readouterr()
-        assert main(argv) == 1, argv
-        err = capsys.readouterr().err
+    for err in _errors_of_refused(commands, capsys):
         assert err.startswith(f"slimface: error: {bad}:"), err
         assert message in err and "Traceback" not in err
     assert _snapshot(db) == before  # nothing half-enrolled
@@ -148,10 +155,7 @@ def test_damaged_jpeg_is_refused_unless_allowed_on_every_command(setup, capsys):
                 ["embed", str(bad), "--model", "tiny-test"],
                 ["gallery", "enroll", str(db), "--name", "p1", good, str(bad)],
                 ["gallery", "identify", str(db), str(bad)]]
-    for argv in commands:
-        capsys.readouterr()
-        assert main(argv) == 1, argv
-        err = capsys.readouterr().err
+    for err in _errors_of_refused(commands, capsys):
         assert err.startswith(f"slimface: error: {bad}: damaged image data (Corrupt JPEG"), err
         assert "pass --allow-damaged to use it anyway" in err
     assert _snapshot(db) == before
