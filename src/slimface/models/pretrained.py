@@ -204,14 +204,15 @@ CARDS: tuple[ModelCard, ...] = (
                 "MobileFaceNet (mobilefacenet-tflite), 192-d",
         architecture="slimnet_s2",
         source="slimface: function-matching distillation, `slimface train "
-               f"configs/distill_mobilefacenet_fm.py` ({_WEIGHTS_README})",
+               "configs/distill_mobilefacenet_fm.py`, then a second cycle, `slimface train "
+               f"configs/distill_mobilefacenet_fm_stage2.py` ({_WEIGHTS_README})",
         training_data=f"{_DISTILL_IMAGES}, augmented and mixed on every step; targets: "
                       "mobilefacenet-tflite embeddings of the same views",
         licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
-        embedding_dim=192, file="slimface_mobile.safetensors", size_bytes=3_868_608,
-        sha256="03d9f16109f89e4081ab40d661fcf56238a9fff4e7259076fde41f909ea62679",
+        embedding_dim=192, file="slimface_mobile.safetensors", size_bytes=3_868_616,
+        sha256="8294d206429e647f755d90fcdaecc56983df25a63a29a14df3d1748c0f42281e",
         delivery="shipped", factory="slimface_mobile",
-        lfw=LfwFigures(97.8, 0.63, 73.98, 83.16,
+        lfw=LfwFigures(97.85, 0.59, 75.18, 83.98,
                        "slimface eval --model slimface-mobile --benchmark lfw --flip none",
                        "src/slimface/models/weights/README.md")),
     ModelCard(
@@ -230,17 +231,21 @@ CARDS: tuple[ModelCard, ...] = (
                        "docs/evaluation.md")),
     ModelCard(
         name="slimface-mobile-binary", role="binary",
-        summary="slimnet_s with 1-bit weights (XNOR-Net scales) and float activations",
-        architecture="slimnet_s",
-        source="slimface: quantization-aware distillation from the float slimnet_s student, "
-               f"then `slimface compress quantize --scheme xnor --a-bits 32` "
-               f"({_WEIGHTS_README})",
-        training_data=f"{_DISTILL_IMAGES}; targets: dlib-resnet embeddings",
+        summary="the default model's binary-weight twin: slimnet_s2 with 1-bit weights "
+                "(XNOR-Net scales) and float activations, 192-d",
+        architecture="slimnet_s2",
+        source="slimface: function-matching distillation from slimface-mobile, starting from "
+               "its weights (`slimface train configs/distill_slimface_mobile_binary_fm.py`), "
+               f"then `slimface compress quantize --scheme xnor --a-bits 32` ({_WEIGHTS_README})",
+        training_data=f"{_DISTILL_IMAGES}, augmented and mixed on every step; targets: "
+                      "slimface-mobile embeddings of the same views",
         licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
-        embedding_dim=128, file="slimface_mobile_binary.slim", size_bytes=241_424,
-        sha256="2f49a87521ede08cb216f43065d5edaefff35db32a54ca49e68939c7fe8c4dcc",
+        embedding_dim=192, file="slimface_mobile_binary.slim", size_bytes=263_656,
+        sha256="6527a1009638afaad88bd7aa25f6905993a2f0a191a281d2cbbcdb2f6dfafb95",
         delivery="shipped",
-        lfw=LfwFigures(95.53, 0.74, 33.8, 60.6, _REPORT, _REPORT_DOC)),
+        lfw=LfwFigures(96.12, 0.87, 58.47, 72.51,
+                       "slimface eval --model slimface-mobile-binary --benchmark lfw",
+                       "src/slimface/models/weights/README.md")),
     ModelCard(
         name="dlib-resnet-pq15", role="pq",
         summary="dlib-resnet with its convs and FC product-quantized 15x (Q-CNN, fp16 "
