@@ -41,7 +41,7 @@ _CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
 
 
 #: The model used when none is named (``$SLIMFACE_MODEL`` overrides): ``slimface-mobile``,
-#: the 0.93M-parameter student distilled from the imported MobileFaceNet; its card
+#: the 0.96M-parameter student distilled from the imported MobileFaceNet; its card
 #: (``slimface models show --model slimface-mobile``) has its LFW figures and their command.
 DEFAULT_MODEL = "slimface-mobile"
 
