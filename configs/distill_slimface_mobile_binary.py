@@ -15,8 +15,8 @@ the point of GDConv). Same data, augmentation and label-free L2 loss as the floa
 
 The earlier shipped ``slimface_mobile_binary.slim`` (95.53% on LFW) came from this recipe
 under the cached-target loop that ``slimface train`` replaced (``slimface compress distill``
-then wrote ``model.pt``; see ``distill_slimface_mobile.py``); today's is the default model's
-twin, ``distill_slimface_mobile_binary_fm.py``.
+then wrote ``model.pt``; see ``distill_slimface_mobile.py``); the shipped one now is the
+default model's twin, ``distill_slimface_mobile_binary_fm.py``.
 """
 from dataclasses import replace
 from pathlib import Path
