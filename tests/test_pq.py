@@ -113,6 +113,24 @@ def test_lut_conv_matches_float_conv_of_reconstructed_weight(stride, padding, di
         torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_dense_conv_keeps_a_channels_last_kernel_for_channels_last_input():
+    gen = torch.Generator().manual_seed(1)
+    layer = PQConv2d(torch.randn(4, 16, 4, generator=gen), torch.randint(16, (4, 10, 9),
+                                                                         generator=gen),
+                     (3, 3), (1, 1), (1, 1), (1, 1))
+    layer.mode = "dense"
+    x = _conv_input()
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        kernel = layer.dense_kernel(x_cl)
+        assert kernel.is_contiguous(memory_format=torch.channels_last)
+        assert layer.dense_kernel(x_cl) is kernel  # made once, not per call
+        assert layer.dense_kernel(x).is_contiguous()
+        torch.testing.assert_close(layer(x_cl), layer(x), rtol=1e-5, atol=1e-5)
+        layer.codebooks.mul_(2.0)  # new codebooks: the kernel follows them
+        torch.testing.assert_close(layer.dense_kernel(x_cl), 2 * kernel)
+
+
 def test_lut_linear_matches_float_linear_for_any_batch_shape():
     gen = torch.Generator().manual_seed(0)
     layer = PQLinear(torch.randn(8, 32, 4, generator=gen), torch.randint(32, (8, 6),
