@@ -54,7 +54,8 @@ def embed_batches(raw: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,
 
 @torch.inference_mode()
 def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
-                flip: FlipMode = "none", normalize: bool = True) -> np.ndarray:
+                flip: FlipMode = "none", normalize: bool = True,
+                device: torch.device | str = "cpu") -> np.ndarray:
     """Embed uint8 NHWC crops; ``flip`` adds the mirror image by summing or concatenating.
 
     Summing (InsightFace) keeps the dimension; concatenating is the 2x-wide feature of Zhou et
@@ -62,9 +63,11 @@ def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 64,
     view dominates. The crops and their mirrors go through the model as one batch: one
     forward pass of two images costs much less than two passes of one (a single photo's
     face is the common case), and in eval mode the batch does not change the numbers.
+    ``device`` is where ``model`` lives (its batches are moved there).
     """
     if model.training:  # walking the module tree costs ~1 ms a call otherwise
         model.eval()
-    return embed_batches(lambda x: model(crops_to_tensor(x)).float().cpu().numpy(), crops,
+    return embed_batches(lambda x: model(crops_to_tensor(x).to(device)).float().cpu().numpy(),
+                         crops,
                          int(getattr(model, "embedding_dim", 0) or 0), batch_size, flip,
                          normalize)

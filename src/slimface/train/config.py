@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -76,6 +77,11 @@ class TrainConfig:
     max_images: int = 0                    # distill: a seeded random subset (0 = all)
     loss_weights: dict = field(default_factory=lambda: {"embed": 1.0, "relational": 10.0})
     augment: dict = field(default_factory=dict)                   # AugmentConfig overrides
+    data_pack: str = ""                    # distill: canvases from a training pack folder
+    #                                        (`slimface data pack`) instead of aligning images
+    device: str = "cpu"                    # "cpu", or "cuda" / "cuda:N" where torch sees a GPU
+    data_workers: int = 0                  # distill: processes that augment the next steps'
+    #                                        batches ahead of the loop (0 = in the loop)
 
     @property
     def optimizer_name(self) -> str:
@@ -156,7 +162,7 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
     for name in ("steps_per_epoch", "max_steps", "warmup_steps", "eval_every", "crop_pad",
                  "max_identities", "min_images_per_identity", "max_images",
-                 "checkpoint_minutes"):
+                 "checkpoint_minutes", "data_workers"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
     if config.lr <= 0:
@@ -165,6 +171,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     _choice("lr_schedule", config.schedule_name, SCHEDULES)
     _choice("objective", config.objective, OBJECTIVES)
     _choice("teacher_runtime", config.teacher_runtime, TEACHER_RUNTIMES)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", config.device):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
+    if config.objective != "distill" and (config.data_pack or config.data_workers):
+        raise ConfigError("data_pack and data_workers serve objective='distill' only")
     if list(config.milestones) != sorted(config.milestones):
         raise ConfigError(f"milestones must ascend, got {list(config.milestones)}")
     if config.objective == "distill":

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from slimface.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -79,3 +82,23 @@ def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
         gc.collect()
+
+
+def resolve_device(name: str, info: DistInfo = DistInfo()) -> torch.device:
+    """``TrainConfig.device`` as a torch device (plain ``"cuda"`` under torchrun: this
+    process's local GPU); a GPU torch cannot see is a ConfigError."""
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r}: torch sees no CUDA GPU here (torch "
+                              f"{torch.__version__}); train with device='cpu'")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"device={name!r}: torch sees {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (objectives move their batches there)."""
+    return next(model.parameters()).device

@@ -43,7 +43,7 @@ from torch import nn
 from slimface.errors import ConfigError, DataError, ModelFileError
 from slimface.train.augment import AugmentConfig, augment_views
 from slimface.train.config import TrainConfig
-from slimface.train.distributed import DistInfo
+from slimface.train.distributed import DistInfo, model_device
 from slimface.train.teacher import teacher_members
 
 log = logging.getLogger("slimface.train")
@@ -206,6 +206,8 @@ class FunctionMatching:
         self.teacher = teacher
         self.augment = AugmentConfig(**config.augment)
         self.model: DistillModel | None = None
+        self._pool: Any = None                 # data workers (``config.data_workers``)
+        self._pending: dict[int, Any] = {}     # step -> its views, being augmented
         # centring of a student without a TeacherSpaceMap (else its buffers hold them)
         self.target_mean = torch.zeros(teacher.embedding_dim)
         self.target_std = torch.ones(teacher.embedding_dim)
@@ -292,6 +294,32 @@ class FunctionMatching:
             teacher_views[self.student_template] = views
         return views, teacher_views
 
+    def prefetch(self, upcoming: list[tuple[int, np.ndarray]], info: DistInfo) -> None:
+        """Start augmenting the batches of ``upcoming`` ``(step, indices)`` in the data
+        workers (``config.data_workers`` processes; none: nothing to do). Views depend on
+        ``(seed, step)`` alone, so a batch made ahead is the batch the loop would make."""
+        if not self.config.data_workers:
+            return
+        if self._pool is None:
+            self._pool = _start_workers(self, self.config.data_workers)
+        for step, idx in upcoming:
+            if step not in self._pending:
+                self._pending[step] = self._pool.apply_async(_worker_views, (idx, step, info))
+
+    def close(self) -> None:
+        """Stop the data workers, if any."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool, self._pending = None, {}
+
+    def _views_of_step(self, idx: np.ndarray, step: int, info: DistInfo
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """This step's views: made ahead by a data worker, or now."""
+        for stale in [s for s in self._pending if s < step]:
+            del self._pending[stale]
+        pending = self._pending.pop(step, None)
+        return pending.get() if pending is not None else self.views(idx, step, info)
+
     def embed_teacher(self, views: dict[str, np.ndarray]) -> np.ndarray:
         """The teacher's embeddings of ``views`` (per template): each member gets its own."""
         if hasattr(self.teacher, "members"):
@@ -301,15 +329,16 @@ class FunctionMatching:
     def loss(self, model: nn.Module, idx: np.ndarray, slots: np.ndarray, step: int,
              info: DistInfo) -> tuple[torch.Tensor, dict[str, float]]:
         t0 = time.perf_counter()
-        views, teacher_views = self.views(idx, step, info)
+        views, teacher_views = self._views_of_step(idx, step, info)
         t1 = time.perf_counter()
-        target = torch.from_numpy(self.embed_teacher(teacher_views))
+        device = model_device(model)
+        target = torch.from_numpy(self.embed_teacher(teacher_views)).to(device)
         t2 = time.perf_counter()
-        x = torch.from_numpy(views).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(views).to(device).permute(0, 3, 1, 2).float()
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         raw, projected = model(x)
-        mean, std = self._stats()
+        mean, std = (t.to(device) for t in self._stats())
         centred = (target - mean) / std
         embed = F.mse_loss(projected, centred)
         if self.model.maps_to_teacher:   # compared in the teacher's space
@@ -346,3 +375,32 @@ class FunctionMatching:
 
     def summary(self) -> dict[str, Any]:
         return {"teacher": self.teacher.name, "num_images": len(self.data)}
+
+
+#: The objective whose views the data workers make (set in the parent before they fork).
+_WORKER_OBJECTIVE: FunctionMatching | None = None
+
+
+def _start_workers(objective: FunctionMatching, n: int) -> Any:
+    """``n`` forked processes that share ``objective``'s canvases (copy-on-write)."""
+    import multiprocessing as mp
+
+    global _WORKER_OBJECTIVE
+    if "fork" not in mp.get_all_start_methods():
+        raise ConfigError("data_workers needs processes started by fork (Linux, macOS); "
+                          "set data_workers=0")
+    _WORKER_OBJECTIVE = objective
+    return mp.get_context("fork").Pool(n, initializer=_quiet_worker)
+
+
+def _quiet_worker() -> None:
+    """One thread per worker: the workers are the parallelism."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _worker_views(idx: np.ndarray, step: int, info: DistInfo
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return _WORKER_OBJECTIVE.views(idx, step, info)

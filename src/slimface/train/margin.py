@@ -19,7 +19,7 @@ from slimface.errors import ConfigError
 from slimface.models.heads import HeadOutput
 from slimface.train.config import TrainConfig
 from slimface.train.data import CropSet, augment_params, crop_batch
-from slimface.train.distributed import DistInfo
+from slimface.train.distributed import DistInfo, model_device
 
 
 class FaceTrainModel(nn.Module):
@@ -78,7 +78,8 @@ class MarginObjective:
     def loss(self, model: nn.Module, idx: np.ndarray, slots: np.ndarray, step: int,
              info: DistInfo) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = self.batch(idx, slots, step, info)
-        out = model(x, y)
+        device = model_device(model)
+        out = model(x.to(device), y.to(device))
         acc = (out.logits.detach().argmax(1) == y).float().mean().item()
         return out.loss, {"train_acc": acc}
 

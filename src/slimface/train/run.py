@@ -15,7 +15,8 @@ from slimface.errors import ConfigError, DataError
 from slimface.train.checkpoint import BACKBONE_NAME, export_safetensors
 from slimface.train.config import TrainConfig, config_to_dict, load_config
 from slimface.train.data import CropSet, load_crop_set, scan_identity_folders
-from slimface.train.distributed import DistInfo, barrier, cleanup, init_distributed
+from slimface.train.distributed import (DistInfo, barrier, cleanup, init_distributed,
+                                        resolve_device)
 from slimface.train.function_matching import FaceCanvases, training_canvases
 from slimface.train.margin import MarginObjective
 from slimface.train.trainer import EvaluatorFactory, Objective, Trainer
@@ -75,6 +76,9 @@ def prepare_canvases(config: TrainConfig, root: Path, template: str,
     if isinstance(teacher_templates, str):
         teacher_templates = (teacher_templates,)
 
+    if config.data_pack:
+        return canvases_from_pack(config, template, teacher_templates)
+
     def load(show: bool) -> FaceCanvases:
         return training_canvases(root, tuple(config.sources), template, config.crop_pad,
                                  config.detector, show, teacher_templates=teacher_templates,
@@ -86,6 +90,48 @@ def prepare_canvases(config: TrainConfig, root: Path, template: str,
     if not info.is_main:
         canvases = load(False)
     return canvases
+
+
+def canvases_from_pack(config: TrainConfig, template: str,
+                       teacher_templates: tuple[str, ...]) -> FaceCanvases:
+    """The canvases of ``config.data_pack`` (see :mod:`slimface.train.pack`), checked
+    against what the config would have aligned."""
+    from slimface.train.pack import MANIFEST, read_pack
+
+    canvas, manifest = read_pack(config.data_pack)
+    where = Path(config.data_pack) / MANIFEST
+    if (manifest["template"], manifest["pad"]) != (template, config.crop_pad):
+        raise ConfigError(f"{where}: canvases on {manifest['template']!r} padded by "
+                          f"{manifest['pad']}; the config wants {template!r} padded by "
+                          f"{config.crop_pad}")
+    others = sorted({t for t in teacher_templates if t and t != template})
+    if others:
+        raise ConfigError(f"{where}: a pack holds canvases on {template!r} only; teacher "
+                          f"{config.teacher!r} needs {others} too")
+    info = {**manifest["info"], "pack": str(config.data_pack),
+            "jpeg_quality": manifest["jpeg_quality"]}
+    return FaceCanvases(canvas, info=info)
+
+
+def pack_from_config(config_path: str | Path, out: str | Path, data: str | None = None,
+                     overrides: Iterable[str] = (), quality: int = 75,
+                     shard_mb: float = 40.0, progress: bool = True) -> dict[str, Any]:
+    """Align ``config``'s distillation images (as ``slimface train`` would) and write them
+    as a training pack in ``out``; returns the manifest."""
+    from slimface.models import create_backbone
+    from slimface.train.pack import write_pack
+
+    config = load_config(config_path, overrides)
+    if config.objective != "distill":
+        raise ConfigError(f"{config_path}: a training pack holds distillation canvases; this "
+                          f"config trains objective={config.objective!r}")
+    probe = create_backbone(config.backbone, **config.backbone_kwargs)
+    template = config.template or probe.template
+    canvases = training_canvases(data_root(data), tuple(config.sources), template,
+                                 config.crop_pad, config.detector, progress,
+                                 max_images=config.max_images, seed=config.seed)
+    return write_pack(canvases.canvas, out, template=template, pad=config.crop_pad,
+                      info=canvases.info, quality=quality, shard_mb=shard_mb)
 
 
 def train_from_config(config_path: str | Path, data: str | None = None,
@@ -118,7 +164,8 @@ def train_from_config(config_path: str | Path, data: str | None = None,
         from slimface.train.teacher import load_teacher, teacher_members
 
         root = data_root(data)
-        teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads)
+        teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads,
+                               device=str(resolve_device(config.device, info)))
         canvases = prepare_canvases(config, root, template,
                                     tuple(m.template for m in teacher_members(teacher)), info,
                                     progress)

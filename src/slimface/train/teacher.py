@@ -86,12 +86,14 @@ class LiteRTTeacher:
 class ModelTeacher:
     """Any registered slimface backbone (with its pretrained weights) through ``embed_crops``."""
 
-    def __init__(self, spec: str, threads: int = 1):
+    def __init__(self, spec: str, threads: int = 1, device: str = "cpu"):
         """``threads`` is accepted for a uniform factory; torch's thread count is the
-        training process's own (``TrainConfig.threads``)."""
+        training process's own (``TrainConfig.threads``). ``device`` is where the teacher
+        runs (a GPU run keeps teacher and student on the GPU)."""
         from slimface.models import create_backbone
 
-        self.model = create_backbone(spec, pretrained=True).eval()
+        self.device = torch.device(device)
+        self.model = create_backbone(spec, pretrained=True).eval().to(self.device)
         self.template = str(getattr(self.model, "template", "arcface112"))
         self.embedding_dim = int(self.model.embedding_dim)
         self.name = spec
@@ -100,7 +102,8 @@ class ModelTeacher:
     def embed(self, crops_nhwc: np.ndarray) -> np.ndarray:
         from slimface.models.inference import embed_crops
 
-        return embed_crops(self.model, crops_nhwc, batch_size=len(crops_nhwc), flip="none")
+        return embed_crops(self.model, crops_nhwc, batch_size=len(crops_nhwc), flip="none",
+                           device=self.device)
 
 
 class EnsembleTeacher:
@@ -149,22 +152,28 @@ def teacher_members(teacher: Teacher) -> tuple[Teacher, ...]:
     return tuple(getattr(teacher, "members", None) or (teacher,))
 
 
-def _load_one(spec: str, runtime: str, threads: int) -> Teacher:
+def _load_one(spec: str, runtime: str, threads: int, device: str = "cpu") -> Teacher:
     from slimface.models.pretrained import PRETRAINED, require_pretrained
 
     entry = PRETRAINED.get(spec.replace("_", "-"))
-    if entry is not None and runtime in ("auto", "litert"):
+    on_cpu = torch.device(device).type == "cpu"
+    if runtime == "litert" and not on_cpu:
+        raise ConfigError(f"teacher_runtime='litert' runs on the CPU; device={device!r} "
+                          "needs teacher_runtime='torch' or 'auto'")
+    if entry is not None and on_cpu and runtime in ("auto", "litert"):
         try:
             return LiteRTTeacher(require_pretrained(entry), entry.pixel_mean, entry.pixel_std,
                                  entry.template, entry.name, threads)
         except ModelError:
             if runtime == "litert":
                 raise
-    return ModelTeacher(spec, threads)
+    return ModelTeacher(spec, threads, device)
 
 
-def load_teacher(spec: str, runtime: str = "auto", threads: int = 1) -> Teacher:
-    """The teacher ``spec`` in its fastest runtime here (``runtime="torch"`` forces ours).
+def load_teacher(spec: str, runtime: str = "auto", threads: int = 1,
+                 device: str = "cpu") -> Teacher:
+    """The teacher ``spec`` in its fastest runtime here (``runtime="torch"`` forces ours; on
+    a GPU ``device`` every member runs in torch there).
 
     ``spec`` is a registry name, or several joined by ``+`` for an :class:`EnsembleTeacher`
     (each member in its own fastest runtime); an unknown member is a :class:`ConfigError`
@@ -172,14 +181,14 @@ def load_teacher(spec: str, runtime: str = "auto", threads: int = 1) -> Teacher:
     """
     names = [part.strip() for part in spec.split("+")]
     if len(names) == 1:
-        return _load_one(names[0], runtime, threads)
+        return _load_one(names[0], runtime, threads, device)
     if not all(names):
         raise ConfigError(f"teacher {spec!r}: empty member name (write e.g. "
                           "'dlib-resnet+mobilefacenet-tflite')")
     members = []
     for name in names:
         try:
-            members.append(_load_one(name, runtime, threads))
+            members.append(_load_one(name, runtime, threads, device))
         except UnknownNameError as exc:
             raise ConfigError(f"teacher {spec!r}: unknown member {name!r} ({exc})") from None
     return EnsembleTeacher(members)

@@ -21,6 +21,7 @@ So a resumed run replays exactly the steps an uninterrupted run would have taken
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ from slimface.train.checkpoint import (BACKBONE_NAME, CHECKPOINT_NAME, backbone_
                                        load_init_weights, load_state, save_state)
 from slimface.train.config import TrainConfig, config_to_dict
 from slimface.train.distributed import (DistInfo, all_reduce_mean, any_rank, barrier,
-                                        init_distributed)
+                                        init_distributed, resolve_device)
 
 log = logging.getLogger("slimface.train")
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -184,7 +185,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         # ``backbone`` lets tests pass a module the registry does not know.
         self.backbone = backbone or create_backbone(config.backbone, **config.backbone_kwargs)
-        self.model = objective.bind(self.backbone)
+        self.device = resolve_device(config.device, self.info)
+        self.model = objective.bind(self.backbone).to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.sampler = StepSampler(len(objective), config.batch_size, self.info, config.seed)
@@ -274,12 +276,20 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         idx, slots = self.sampler.indices(step)
+        prefetch = getattr(self.objective, "prefetch", None)
+        if prefetch is not None:
+            prefetch([(s, self.sampler.indices(s)[0]) for s in self._ahead(step)], self.info)
         self.model.train()
         loss, parts = self.objective.loss(self.ddp, idx, slots, step, self.info)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return {"loss": float(loss.detach()), **parts, "step_s": time.perf_counter() - t0}
+
+    def _ahead(self, step: int) -> range:
+        """The steps after ``step`` whose batches the objective may prepare now (two per
+        data worker, none past the end of the schedule)."""
+        return range(step + 1, min(step + 1 + 2 * self.config.data_workers, self.total_steps))
 
     # ----- the loop ----------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
@@ -292,7 +302,10 @@ class Trainer:
         """The view-1 check (rank 0); ``backbone.pt`` keeps the best step by SELECT_KEY."""
         if not (self.info.is_main and self.evaluator):
             return {}
-        result = dict(self.evaluator(self.backbone))
+        # the check embeds on the CPU; a copy leaves the training weights where they are
+        backbone = (self.backbone if self.device.type == "cpu"
+                    else copy.deepcopy(self.backbone).cpu())
+        result = dict(self.evaluator(backbone))
         score = result.get(SELECT_KEY)
         if score is not None and score > self.state.best:
             self.state.best = float(score)
@@ -358,6 +371,9 @@ class Trainer:
                           "--resume)")
                 break
         bar.close()
+        close = getattr(self.objective, "close", None)
+        if close is not None:
+            close()
         if self.evaluator is None or not (self.out_dir / BACKBONE_NAME).is_file():
             self.save_backbone()
         barrier(self.info)  # no rank leaves (and tears down the group) while rank 0 writes

@@ -1,0 +1,99 @@
+"""Training packs and data workers: a pack gives back the canvases it was written from
+(within JPEG's loss), a damaged pack is refused by name, and batches augmented ahead by
+data workers train exactly the weights the loop trains on its own."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slimface.errors import ConfigError, DataError
+from slimface.train.config import TrainConfig, validate
+from slimface.train.distributed import DistInfo, resolve_device
+from slimface.train.function_matching import FaceCanvases, FunctionMatching
+from slimface.train.pack import MANIFEST, read_pack, write_pack
+from slimface.train.run import canvases_from_pack
+from slimface.train.trainer import Trainer
+from tests._train_tiny import PixelTeacher, canvases
+
+
+def smooth_canvases(n: int) -> np.ndarray:
+    """Face-like smooth images (JPEG keeps them close), unlike random noise."""
+    y, x = np.mgrid[0:144, 0:144] / 144.0
+    base = np.stack([128 + 100 * np.sin(3 * x + k) * np.cos(2 * y - k) for k in range(3)], -1)
+    return np.stack([np.clip(base + 10 * i, 0, 255) for i in range(n)]).astype(np.uint8)
+
+
+def test_a_pack_returns_its_canvases_in_shards(tmp_path: Path) -> None:
+    canvas = smooth_canvases(7)
+    manifest = write_pack(canvas, tmp_path, template="arcface112", pad=16,
+                          info={"images": 7}, quality=95, shard_mb=1500 / 2**20)
+    assert len(manifest["shards"]) > 1                  # the size limit split it
+    back, read = read_pack(tmp_path)
+    assert back.shape == canvas.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - canvas.astype(int)).mean() < 2.0
+    assert read["info"] == {"images": 7} and read["canvases"] == 7
+
+
+def test_a_damaged_or_missing_pack_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no training pack"):
+        read_pack(tmp_path)
+    write_pack(smooth_canvases(3), tmp_path, template="arcface112", pad=16, info={})
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    shard = tmp_path / manifest["shards"][0]["file"]
+    shard.write_bytes(b"not a shard")
+    with pytest.raises(DataError, match=f"{shard.name}: unreadable pack shard"):
+        read_pack(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "format": "other"}))
+    with pytest.raises(DataError, match="not a slimface training pack"):
+        read_pack(tmp_path)
+
+
+def test_a_pack_on_another_template_or_padding_is_refused(tmp_path: Path) -> None:
+    write_pack(smooth_canvases(2), tmp_path, template="arcface112", pad=16, info={})
+    cfg = TrainConfig(objective="distill", teacher="x", data_pack=str(tmp_path), crop_pad=8)
+    with pytest.raises(ConfigError, match="padded by 16; the config wants"):
+        canvases_from_pack(cfg, "arcface112", ("arcface112",))
+    cfg = replace(cfg, crop_pad=16)
+    with pytest.raises(ConfigError, match="needs \\['dlib150'\\] too"):
+        canvases_from_pack(cfg, "arcface112", ("dlib150",))
+    got = canvases_from_pack(cfg, "arcface112", ("arcface112",))
+    assert got.canvas.shape == (2, 144, 144, 3) and got.info["pack"] == str(tmp_path)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = TrainConfig(objective="distill", teacher="pixel-teacher", backbone="tiny_student",
+                       backbone_kwargs={"embedding_dim": 16}, batch_size=4, epochs=1,
+                       steps_per_epoch=6, warmup_steps=2, lr=1e-3, threads=1, log_every=2,
+                       eval_every=0, checkpoint_minutes=0.0, channels_last=False)
+    return replace(base, **kw)
+
+
+def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path) -> None:
+    weights = []
+    for workers in (0, 2):
+        cfg = tiny_config(data_workers=workers)
+        objective = FunctionMatching(cfg, FaceCanvases(canvases()), PixelTeacher())
+        t = Trainer(cfg, objective, tmp_path / str(workers), progress=False, info=DistInfo())
+        t.fit()
+        assert objective._pool is None                # the workers are stopped at the end
+        weights.append(t.backbone.state_dict())
+    for (k, a), b in zip(weights[0].items(), weights[1].values()):
+        assert torch.equal(a, b), k
+
+
+def test_device_and_worker_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="device must be"):
+        validate(tiny_config(device="gpu"))
+    with pytest.raises(ConfigError, match="distill' only"):
+        validate(TrainConfig(data_workers=2))
+    with pytest.raises(ConfigError, match="data_workers must be >= 0"):
+        validate(tiny_config(data_workers=-1))
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
