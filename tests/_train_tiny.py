@@ -1,10 +1,13 @@
 """Tiny backbone + synthetic identity crops shared by the trainer tests (and the DDP worker)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import nn
 
+from slimface.train.config import TrainConfig
 from slimface.train.data import CropSet
 
 
@@ -103,3 +106,12 @@ class PixelTeacher:
 def canvases(n: int = 24, size: int = 128, seed: int = 1) -> np.ndarray:
     """Random uint8 face canvases (N, size, size, 3)."""
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+
+def distill_config(**kw) -> TrainConfig:
+    """A six-step distillation of ``tiny_student`` from ``PixelTeacher`` on one thread."""
+    base = TrainConfig(objective="distill", teacher="pixel-teacher", backbone="tiny_student",
+                       backbone_kwargs={"embedding_dim": 16}, batch_size=4, epochs=1,
+                       steps_per_epoch=6, warmup_steps=2, lr=1e-3, threads=1, log_every=2,
+                       eval_every=0, checkpoint_minutes=0.0, channels_last=False)
+    return replace(base, **kw)

@@ -17,17 +17,12 @@ from slimface.train.distributed import DistInfo
 from slimface.train.function_matching import (FaceCanvases, FunctionMatching, centre_views,
                                               relational_loss)
 from slimface.train.trainer import Trainer, cosine_lr
-from tests._train_tiny import PixelTeacher, canvases
+from tests._train_tiny import PixelTeacher, canvases, distill_config
 
 DATA = Path(__file__).parent / "data" / "train"
 
 
-def config(**kw) -> TrainConfig:
-    base = TrainConfig(objective="distill", teacher="pixel-teacher", backbone="tiny_student",
-                       backbone_kwargs={"embedding_dim": 16}, batch_size=4, epochs=1,
-                       steps_per_epoch=6, warmup_steps=2, lr=1e-3, threads=1, log_every=2,
-                       eval_every=0, checkpoint_minutes=0.0, channels_last=False)
-    return replace(base, **kw)
+config = distill_config
 
 
 def trainer(out: Path, cfg: TrainConfig | None = None, teacher: PixelTeacher | None = None,

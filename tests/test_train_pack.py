@@ -4,6 +4,7 @@ data workers train exactly the weights the loop trains on its own."""
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from slimface.errors import ConfigError, DataError
 from slimface.train.config import TrainConfig, validate
 from slimface.train.distributed import DistInfo, resolve_device
 from slimface.train.function_matching import FaceCanvases, FunctionMatching
+from slimface.train.teacher import EnsembleTeacher
 from slimface.train.pack import MANIFEST, read_pack, write_pack
 from slimface.train.run import canvases_from_pack
 from slimface.train.trainer import Trainer
-from tests._train_tiny import PixelTeacher, canvases
+from tests._train_tiny import PixelTeacher, canvases, distill_config
 
 
 def smooth_canvases(n: int) -> np.ndarray:
@@ -65,34 +67,46 @@ def test_a_pack_on_another_template_or_padding_is_refused(tmp_path: Path) -> Non
     assert got.canvas.shape == (2, 144, 144, 3) and got.info["pack"] == str(tmp_path)
 
 
-def tiny_config(**kw) -> TrainConfig:
-    base = TrainConfig(objective="distill", teacher="pixel-teacher", backbone="tiny_student",
-                       backbone_kwargs={"embedding_dim": 16}, batch_size=4, epochs=1,
-                       steps_per_epoch=6, warmup_steps=2, lr=1e-3, threads=1, log_every=2,
-                       eval_every=0, checkpoint_minutes=0.0, channels_last=False)
-    return replace(base, **kw)
+def two_template_data() -> tuple[FaceCanvases, EnsembleTeacher]:
+    """An ensemble of a teacher on the student's template and one on ``dlib150``."""
+    same = PixelTeacher(dim=16)
+    other = PixelTeacher(dim=8, template="dlib150", size=(150, 150))
+    same.name, other.name = "pixel-arcface", "pixel-dlib"
+    to_teacher = np.tile(np.array([[1.49, 0.0, 1.5], [0.0, 1.49, 3.0]]), (24, 1, 1))
+    data = FaceCanvases(canvases(), teacher_canvases={"dlib150": canvases(size=174, seed=2)},
+                        to_teachers={"dlib150": to_teacher})
+    return data, EnsembleTeacher([same, other])
 
 
-def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("templates", ["one", "two"])
+def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templates: str
+                                                         ) -> None:
     weights = []
     for workers in (0, 2):
-        cfg = tiny_config(data_workers=workers)
-        objective = FunctionMatching(cfg, FaceCanvases(canvases()), PixelTeacher())
+        if templates == "one":
+            cfg, (data, teacher) = distill_config(), (FaceCanvases(canvases()), PixelTeacher())
+        else:
+            data, teacher = two_template_data()
+            cfg = distill_config(teacher="pixel-arcface+pixel-dlib",
+                                 backbone_kwargs={"embedding_dim": 24})
+        cfg = replace(cfg, data_workers=workers)
+        objective = FunctionMatching(cfg, data, teacher)
         t = Trainer(cfg, objective, tmp_path / str(workers), progress=False, info=DistInfo())
         t.fit()
-        assert objective._pool is None                # the workers are stopped at the end
+        assert objective._workers is None             # stopped at the end, files removed
         weights.append(t.backbone.state_dict())
     for (k, a), b in zip(weights[0].items(), weights[1].values()):
         assert torch.equal(a, b), k
+    assert not list(Path(tempfile.gettempdir()).glob("slimface-views-*"))
 
 
 def test_device_and_worker_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="device must be"):
-        validate(tiny_config(device="gpu"))
+        validate(distill_config(device="gpu"))
     with pytest.raises(ConfigError, match="distill' only"):
         validate(TrainConfig(data_workers=2))
     with pytest.raises(ConfigError, match="data_workers must be >= 0"):
-        validate(tiny_config(data_workers=-1))
+        validate(distill_config(data_workers=-1))
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="sees no CUDA GPU"):

@@ -41,10 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimface.errors import ConfigError, DataError, ModelFileError
-from slimface.train.augment import AugmentConfig, augment_views
+from slimface.train.augment import AugmentConfig
 from slimface.train.config import TrainConfig
 from slimface.train.distributed import DistInfo, model_device
 from slimface.train.teacher import teacher_members
+from slimface.train.workers import ViewMaker, ViewWorkers
 
 log = logging.getLogger("slimface.train")
 
@@ -206,8 +207,7 @@ class FunctionMatching:
         self.teacher = teacher
         self.augment = AugmentConfig(**config.augment)
         self.model: DistillModel | None = None
-        self._pool: Any = None                 # data workers (``config.data_workers``)
-        self._pending: dict[int, Any] = {}     # step -> its views, being augmented
+        self._workers: ViewWorkers | None = None   # ``config.data_workers`` processes
         # centring of a student without a TeacherSpaceMap (else its buffers hold them)
         self.target_mean = torch.zeros(teacher.embedding_dim)
         self.target_std = torch.ones(teacher.embedding_dim)
@@ -241,7 +241,6 @@ class FunctionMatching:
         if template in self.view_hw and self.out_hw != self.view_hw[template]:
             raise ConfigError(f"student input {self.out_hw} differs from the teacher's "
                               f"{self.view_hw[template]} on the same template")
-        self.student_template = template
         maps = hasattr(student, "output_map")
         projection: nn.Module = nn.Identity()
         if student.embedding_dim != self.teacher.embedding_dim:
@@ -252,6 +251,9 @@ class FunctionMatching:
             projection = nn.Linear(student.embedding_dim, self.teacher.embedding_dim,
                                    bias=False)
         _warn_output_dropout(student)
+        self.maker = ViewMaker(self.data.canvas, self.others, self.out_hw, self.augment,
+                               self.config.seed,
+                               template if template in self.view_hw else "")
         self.model = DistillModel(student, projection)
         return self.model
 
@@ -284,41 +286,30 @@ class FunctionMatching:
     def views(self, idx: np.ndarray, step: int, info: DistInfo
               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(student views, teacher views per template) of step ``step``: one draw for all."""
-        key = [self.config.seed, step] + ([info.rank, info.world_size] if info.enabled else [])
-        rng = np.random.default_rng(key)
-        others = {name: (canvas[idx], to[idx], hw) for name, (canvas, to, hw)
-                  in self.others.items()}
-        views, teacher_views = augment_views(self.data.canvas[idx], self.out_hw, others, rng,
-                                             self.augment)
-        if self.student_template in self.view_hw:   # a teacher sees the student's pixels
-            teacher_views[self.student_template] = views
-        return views, teacher_views
+        return self.maker.views(idx, step, info)
 
     def prefetch(self, upcoming: list[tuple[int, np.ndarray]], info: DistInfo) -> None:
         """Start augmenting the batches of ``upcoming`` ``(step, indices)`` in the data
-        workers (``config.data_workers`` processes; none: nothing to do). Views depend on
-        ``(seed, step)`` alone, so a batch made ahead is the batch the loop would make."""
+        workers (``config.data_workers`` processes, :mod:`slimface.train.workers`; none:
+        nothing to do)."""
         if not self.config.data_workers:
             return
-        if self._pool is None:
-            self._pool = _start_workers(self, self.config.data_workers)
+        if self._workers is None:
+            self._workers = ViewWorkers(self.maker, self.config.data_workers)
         for step, idx in upcoming:
-            if step not in self._pending:
-                self._pending[step] = self._pool.apply_async(_worker_views, (idx, step, info))
+            self._workers.submit(step, idx, info)
 
     def close(self) -> None:
         """Stop the data workers, if any."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool, self._pending = None, {}
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def _views_of_step(self, idx: np.ndarray, step: int, info: DistInfo
                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """This step's views: made ahead by a data worker, or now."""
-        for stale in [s for s in self._pending if s < step]:
-            del self._pending[stale]
-        pending = self._pending.pop(step, None)
-        return pending.get() if pending is not None else self.views(idx, step, info)
+        made = self._workers.take(step) if self._workers is not None else None
+        return made if made is not None else self.views(idx, step, info)
 
     def embed_teacher(self, views: dict[str, np.ndarray]) -> np.ndarray:
         """The teacher's embeddings of ``views`` (per template): each member gets its own."""
@@ -376,31 +367,3 @@ class FunctionMatching:
     def summary(self) -> dict[str, Any]:
         return {"teacher": self.teacher.name, "num_images": len(self.data)}
 
-
-#: The objective whose views the data workers make (set in the parent before they fork).
-_WORKER_OBJECTIVE: FunctionMatching | None = None
-
-
-def _start_workers(objective: FunctionMatching, n: int) -> Any:
-    """``n`` forked processes that share ``objective``'s canvases (copy-on-write)."""
-    import multiprocessing as mp
-
-    global _WORKER_OBJECTIVE
-    if "fork" not in mp.get_all_start_methods():
-        raise ConfigError("data_workers needs processes started by fork (Linux, macOS); "
-                          "set data_workers=0")
-    _WORKER_OBJECTIVE = objective
-    return mp.get_context("fork").Pool(n, initializer=_quiet_worker)
-
-
-def _quiet_worker() -> None:
-    """One thread per worker: the workers are the parallelism."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
-def _worker_views(idx: np.ndarray, step: int, info: DistInfo
-                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return _WORKER_OBJECTIVE.views(idx, step, info)
