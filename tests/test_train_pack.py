@@ -111,3 +111,30 @@ def test_device_and_worker_settings_are_checked() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="sees no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_pack_command_refuses_what_it_cannot_pack(tmp_path: Path, capsys) -> None:
+    from slimface.cli.main import main
+
+    margin = Path(__file__).parents[1] / "configs" / "face_resnet_a_celeba_smoke.py"
+    assert main(["data", "pack", str(margin), "--out", str(tmp_path / "p")]) != 0
+    assert "a training pack holds distillation canvases" in capsys.readouterr().err
+    assert main(["data", "pack", str(margin), "--out", str(tmp_path / "p"),
+                 "--quality", "0"]) != 0
+    assert "--quality must be 1-100" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_pack_of_real_faces_trains_like_the_aligned_images(data_root: Path,
+                                                             tmp_path: Path) -> None:
+    """Twelve UTKFace faces packed, read back through a config's ``data_pack``."""
+    from slimface.train.run import pack_from_config
+
+    config = Path(__file__).parents[1] / "configs" / "distill_mobilefacenet_fm.py"
+    sets = ["sources=[\"utkface\"]", "max_images=12"]
+    manifest = pack_from_config(config, tmp_path / "pack", data=str(data_root),
+                                overrides=sets, progress=False)
+    assert manifest["canvases"] == 12 and manifest["info"]["per_source"] == {"utkface": 12}
+    cfg = replace(distill_config(), data_pack=str(tmp_path / "pack"), crop_pad=16)
+    got = canvases_from_pack(cfg, "arcface112", ("arcface112",))
+    assert got.canvas.shape == (12, 144, 144, 3) and got.canvas.std() > 20  # faces, not blank
