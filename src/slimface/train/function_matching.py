@@ -366,4 +366,3 @@ class FunctionMatching:
 
     def summary(self) -> dict[str, Any]:
         return {"teacher": self.teacher.name, "num_images": len(self.data)}
-

@@ -326,54 +326,56 @@ class Trainer:
         session_start = last_ckpt = time.perf_counter()
         seconds0, images0 = self.state.seconds, self.state.images
         last: dict[str, Any] = {}
-        while self.state.step < stop:
-            step = self.state.step
-            parts = self.train_step(step)
-            if not math.isfinite(parts["loss"]):
-                raise ConfigError(f"loss became {parts['loss']} at step {step}; lower lr "
-                                  f"(now {self.lr_at(step):.3g})")
-            step_s = parts["step_s"]
-            self.state.step += 1
-            self.state.images += cfg.batch_size * self.info.world_size
-            self.state.seconds += step_s
-            for k, v in parts.items():
-                window[k] = window.get(k, 0.0) + v
-            window_n, window_s = window_n + 1, window_s + step_s
-            bar.update(1)
-            done = self.state.step
-            finished = done == stop
-            eval_due = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or finished)
-            if done % cfg.log_every == 0 or finished or eval_due:
-                last = {"step": done, "epoch": round(done / self.steps_per_epoch, 4),
-                        "lr": self.lr_at(step), "hours": self.state.seconds / 3600,
-                        **{k: all_reduce_mean(v / window_n, self.info)
-                           for k, v in window.items()},
-                        "images_per_s": round(cfg.batch_size * self.info.world_size * window_n
-                                              / max(window_s, 1e-9), 2)}
-                bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
-                window, window_n, window_s = {}, 0, 0.0
-            out_of_time = bool(max_minutes) and any_rank(
-                time.perf_counter() - session_start >= 60 * max_minutes, self.info)
-            # Save before evaluating, so a failing or interrupted evaluation loses no training.
-            if (done % cfg.checkpoint_every == 0 or eval_due or finished or out_of_time
-                    or (cfg.checkpoint_minutes
-                        and time.perf_counter() - last_ckpt >= 60 * cfg.checkpoint_minutes)):
-                self.save_checkpoint()
-                last_ckpt = time.perf_counter()
-            if eval_due:
-                last.update(self._evaluate())
-                self.state.history.append(last)
-                self.save_checkpoint()  # with the check's result and the kept-best record
-            if last.get("step") == done:
-                self._log(last)
-            if out_of_time and not finished:
-                bar.write(f"stopping after {max_minutes} min at step {done} (continue with "
-                          "--resume)")
-                break
+        try:
+            while self.state.step < stop:
+                step = self.state.step
+                parts = self.train_step(step)
+                if not math.isfinite(parts["loss"]):
+                    raise ConfigError(f"loss became {parts['loss']} at step {step}; lower lr "
+                                      f"(now {self.lr_at(step):.3g})")
+                step_s = parts["step_s"]
+                self.state.step += 1
+                self.state.images += cfg.batch_size * self.info.world_size
+                self.state.seconds += step_s
+                for k, v in parts.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_n, window_s = window_n + 1, window_s + step_s
+                bar.update(1)
+                done = self.state.step
+                finished = done == stop
+                eval_due = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or finished)
+                if done % cfg.log_every == 0 or finished or eval_due:
+                    last = {"step": done, "epoch": round(done / self.steps_per_epoch, 4),
+                            "lr": self.lr_at(step), "hours": self.state.seconds / 3600,
+                            **{k: all_reduce_mean(v / window_n, self.info)
+                               for k, v in window.items()},
+                            "images_per_s": round(cfg.batch_size * self.info.world_size * window_n
+                                                  / max(window_s, 1e-9), 2)}
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
+                    window, window_n, window_s = {}, 0, 0.0
+                out_of_time = bool(max_minutes) and any_rank(
+                    time.perf_counter() - session_start >= 60 * max_minutes, self.info)
+                # Save before evaluating, so a failing or interrupted evaluation loses no training.
+                if (done % cfg.checkpoint_every == 0 or eval_due or finished or out_of_time
+                        or (cfg.checkpoint_minutes
+                            and time.perf_counter() - last_ckpt >= 60 * cfg.checkpoint_minutes)):
+                    self.save_checkpoint()
+                    last_ckpt = time.perf_counter()
+                if eval_due:
+                    last.update(self._evaluate())
+                    self.state.history.append(last)
+                    self.save_checkpoint()  # with the check's result and the kept-best record
+                if last.get("step") == done:
+                    self._log(last)
+                if out_of_time and not finished:
+                    bar.write(f"stopping after {max_minutes} min at step {done} (continue with "
+                              "--resume)")
+                    break
+        finally:
+            close = getattr(self.objective, "close", None)  # its data workers, if any
+            if close is not None:
+                close()
         bar.close()
-        close = getattr(self.objective, "close", None)
-        if close is not None:
-            close()
         if self.evaluator is None or not (self.out_dir / BACKBONE_NAME).is_file():
             self.save_backbone()
         barrier(self.info)  # no rank leaves (and tears down the group) while rank 0 writes
