@@ -242,13 +242,14 @@ CARDS: tuple[ModelCard, ...] = (
                 "(XNOR-Net scales) and float activations, 192-d",
         **_SHIPPED_STUDENT,
         source="slimface: function-matching distillation from slimface-mobile, starting from "
-               "its weights (`slimface train configs/distill_slimface_mobile_binary_fm.py`), "
-               f"then `slimface compress quantize --scheme xnor --a-bits 32` ({_WEIGHTS_README})",
+               "its weights, in two cosine cycles (`slimface train "
+               "configs/distill_slimface_mobile_binary_fm.py`, then `..._fm_stage2.py`), then "
+               f"`slimface compress quantize --scheme xnor --a-bits 32` ({_WEIGHTS_README})",
         training_data=_function_matching_data("slimface-mobile"),
         embedding_dim=192, file="slimface_mobile_binary.slim", size_bytes=263_656,
-        sha256="6527a1009638afaad88bd7aa25f6905993a2f0a191a281d2cbbcdb2f6dfafb95",
+        sha256="6d75c634127fe81636de5598f3ef569316d64ec7a0f9bf07b4fba519a836e8ef",
         delivery="shipped",
-        lfw=LfwFigures(96.12, 0.87, 58.47, 72.51,
+        lfw=LfwFigures(96.40, 0.89, 60.41, 73.74,
                        "slimface eval --model slimface-mobile-binary --benchmark lfw",
                        "src/slimface/models/weights/README.md")),
     ModelCard(
