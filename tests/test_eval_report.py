@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from slimface.eval.lfw import Pair
-from slimface.eval.report import latency, latency_points, markdown, quick_subset
+from slimface.eval.report import (latency, latency_against, latency_points, markdown,
+                                   quick_subset)
 
 
 def _pairs(folds: int = 10, per: int = 6) -> list[Pair]:
@@ -69,6 +70,14 @@ def test_latency_runs_the_model_in_both_layouts_and_returns_the_median(fake_cloc
     ms = latency(model, batch=2, repeats=3, threads=1)
     assert ms == pytest.approx(1.0)  # every timed call takes 1 ms on the fake clock
     assert model.calls == 2 * (3 + 2)      # both memory layouts, 2 warm-up runs each
+
+
+def test_a_row_and_its_baseline_are_timed_in_alternating_blocks(fake_clock):
+    model, baseline = _Tiny(), _Tiny()
+    ms, base_ms = latency_against(model, baseline, batch=2, repeats=3, threads=1)
+    assert ms == pytest.approx(1.0) and base_ms == pytest.approx(1.0)
+    # each: both layouts (5 calls each), then 1 warm-up and 3 blocks of 1 untimed + 1 timed
+    assert model.calls == baseline.calls == 2 * 5 + 1 + 3 * 2
 
 
 def test_fetched_third_party_models_become_peer_rows_once(tmp_path, monkeypatch):
