@@ -205,12 +205,16 @@ class OnnxModel(nn.Module):
     and ``embedding_dim`` come from static input/output shapes.
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None):
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 spin: bool = True):
+        """``spin=False`` for timing it against another model in alternating blocks (see
+        :mod:`slimface.runtime.timing`): spinning threads steal the other model's cores."""
         super().__init__()
         from slimface.runtime.export import session
 
         self.path = Path(path)
-        self.session = session(self.path, threads=int(threads or min(2, os.cpu_count() or 1)))
+        self.threads = int(threads or min(2, os.cpu_count() or 1))
+        self.session = session(self.path, threads=self.threads, spin=spin)
         self.input_name = self.session.get_inputs()[0].name
         self._set_contract_attrs()
 
