@@ -17,7 +17,7 @@ from slimface.train.config import TrainConfig, validate
 from slimface.train.distributed import DistInfo, resolve_device
 from slimface.train.function_matching import FaceCanvases, FunctionMatching
 from slimface.train.teacher import EnsembleTeacher
-from slimface.train.pack import MANIFEST, read_pack, write_pack
+from slimface.train.pack import MANIFEST, pack_fidelity, read_pack, write_pack
 from slimface.train.run import canvases_from_pack
 from slimface.train.trainer import Trainer
 from tests._train_tiny import PixelTeacher, canvases, distill_config
@@ -39,6 +39,21 @@ def test_a_pack_returns_its_canvases_in_shards(tmp_path: Path) -> None:
     assert back.shape == canvas.shape and back.dtype == np.uint8
     assert np.abs(back.astype(int) - canvas.astype(int)).mean() < 2.0
     assert read["info"] == {"images": 7} and read["canvases"] == 7
+
+
+def test_the_fidelity_check_measures_what_jpeg_changes_for_the_teacher(tmp_path: Path
+                                                                         ) -> None:
+    canvas = smooth_canvases(6)
+    teacher = PixelTeacher()
+    fine, coarse = (write_pack(canvas, tmp_path / str(q), template="arcface112", pad=16,
+                               info={}, quality=q,
+                               check=lambda blobs: pack_fidelity(canvas, blobs, teacher,
+                                                                 (112, 112), 4))["fidelity"]
+                    for q in (95, 5))
+    assert fine["canvases"] == 4 and fine["teacher"] == "pixel-teacher"
+    assert fine["cosine_min"] <= fine["cosine_p1"] <= fine["cosine_mean"] <= 1.0 + 1e-9
+    assert fine["cosine_mean"] > 0.999 > coarse["cosine_min"]   # quality 5 visibly changes it
+    assert json.loads((tmp_path / "95" / MANIFEST).read_text())["fidelity"] == fine
 
 
 def test_a_damaged_or_missing_pack_is_refused_by_name(tmp_path: Path) -> None:

@@ -108,9 +108,11 @@ def register(sub: Any) -> None:
     pack.add_argument("--data", default=None, metavar="DIR", help="data root (default: found)")
     pack.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE", help="override a config field (repeatable)")
-    pack.add_argument("--quality", type=int, default=75,
-                      help="JPEG quality (default 75: the teacher's embeddings stay at "
-                           "cosine 0.994 on average to the originals')")
+    pack.add_argument("--quality", type=int, default=75, help="JPEG quality (default 75)")
+    pack.add_argument("--check", type=int, default=0, metavar="N",
+                      help="measure the JPEG round trip: the config's teacher embeds the "
+                           "centre crops of N random canvases before and after, and the "
+                           "cosines go into pack.json (default 0: no check)")
     pack.add_argument("--shard-mb", type=float, default=40.0,
                       help="largest shard file in MiB (default 40)")
     add_json_arg(pack)
@@ -333,9 +335,12 @@ def run_pack(args: argparse.Namespace) -> int:
         raise DataError(f"--quality must be 1-100, got {args.quality}")
     if args.shard_mb <= 0:
         raise DataError(f"--shard-mb must be > 0, got {args.shard_mb}")
+    if args.check < 0:
+        raise DataError(f"--check must be >= 0, got {args.check}")
     manifest = pack_from_config(args.config, args.out, data=args.data,
                                 overrides=args.overrides, quality=args.quality,
-                                shard_mb=args.shard_mb, progress=sys.stderr.isatty())
+                                shard_mb=args.shard_mb, progress=sys.stderr.isatty(),
+                                check=args.check)
     rows = [{"file": s["file"], "canvases": s["canvases"],
              "MiB": f"{(Path(args.out) / s['file']).stat().st_size / 2**20:.1f}"}
             for s in manifest["shards"]]
@@ -344,5 +349,14 @@ def run_pack(args: argparse.Namespace) -> int:
                              title=f"{args.out}: {manifest['canvases']} canvases "
                                    f"{manifest['canvas_hw'][1]}x{manifest['canvas_hw'][0]} on "
                                    f"{manifest['template']} (pad {manifest['pad']}), JPEG "
-                                   f"quality {manifest['jpeg_quality']}"))
+                                   f"quality {manifest['jpeg_quality']}"
+                                   + _fidelity_line(manifest.get("fidelity"))))
     return 0
+
+
+def _fidelity_line(fidelity: dict | None) -> str:
+    if not fidelity:
+        return ""
+    return (f"\n{fidelity['teacher']} on {fidelity['canvases']} canvases' centre crops, "
+            f"JPEG vs original: cosine mean {fidelity['cosine_mean']:.4f}, 1st percentile "
+            f"{fidelity['cosine_p1']:.4f}, least {fidelity['cosine_min']:.4f}")

@@ -9,17 +9,17 @@ with ``data_pack="DIR"`` reads them back without detecting anything.
 Layout: ``DIR/pack.json`` (template, padding, canvas size, counts, the JPEG quality and the
 shard files) and ``DIR/shard-NNN.npz``, each ``jpeg`` (all of its canvases' JPEG bytes, one
 uint8 array) and ``offsets`` (where each canvas starts and ends in it). Shards stay under a
-size limit so each can travel on its own (``--shard-mb``). JPEG at quality 75 keeps the
-imported MobileFaceNet's embedding of a canvas's centre crop at cosine 0.994 on average to
-that of the original (1st percentile 0.986; 512 canvases), at a third of quality 95's bytes;
-WebP at the same size blurs faces more (0.975 at quality 70).
+size limit so each can travel on its own (``--shard-mb``). How much JPEG changes what a
+teacher sees is measured, not assumed: ``--check N`` (:func:`pack_fidelity`) compares the
+teacher's embeddings of N canvases' centre crops before and after the round trip, and the
+manifest records it.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
@@ -43,6 +43,29 @@ def encode_canvases(canvas: np.ndarray, quality: int) -> list[bytes]:
     return out
 
 
+def decode_canvas(blob: bytes | np.ndarray) -> np.ndarray | None:
+    """JPEG bytes -> RGB uint8 canvas (None when they do not decode)."""
+    image = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else np.ascontiguousarray(image[..., ::-1])
+
+
+def pack_fidelity(canvas: np.ndarray, blobs: list[bytes], teacher: Any, out_hw: tuple[int, int],
+                  n: int, seed: int = 0) -> dict[str, float]:
+    """Cosine between ``teacher``'s embeddings of the centre crops of ``n`` random canvases
+    and of the same canvases after the JPEG round trip: mean, 1st percentile and least."""
+    from slimface.train.function_matching import centre_views
+
+    idx = np.sort(np.random.default_rng(seed).choice(len(canvas), min(n, len(canvas)),
+                                                     replace=False))
+    before = centre_views(canvas[idx], out_hw)
+    after = centre_views(np.stack([decode_canvas(blobs[i]) for i in idx]), out_hw)
+    a, b = (np.asarray(teacher.embed(v), np.float64) for v in (before, after))
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"teacher": teacher.name, "canvases": int(len(idx)),
+            "cosine_mean": float(cos.mean()), "cosine_p1": float(np.percentile(cos, 1)),
+            "cosine_min": float(cos.min())}
+
+
 def _shards(blobs: list[bytes], max_bytes: int) -> Iterable[list[bytes]]:
     shard: list[bytes] = []
     size = 0
@@ -58,14 +81,17 @@ def _shards(blobs: list[bytes], max_bytes: int) -> Iterable[list[bytes]]:
 
 def write_pack(canvas: np.ndarray, out_dir: str | os.PathLike[str], *, template: str,
                pad: int, info: dict[str, Any], quality: int = 75,
-               shard_mb: float = 40.0) -> dict[str, Any]:
+               shard_mb: float = 40.0, check: Callable[[list[bytes]], dict] | None = None
+               ) -> dict[str, Any]:
     """Write ``canvas`` (N, H, W, 3) as a pack in ``out_dir``; returns the manifest.
 
-    Each file is written atomically, the manifest last, so a pack whose manifest exists is
-    whole."""
+    ``check`` measures the encoded canvases (e.g. :func:`pack_fidelity`); its result goes
+    into the manifest as ``fidelity``. Each file is written atomically, the manifest last,
+    so a pack whose manifest exists is whole."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     blobs = encode_canvases(canvas, quality)
+    fidelity = check(blobs) if check is not None else None
     files = []
     for k, shard in enumerate(_shards(blobs, int(shard_mb * 2**20))):
         name = f"shard-{k:03d}.npz"
@@ -76,7 +102,8 @@ def write_pack(canvas: np.ndarray, out_dir: str | os.PathLike[str], *, template:
     manifest = {"format": PACK_FORMAT, "template": template, "pad": int(pad),
                 "canvas_hw": [int(canvas.shape[1]), int(canvas.shape[2])],
                 "canvases": int(len(canvas)), "jpeg_quality": int(quality),
-                "bytes": int(sum(len(b) for b in blobs)), "shards": files, "info": info}
+                "bytes": int(sum(len(b) for b in blobs)), "shards": files, "info": info,
+                **({"fidelity": fidelity} if fidelity is not None else {})}
     with atomic_path(out / MANIFEST) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -113,10 +140,10 @@ def read_pack(pack_dir: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, A
             raise DataError(f"{path}: holds {len(offsets) - 1} canvases, the manifest says "
                             f"{entry['canvases']}")
         for a, b in zip(offsets[:-1], offsets[1:]):
-            image = cv2.imdecode(data[a:b], cv2.IMREAD_COLOR)
+            image = decode_canvas(data[a:b])
             if image is None or image.shape[:2] != (h, w):
                 raise DataError(f"{path}: canvas {i} is damaged")
-            canvas[i] = image[..., ::-1]
+            canvas[i] = image
             i += 1
     if i != len(canvas):
         raise DataError(f"{Path(pack_dir) / MANIFEST}: lists {len(canvas)} canvases, the "

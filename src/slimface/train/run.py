@@ -115,11 +115,15 @@ def canvases_from_pack(config: TrainConfig, template: str,
 
 def pack_from_config(config_path: str | Path, out: str | Path, data: str | None = None,
                      overrides: Iterable[str] = (), quality: int = 75,
-                     shard_mb: float = 40.0, progress: bool = True) -> dict[str, Any]:
+                     shard_mb: float = 40.0, progress: bool = True,
+                     check: int = 0) -> dict[str, Any]:
     """Align ``config``'s distillation images (as ``slimface train`` would) and write them
-    as a training pack in ``out``; returns the manifest."""
+    as a training pack in ``out``; returns the manifest. ``check`` > 0 measures the JPEG
+    round trip on that many canvases through the config's teacher
+    (:func:`slimface.train.pack.pack_fidelity`)."""
     from slimface.models import create_backbone
-    from slimface.train.pack import write_pack
+    from slimface.train.pack import pack_fidelity, write_pack
+    from slimface.train.teacher import load_teacher
 
     config = load_config(config_path, overrides)
     if config.objective != "distill":
@@ -130,8 +134,18 @@ def pack_from_config(config_path: str | Path, out: str | Path, data: str | None 
     canvases = training_canvases(data_root(data), tuple(config.sources), template,
                                  config.crop_pad, config.detector, progress,
                                  max_images=config.max_images, seed=config.seed)
+    measure = None
+    if check:
+        teacher = load_teacher(config.teacher, config.teacher_runtime, threads=config.threads)
+        if teacher.template != template:
+            raise ConfigError(f"--check needs a teacher on the pack's template {template!r}; "
+                              f"{config.teacher!r} is on {teacher.template!r}")
+
+        def measure(blobs: list[bytes]) -> dict:
+            return pack_fidelity(canvases.canvas, blobs, teacher, tuple(probe.input_size),
+                                 check, config.seed)
     return write_pack(canvases.canvas, out, template=template, pad=config.crop_pad,
-                      info=canvases.info, quality=quality, shard_mb=shard_mb)
+                      info=canvases.info, quality=quality, shard_mb=shard_mb, check=measure)
 
 
 def train_from_config(config_path: str | Path, data: str | None = None,
