@@ -187,14 +187,14 @@ def latency_against(model: nn.Module, baseline: nn.Module | None, batch: int, re
     treatment. The final timing alternates blocks of the two models
     (:func:`slimface.runtime.timing.time_in_blocks`), so a change of machine load between
     the rows of a long report (minutes apart, on a shared machine) hits a row and its
-    baseline alike and the ratio stays fair.
+    baseline alike and the ratio stays fair. Pass ONNX Runtime models through
+    :func:`not_spinning` first (once: each makes a new session).
     """
     from slimface.runtime.timing import time_in_blocks
 
     torch.set_num_threads(threads)
     if baseline is None:
         return _fastest_call(model, batch, repeats)[0], None
-    model, baseline = _not_spinning(model), _not_spinning(baseline)
     fns = {"model": _fastest_call(model, batch, repeats)[1],
            "baseline": _fastest_call(baseline, batch, repeats)[1]}
     with torch.inference_mode():
@@ -202,7 +202,7 @@ def latency_against(model: nn.Module, baseline: nn.Module | None, batch: int, re
     return float(np.median(times["model"])), float(np.median(times["baseline"]))
 
 
-def _not_spinning(model: nn.Module) -> nn.Module:
+def not_spinning(model: nn.Module) -> nn.Module:
     """An ONNX Runtime model with its threads' spinning off (a copy; others as they are):
     a spinning pool would steal the cores of the model timed in the next block, as
     :mod:`slimface.runtime.timing` measured, and make ratios to it look better than they
@@ -245,7 +245,8 @@ def _fastest_call(model: nn.Module, batch: int, repeats: int
 
 
 def _onnx_teacher(out_dir: Path) -> nn.Module:
-    """The fp32 teacher in ONNX Runtime: the like-for-like baseline of ONNX rows."""
+    """The fp32 teacher in ONNX Runtime, spinning off: the like-for-like baseline of ONNX
+    rows (only ever timed against them)."""
     from slimface.runtime.export import export_onnx
     from slimface.runtime.loader import OnnxModel, load_model
 
@@ -253,7 +254,7 @@ def _onnx_teacher(out_dir: Path) -> nn.Module:
     # the exporter (e.g. how constant pads are written), and this file is every ONNX row's
     # baseline
     path = export_onnx(load_model(TEACHER), out_dir / "models" / "dlib-resnet.fp32.onnx")
-    return OnnxModel(path)
+    return OnnxModel(path, spin=False)
 
 
 def measure(candidates: Sequence[Candidate], pairs: Sequence[Pair], out_dir: Path,
@@ -280,14 +281,15 @@ def measure(candidates: Sequence[Candidate], pairs: Sequence[Pair], out_dir: Pat
                "auc": res["auc"], **_readouts(res),
                "n_pairs": len(pairs), "no_face": aligned.count("centre"),
                "scores": res["scores"], "labels": res["labels"]}
+        timed = not_spinning(model)
         if cand.role == "teacher":
-            baselines.setdefault(cand.runtime, model)
+            baselines.setdefault(cand.runtime, timed)
         elif cand.runtime not in baselines:
             baselines[cand.runtime] = (_onnx_teacher(out_dir) if cand.runtime == "onnx"
                                        else _loader(TEACHER)())
         baseline = None if cand.role == "teacher" else baselines[cand.runtime]
         for b in settings.batch_sizes:
-            ms, teacher_ms = latency_against(model, baseline, b, settings.repeats,
+            ms, teacher_ms = latency_against(timed, baseline, b, settings.repeats,
                                              settings.threads)
             teacher_ms = ms if teacher_ms is None else teacher_ms
             row[f"ms_b{b}"] = ms / b
