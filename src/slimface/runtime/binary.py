@@ -40,6 +40,7 @@ from slimface.quant.quantizers import (DorefaActivation, QuantConv2d, QuantLinea
                                        activation_scale)
 from slimface.runtime import kernel
 from slimface.runtime.deploy import LayerCodec, export_state, register_codec
+from slimface.runtime.layout import tensor_layout
 from slimface.runtime.timing import time_in_blocks
 
 log = logging.getLogger(__name__)
@@ -150,13 +151,6 @@ def measure_paths(run_kernel: Callable[[], Any], run_torch: Callable[[], Any]) -
 
 _WORDS_IN = PathChoice("kernel", "sign words in (fused producer)")
 _NO_KERNEL = PathChoice("torch", "grouped or dilated: no kernel")
-
-
-def _layout(x: torch.Tensor) -> str:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last):
-        return "channels_last"
-    return "contiguous" if x.is_contiguous() else "strided"
 
 
 # ------------------------------------------------------------------ inference modules
@@ -287,7 +281,7 @@ class _ChannelAffine(nn.Module):
 
     def _choice_key(self, x: torch.Tensor, geometry: tuple[Any, ...]) -> tuple[Any, ...]:
         return (type(self).__name__, geometry, self.input_mode, self.beta, self.emit_signs,
-                tuple(x.shape), _layout(x), self.threads, torch.get_num_threads(),
+                tuple(x.shape), tensor_layout(x), self.threads, torch.get_num_threads(),
                 kernel.implementation())
 
     def _choose_uncached(self, x: torch.Tensor, geometry: tuple[Any, ...],

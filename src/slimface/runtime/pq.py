@@ -40,6 +40,7 @@ from torch import nn
 
 from slimface.errors import ConfigError, ModelFileError
 from slimface.runtime.deploy import LayerCodec, register_codec
+from slimface.runtime.layout import tensor_layout
 
 log = logging.getLogger(__name__)
 
@@ -283,12 +284,6 @@ class PQLinear(_PQWeight):
                 f"mode={self.mode}")
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    """A 4-d tensor laid out channels_last (and not also plain contiguous, as 1x1 maps are)."""
-    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            and not x.is_contiguous())
-
-
 class PQConv2d(_PQWeight):
     """``nn.Conv2d`` (groups=1, zero padding) with a product-quantized kernel.
 
@@ -330,7 +325,7 @@ class PQConv2d(_PQWeight):
         channels_last kernel is kept beside the cached weight rows and renewed with them."""
         rows = self.inference_weight_rows()
         kernel = rows.reshape(self.out_channels, self.in_channels, *self.kernel_size)
-        if not _channels_last(like):
+        if tensor_layout(like) != "channels_last":
             return kernel
         if torch.is_grad_enabled() and self.codebooks.requires_grad:
             return kernel.contiguous(memory_format=torch.channels_last)
