@@ -94,8 +94,15 @@ def two_template_data() -> tuple[FaceCanvases, EnsembleTeacher]:
 
 
 @pytest.mark.parametrize("templates", ["one", "two"])
-def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templates: str
-                                                         ) -> None:
+def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templates: str,
+                                                         monkeypatch) -> None:
+    from slimface.train import workers as workers_module
+
+    submitted: list[int] = []
+    original = workers_module.ViewWorkers.submit
+    monkeypatch.setattr(workers_module.ViewWorkers, "submit",
+                        lambda self, step, idx, info: (submitted.append(step),
+                                                       original(self, step, idx, info)))
     weights = []
     for workers in (0, 2):
         if templates == "one":
@@ -112,6 +119,7 @@ def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templat
         weights.append(t.backbone.state_dict())
     for (k, a), b in zip(weights[0].items(), weights[1].values()):
         assert torch.equal(a, b), k
+    assert submitted == list(range(1, 6))             # every later step, each once
     assert not list(Path(tempfile.gettempdir()).glob("slimface-views-*"))
 
 

@@ -290,10 +290,8 @@ class FunctionMatching:
 
     def prefetch(self, upcoming: list[tuple[int, np.ndarray]], info: DistInfo) -> None:
         """Start augmenting the batches of ``upcoming`` ``(step, indices)`` in the data
-        workers (``config.data_workers`` processes, :mod:`slimface.train.workers`; none:
-        nothing to do)."""
-        if not self.config.data_workers:
-            return
+        workers (``config.data_workers`` processes, :mod:`slimface.train.workers`; the
+        trainer calls it only when there are some)."""
         if self._workers is None:
             self._workers = ViewWorkers(self.maker, self.config.data_workers)
         for step, idx in upcoming:

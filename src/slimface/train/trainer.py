@@ -197,6 +197,7 @@ class Trainer:
         self.milestone_steps = tuple(m * self.steps_per_epoch for m in config.milestones)
         self.optimizer = make_optimizer(self.model, config)
         self.state = RunState()
+        self._prefetched_until = 0   # steps below this were handed to the objective's workers
         path = self.out_dir / CHECKPOINT_NAME
         if resume and path.is_file():
             self._load_checkpoint()
@@ -276,9 +277,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         idx, slots = self.sampler.indices(step)
-        prefetch = getattr(self.objective, "prefetch", None)
-        if prefetch is not None:
-            prefetch([(s, self.sampler.indices(s)[0]) for s in self._ahead(step)], self.info)
+        self._prefetch_after(step)
         self.model.train()
         loss, parts = self.objective.loss(self.ddp, idx, slots, step, self.info)
         self.optimizer.zero_grad(set_to_none=True)
@@ -286,10 +285,18 @@ class Trainer:
         self.optimizer.step()
         return {"loss": float(loss.detach()), **parts, "step_s": time.perf_counter() - t0}
 
-    def _ahead(self, step: int) -> range:
-        """The steps after ``step`` whose batches the objective may prepare now (two per
-        data worker, none past the end of the schedule)."""
-        return range(step + 1, min(step + 1 + 2 * self.config.data_workers, self.total_steps))
+    def _prefetch_after(self, step: int) -> None:
+        """Hand the objective the steps after ``step`` it may prepare now (two per data
+        worker, none past the end of the schedule), each once: the window moves by one step
+        a step, so each step computes one new step's indices, not the whole window's."""
+        prefetch = getattr(self.objective, "prefetch", None)
+        if prefetch is None or not self.config.data_workers:
+            return
+        start = max(step + 1, self._prefetched_until)
+        end = min(step + 1 + 2 * self.config.data_workers, self.total_steps)
+        if start < end:
+            prefetch([(s, self.sampler.indices(s)[0]) for s in range(start, end)], self.info)
+            self._prefetched_until = end
 
     # ----- the loop ----------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
@@ -375,6 +382,7 @@ class Trainer:
             close = getattr(self.objective, "close", None)  # its data workers, if any
             if close is not None:
                 close()
+            self._prefetched_until = 0
         bar.close()
         if self.evaluator is None or not (self.out_dir / BACKBONE_NAME).is_file():
             self.save_backbone()

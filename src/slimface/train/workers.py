@@ -84,9 +84,8 @@ class ViewWorkers:
         return path
 
     def submit(self, step: int, idx: np.ndarray, info: DistInfo) -> None:
-        """Start making ``step``'s views (once)."""
-        if step not in self._pending:
-            self._pending[step] = self._pool.apply_async(_worker_views, (idx, step, info))
+        """Start making ``step``'s views."""
+        self._pending[step] = self._pool.apply_async(_worker_views, (idx, step, info))
 
     def take(self, step: int) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
         """``step``'s views if they were submitted (waiting for them), else None; views of
