@@ -90,3 +90,8 @@ def test_ensemble_recipe_builds_its_student_at_the_teacher_width() -> None:
     width = sum(find_card(name).embedding_dim for name in cfg.teacher.split("+"))
     assert cfg.teacher == "dlib-resnet+mobilefacenet-tflite" and width == 320
     assert cfg.backbone_kwargs["embedding_dim"] == width
+
+
+def test_a_gpu_teacher_cannot_ask_for_the_cpu_only_runtime() -> None:
+    with pytest.raises(ConfigError, match="teacher_runtime='litert' runs on the CPU"):
+        load_teacher("mobilefacenet-tflite", "litert", device="cuda")
