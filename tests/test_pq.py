@@ -311,7 +311,7 @@ def test_slim_file_round_trip_is_exact(tmp_path, codebook_dtype):
                            error_correction=False, progress=False)
     path = save_pq_model(quant, tmp_path / "m.slim",
                          {"backbone": "dlib-resnet", "kwargs": kwargs})
-    loaded = load_model(str(path))
+    loaded = load_model(str(path), pq_layers="pq")
     for name, mod in quant.named_modules():
         if isinstance(mod, (PQConv2d, PQLinear)):
             other = loaded.get_submodule(name)
@@ -323,6 +323,33 @@ def test_slim_file_round_trip_is_exact(tmp_path, codebook_dtype):
         set_pq_mode(loaded, mode)
         with torch.no_grad():
             assert torch.equal(loaded(x), quant(x))
+
+
+def test_inference_load_runs_dense_pq_convs_as_plain_layers(tmp_path):
+    """The default load (for inference) turns dense-mode PQ convs into nn.Conv2d with the
+    reconstructed kernel: same outputs, no PQ bookkeeping per call; lookup-mode FC layers
+    stay PQ (their C kernel is the fast path)."""
+    from torch import nn
+
+    from slimface.models import create_backbone
+    from slimface.runtime.loader import load_model
+
+    kwargs = {"pretrained": False, "stages": ((8, 1, False), (16, 1, True)),
+              "stem_channels": 8, "embedding_dim": 16, "input_size": (40, 40)}
+    torch.manual_seed(0)
+    net = create_backbone("dlib-resnet", **kwargs).eval()
+    quant, _ = quantize_pq(net, PQConfig(d=4, k=8), error_correction=False, progress=False)
+    path = save_pq_model(quant, tmp_path / "m.slim",
+                         {"backbone": "dlib-resnet", "kwargs": kwargs})
+    loaded = load_model(str(path))
+    pq_convs = [n for n, m in quant.named_modules() if isinstance(m, PQConv2d)]
+    assert pq_convs and all(type(loaded.get_submodule(n)) is nn.Conv2d for n in pq_convs)
+    assert not any(isinstance(m, PQConv2d) for m in loaded.modules())
+    x = torch.rand(2, 3, 40, 40) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), quant(x), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="pq_layers"):
+        load_model(str(path), pq_layers="dense")
 
 
 # ----------------------------------------------------------------------------- calibration data

@@ -49,7 +49,7 @@ def test_compress_pq_writes_a_loadable_slim_and_reports_sizes(tmp_path):
     summary = json.loads(js.read_text())
     assert summary["k"] == 4 and summary["float_layers"] == ["stem"]
     assert summary["ratio"] > 1 and summary["file_bytes"] == out.stat().st_size
-    model = load_model(str(out))
+    model = load_model(str(out), pq_layers="pq")
     assert isinstance(model.body[1], PQConv2d)
     assert model(torch.rand(1, 3, 16, 16) * 255).shape == (1, 8)
 

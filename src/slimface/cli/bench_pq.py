@@ -64,24 +64,10 @@ def _time_pair(a: Callable[[], Any], b: Callable[[], Any],
 
 def float_twin(model: Any) -> Any:
     """A copy of ``model`` with every PQ layer replaced by nn.Conv2d/nn.Linear (same weights)."""
-    from torch import nn
-
-    from slimface.runtime.pq import PQConv2d, PQLinear
+    from slimface.runtime.pq import PQ_MODES, plain_layers
 
     twin = copy.deepcopy(model)
-    for path, mod in list(twin.named_modules()):
-        if isinstance(mod, PQLinear):
-            new = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
-        elif isinstance(mod, PQConv2d):
-            new = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride,
-                            mod.padding, mod.dilation, bias=mod.bias is not None)
-        else:
-            continue
-        new.weight.data.copy_(mod.weight.detach())
-        if mod.bias is not None:
-            new.bias.data.copy_(mod.bias.detach())
-        parent, _, name = path.rpartition(".")
-        setattr(twin.get_submodule(parent) if parent else twin, name, new)
+    plain_layers(twin, PQ_MODES)
     return twin.eval()
 
 
@@ -90,7 +76,7 @@ def _pq_model(args: argparse.Namespace) -> Any:
     from slimface.runtime.loader import load_model
     from slimface.runtime.pq import PQConv2d, PQLinear
 
-    model = load_model(args.model)
+    model = load_model(args.model, pq_layers="pq")
     if any(isinstance(m, (PQConv2d, PQLinear)) for m in model.modules()):
         return model
     from slimface.compress.pq import PQConfig, quantize_pq

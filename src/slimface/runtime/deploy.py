@@ -87,8 +87,11 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def build_from_slim(path: str, tensors: Mapping[str, np.ndarray],
-                    meta: Mapping[str, Any]) -> nn.Module:
-    """Rebuild the architecture, swap in decoded layers, load the float state."""
+                    meta: Mapping[str, Any], plain_pq: bool = True) -> nn.Module:
+    """Rebuild the architecture, swap in decoded layers, load the float state, and make it
+    fast for inference: binary convs feeding binary convs pass sign words, and (with
+    ``plain_pq``) PQ layers that run their reconstructed float kernel become plain torch
+    layers (:func:`slimface.runtime.pq.plain_layers`)."""
     from slimface.models import create_backbone
 
     arch = meta.get("architecture")
@@ -115,6 +118,9 @@ def build_from_slim(path: str, tensors: Mapping[str, np.ndarray],
         if key in meta:
             setattr(model, key, tuple(meta[key]) if key == "input_size" else meta[key])
     from slimface.runtime.binary import fuse_sign_outputs
+    from slimface.runtime.pq import plain_layers
 
     fuse_sign_outputs(model.eval())  # binary convs feeding binary convs pass sign words
+    if plain_pq:
+        plain_layers(model)
     return model

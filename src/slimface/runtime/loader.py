@@ -37,6 +37,8 @@ from slimface.errors import ModelError, ModelFileError, UnknownNameError
 MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx", ".tflite",
                                         ".safetensors")
 log = logging.getLogger(__name__)
+#: How ``load_model`` hands back product-quantized layers (see its ``pq_layers``).
+PQ_LAYER_CHOICES = ("plain", "pq")
 _CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
 
 
@@ -55,12 +57,16 @@ def _looks_like_file(spec: str) -> bool:
     return Path(spec).suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in spec or Path(spec).exists()
 
 
-def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+def load_model(spec: str | os.PathLike[str], *, pq_layers: str = "plain",
+               **kwargs: Any) -> nn.Module:
     """Load a model by registry name or file (see the module docstring), in eval mode.
 
     Args:
         spec: pretrained model or architecture name, or path to a ``.slim``, ``.pt``/``.pth``,
             ``.onnx``, ``.tflite`` or student ``.safetensors`` file.
+        pq_layers: product-quantized layers of a ``.slim`` file that run the reconstructed
+            float kernel become plain torch layers (``"plain"``, for inference: the float
+            twin's speed), or stay PQ modules that ``set_pq_mode`` can switch (``"pq"``).
         **kwargs: passed to ``create_backbone`` for registry names (``None`` values dropped);
             for ``.onnx``, ``threads`` sets ONNX Runtime's intra-op threads.
 
@@ -73,22 +79,24 @@ def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     text = str(spec)
     if not text.strip():
         raise ModelError("empty model name; pass a registry name or a .slim/.pt/.onnx file")
+    if pq_layers not in PQ_LAYER_CHOICES:
+        raise ValueError(f"pq_layers must be one of {PQ_LAYER_CHOICES}, got {pq_layers!r}")
     if _looks_like_file(text):
-        model = _load_file(Path(text), **kwargs)
+        model = _load_file(Path(text), pq_layers=pq_layers, **kwargs)
     else:
-        model = _load_registered(text, **kwargs)
+        model = _load_registered(text, pq_layers=pq_layers, **kwargs)
     model.name = text
     return model.eval()
 
 
-def _load_registered(name: str, **kwargs: Any) -> nn.Module:
+def _load_registered(name: str, pq_layers: str = "plain", **kwargs: Any) -> nn.Module:
     from slimface.models import BACKBONES, create_backbone
     from slimface.models.pretrained import find_card
 
     card = find_card(name)
     if card is not None:
         if card.factory is None:
-            return _load_file(card.require_path(), **kwargs)
+            return _load_file(card.require_path(), pq_layers=pq_layers, **kwargs)
         kwargs.setdefault("pretrained", True)
         return create_backbone(card.factory, **kwargs)
     if name not in BACKBONES:
@@ -129,14 +137,14 @@ def _shipped_weights(path: Path) -> Path | None:
     return shipped_file(path.name)
 
 
-def _load_file(path: Path, **kwargs: Any) -> nn.Module:
+def _load_file(path: Path, pq_layers: str = "plain", **kwargs: Any) -> nn.Module:
     path = _shipped_weights(path) or path
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found (expected a registry name or a "
                              f"{'/'.join(MODEL_FILE_SUFFIXES)} file)")
     suffix = path.suffix.lower()
     if suffix == ".slim":
-        return _load_slim(path)
+        return _load_slim(path, pq_layers)
     if suffix in (".pt", ".pth"):
         return _load_checkpoint(path)
     if suffix == ".onnx":
@@ -153,13 +161,13 @@ def _load_file(path: Path, **kwargs: Any) -> nn.Module:
                          f"(known: {', '.join(MODEL_FILE_SUFFIXES)})")
 
 
-def _load_slim(path: Path) -> nn.Module:
+def _load_slim(path: Path, pq_layers: str = "plain") -> nn.Module:
     from slimface.runtime.deploy import build_from_slim
     from slimface.runtime.slimfile import load_slim
 
     tensors, meta = load_slim(path)
     try:
-        return build_from_slim(str(path), tensors, meta)
+        return build_from_slim(str(path), tensors, meta, plain_pq=pq_layers == "plain")
     except UnknownNameError as exc:
         raise ModelFileError(f"{path}: needs an architecture this slimface does not have "
                              f"({exc})") from None

@@ -381,6 +381,40 @@ def set_pq_mode(model: nn.Module, mode: str) -> int:
     return len(layers)
 
 
+def plain_layer(layer: "PQConv2d | PQLinear") -> nn.Module:
+    """The ``nn.Conv2d`` / ``nn.Linear`` that computes what ``layer`` computes in dense mode
+    (its reconstructed weight, a copy that no longer tracks the codebooks)."""
+    if isinstance(layer, PQLinear):
+        plain: nn.Module = nn.Linear(layer.in_features, layer.out_features,
+                                     bias=layer.bias is not None)
+    else:
+        plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                          layer.stride, layer.padding, layer.dilation,
+                          bias=layer.bias is not None)
+    with torch.no_grad():
+        plain.weight.copy_(layer.weight.detach())
+        if layer.bias is not None:
+            plain.bias.copy_(layer.bias.detach())
+    return plain.to(layer.codebooks.device).train(layer.training)
+
+
+def plain_layers(model: nn.Module, modes: tuple[str, ...] = ("dense",)) -> int:
+    """Replace, in place, every PQ layer of ``model`` whose mode is in ``modes`` by its
+    :func:`plain_layer`; returns how many were replaced.
+
+    For inference only: a dense-mode PQ conv already runs torch's float conv of its
+    reconstructed kernel, but its per-call bookkeeping (cache and layout checks) made
+    ``dlib-resnet-pq15`` a few per cent slower than ``dlib-resnet`` at batch 1; the plain
+    layer is the float twin exactly. The file stays as small; the memory holds the float
+    kernel either way. ``modes=PQ_MODES`` makes the whole float twin."""
+    layers = [(path, mod) for path, mod in model.named_modules()
+              if isinstance(mod, _PQWeight) and mod.mode in modes]
+    for path, layer in layers:
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, name, plain_layer(layer))
+    return len(layers)
+
+
 # --------------------------------------------------------------------------- codec
 def pq_fp32_bytes(m: int, d: int, rows: int, positions: int, bias: bool) -> int:
     """Bytes the same layer takes in fp32 (weight + bias): the denominator of its ratio."""
