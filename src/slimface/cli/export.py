@@ -39,6 +39,12 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float-depthwise", action="store_true",
                    help="keep depthwise convolutions in float (MobileFaceNet-style networks "
                         "lose far less accuracy; a few percent more bytes)")
+    p.add_argument("--float16-float-weights", action="store_true",
+                   help="store the weights of layers left in float as float16 (half their "
+                        "bytes; cast back to float32 at load)")
+    p.add_argument("--int4-head", action="store_true",
+                   help="store the embedding head's fully connected weights in 4 bits (qdq "
+                        "format; measure the accuracy it costs)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="data root (default: $SLIMFACE_DATA, ../shared/data)")
 
@@ -65,7 +71,9 @@ def int8_options(args: argparse.Namespace) -> Any:
     return Int8Options(quant_format=args.quant_format, per_channel=not args.per_tensor,
                        reduce_range=args.reduce_range, activation_type=args.activation_type,
                        calibrate_method=args.calibrate_method,
-                       float_depthwise=args.float_depthwise)
+                       float_depthwise=args.float_depthwise,
+                       half_float_weights=args.float16_float_weights,
+                       int4_head=args.int4_head)
 
 
 def folder_images(folder: Path, n: int, seed: int, skip: int = 0,
