@@ -325,12 +325,17 @@ def test_slim_file_round_trip_is_exact(tmp_path, codebook_dtype):
             assert torch.equal(loaded(x), quant(x))
 
 
-def test_inference_load_runs_dense_pq_convs_as_plain_layers(tmp_path):
+@pytest.mark.parametrize("faster", ["kernel", "torch"])
+def test_inference_load_runs_dense_pq_convs_as_plain_layers(tmp_path, monkeypatch, faster):
     """The default load (for inference) turns dense-mode PQ convs into nn.Conv2d with the
-    reconstructed kernel: same outputs, no PQ bookkeeping per call; lookup-mode FC layers
-    stay PQ (their C kernel is the fast path)."""
+    reconstructed kernel: same outputs, no PQ bookkeeping per call; a lookup-mode FC layer
+    stays PQ where its lookups measure faster, else it becomes nn.Linear."""
     from slimface.models import create_backbone
+    from slimface.runtime import binary
     from slimface.runtime.loader import load_model
+
+    monkeypatch.setattr(binary, "measure_paths",
+                        lambda *fns: binary.PathChoice(faster, "forced by the test"))
 
     kwargs = {"pretrained": False, "stages": ((8, 1, False), (16, 1, True)),
               "stem_channels": 8, "embedding_dim": 16, "input_size": (40, 40)}
@@ -344,7 +349,10 @@ def test_inference_load_runs_dense_pq_convs_as_plain_layers(tmp_path):
     assert pq_convs and all(type(loaded.get_submodule(n)) is nn.Conv2d for n in pq_convs)
     assert not any(isinstance(m, PQConv2d) for m in loaded.modules())
     lut_fcs = [n for n, m in quant.named_modules() if isinstance(m, PQLinear) and m.mode == "lut"]
-    assert lut_fcs and all(isinstance(loaded.get_submodule(n), PQLinear) for n in lut_fcs)
+    kept = PQLinear if faster == "kernel" else nn.Linear
+    assert lut_fcs and all(type(loaded.get_submodule(n)) is kept for n in lut_fcs)
+    shown = "lookups" if faster == "kernel" else "plain"  # what `slimface info --paths` lists
+    assert all(loaded.pq_fc_paths[n]["path"] == shown for n in lut_fcs)
     x = torch.rand(2, 3, 40, 40) * 255
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), quant(x), rtol=0, atol=1e-5)

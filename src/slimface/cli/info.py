@@ -8,7 +8,9 @@ only) and the whole file.
 ``--paths`` also runs the model once on a random batch (``--batch``) and lists, for every
 1-bit layer, the path it took on this machine (the binary kernel or torch's float conv of
 its unpacked weights) and why: the two times measured for its input shape, or the setting
-that forced it (``SLIMFACE_KERNEL``), with the CPU and instruction set in use.
+that forced it (``SLIMFACE_KERNEL``), with the CPU and instruction set in use; and for every
+product-quantized FC layer, whether table lookups or the plain float product measured
+faster when the file was loaded.
 """
 from __future__ import annotations
 
@@ -169,6 +171,9 @@ def layer_paths(path: str | os.PathLike[str], batch: int = 1,
         rows.append({"layer": name, "input": shapes.get(name), "path": c.path if c else None,
                      "reason": c.reason if c else "not called", "kernel_ms": c and c.kernel_ms,
                      "torch_ms": c and c.torch_ms})
+    for name, choice in getattr(model, "pq_fc_paths", {}).items():  # measured at load
+        rows.append({"layer": name, "input": choice["input"], "path": choice["path"],
+                     "reason": choice["reason"]})
     return rows
 
 

@@ -91,7 +91,8 @@ def build_from_slim(path: str, tensors: Mapping[str, np.ndarray],
     """Rebuild the architecture, swap in decoded layers, load the float state, and make it
     fast for inference: binary convs feeding binary convs pass sign words, and (with
     ``plain_pq``) PQ layers that run their reconstructed float kernel become plain torch
-    layers (:func:`slimface.runtime.pq.plain_layers`)."""
+    layers (:func:`slimface.runtime.pq.plain_layers`), and so do lookup-mode FC layers
+    whose float product measures faster here (:func:`slimface.runtime.pq.faster_fc_layers`)."""
     from slimface.models import create_backbone
 
     arch = meta.get("architecture")
@@ -118,9 +119,10 @@ def build_from_slim(path: str, tensors: Mapping[str, np.ndarray],
         if key in meta:
             setattr(model, key, tuple(meta[key]) if key == "input_size" else meta[key])
     from slimface.runtime.binary import fuse_sign_outputs
-    from slimface.runtime.pq import plain_layers
+    from slimface.runtime.pq import faster_fc_layers, plain_layers
 
     fuse_sign_outputs(model.eval())  # binary convs feeding binary convs pass sign words
     if plain_pq:
         plain_layers(model)
+        model.pq_fc_paths = faster_fc_layers(model)  # shown by `slimface info --paths`
     return model

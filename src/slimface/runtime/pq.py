@@ -415,6 +415,34 @@ def plain_layers(model: nn.Module, modes: tuple[str, ...] = ("dense",)) -> int:
     return len(layers)
 
 
+def faster_fc_layers(model: nn.Module, batch: int = 1) -> dict[str, dict[str, str]]:
+    """For inference: time each lookup-mode PQ FC of ``model`` against the float product of
+    its reconstructed weight (:func:`plain_layer`) at ``batch`` and keep the faster, in
+    place; returns, per layer, the path kept (``lookups`` or ``plain``) and the times.
+
+    Which one wins depends on the layer and the CPU: the lookup kernel saves multiply-adds
+    on wide layers, while MKL's product of a small dense weight is a few microseconds
+    (dlib-resnet-pq15's 256x128 FC: lookups 18 us, plain 6 us at batch 1 on AVX-512), so
+    a rule by layer type cannot be right everywhere. Ties keep the lookups."""
+    from slimface.runtime.binary import measure_paths
+
+    choices = {}
+    layers = [(path, mod) for path, mod in model.named_modules()
+              if isinstance(mod, PQLinear) and mod.mode == "lut"]
+    for path, layer in layers:
+        plain = plain_layer(layer).eval()
+        x = torch.randn(batch, layer.in_features)
+        with torch.inference_mode():
+            choice = measure_paths(lambda: layer(x), lambda: plain(x))
+        if choice.path == "torch":
+            parent, _, name = path.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, name, plain)
+        choices[path] = {"path": "lookups" if choice.path == "kernel" else "plain",
+                         "reason": choice.reason, "input": [batch, layer.in_features]}
+        log.info("PQ layer %s: %s (%s)", path, choices[path]["path"], choice.reason)
+    return choices
+
+
 # --------------------------------------------------------------------------- codec
 def pq_fp32_bytes(m: int, d: int, rows: int, positions: int, bias: bool) -> int:
     """Bytes the same layer takes in fp32 (weight + bias): the denominator of its ratio."""
