@@ -103,10 +103,13 @@ def test_export_cli_writes_checked_fp32_and_int8(tmp_path, monkeypatch, capsys):
     write_faces(tmp_path / "celeb", 4, 4)
     out = tmp_path / "tiny.onnx"
     assert main(["export", "--model", "tiny-test", "--out", str(out), "--int8", "--calib",
-                 str(tmp_path / "celeb"), "--calib-n", "8", "--parity-n", "4", "--json"]) == 0
+                 str(tmp_path / "celeb"), "--calib-n", "8", "--parity-n", "4", "--json",
+                 "--float16-float-weights", "--int4-head"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["parity_fp32"]["min_cosine"] >= ex.PARITY_MIN_COSINE
     assert Path(report["int8"]).is_file() and report["n_calibration_crops"] == 8
+    recipe = json.loads(ex.read_metadata(report["int8"])["quantization"])["options"]
+    assert recipe.endswith("float16-float-weights,int4-head")
     assert json.loads(ex.read_metadata(out)["input_size"]) == [112, 112]
     assert not list(tmp_path.glob(".*unchecked*"))
 
