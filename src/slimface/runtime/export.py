@@ -286,7 +286,10 @@ def _smaller(proto: Any, prepped: Any, options: Int8Options) -> Any:
     from slimface.runtime import onnx_compact as oc
 
     if options.int4_head:
-        oc.int4_weights(proto, oc.head_weight_names(prepped, proto))
+        try:
+            oc.int4_weights(proto, oc.head_weight_names(prepped, proto))
+        except Exception as exc:  # the version converter raises its own error types
+            raise ModelError(f"cannot store this model's head in 4 bits ({exc})") from None
     if options.half_float_weights:
         oc.float16_weights(proto)
     return oc.compact_qdq(proto)
