@@ -85,8 +85,54 @@ def test_int4_head_stores_four_bit_weights_and_stays_close(float_file, tmp_path)
     assert ex.parity(ref, _outputs(out))["mean_cosine"] > 0.95
 
 
+def test_int4_rebias_keeps_the_head_bias_at_the_new_scale(float_file, tmp_path):
+    """The 1x1-conv head's int32 bias is stored against input scale x the 4-bit scale."""
+    _, path = float_file
+    out = ex.quantize_int8(path, tmp_path / "int4.onnx", _crops(16),
+                           ex.Int8Options(int4_head=True))
+    graph = onnx.load(str(out)).graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    conv = next(n for n in graph.node if n.op_type == "Conv"
+                and inits[producer[n.input[1]].input[0]].data_type == onnx.TensorProto.INT4)
+    scale = lambda name: onnx.numpy_helper.to_array(inits[name])  # noqa: E731
+    mul = producer[producer[conv.input[2]].input[1]]  # compaction rebuilt it as a product
+    assert mul.op_type == "Mul"
+    np.testing.assert_array_equal(
+        scale(mul.input[0]) * scale(mul.input[1]),
+        scale(producer[conv.input[0]].input[1]) * scale(producer[conv.input[1]].input[1]))
+
+
+def test_nothing_to_store_in_four_bits_is_refused(tmp_path):
+    class NoHead(nn.Module):
+        template, input_size, embedding_dim = "arcface112", (16, 16), 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x / 255.0).mean(dim=(2, 3))
+
+    path = ex.export_onnx(NoHead().eval(), tmp_path / "nohead.onnx")
+    with pytest.raises(ModelError, match="no layer to store in 4 bits"):
+        ex.quantize_int8(path, tmp_path / "x.onnx", _crops(4), ex.Int8Options(int4_head=True))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_short_names_never_take_a_kept_graph_name():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["0"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("0", TensorProto.FLOAT, [2])])
+    oc._short_names(graph)
+    assert graph.node[0].output[0] not in ("0", "x") and graph.node[1].output[0] == "0"
+
+
 def test_int4_packing_is_what_onnx_reads_back():
-    values = np.array([[-8, -1, 0, 7, 3], [1, -5, 6, -2, 2]], dtype=np.int8)
+    values = np.array([[-8, -1, 0, 7, 3], [1, -5, 6, -2, 2], [4, 5, -6, -7, 1]], dtype=np.int8)
     tensor = onnx.helper.make_tensor("w", onnx.TensorProto.INT4, values.shape,
                                      oc.pack_int4(values), raw=True)
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(tensor).astype(np.int8), values)

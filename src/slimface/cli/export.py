@@ -40,8 +40,8 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
                    help="keep depthwise convolutions in float (MobileFaceNet-style networks "
                         "lose far less accuracy; a few percent more bytes)")
     p.add_argument("--float16-float-weights", action="store_true",
-                   help="store the weights of layers left in float as float16 (half their "
-                        "bytes; cast back to float32 at load)")
+                   help="store the weights of convolutions left in float as float16 (half "
+                        "their bytes; cast back to float32 at load)")
     p.add_argument("--int4-head", action="store_true",
                    help="store the embedding head's fully connected weights in 4 bits (qdq "
                         "format; measure the accuracy it costs)")

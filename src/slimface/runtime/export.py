@@ -186,8 +186,8 @@ class Int8Options:
             They hold few weights but lose the most from 8 bits: on the imported
             MobileFaceNet this with percentile calibration took int8's LFW loss from -0.47 to
             -0.15 points for 6% more bytes.
-        half_float_weights: store the weights of the layers left in float as float16 (cast
-            back to float32 when ONNX Runtime loads the file): half their bytes.
+        half_float_weights: store the weights of the convolutions left in float as float16
+            (cast back to float32 when ONNX Runtime loads the file): half their bytes.
         int4_head: store the embedding head's fully connected weights (layers after the
             global pooling, which run once per face) in 4 bits; those layers run as float
             matrix products of weights dequantized on each call. Needs the qdq format.
@@ -289,7 +289,7 @@ def _smaller(proto: Any, prepped: Any, options: Int8Options) -> Any:
         try:
             oc.int4_weights(proto, oc.head_weight_names(prepped, proto))
         except Exception as exc:  # the version converter raises its own error types
-            raise ModelError(f"cannot store this model's head in 4 bits ({exc})") from None
+            raise ModelError(f"cannot store this model's head in 4 bits ({exc})") from exc
     if options.half_float_weights:
         oc.float16_weights(proto)
     return oc.compact_qdq(proto)

@@ -8,7 +8,7 @@ file, long tensor names and shape annotations. On the imported MobileFaceNet the
 
 * zero points that are all zero are dropped (ONNX's default zero point is 0 of the input's
   type, so the dequantized values are unchanged);
-* a bias scale equal, bit for bit, to ``input scale x weight scale`` becomes a ``Mul`` of
+* a conv's bias scale equal, bit for bit, to ``input scale x weight scale`` becomes a ``Mul`` of
   those two initializers, which ONNX Runtime's constant folding evaluates at load, before
   its QDQ fusion (the fused integer kernels are the same);
 * every tensor gets a short name and the shape annotations are dropped (ONNX Runtime infers
@@ -85,12 +85,13 @@ def _bias_scales_as_products(graph: Any) -> None:
     from onnx import helper
 
     inits, producer = _initializers(graph), _producer_of(graph)
-    new_nodes = []
+    new_nodes, rewritten = [], set()
     for node in graph.node:
         if node.op_type != "Conv" or len(node.input) < 3:
             continue
         dqs = [producer.get(name) for name in node.input[:3]]
-        if any(dq is None or dq.op_type != "DequantizeLinear" for dq in dqs):
+        if any(dq is None or dq.op_type != "DequantizeLinear" for dq in dqs) \
+                or id(dqs[2]) in rewritten:
             continue
         scales = [dq.input[1] for dq in dqs]
         if any(name not in inits for name in scales):
@@ -103,6 +104,7 @@ def _bias_scales_as_products(graph: Any) -> None:
         out = scales[2] + "_product"
         new_nodes.append(helper.make_node("Mul", [scales[0], scales[1]], [out]))
         dqs[2].input[1] = out
+        rewritten.add(id(dqs[2]))
     graph.node.extend(new_nodes)
     _topological_sort(graph)
     _remove_unused_initializers(graph)
@@ -130,13 +132,16 @@ def _topological_sort(graph: Any) -> None:
 def _short_names(graph: Any) -> None:
     """Rename every internal tensor to a base-36 counter and clear node names."""
     keep = {i.name for i in graph.input} | {o.name for o in graph.output}
-    names: dict[str, str] = {}
+    names: dict[str, str] = {}  # counters skip the kept names, so no new name collides
 
     def short(name: str) -> str:
         if not name or name in keep:
             return name
         if name not in names:
-            names[name] = np.base_repr(len(names), 36).lower()
+            counter = len(names)
+            while (candidate := np.base_repr(counter, 36).lower()) in keep:
+                counter += 1
+            names[name] = candidate
         return names[name]
 
     for tensor in graph.initializer:
@@ -169,8 +174,9 @@ def head_weight_names(float_proto: Any, quantized_proto: Any) -> list[str]:
     """The quantized graph's weights of the embedding head: fully connected layers, i.e.
     MatMul/Gemm nodes and convolutions whose input is 1x1 in space (after global pooling).
 
-    Shapes come from ``float_proto`` (the graph before quantization); the two graphs list
-    their layers in the same order, which is how a float layer finds its quantized weight.
+    Shapes come from ``float_proto`` (the graph before quantization); a float layer finds its
+    quantized weight by node name (ONNX Runtime's quantizer keeps them), or by position where
+    the nodes have no unique names.
     """
     from onnx import shape_inference
 
@@ -181,8 +187,13 @@ def head_weight_names(float_proto: Any, quantized_proto: Any) -> list[str]:
     if len(float_layers) != len(quant_layers):
         raise ValueError(f"the quantized graph has {len(quant_layers)} weighted layers, the "
                          f"float graph {len(float_layers)}")
+    by_name = {node.name: node for node, _ in float_layers if node.name}
+    if len(by_name) == len(float_layers) and all(n.name in by_name for n, _ in quant_layers):
+        pairs = [(by_name[node.name], name) for node, name in quant_layers]  # the quantizer
+    else:                                                                  # keeps node names
+        pairs = [(node, name) for (node, _), (_, name) in zip(float_layers, quant_layers)]
     head = []
-    for (node, _), (_, name) in zip(float_layers, quant_layers):
+    for node, name in pairs:
         shape = dims.get(node.input[0], [])
         if node.op_type in ("Gemm", "MatMul") or (len(shape) == 4 and shape[2:] == [1, 1]):
             head.append(name)
@@ -190,40 +201,83 @@ def head_weight_names(float_proto: Any, quantized_proto: Any) -> list[str]:
 
 
 def int4_weights(proto: Any, weight_names: Iterable[str]) -> Any:
-    """Re-quantize the named int8 weights (QDQ, per output channel) to int4, in place.
+    """Re-quantize the named int8 weights (QDQ, per output channel or per tensor) to int4,
+    in place.
 
-    Each channel's scale becomes max|w| / 7 of the dequantized int8 weights; the file's
-    opset rises to 21, the first with int4 tensors.
+    Each channel's scale becomes max|w| / 7 of the dequantized int8 weights, and an int32
+    bias quantized against the old weight scale is re-quantized against the new one (so a
+    runtime that fuses 4-bit weights reads it right). The file's opset rises to 21, the first
+    with int4 tensors. Names that are not int8 weights behind a DequantizeLinear, or no
+    names at all, are refused: the file would say 4 bits and hold none.
     """
-    from onnx import TensorProto, helper, numpy_helper
-
-    _raise_opset(proto, INT4_MIN_OPSET)
     wanted = set(weight_names)
+    if not wanted:
+        raise ValueError("no layer to store in 4 bits (no fully connected head found)")
     inits = _initializers(proto.graph)
-    missing = wanted - set(inits)
-    if missing:
-        raise ValueError(f"no weight initializer named {sorted(missing)}")
+    quantized = {n.input[0] for n in proto.graph.node
+                 if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                 and _array(inits[n.input[0]]).dtype == np.int8}
+    if wanted - quantized:
+        raise ValueError(f"not int8 weights behind a DequantizeLinear: {sorted(wanted - quantized)}")
+    _raise_opset(proto, INT4_MIN_OPSET)
+    inits, producer = _initializers(proto.graph), _producer_of(proto.graph)
     for node in proto.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in wanted:
-            continue
-        q8 = _array(inits[node.input[0]]).astype(np.float32)
-        scale8 = _array(inits[node.input[1]]).astype(np.float32)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        shape = [1] * q8.ndim
-        shape[axis] = -1
-        w = q8 * scale8.reshape(shape) if scale8.ndim else q8 * scale8
-        reduce = tuple(d for d in range(w.ndim) if d != axis)
-        peak = np.abs(w).max(axis=reduce) if scale8.ndim else np.abs(w).max()
-        scale4 = np.where(peak > 0, peak / 7.0, 1.0).astype(np.float32)
-        q4 = np.clip(np.rint(w / (scale4.reshape(shape) if scale4.ndim else scale4)), -8, 7)
-        tensor = helper.make_tensor(node.input[0], TensorProto.INT4, q4.shape,
-                                    pack_int4(q4.astype(np.int8)), raw=True)
-        inits[node.input[0]].CopyFrom(tensor)
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(scale4, node.input[1]))
-        if len(node.input) == 3:
-            del node.input[2]
+        if node.op_type == "DequantizeLinear" and node.input[0] in wanted:
+            _requantize_int4(node, inits)
+            for layer in proto.graph.node:
+                if node.output[0] in layer.input[1:2]:
+                    _requantize_bias(layer, inits, producer)
     _remove_unused_initializers(proto.graph)
     return proto
+
+
+def _requantize_int4(dq: Any, inits: dict[str, Any]) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    q8 = _array(inits[dq.input[0]]).astype(np.float32)
+    scale8 = _array(inits[dq.input[1]]).astype(np.float32)
+    has_axis = any(a.name == "axis" for a in dq.attribute)
+    per_axis = scale8.size > 1 or (scale8.ndim == 1 and has_axis)
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q8.ndim
+    shape = [1] * q8.ndim
+    shape[axis] = -1
+    if per_axis:
+        w = q8 * scale8.reshape(shape)
+        peak = np.abs(w).max(axis=tuple(d for d in range(w.ndim) if d != axis))
+    else:
+        w = q8 * scale8.reshape(())
+        peak = np.abs(w).max().reshape(scale8.shape)
+    scale4 = np.where(peak > 0, peak / 7.0, 1.0).astype(np.float32)
+    q4 = np.clip(np.rint(w / (scale4.reshape(shape) if per_axis else scale4.reshape(()))), -8, 7)
+    inits[dq.input[0]].CopyFrom(helper.make_tensor(dq.input[0], TensorProto.INT4, q4.shape,
+                                                   pack_int4(q4.astype(np.int8)), raw=True))
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array(scale4, dq.input[1]))
+    if len(dq.input) == 3:
+        del dq.input[2]
+
+
+def _requantize_bias(layer: Any, inits: dict[str, Any], producer: dict[str, Any]) -> None:
+    """The layer's int32 bias re-quantized to ``input scale x new weight scale``."""
+    from onnx import numpy_helper
+
+    if len(layer.input) < 3:
+        return
+    act, bias = producer.get(layer.input[0]), producer.get(layer.input[2])
+    if act is None or bias is None or act.op_type != "DequantizeLinear" \
+            or bias.op_type != "DequantizeLinear" \
+            or not all(n in inits for n in (act.input[1], bias.input[0], bias.input[1])):
+        return
+    values = _array(inits[bias.input[0]])
+    if values.dtype != np.int32:
+        return
+    real = values.astype(np.float64) * _array(inits[bias.input[1]]).astype(np.float64)
+    weight = producer.get(layer.input[1])
+    new_scale = (_array(inits[act.input[1]]).astype(np.float32)
+                 * _array(inits[weight.input[1]]).astype(np.float32)).astype(np.float32)
+    new_scale = np.broadcast_to(new_scale, values.shape).astype(np.float32)
+    requantized = np.clip(np.rint(real / new_scale), -2**31, 2**31 - 1).astype(np.int32)
+    inits[bias.input[0]].CopyFrom(numpy_helper.from_array(requantized, bias.input[0]))
+    inits[bias.input[1]].CopyFrom(numpy_helper.from_array(new_scale, bias.input[1]))
 
 
 def _raise_opset(proto: Any, version: int) -> None:

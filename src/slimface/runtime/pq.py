@@ -423,7 +423,9 @@ def faster_fc_layers(model: nn.Module, batch: int = 1) -> dict[str, dict[str, st
     Which one wins depends on the layer and the CPU: the lookup kernel saves multiply-adds
     on wide layers, while MKL's product of a small dense weight is a few microseconds
     (dlib-resnet-pq15's 256x128 FC: lookups 18 us, plain 6 us at batch 1 on AVX-512), so
-    a rule by layer type cannot be right everywhere. Ties keep the lookups."""
+    a rule by layer type cannot be right everywhere. Ties keep the lookups. The timing costs
+    tens of milliseconds per lookup layer at load, and on a busy machine it can pick either
+    path for a close layer; both compute the same function up to float rounding."""
     from slimface.runtime.binary import measure_paths
 
     choices = {}
