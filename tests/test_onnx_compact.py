@@ -156,3 +156,15 @@ def test_int4_head_in_the_integer_operator_format_is_refused(float_file, tmp_pat
         ex.quantize_int8(path, tmp_path / "x.onnx", _crops(2),
                          ex.Int8Options(quant_format="qoperator", int4_head=True))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_files_say_which_writer_made_them(float_file, tmp_path):
+    """Caches (the report's int8 rows) remake files an earlier writer left."""
+    _, path = float_file
+    out = ex.quantize_int8(path, tmp_path / "new.onnx", _crops(4))
+    assert ex.written_by_this_version(out)
+    proto = onnx.load(str(out))
+    ex.set_metadata(proto, {"quantization": '{"scheme": "int8 static PTQ (onnxruntime)"}'})
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    assert not ex.written_by_this_version(tmp_path / "old.onnx")
+    assert not ex.written_by_this_version(path)  # a float file has no recipe

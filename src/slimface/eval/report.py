@@ -127,15 +127,18 @@ def _int8_export(spec: str, out: Path) -> nn.Module:
     """Export ``spec`` to fp32 ONNX, quantize it statically to int8, load the result.
 
     A file left by an earlier run is reused only if it was made from the same weights (its
-    ``source_fingerprint`` metadata): a retrained model keeps its name.
+    ``source_fingerprint`` metadata: a retrained model keeps its name) by this version of the
+    int8 writer.
     """
-    from slimface.runtime.export import export_onnx, quantize_int8, read_metadata
+    from slimface.runtime.export import (export_onnx, quantize_int8, read_metadata,
+                                         written_by_this_version)
     from slimface.runtime.fingerprint import model_fingerprint
     from slimface.runtime.loader import OnnxModel, load_model
 
     model = load_model(spec)
     fingerprint = model_fingerprint(model)
-    if not out.exists() or read_metadata(out).get("source_fingerprint") != fingerprint:
+    if not out.exists() or read_metadata(out).get("source_fingerprint") != fingerprint \
+            or not written_by_this_version(out):
         fp32 = out.with_name(out.name.replace(".int8", ".fp32"))
         export_onnx(model, fp32, metadata={"source_fingerprint": fingerprint})
         quantize_int8(fp32, out, _calibration_crops(model))

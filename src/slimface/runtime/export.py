@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 PARITY_MIN_COSINE = 0.9999
+#: Bumped whenever quantize_int8 writes files differently (same outputs or not), so files
+#: an earlier version left in a cache are made again: 2 = compacted graphs.
+INT8_WRITER = 2
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 
@@ -98,6 +101,15 @@ def set_metadata(proto: Any, meta: Mapping[str, str]) -> None:
     for key, value in meta.items():
         prop = existing.get(key) or proto.metadata_props.add()
         prop.key, prop.value = key, value
+
+
+def written_by_this_version(path: str | os.PathLike[str]) -> bool:
+    """Whether an int8 file was written by this version of :func:`quantize_int8`."""
+    try:
+        recipe = json.loads(read_metadata(path).get("quantization", "{}"))
+    except (ModelFileError, ValueError):
+        return False
+    return isinstance(recipe, dict) and recipe.get("writer") == INT8_WRITER
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -275,7 +287,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         proto = _smaller(onnx.load(str(qpath)), onnx.load(str(prepped)), options)
     set_metadata(proto, {**meta, "quantization": json.dumps(
         {"scheme": "int8 static PTQ (onnxruntime)", "options": options.label(),
-         "n_calibration_crops": int(len(calib_crops))})})
+         "n_calibration_crops": int(len(calib_crops)), "writer": INT8_WRITER})})
     with atomic_path(out) as tmp_out:
         onnx.save(proto, str(tmp_out))
     return Path(out)
