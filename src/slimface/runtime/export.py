@@ -284,7 +284,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
                           calibrate_method=methods[options.calibrate_method],
                           nodes_to_exclude=(_depthwise_nodes(prepped)
                                             if options.float_depthwise else []))
-        proto = _smaller(onnx.load(str(qpath)), onnx.load(str(prepped)), options)
+        proto = _smaller(onnx.load(str(qpath)), onnx.load(str(prepped)), options, fp32_path)
     set_metadata(proto, {**meta, "quantization": json.dumps(
         {"scheme": "int8 static PTQ (onnxruntime)", "options": options.label(),
          "n_calibration_crops": int(len(calib_crops)), "writer": INT8_WRITER})})
@@ -293,7 +293,8 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
     return Path(out)
 
 
-def _smaller(proto: Any, prepped: Any, options: Int8Options) -> Any:
+def _smaller(proto: Any, prepped: Any, options: Int8Options,
+             source: str | os.PathLike[str]) -> Any:
     """The quantizer's graph with the options' storage savings, then compacted."""
     from slimface.runtime import onnx_compact as oc
 
@@ -301,7 +302,7 @@ def _smaller(proto: Any, prepped: Any, options: Int8Options) -> Any:
         try:
             oc.int4_weights(proto, oc.head_weight_names(prepped, proto))
         except Exception as exc:  # the version converter raises its own error types
-            raise ModelError(f"cannot store this model's head in 4 bits ({exc})") from exc
+            raise ModelError(f"{source}: cannot store the head in 4 bits ({exc})") from exc
     if options.half_float_weights:
         oc.float16_weights(proto)
     return oc.compact_qdq(proto)
