@@ -152,7 +152,7 @@ def test_float16_float_weights_halve_the_float_layers(float_file, tmp_path):
 
 def test_int4_head_in_the_integer_operator_format_is_refused(float_file, tmp_path):
     _, path = float_file
-    with pytest.raises(ModelError, match="int4_head needs the qdq format"):
+    with pytest.raises(ModelError, match=r"int4_head \(--int4-head\) needs the qdq format"):
         ex.quantize_int8(path, tmp_path / "x.onnx", _crops(2),
                          ex.Int8Options(quant_format="qoperator", int4_head=True))
     assert not (tmp_path / "x.onnx").exists()

@@ -269,8 +269,8 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         if value not in table:
             raise ModelError(f"int8 {what} {value!r} unknown (choose from {sorted(table)})")
     if options.int4_head and options.quant_format != "qdq":
-        raise ModelError("int4_head needs the qdq format (4-bit weights are dequantized "
-                         "by DequantizeLinear nodes)")
+        raise ModelError("int4_head (--int4-head) needs the qdq format (--quant-format qdq): "
+                         "4-bit weights are dequantized by DequantizeLinear nodes")
     meta = read_metadata(fp32_path)
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         prepped = Path(tmp) / "prep.onnx"
