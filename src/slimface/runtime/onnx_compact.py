@@ -49,16 +49,12 @@ def _array(tensor: Any) -> np.ndarray:
     return numpy_helper.to_array(tensor)
 
 
-def _consumers(graph: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+def _used_names(graph: Any) -> set[str]:
+    return {name for node in graph.node for name in node.input}
 
 
 def _remove_unused_initializers(graph: Any) -> None:
-    used = set(_consumers(graph)) | {o.name for o in graph.output}
+    used = _used_names(graph) | {o.name for o in graph.output}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
@@ -121,7 +117,8 @@ def _topological_sort(graph: Any) -> None:
         for node in ready:
             ordered.append(node)
             available.update(node.output)
-        pending = [n for n in pending if all(n is not r for r in ready)]
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
     copies = [type(n)() for n in ordered]
     for copy, node in zip(copies, ordered):
         copy.CopyFrom(node)
@@ -221,12 +218,12 @@ def int4_weights(proto: Any, weight_names: Iterable[str]) -> Any:
         raise ValueError(f"not int8 weights behind a DequantizeLinear: {sorted(wanted - quantized)}")
     _raise_opset(proto, INT4_MIN_OPSET)
     inits, producer = _initializers(proto.graph), _producer_of(proto.graph)
+    layer_of_weight = {n.input[1]: n for n in proto.graph.node if len(n.input) > 1}
     for node in proto.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in wanted:
             _requantize_int4(node, inits)
-            for layer in proto.graph.node:
-                if node.output[0] in layer.input[1:2]:
-                    _requantize_bias(layer, inits, producer)
+            if node.output[0] in layer_of_weight:
+                _requantize_bias(layer_of_weight[node.output[0]], inits, producer)
     _remove_unused_initializers(proto.graph)
     return proto
 
