@@ -60,3 +60,31 @@ def test_face_error_names_the_command_line_option(tmp_path: Path, capsys, monkey
                  "--face", "error"]) == 1
     err = capsys.readouterr().err
     assert "x.jpg: 2 faces found" in err and "--face largest or --face central" in err
+
+
+def test_crops_never_overwrite_the_sources(tmp_path: Path, capsys) -> None:
+    _tree(tmp_path / "src")
+    before = (tmp_path / "src" / "a" / "y.png").read_bytes()
+    assert main(["align", str(tmp_path / "src"), str(tmp_path / "src"), "--workers", "1"]) == 1
+    assert "would overwrite a source image" in capsys.readouterr().err
+    assert (tmp_path / "src" / "a" / "y.png").read_bytes() == before
+
+
+def test_two_sources_for_one_crop_are_refused(tmp_path: Path, capsys) -> None:
+    _tree(tmp_path / "src")
+    Image.fromarray(np.zeros((60, 50, 3), np.uint8)).save(tmp_path / "src" / "x.png")
+    assert main(["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "x.jpg" in err and "x.png" in err and "rename one" in err
+    assert not (tmp_path / "dst").exists()
+
+
+def test_bad_pad_and_file_as_destination(tmp_path: Path, capsys) -> None:
+    _tree(tmp_path / "src")
+    src = str(tmp_path / "src" / "x.jpg")
+    assert main(["align", src, str(tmp_path / "dst"), "--pad", "abc"]) == 1
+    assert "--pad 'abc'" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("keep")
+    assert main(["align", src, str(tmp_path / "afile"), "--workers", "1"]) == 1
+    assert "afile: exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -138,3 +138,21 @@ def test_default_threads_use_the_cores_at_most_four():
 
     fm = slimface.FaceMatcher(embedder=make_embedder())
     assert 1 <= fm.threads <= MAX_DEFAULT_THREADS
+
+
+def test_names_top_k_and_empty_queries_are_checked(tmp_path: Path, people):
+    with slimface.FaceMatcher(embedder=make_embedder(), gallery=tmp_path / "g.db",
+                              threshold=0.5) as fm:
+        with pytest.raises(GalleryError, match="must be a string"):
+            fm.enroll(None, people["p0"][:1])          # not a person called "None"
+        fm.enroll("p0", people["p0"][:1])
+        for top_k in (0, -1, 1.5):
+            with pytest.raises(GalleryError, match="top_k"):
+                fm.identify(people["p0"][1], top_k=top_k)
+        assert fm.identify_many([]) == []
+
+
+@pytest.mark.parametrize("option", [{"flip": "both"}, {"pad": 50}, {"pad": -0.5}])
+def test_flip_and_pad_are_checked_before_the_model_loads(option):
+    with pytest.raises(SlimfaceError, match=next(iter(option))):
+        slimface.FaceMatcher("no-such-model", **option)

@@ -190,7 +190,7 @@ def test_damaged_jpeg_data_is_an_error_naming_the_file(tmp_path: Path, kind: str
     assert DAMAGE[kind] in message and "allow_damaged=True" in message
 
 
-@pytest.mark.parametrize("kind", ["damaged_middle", "extraneous_bytes"])
+@pytest.mark.parametrize("kind", ["damaged_middle", "extraneous_bytes", "premature_end_of_file"])
 def test_allow_damaged_decodes_with_a_warning(tmp_path: Path, kind: str) -> None:
     data, scan = _jpeg(tmp_path)
     path = tmp_path / f"{kind}.jpg"

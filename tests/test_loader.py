@@ -127,3 +127,18 @@ def test_onnx_keeps_backbone_contract(tmp_path: Path):
     crops[..., 0] = 255
     emb = embed_crops(model, crops)
     np.testing.assert_allclose(emb, np.tile([1.0, 0.0, 0.0], (3, 1)), atol=1e-6)
+
+
+def test_onnx_without_slimface_contract_is_imported_not_fed_raw_pixels(tmp_path: Path):
+    """A third-party face model expects its own input scaling: load_model imports it (the
+    default (x - 127.5) / 128), instead of silently scoring raw 0..255 pixels."""
+    from slimface.models.inference import embed_crops
+
+    _mean_colour_onnx(tmp_path / "theirs.onnx", {})
+    model = load_model(tmp_path / "theirs.onnx")
+    assert not isinstance(model, OnnxModel)
+    assert (model.pixel_mean, model.pixel_std) == (127.5, 128.0)
+    crops = np.zeros((2, 8, 8, 3), np.uint8)
+    crops[..., 0] = 255                       # scaled: (127.5/128, -127.5/128, -127.5/128)
+    emb = embed_crops(model, crops)
+    np.testing.assert_allclose(emb, np.tile([1.0, -1.0, -1.0], (2, 1)) / np.sqrt(3), atol=1e-4)

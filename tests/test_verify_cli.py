@@ -67,3 +67,31 @@ def test_verify_needs_exactly_two_images(faces):
     with pytest.raises(SystemExit) as exc:
         main(["verify", str(faces["p0"][0]), "--model", "tiny-test"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("args", [["--threshold", "nan"], ["--threshold", "2"],
+                                  ["--pad", "50"], ["--pad", "-0.5"]])
+def test_out_of_range_numbers_are_usage_errors(args, capsys):
+    from slimface.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "a.jpg", "b.jpg", *args])
+    assert exc.value.code == 2 and "must be between" in capsys.readouterr().err
+
+
+def test_json_into_a_folder_is_refused_before_the_work(tmp_path, capsys):
+    from slimface.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "a.jpg", "b.jpg", "--json", str(tmp_path)])
+    assert exc.value.code == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_import_refuses_an_out_that_is_not_a_slim_file(tmp_path, capsys):
+    from slimface.cli.main import main
+
+    source = tmp_path / "theirs.onnx"
+    source.write_bytes(b"kept")
+    assert main(["import", "--model", str(source), "--out", str(source)]) == 1
+    assert "an imported model is a .slim file" in capsys.readouterr().err
+    assert source.read_bytes() == b"kept"

@@ -208,6 +208,8 @@ class FaceMatcher:
 
     def identify_many(self, images: Sequence[PathLike], top_k: int = 1) -> list[IdentifyResult]:
         """Top-k identities of each image, from the gallery as committed at the search."""
+        if not images:
+            return []
         gallery = self.open_gallery(readonly=True)
         faces = self.embed_faces(images)
         ranked = gallery.identify(np.stack([f.embedding for f in faces]), top_k)

@@ -90,5 +90,9 @@ class ConfigError(SlimfaceError, ValueError):
     """An experiment config or ``--set`` override is invalid."""
 
 
+class OutputError(SlimfaceError):
+    """A result file cannot be written where asked (a folder, no permission)."""
+
+
 class GalleryError(SlimfaceError):
     """A gallery database cannot be used as asked (other model, missing identity...)."""

@@ -141,6 +141,27 @@ positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
 
 
+def float_between(low: float, high: float) -> Any:
+    """argparse ``type=`` for a finite number in ``[low, high]``: a padding of 50 (meant as
+    pixels) or a threshold of NaN is a usage error, not hours of work or a silent verdict."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, "
+                                             f"got {text}")
+        return value
+
+    return parse
+
+
+fraction = float_between(0.0, 1.0)
+cosine = float_between(-1.0, 1.0)
+
+
 def group_usage(parser: argparse.ArgumentParser) -> int:
     """A command group called without its sub-command (``slimface``, ``slimface bench``):
     its help on stderr, exit 2 (a usage error), the same for every group."""

@@ -66,7 +66,53 @@ def _detector(name: str | None, pad: str | None):
 
     if name is None:
         return None
-    return create_detector(name, pad=None if pad in (None, "auto") else float(pad))
+    return create_detector(name, pad=None if pad in (None, "auto") else _pad_value(pad))
+
+
+def _pad_value(text: str) -> float:
+    from slimface.errors import ConfigError
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"--pad {text!r}: pass 'auto' or a fraction of the image size "
+                          f"between 0 and 1")
+    return value
+
+
+def _output_paths(files: list[Path], root: Path, dst: Path, ext: str) -> list[Path]:
+    """One crop path per source image, checked before any detection so that nothing a user
+    has is overwritten: no crop may land on a source image, and two sources that differ only
+    in their extension (``a.jpg``, ``a.png``) would share one crop file."""
+    from slimface.errors import ConfigError
+
+    if dst.exists() and not dst.is_dir():
+        raise ConfigError(f"{dst}: exists and is not a folder; pass a folder for the crops")
+    sources = {path.resolve() for path in files}
+    taken: dict[Path, Path] = {}
+    outputs = []
+    for path in files:
+        out = (dst / path.relative_to(root)).with_suffix(ext)
+        if out.resolve() in sources:
+            raise ConfigError(f"{out}: the crop would overwrite a source image; pass a DST "
+                              f"folder that holds none of the images")
+        if out.resolve() in taken:
+            raise ConfigError(f"{path} and {taken[out.resolve()]} would both be written to "
+                              f"{out}; rename one of them")
+        taken[out.resolve()] = path
+        outputs.append(out)
+    return outputs
+
+
+def _make_folder(folder: Path) -> None:
+    from slimface.errors import ConfigError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if ext.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
         raise ConfigError(f"--ext {args.ext!r}: choose .png, .jpg, .bmp or .webp")
     root, files = _find_images(Path(args.src))
+    dst = Path(args.dst)
+    outputs = _output_paths(files, root, dst, ext)
     try:
         batch = align_paths(files, template, detector=_detector(args.detector, args.pad),
                             fallback_detector=_detector(args.fallback_detector, args.pad),
@@ -90,13 +138,11 @@ def run(args: argparse.Namespace) -> int:
         raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
                                            f"face, or pass --face largest or --face central"
                                  ) from None
-    dst = Path(args.dst)
     written = 0
-    for path, crop, status in zip(files, batch.crops, batch.status):
+    for out, crop, status in zip(outputs, batch.crops, batch.status):
         if status == "centre" and args.no_face == "skip":
             continue
-        out = (dst / path.relative_to(root)).with_suffix(ext)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(out.parent)
         Image.fromarray(crop).save(out, **({"quality": 95} if ext in (".jpg", ".jpeg") else {}))
         written += 1
     counts = batch.counts()

@@ -41,12 +41,25 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _check_out(source: Path, out: Path) -> None:
+    """Refuse, before the import, an OUT that would replace the source file or would be a
+    .slim file under another suffix (which every loader would then misread)."""
+    from slimface.errors import ConfigError
+
+    if out.suffix.lower() != ".slim":
+        raise ConfigError(f"--out {out}: an imported model is a .slim file; name it "
+                          f"{out.with_suffix('.slim').name}")
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ConfigError(f"--out {out}: is the source model itself; pass another file name")
+
+
 def run(args: argparse.Namespace) -> int:
     from slimface.models.importers import import_model
     from slimface.models.importers.parity import source_parity
     from slimface.models.profile import profile_model
     from slimface.runtime.imported import save_imported
 
+    _check_out(Path(args.model), Path(args.out))
     mean = args.input_mean[0] if args.input_mean and len(args.input_mean) == 1 else args.input_mean
     std = args.input_std[0] if args.input_std and len(args.input_std) == 1 else args.input_std
     model = import_model(args.model, template=args.template, pixel_mean=mean, pixel_std=std,

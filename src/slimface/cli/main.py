@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
@@ -47,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "func", None):
         return group_usage(parser)
+    json_dest = getattr(args, "json", None)
+    if isinstance(json_dest, str) and json_dest != "-" and Path(json_dest).is_dir():
+        parser.error(f"--json {json_dest}: is a folder; pass a file name")  # before the work
     try:
         return int(args.func(args) or 0)
     except SlimfaceError as exc:
@@ -55,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slimface: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `slimface gallery list | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

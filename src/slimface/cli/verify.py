@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, add_model_arg, emit_result, hidden_alias
+from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_result, fraction,
+                                  hidden_alias)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="error",
                    help="no face detected: refuse (default) or use the template's centre "
                         "crop (pre-cropped faces)")
-    p.add_argument("--pad", type=float, default=0.0,
+    p.add_argument("--pad", type=fraction, default=0.0,
                    help="replicated border added before detection, as a fraction of the "
                         "image size (tight face crops such as AT&T need ~0.25)")
     p.add_argument("--allow-damaged", action="store_true",
@@ -55,7 +56,7 @@ def register(sub: Any) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", metavar="IMG", help="two image files")
     add_model_args(p)
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=cosine, default=None,
                    help="cosine threshold (default: the model's LFW-calibrated one)")
     p.add_argument("--calibrate", action="store_true",
                    help="compute the model's default threshold on LFW view 1 and store it")

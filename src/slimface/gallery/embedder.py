@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from slimface.conventions import DEFAULT_FLIP
+from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
 from slimface.errors import (DamagedImageError, FaceError, ModelError, MultipleFacesError,
                              SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
@@ -104,6 +104,10 @@ class FaceEmbedder:
         if interface not in INTERFACES:
             raise ValueError(f"interface must be one of {INTERFACES}, got {interface!r}")
         self.interface = interface
+        check_choice(interface, "flip", flip, FLIP_MODES)
+        if not 0.0 <= float(pad) <= 1.0:  # a pad meant as pixels would upscale for minutes
+            raise SlimfaceError(f"pad is a fraction of the image size between 0 and 1; "
+                                f"got {pad!r}")
         self.allow_damaged = bool(allow_damaged)
         self.model, self.model_name = load_model(model)
         self.template = template_name(self.model)

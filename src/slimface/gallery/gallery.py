@@ -191,6 +191,8 @@ class Gallery:
 
     def identify(self, queries: np.ndarray, top_k: int = 1) -> list[list[Match]]:
         """The ``top_k`` identities per query, best first, scored by their best embedding."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise GalleryError(f"top_k must be a whole number >= 1; got {top_k!r}")
         q = _as_rows(queries, self.store.embedding_dim, self.path)
         with self.store.snapshot():  # one committed state from the index check to the names
             self._catch_up()
@@ -386,9 +388,11 @@ def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
 
 
 def _clean_name(name: str) -> str:
-    cleaned = str(name).strip()
+    if not isinstance(name, str):  # str(None) would enroll a person called "None"
+        raise GalleryError(f"identity name must be a string; got {type(name).__name__}")
+    cleaned = name.strip()
     if not cleaned:
-        raise GalleryError("identity name is empty; pass --name NAME")
+        raise GalleryError("identity name is empty")
     return cleaned
 
 

@@ -123,7 +123,7 @@ def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -
             if damage is not None and not allow_damaged:
                 raise DamagedImageError(p, f"damaged image data ({damage}); pass "
                                            f"allow_damaged=True to use it anyway")
-            im = _decode(p, im)
+            im = _decode(p, im) if damage is None else _decode_damaged_jpeg(p, im)
             im = _exif_upright(im)
             return DecodedImage(_to_rgb_uint8(p, im), damage)
 
@@ -195,6 +195,21 @@ def _decode(p: Path, im: Image.Image) -> Image.Image:
     except (OSError, *_PILLOW_PARSE_ERRORS) as exc:
         raise ImageDecodeError(p, f"truncated or corrupt image data ({exc!s:.120})") from None
     return im
+
+
+def _decode_damaged_jpeg(p: Path, im: Image.Image) -> Image.Image:
+    """A damaged JPEG the caller accepted: libjpeg-turbo's lenient decode, which fills what a
+    cut-off file lacks with grey as Pillow's strict loader will not (its EXIF kept)."""
+    import simplejpeg
+
+    try:
+        pixels = simplejpeg.decode_jpeg(p.read_bytes(), colorspace="RGB", strict=False)
+    except (OSError, ValueError):
+        return _decode(p, im)  # CMYK and the like: Pillow's loader says what is wrong
+    out = Image.fromarray(pixels)
+    if "exif" in im.info:
+        out.info["exif"] = im.info["exif"]
+    return out
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:

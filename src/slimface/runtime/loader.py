@@ -148,7 +148,11 @@ def _load_file(path: Path, pq_layers: str = "plain", **kwargs: Any) -> nn.Module
     if suffix in (".pt", ".pth"):
         return _load_checkpoint(path)
     if suffix == ".onnx":
-        return OnnxModel(path, threads=kwargs.get("threads"))
+        if _has_slimface_contract(path):
+            return OnnxModel(path, threads=kwargs.get("threads"))
+        from slimface.models.importers import import_model
+
+        return import_model(path)  # a third-party file: its scaling and layout checked
     if suffix == ".safetensors":
         from slimface.models.students import load_student_file
 
@@ -248,6 +252,19 @@ class OnnxModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, template={self.template!r}, dim={self.embedding_dim}"
+
+
+def _has_slimface_contract(path: Path) -> bool:
+    """Whether an ONNX file carries the backbone contract ``slimface export`` writes.
+
+    Only such a file takes 0..255 pixels as slimface feeds them; any other face model (its
+    own input scaling, often a fixed batch of one) goes through the importer instead, which
+    checks its input and output and records the normalisation, rather than scoring wrong
+    pixels silently.
+    """
+    from slimface.runtime.export import read_metadata
+
+    return "template" in read_metadata(path)
 
 
 def _parse_meta_value(raw: str) -> Any:

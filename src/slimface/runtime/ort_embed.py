@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimface.errors import ConfigError
 from slimface.models.inference import FlipMode, embed_batches
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def requested_runtime() -> str:
     """``$SLIMFACE_EMBED_RUNTIME`` (``auto`` when unset); an unknown value is an error."""
     value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if value not in EMBED_RUNTIMES:
-        raise ValueError(f"{ENV_VAR}={value!r} unknown (choose from {', '.join(EMBED_RUNTIMES)})")
+        raise ConfigError(f"{ENV_VAR}={value!r} unknown (choose from "
+                          f"{', '.join(EMBED_RUNTIMES)})")
     return value
 
 
