@@ -61,3 +61,16 @@ def test_identify_with_top_zero_is_an_error_not_a_traceback(tmp_path: Path, peop
 def test_missing_gallery_says_how_to_create_one(tmp_path: Path, people, capsys):
     assert main(["gallery", "list", str(tmp_path / "nope.db")]) == 1
     assert "gallery create" in capsys.readouterr().err
+
+
+def test_a_moved_model_file_is_named_with_the_gallery(tmp_path: Path):
+    from slimface.cli.gallery import _check_recorded_model
+    from slimface.errors import GalleryError
+
+    gone = tmp_path / "moved.slim"
+    with pytest.raises(GalleryError, match=r"g\.db: built with the model file .*moved\.slim.*"
+                                           r"pass --model FILE"):
+        _check_recorded_model("g.db", str(gone))
+    gone.write_bytes(b"")
+    _check_recorded_model("g.db", str(gone))          # present: the loader checks it
+    _check_recorded_model("g.db", "slimface-mobile")  # registry names are not paths

@@ -212,3 +212,12 @@ def test_every_error_is_an_image_error_with_the_path(tmp_path: Path) -> None:
         load_image(tmp_path / "e.png")
     assert info.value.path == str(tmp_path / "e.png")
     assert str(info.value).startswith(str(tmp_path / "e.png"))
+
+
+def test_alpha_compositing_in_blocks_matches_exact_rounding() -> None:
+    from slimface.io.image import _over_white
+
+    rgba = np.random.default_rng(0).integers(0, 256, (37, 11, 4)).astype(np.uint8)
+    alpha = rgba[..., 3:4] / 255.0
+    exact = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    np.testing.assert_array_equal(_over_white(rgba, rows=8), exact)   # blocks of 8 rows

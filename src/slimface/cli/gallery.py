@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
@@ -84,7 +85,21 @@ def _matcher(args: argparse.Namespace, model: str | None = None) -> Any:
             model = store.meta()["model_name"]
         finally:
             store.close()
+        _check_recorded_model(args.db, model)
     return make_matcher(args, model, gallery=args.db)
+
+
+def _check_recorded_model(db: str, model: str) -> None:
+    """A gallery built from a model file remembers its path; when that file has moved, say
+    which gallery recorded it and how to point at the new place (the weights' fingerprint
+    still has to match)."""
+    from slimface.runtime.loader import MODEL_FILE_SUFFIXES
+
+    path = Path(model)
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES and path.is_absolute() and not path.exists():
+        raise GalleryError(f"{db}: built with the model file {path}, which is no longer "
+                           f"there; pass --model FILE with the same weights at their new "
+                           f"place")
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -232,15 +232,25 @@ def _to_rgb_uint8(p: Path, im: Image.Image) -> np.ndarray:
     if mode == "F":
         raise UnsupportedImageError(p, "floating-point images are not supported")
     if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        return _over_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
     try:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (ValueError, OSError) as exc:
         raise UnsupportedImageError(p, f"pixel mode {mode!r} cannot be converted to RGB "
                                        f"({exc})") from None
+
+
+def _over_white(rgba: np.ndarray, rows: int = 512) -> np.ndarray:
+    """RGBA uint8 composited over white, rounded to nearest, in integers and in blocks of
+    rows: a 49-megapixel PNG needs a few hundred MB here, not the gigabytes of float copies
+    of the whole image. (x * a + 255 * (255 - a)) / 255 is never exactly halfway (255 is
+    odd), so adding 127 before the division rounds it as float rounding would."""
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    for top in range(0, rgba.shape[0], rows):
+        block = rgba[top:top + rows].astype(np.uint32)
+        alpha = block[..., 3:4]
+        out[top:top + rows] = (block[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+    return out
 
 
 def _sixteen_bit_to_rgb(p: Path, im: Image.Image) -> np.ndarray:
