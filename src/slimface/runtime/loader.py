@@ -13,7 +13,10 @@
   code). It must be a dict ``{"architecture": {"backbone": NAME, "kwargs": {...}},
   "state_dict": {...}}``, optionally with ``template``, ``input_size``, ``embedding_dim`` and
   ``threshold`` entries, which become attributes of the model;
-* an **.onnx** file, wrapped in :class:`OnnxModel`, which keeps the backbone contract.
+* an **.onnx** file: one written by ``slimface export`` (its metadata carries the backbone
+  contract) is wrapped in :class:`OnnxModel`; any other, and a **.tflite** file, is imported
+  on the fly (``models.importers.import_model``: default normalisation ``(x - 127.5) / 128``
+  and template ``arcface112``, input and output checked), since its input scaling is its own.
 
 Whatever the source, the result follows the backbone contract (float32 NCHW RGB 0..255 in,
 raw embedding out; attributes ``template``, ``input_size``, ``embedding_dim``) and carries
