@@ -186,3 +186,15 @@ def test_face_matcher_refuses_damaged_jpeg_unless_allowed(setup):
         pywarnings.simplefilter("always")
         fm.enroll("p1", [bad])
     assert any(issubclass(w.category, DamagedImageWarning) for w in caught)
+
+
+def test_no_face_in_a_big_photo_says_how_small_a_face_can_be_missed():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from slimface.gallery.embedder import _small_face_note
+
+    assert _small_face_note(np.zeros((250, 250, 3), np.uint8)) == ""       # LFW-size: no note
+    note = _small_face_note(SimpleNamespace(size=(6000, 4500)))            # a Photo's size
+    assert "6000x4500" in note and "117 px" in note and "crop around the face" in note
