@@ -191,10 +191,9 @@ def test_face_matcher_refuses_damaged_jpeg_unless_allowed(setup):
 def test_no_face_in_a_big_photo_says_how_small_a_face_can_be_missed():
     from types import SimpleNamespace
 
-    import numpy as np
+    from slimface.align.pipeline import small_face_note
 
-    from slimface.gallery.embedder import _small_face_note
-
-    assert _small_face_note(np.zeros((250, 250, 3), np.uint8)) == ""       # LFW-size: no note
-    note = _small_face_note(SimpleNamespace(size=(6000, 4500)))            # a Photo's size
-    assert "6000x4500" in note and "117 px" in note and "crop around the face" in note
+    retinaface = SimpleNamespace(min_face_px=lambda: 16.0)
+    assert small_face_note(SimpleNamespace(size=(250, 250)), retinaface) == ""  # LFW-size
+    note = small_face_note(SimpleNamespace(size=(6000, 4500)), retinaface)
+    assert "6000x4500" in note and "94 px" in note and "crop around the face" in note

@@ -63,14 +63,19 @@ def test_missing_gallery_says_how_to_create_one(tmp_path: Path, people, capsys):
     assert "gallery create" in capsys.readouterr().err
 
 
-def test_a_moved_model_file_is_named_with_the_gallery(tmp_path: Path):
-    from slimface.cli.gallery import _check_recorded_model
-    from slimface.errors import GalleryError
+def test_a_moved_model_file_is_named_with_the_gallery(tmp_path: Path, people, monkeypatch,
+                                                      capsys):
+    import slimface.cli.gallery as cli_gallery
+    from slimface.errors import ModelFileError
 
-    gone = tmp_path / "moved.slim"
-    with pytest.raises(GalleryError, match=r"g\.db: built with the model file .*moved\.slim.*"
-                                           r"pass --model FILE"):
-        _check_recorded_model("g.db", str(gone))
-    gone.write_bytes(b"")
-    _check_recorded_model("g.db", str(gone))          # present: the loader checks it
-    _check_recorded_model("g.db", "slimface-mobile")  # registry names are not paths
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, "--model", "tiny-test"]) == 0
+
+    def moved(*args, **kwargs):
+        raise ModelFileError("/models/moved.slim: model file not found")
+
+    monkeypatch.setattr(cli_gallery, "make_matcher", moved)
+    assert main(["gallery", "identify", db, str(people["p0"][0])]) == 1
+    err = capsys.readouterr().err
+    assert f"{db}: built with the model tiny-test" in err and "moved.slim" in err
+    assert "pass --model FILE" in err

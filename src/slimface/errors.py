@@ -59,7 +59,12 @@ class ImageTooLargeError(ImageError):
 
 
 class FaceError(ImageError):
-    """Detection did not give exactly the one face the caller needs."""
+    """Detection did not give exactly the one face the caller needs; ``note`` is advice
+    that ends the message (kept by callers that reword the rest)."""
+
+    def __init__(self, path: str | PathLike[str] | None, problem: str, note: str = ""):
+        self.note = note
+        super().__init__(path, problem + note)
 
 
 class NoFaceError(FaceError):

@@ -205,6 +205,18 @@ def detection_sides(photo: Photo, detector: Detector, multi_face: str) -> list[i
     return out
 
 
+def small_face_note(photo: Photo, detector: Detector) -> str:
+    """For a photo larger than the biggest copy detection looks at: the face width (in the
+    photo's pixels) below which the detector cannot find a face there, so a user crops
+    rather than falls back to the centre."""
+    width, height = photo.size
+    if max(width, height) <= DETECT_SIDE:
+        return ""
+    smallest = detector.min_face_px() * max(width, height) / DETECT_SIDE
+    return (f"; in a {width}x{height} photo, faces narrower than about {smallest:.0f} px "
+            f"can be missed: crop around the face")
+
+
 def detect_faces(photo: Photo, detector: Detector, multi_face: str = "largest"
                  ) -> tuple[list[Face], Level]:
     """Faces (full-resolution coordinates) and the upright copy they were found on.
@@ -323,12 +335,14 @@ def align_image(image_or_path: np.ndarray | Photo | str | os.PathLike[str],
     else:
         photo, path = Photo.open(image_or_path), image_or_path
     t = get_template(template)
+    main = resolve_detector(detector)
     with stage("detect"):
-        face, status = detect_photo(photo, resolve_detector(detector),
-                                    resolve_detector(fallback_detector), multi_face, path)
+        face, status = detect_photo(photo, main, resolve_detector(fallback_detector),
+                                    multi_face, path)
     if face is None and no_face == "error":
         raise errors.NoFaceError(path, "no face found (tried "
-                                       f"{_chain_names(detector, fallback_detector)})")
+                                       f"{_chain_names(detector, fallback_detector)})",
+                                 note=small_face_note(photo, main))
     with stage("align"):
         crop = crop_photo(photo, face, t)
     return AlignedFace(crop=crop, face=face, status=status)

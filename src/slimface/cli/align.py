@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_result, format_table, hidden_alias
+from slimface.cli._common import add_json_arg, emit_result, format_table, fraction, hidden_alias
 
 
 def register(sub: Any) -> None:
@@ -73,13 +73,10 @@ def _pad_value(text: str) -> float:
     from slimface.errors import ConfigError
 
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
+        return fraction(text)
+    except argparse.ArgumentTypeError as exc:
         raise ConfigError(f"--pad {text!r}: pass 'auto' or a fraction of the image size "
-                          f"between 0 and 1")
-    return value
+                          f"({exc})") from None
 
 
 def _output_paths(files: list[Path], root: Path, dst: Path, ext: str) -> list[Path]:
@@ -95,13 +92,14 @@ def _output_paths(files: list[Path], root: Path, dst: Path, ext: str) -> list[Pa
     outputs = []
     for path in files:
         out = (dst / path.relative_to(root)).with_suffix(ext)
-        if out.resolve() in sources:
+        where = out.resolve()
+        if where in sources:
             raise ConfigError(f"{out}: the crop would overwrite a source image; pass a DST "
                               f"folder that holds none of the images")
-        if out.resolve() in taken:
-            raise ConfigError(f"{path} and {taken[out.resolve()]} would both be written to "
+        if where in taken:
+            raise ConfigError(f"{path} and {taken[where]} would both be written to "
                               f"{out}; rename one of them")
-        taken[out.resolve()] = path
+        taken[where] = path
         outputs.append(out)
     return outputs
 

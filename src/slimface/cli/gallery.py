@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
@@ -77,29 +76,22 @@ def register(sub: Any) -> None:
 
 def _matcher(args: argparse.Namespace, model: str | None = None) -> Any:
     """A FaceMatcher on the gallery's own model unless --model names another (refused)."""
+    from slimface.errors import ModelFileError
     from slimface.gallery.store import GalleryStore
 
-    if model is None:
-        store = GalleryStore.open(args.db, readonly=True)
-        try:
-            model = store.meta()["model_name"]
-        finally:
-            store.close()
-        _check_recorded_model(args.db, model)
-    return make_matcher(args, model, gallery=args.db)
-
-
-def _check_recorded_model(db: str, model: str) -> None:
-    """A gallery built from a model file remembers its path; when that file has moved, say
-    which gallery recorded it and how to point at the new place (the weights' fingerprint
-    still has to match)."""
-    from slimface.runtime.loader import MODEL_FILE_SUFFIXES
-
-    path = Path(model)
-    if path.suffix.lower() in MODEL_FILE_SUFFIXES and path.is_absolute() and not path.exists():
-        raise GalleryError(f"{db}: built with the model file {path}, which is no longer "
-                           f"there; pass --model FILE with the same weights at their new "
-                           f"place")
+    if model is not None:
+        return make_matcher(args, model, gallery=args.db)
+    store = GalleryStore.open(args.db, readonly=True)
+    try:
+        recorded = store.meta()["model_name"]
+    finally:
+        store.close()
+    try:
+        return make_matcher(args, recorded, gallery=args.db)
+    except ModelFileError as exc:  # a model file that has moved since the gallery was built
+        raise GalleryError(f"{args.db}: built with the model {recorded}, which cannot be "
+                           f"loaded ({exc}); pass --model FILE with the same weights at their "
+                           f"new place") from None
 
 
 def _create(args: argparse.Namespace) -> int:

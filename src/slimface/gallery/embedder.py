@@ -242,22 +242,7 @@ class FaceEmbedder:
             tried = " then ".join(n for n in (self.detector_name, self.fallback_name) if n)
             hint = option_hint(self.interface, "no_face", "centre")
             raise type(exc)(path, f"no face found (detectors tried: {tried}); for a "
-                                  f"pre-cropped face pass {hint}"
-                                  f"{_small_face_note(image)}") from None
-
-
-def _small_face_note(image: Any) -> str:
-    """For a photo larger than the detector's biggest copy: the face width below which a
-    face may be missed (about 20 px on that copy), so the user knows to crop, not to centre."""
-    from slimface.align.photo import DETECT_SIDE
-
-    size = getattr(image, "size", None)
-    width, height = size if isinstance(size, tuple) else (image.shape[1], image.shape[0])
-    long_side = max(width, height)
-    if long_side <= DETECT_SIDE:
-        return ""
-    return (f"; in a {width}x{height} photo, faces narrower than about "
-            f"{20 * long_side / DETECT_SIDE:.0f} px can be missed: crop around the face")
+                                  f"pre-cropped face pass {hint}{exc.note}") from None
 
 
 def default_threads() -> int:

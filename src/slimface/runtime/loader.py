@@ -151,11 +151,15 @@ def _load_file(path: Path, pq_layers: str = "plain", **kwargs: Any) -> nn.Module
     if suffix in (".pt", ".pth"):
         return _load_checkpoint(path)
     if suffix == ".onnx":
-        if _has_slimface_contract(path):
-            return OnnxModel(path, threads=kwargs.get("threads"))
+        model = OnnxModel(path, threads=kwargs.get("threads"))
+        if model.has_contract:
+            return model
+        # a third-party file takes its own input scaling (often a fixed batch of one): the
+        # importer checks its input and output and records the normalisation, rather than
+        # scoring slimface's 0..255 pixels silently
         from slimface.models.importers import import_model
 
-        return import_model(path)  # a third-party file: its scaling and layout checked
+        return import_model(path)
     if suffix == ".safetensors":
         from slimface.models.students import load_student_file
 
@@ -236,6 +240,8 @@ class OnnxModel(nn.Module):
     def _set_contract_attrs(self) -> None:
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         values = {k: _parse_meta_value(v) for k, v in meta.items()}
+        #: written by ``slimface export``: takes 0..255 pixels as slimface feeds them
+        self.has_contract = "template" in values
         in_shape = self.session.get_inputs()[0].shape
         out_shape = self.session.get_outputs()[0].shape
         static_hw = tuple(in_shape[2:4]) if all(isinstance(d, int) for d in in_shape[2:4]) else None
@@ -255,19 +261,6 @@ class OnnxModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, template={self.template!r}, dim={self.embedding_dim}"
-
-
-def _has_slimface_contract(path: Path) -> bool:
-    """Whether an ONNX file carries the backbone contract ``slimface export`` writes.
-
-    Only such a file takes 0..255 pixels as slimface feeds them; any other face model (its
-    own input scaling, often a fixed batch of one) goes through the importer instead, which
-    checks its input and output and records the normalisation, rather than scoring wrong
-    pixels silently.
-    """
-    from slimface.runtime.export import read_metadata
-
-    return "template" in read_metadata(path)
 
 
 def _parse_meta_value(raw: str) -> Any:
