@@ -120,3 +120,60 @@ def test_worker_errors_travel_back_as_the_same_error(tmp_path: Path) -> None:
     assert result[1] == "error"
     with pytest.raises(NotAnImageError, match="bad.png"):
         pipeline._raise_worker_error(result)
+
+
+def test_tiles_cover_the_fine_copy_with_overlap() -> None:
+    side, overlap = pipeline.DETECT_SIDE, pipeline.TILE_OVERLAP
+    assert pipeline._tile_starts(side) == [0] and pipeline._tile_starts(300) == [0]
+    for length in (side + 1, 1440, 1920, 4000):
+        starts = pipeline._tile_starts(length)
+        assert starts[0] == 0 and starts[-1] + side == length  # ends flush with the copy
+        assert all(b - a <= side - overlap for a, b in zip(starts, starts[1:]))
+    assert len(pipeline._tile_starts(pipeline.FINE_DETECT_SIDE)) == 2
+
+
+def test_no_fine_look_at_photos_near_the_detection_size() -> None:
+    from slimface.align.photo import Photo
+
+    near = Photo.from_array(np.zeros((1000, int(1.4 * pipeline.DETECT_SIDE), 3), np.uint8))
+    assert pipeline.fine_copy(near) is None
+    big = pipeline.fine_copy(Photo.from_array(np.zeros((3000, 4000, 3), np.uint8)))
+    assert big is not None and big.long_side == pipeline.FINE_DETECT_SIDE
+
+
+def test_a_face_too_small_for_every_copy_is_found_on_the_fine_tiles(lfw_files: list[Path]
+                                                                    ) -> None:
+    # an LFW face (about 100 px) in a 6000x4500 photo: about 17 px on the 1,024 px copy
+    face = load_image(lfw_files[0])
+    canvas = np.full((4500, 6000, 3), 170, np.uint8)
+    canvas[3000:3250, 4400:4650] = face  # off-centre, across no tile border
+    out = align_image(canvas, "arcface112", multi_face="largest")
+    assert out.status == "detected"
+    x0, y0, x1, y1 = out.face.box
+    assert 4400 < x0 < x1 < 4650 and 3000 < y0 < y1 < 3250
+    alone = align_image(face, "arcface112", multi_face="central")
+    assert np.abs(out.face.landmarks - (alone.face.landmarks + [4400, 3000])).max() < 6
+
+
+def test_duplicates_from_tile_overlaps_are_merged() -> None:
+    from slimface.align.detect import Detector, Face
+    from slimface.align.photo import Level
+
+    class OneFace(Detector):
+        """Sees the face at x 900-950 of the whole copy on every tile that holds it; a
+        tile's pixels carry their own column (red = x // 256, green = x % 256)."""
+
+        def _detect(self, image):
+            x0 = int(image[0, 0, 0]) * 256 + int(image[0, 0, 1])
+            if not (x0 <= 900 and 950 <= x0 + image.shape[1]):
+                return []
+            box = np.array([900 - x0, 100, 950 - x0, 150], np.float32)
+            return [Face(box=box, score=0.9, landmarks=np.zeros((5, 2), np.float32),
+                         kind="5pt")]
+
+    x = np.arange(1920)
+    pixels = np.zeros((1000, 1920, 3), np.uint8)
+    pixels[..., 0], pixels[..., 1] = x // 256, x % 256
+    faces = pipeline.detect_tiled(Level(pixels), OneFace(name="one", pad=0.0))
+    assert len(pipeline._tile_starts(1920)) == 2  # both tiles hold x 900-950
+    assert len(faces) == 1 and np.allclose(faces[0].box, [900, 100, 950, 150])

@@ -196,4 +196,4 @@ def test_no_face_in_a_big_photo_says_how_small_a_face_can_be_missed():
     retinaface = SimpleNamespace(min_face_px=lambda: 16.0)
     assert small_face_note(SimpleNamespace(size=(250, 250)), retinaface) == ""  # LFW-size
     note = small_face_note(SimpleNamespace(size=(6000, 4500)), retinaface)
-    assert "6000x4500" in note and "94 px" in note and "crop around the face" in note
+    assert "6000x4500" in note and "50 px" in note and "crop around the face" in note

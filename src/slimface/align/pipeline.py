@@ -22,7 +22,9 @@ Big photos are never processed at full resolution unless a face needs it
 (:func:`detect_faces`): first on a small copy (:data:`COARSE_SIDE_PER_MIN_FACE` times the
 detector's smallest face on the long side: 384 pixels for RetinaFace), then, while that
 finds no face (or, for ``multi_face="error"``, none big enough to rule out a second one),
-on larger copies up to :data:`~slimface.align.photo.DETECT_SIDE` pixels. A chosen face that
+on larger copies up to :data:`~slimface.align.photo.DETECT_SIDE` pixels; a big photo where
+none of them shows a face gets one last look in tiles of a finer copy (:func:`fine_copy`,
+:func:`detect_tiled`). A chosen face that
 was small on its copy is detected again in a region around it at a finer scale
 (:func:`refine_face`), so its landmarks are as precise as a big face's. A face that only the
 fallback detector found (too small for the main detector's copies: dlib's HOG window is
@@ -46,7 +48,7 @@ import cv2
 import numpy as np
 
 from slimface import errors
-from slimface.align.detect import Detector, Face, create_detector
+from slimface.align.detect import Detector, Face, create_detector, nms
 from slimface.align.photo import DETECT_SIDE, Level, Photo
 from slimface.align.stages import stage
 from slimface.align.templates import Template, get_template
@@ -69,6 +71,19 @@ REFINE_FACE_PX = 112
 REFINE_GAIN = 1.25
 #: ... in a square region this many face widths across.
 REFINE_CONTEXT = 2.0
+#: When no detector finds a face on its copies and the photo is at least
+#: :data:`FINE_MIN_RATIO` times larger than :data:`~slimface.align.photo.DETECT_SIDE`, the
+#: last detector of the chain looks once more, on a copy of up to this long side, in tiles
+#: (a finer level is decoded for it). A face in a group photo, a panorama or a 27-megapixel
+#: shot is often under 2% of the long side: 16-20 px on the 1,024 px copy, at RetinaFace's
+#: limit; here it is twice that. 1,920 px is two tiles per side of a 4:3 photo. It costs a
+#: photo without any face a second decode and four 1,024 px detections (about 0.3 s on one
+#: core); photos with a face found earlier never reach it.
+FINE_DETECT_SIDE = 1920
+FINE_MIN_RATIO = 1.5
+#: Pixels neighbouring tiles of the fine copy share: more than any face the coarser copies
+#: could have missed (about 40 px at 1,920 px), so each such face is whole on some tile.
+TILE_OVERLAP = 128
 
 
 @dataclass
@@ -149,29 +164,61 @@ def detect_one(image: np.ndarray, detector: Detector, fallback: Detector | None,
 def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | None,
                  multi_face: str, path: Any = None) -> tuple[Face | None, str]:
     """The chosen face (full-resolution coordinates) and its status; ``(None, "centre")``
-    when no detector found one."""
+    when no detector found one, on its usual copies nor on the fine one
+    (:data:`FINE_DETECT_SIDE`)."""
     main_copy = None
-    for det, status in ((detector, "detected"), (fallback, "fallback_detector")):
-        if det is None:
-            continue
+    chain = [(det, status) for det, status in ((detector, "detected"),
+                                               (fallback, "fallback_detector"))
+             if det is not None]
+    for det, status in chain:
         faces, copy = detect_faces(photo, det, multi_face)
         if det is detector:
             main_copy = copy
         if faces:
-            face = refine_face(photo, det, select_face(faces, photo.shape, multi_face, path),
-                               copy)
-            if det is fallback and main_copy is not None:
-                # a face too small on the main detector's copies: the main detector sees it
-                # at its own working size, in a region around it, and gives its landmarks
-                # (not when its copy was as fine as the file: LFW-size images)
-                on_main = _face_width(face) / main_copy.full_per_pixel
-                again = redetect_around(photo, detector, face,
-                                        max(REFINE_FACE_PX, 2 * detector.min_face_px()),
-                                        min_width_px=REFINE_GAIN * on_main)
-                if again is not None:
-                    return again, "detected"
-            return face, status
+            return _chosen(photo, det, faces, copy, multi_face, path,
+                           detector if det is fallback else None, main_copy, status)
+    fine = fine_copy(photo) if chain else None
+    if fine is not None:
+        det, status = chain[-1]
+        faces = detect_tiled(fine, det)
+        if faces:
+            return _chosen(photo, det, faces, fine, multi_face, path,
+                           detector if det is fallback else None, main_copy, status)
     return None, "centre"
+
+
+def _chosen(photo: Photo, det: Detector, faces: list[Face], copy: Level, multi_face: str,
+            path: Any, main: Detector | None, main_copy: Level | None, status: str
+            ) -> tuple[Face, str]:
+    """The face :func:`select_face` picks, refined; a face only the fallback found (``main``
+    is the main detector then) is handed back to ``main`` in a region around it."""
+    face = refine_face(photo, det, select_face(faces, photo.shape, multi_face, path), copy)
+    if main is not None and main_copy is not None:
+        # a face too small on the main detector's copies: the main detector sees it at its
+        # own working size, in a region around it, and gives its landmarks (not when its
+        # copy was as fine as the file: LFW-size images)
+        on_main = _face_width(face) / main_copy.full_per_pixel
+        again = redetect_around(photo, main, face,
+                                max(REFINE_FACE_PX, 2 * main.min_face_px()),
+                                min_width_px=REFINE_GAIN * on_main)
+        if again is not None:
+            return again, "detected"
+    return face, status
+
+
+def fine_copy(photo: Photo) -> Level | None:
+    """The upright copy of at most :data:`FINE_DETECT_SIDE` pixels on the long side for the
+    last look at a photo where no face was found; None for a photo smaller than
+    :data:`FINE_MIN_RATIO` times :data:`~slimface.align.photo.DETECT_SIDE` (its usual copies
+    saw it nearly whole)."""
+    longest = max(photo.size)
+    if longest < FINE_MIN_RATIO * DETECT_SIDE:
+        return None
+    side = min(FINE_DETECT_SIDE, longest)
+    level = photo.level_for(longest / side)
+    if level.long_side < FINE_MIN_RATIO * DETECT_SIDE:
+        return None  # the file has nothing finer than the copies already seen
+    return level.resized(side, final=cv2.INTER_LINEAR).upright()
 
 
 def _face_width(face: Face) -> float:
@@ -205,14 +252,42 @@ def detection_sides(photo: Photo, detector: Detector, multi_face: str) -> list[i
     return out
 
 
+def detect_tiled(level: Level, detector: Detector) -> list[Face]:
+    """Faces (full-resolution coordinates, best first) on ``level`` looked at in tiles of at
+    most :data:`~slimface.align.photo.DETECT_SIDE` pixels that overlap by
+    :data:`TILE_OVERLAP`, so no detector shrinks its input and a face on a tile border is
+    whole on one tile; duplicates from the overlaps are merged by non-maximum suppression."""
+    h, w = level.pixels.shape[:2]
+    faces: list[Face] = []
+    for y0 in _tile_starts(h):
+        for x0 in _tile_starts(w):
+            tile = level.region(x0, y0, x0 + DETECT_SIDE, y0 + DETECT_SIDE)
+            faces += _to_full(detector.detect(tile.pixels, pad=0.0), tile)
+    if len(faces) < 2:
+        return faces
+    keep = nms(np.stack([f.box for f in faces]), np.array([f.score for f in faces]), 0.4)
+    return [faces[i] for i in keep]
+
+
+def _tile_starts(length: int) -> list[int]:
+    """Offsets of tiles of :data:`~slimface.align.photo.DETECT_SIDE` along ``length``
+    pixels, evenly spread, neighbours sharing at least :data:`TILE_OVERLAP`."""
+    if length <= DETECT_SIDE:
+        return [0]
+    n = math.ceil((length - TILE_OVERLAP) / (DETECT_SIDE - TILE_OVERLAP))
+    return [round(i * (length - DETECT_SIDE) / (n - 1)) for i in range(n)]
+
+
 def small_face_note(photo: Photo, detector: Detector) -> str:
     """For a photo larger than the biggest copy detection looks at: the face width (in the
     photo's pixels) below which the detector cannot find a face there, so a user crops
     rather than falls back to the centre."""
     width, height = photo.size
-    if max(width, height) <= DETECT_SIDE:
+    longest = max(width, height)
+    if longest <= DETECT_SIDE:
         return ""
-    smallest = detector.min_face_px() * max(width, height) / DETECT_SIDE
+    seen = FINE_DETECT_SIDE if longest >= FINE_MIN_RATIO * DETECT_SIDE else DETECT_SIDE
+    smallest = detector.min_face_px() * longest / min(seen, longest)
     return (f"; in a {width}x{height} photo, faces narrower than about {smallest:.0f} px "
             f"can be missed: crop around the face")
 
