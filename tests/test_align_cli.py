@@ -88,3 +88,14 @@ def test_bad_pad_and_file_as_destination(tmp_path: Path, capsys) -> None:
     assert main(["align", src, str(tmp_path / "afile"), "--workers", "1"]) == 1
     assert "afile: exists and is not a folder" in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_a_damaged_crop_cache_is_rebuilt(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "crops").mkdir(parents=True)
+    (tmp_path / "cache" / "crops" / "index.sqlite").write_bytes(b"\x17" * 5000)
+    _tree(tmp_path / "src")
+    assert main(["align", str(tmp_path / "src" / "x.jpg"), str(tmp_path / "dst"),
+                 "--workers", "1"]) == 0
+    assert (tmp_path / "dst" / "x.png").is_file()
+    assert (tmp_path / "cache" / "crops" / "index.sqlite.corrupt").read_bytes() == b"\x17" * 5000
