@@ -90,6 +90,49 @@ def test_bad_pad_and_file_as_destination(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "afile").read_text() == "keep"
 
 
+def _with_bad_files(src: Path) -> None:
+    """Beside the good images: text named .jpg, an empty .png and a truncated JPEG (whose
+    header reads fine: only decoding finds the damage)."""
+    import io
+
+    (src / "text.jpg").write_text("not an image")
+    (src / "empty.png").write_bytes(b"")
+    noise = np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    whole = io.BytesIO()
+    Image.fromarray(noise).save(whole, format="JPEG")
+    (src / "a" / "cut.jpg").write_bytes(whole.getvalue()[: len(whole.getvalue()) * 3 // 4])
+
+
+def test_an_unreadable_file_stops_the_run_and_names_the_option(tmp_path: Path, capsys) -> None:
+    _tree(tmp_path / "src")
+    _with_bad_files(tmp_path / "src")
+    assert main(["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "cut.jpg: damaged image data" in err and "--bad-file skip" in err
+    assert not (tmp_path / "dst").exists()
+
+
+def test_bad_file_skip_writes_the_good_ones_and_reports_the_others(tmp_path: Path,
+                                                                   capsys) -> None:
+    _tree(tmp_path / "src")
+    _with_bad_files(tmp_path / "src")
+    out = tmp_path / "summary.json"
+    rc = main(["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--workers", "1",
+               "--bad-file", "skip", "--json", str(out)])
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 6 and summary["written"] == 3 and summary["bad_files"] == 3
+    problems = {Path(b["file"]).name: b["problem"] for b in summary["bad_file_list"]}
+    assert set(problems) == {"cut.jpg", "empty.png", "text.jpg"}
+    assert "empty" in problems["empty.png"] and "not an image" in problems["text.jpg"]
+    assert "damaged" in problems["cut.jpg"]  # found by decoding, not by the header
+    err = capsys.readouterr().err
+    for name in problems:
+        assert f"{name}: {problems[name]}; skipped" in err
+    written = sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*"))
+    assert written == ["a", "a/b", "a/b/z.png", "a/y.png", "x.png"]  # no temporary files
+
+
 def test_a_damaged_crop_cache_is_rebuilt(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache" / "crops").mkdir(parents=True)

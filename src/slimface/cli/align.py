@@ -6,14 +6,22 @@ extension). Detection is cached (``$SLIMFACE_CACHE/crops``), so re-running is fa
 The summary counts images where the main detector found a face (detected), where only the
 fallback detector did (fallback), and where none did (no-face: centre crop, skipped or error
 by ``--no-face``). ``--face`` picks the face when an image holds several.
+A file that cannot be read as an image (not an image, empty, truncated, damaged) stops the
+run with its error; ``--bad-file skip`` names each such file on stderr, counts it in the
+summary (bad_files) and writes the crops of the others.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from slimface.cli._common import add_json_arg, emit_result, format_table, fraction, hidden_alias
+
+#: ``--bad-file``: what an unreadable source image does to the run.
+BAD_FILE_CHOICES = ("error", "skip")
 
 
 def register(sub: Any) -> None:
@@ -36,6 +44,10 @@ def register(sub: Any) -> None:
     hidden_alias(p, face, "--multi-face")
     p.add_argument("--no-face", choices=("centre", "skip", "error"), default="centre",
                    help="no face found: write a centre crop (default), skip the file, or stop")
+    p.add_argument("--bad-file", choices=BAD_FILE_CHOICES, default="error",
+                   help="a file that cannot be read as an image (damaged, truncated, not an "
+                        "image): stop with its error (default), or skip it (named on stderr, "
+                        "counted in the summary)")
     p.add_argument("--pad", default=None,
                    help="border added before detection as a fraction of the image size; "
                         "default 'auto' (25%% for images up to 224 px, tight crops)")
@@ -113,11 +125,125 @@ def _make_folder(folder: Path) -> None:
         raise ConfigError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
 
 
-def run(args: argparse.Namespace) -> int:
+def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
+    """``align_paths`` with the command's options; a several-faces error names the
+    command-line option that picks one."""
+    from slimface.align import align_paths
+    from slimface.errors import MultipleFacesError
+
+    try:
+        return align_paths(files, template, detector=_detector(args.detector, args.pad),
+                           fallback_detector=_detector(args.fallback_detector, args.pad),
+                           multi_face=args.face,
+                           no_face="error" if args.no_face == "error" else "centre",
+                           cache=not args.no_cache, workers=args.workers, progress=True)
+    except MultipleFacesError as exc:
+        raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
+                                           f"face, or pass --face largest or --face central"
+                                 ) from None
+
+
+def _header_problems(files: list[Path]) -> dict[Path, str]:
+    """Files whose header already shows they cannot be read (empty, not an image, an
+    unsupported format, too many pixels): found in one cheap pass, so that such files,
+    the usual strays in a photo folder, never interrupt detection."""
+    from slimface.errors import ImageError
+    from slimface.io.decode import read_header
+
+    bad = {}
+    for path in files:
+        try:
+            read_header(path)
+        except ImageError as exc:
+            bad[path] = exc.problem
+    return bad
+
+
+def _source_of(files: list[Path], reported: str | None) -> Path | None:
+    """The source file an error names (the pipeline reports absolute paths)."""
+    if reported is None:
+        return None
+    where = os.path.abspath(reported)
+    return next((f for f in files if os.path.abspath(f) == where), None)
+
+
+def _align_skipping(files: list[Path], template: Any, args: argparse.Namespace
+                    ) -> tuple[Any, dict[Path, str]]:
+    """``--bad-file skip``: align every readable file; returns the batch (None when no file
+    was readable) and each unreadable file with its problem. Damage that only decoding
+    finds (a truncated JPEG) stops the pipeline, so the run starts again without that
+    file; with the crop cache, files already aligned are not detected again."""
+    from slimface.errors import FaceError, ImageError
+
+    bad = _header_problems(files)
+    while True:
+        todo = [f for f in files if f not in bad]
+        if not todo:
+            return None, {f: bad[f] for f in files if f in bad}
+        try:
+            return _align(todo, template, args), {f: bad[f] for f in files if f in bad}
+        except FaceError:
+            raise
+        except ImageError as exc:
+            source = _source_of(todo, exc.path)
+            if source is None:
+                raise
+            bad[source] = exc.problem
+
+
+def _align_all(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
+    """``--bad-file error``: the first unreadable file stops the run; for a folder the
+    message says how to align the other files anyway."""
+    from slimface.errors import FaceError, ImageError
+
+    try:
+        return _align(files, template, args)
+    except FaceError:
+        raise
+    except ImageError as exc:
+        if len(files) < 2:
+            raise
+        raise type(exc)(exc.path, f"{exc.problem}; pass --bad-file skip to align the other "
+                                  f"images") from None
+
+
+def _report_bad_files(bad: dict[Path, str]) -> None:
+    for path, problem in bad.items():
+        print(f"slimface: warning: {path}: {problem}; skipped", file=sys.stderr)
+
+
+def _write_crop(out: Path, crop: Any) -> None:
+    """One crop, atomically: an interrupted run leaves whole crops or none."""
     from PIL import Image
 
-    from slimface.align import align_paths, get_template
-    from slimface.errors import ConfigError, MultipleFacesError
+    from slimface.io.atomic import atomic_save
+
+    fmt = Image.registered_extensions()[out.suffix.lower()]
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    atomic_save(out, lambda tmp: Image.fromarray(crop).save(tmp, format=fmt, **options))
+
+
+def _write_crops(outputs: list[Path], batch: Any, no_face: str) -> int:
+    """Write the batch's crops to ``outputs`` (same order); returns how many were written."""
+    written = 0
+    for out, crop, status in zip(outputs, batch.crops, batch.status):
+        if status == "centre" and no_face == "skip":
+            continue
+        _make_folder(out.parent)
+        _write_crop(out, crop)
+        written += 1
+    return written
+
+
+def _counts(batch: Any) -> dict[str, int]:
+    counts = batch.counts() if batch is not None else {}
+    return {"detected": counts.get("detected", 0),
+            "fallback": counts.get("fallback_detector", 0), "no_face": counts.get("centre", 0)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimface.align import get_template
+    from slimface.errors import ConfigError
 
     template = get_template(args.template)
     ext = args.ext if args.ext.startswith(".") else f".{args.ext}"
@@ -125,27 +251,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ext {args.ext!r}: choose .png, .jpg, .bmp or .webp")
     root, files = _find_images(Path(args.src))
     dst = Path(args.dst)
-    outputs = _output_paths(files, root, dst, ext)
-    try:
-        batch = align_paths(files, template, detector=_detector(args.detector, args.pad),
-                            fallback_detector=_detector(args.fallback_detector, args.pad),
-                            multi_face=args.face,
-                            no_face="error" if args.no_face == "error" else "centre",
-                            cache=not args.no_cache, workers=args.workers, progress=True)
-    except MultipleFacesError as exc:
-        raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
-                                           f"face, or pass --face largest or --face central"
-                                 ) from None
-    written = 0
-    for out, crop, status in zip(outputs, batch.crops, batch.status):
-        if status == "centre" and args.no_face == "skip":
-            continue
-        _make_folder(out.parent)
-        Image.fromarray(crop).save(out, **({"quality": 95} if ext in (".jpg", ".jpeg") else {}))
-        written += 1
-    counts = batch.counts()
+    outputs = dict(zip(files, _output_paths(files, root, dst, ext)))
+    if args.bad_file == "skip":
+        batch, bad = _align_skipping(files, template, args)
+        _report_bad_files(bad)
+    else:
+        batch, bad = _align_all(files, template, args), {}
+    readable = [outputs[f] for f in files if f not in bad]
+    written = _write_crops(readable, batch, args.no_face) if batch is not None else 0
     summary = {"template": template.name, "images": len(files), "written": written,
-               "detected": counts["detected"], "fallback": counts["fallback_detector"],
-               "no_face": counts["centre"], "dst": str(dst)}
-    emit_result(args.json, summary, format_table([summary], title="slimface align"))
+               **_counts(batch), "bad_files": len(bad), "dst": str(dst)}
+    details = {**summary, "bad_file_list": [{"file": str(f), "problem": problem}
+                                            for f, problem in bad.items()]}
+    emit_result(args.json, details, format_table([summary], title="slimface align"))
     return 0
