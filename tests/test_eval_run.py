@@ -71,3 +71,66 @@ def test_two_folds_mean_view1_split_and_summary_drops_arrays():
 
     full = json.loads(json.dumps(json_summary(r, include_scores=True)))
     assert len(full["scores"]) == len(full["labels"]) == 4
+
+
+@pytest.fixture()
+def no_alignment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate_lfw must refuse the model before it reads pairs or aligns anything."""
+    from slimface.eval import run
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model is checked before any LFW work")
+
+    monkeypatch.setattr(run, "load_lfw_pairs", never)
+    monkeypatch.setattr(run, "align_pair_images", never)
+
+
+class Broken(nn.Module):
+    template = "arcface112"
+    embedding_dim = 8
+    name = "broken.pt"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+
+class FeatureMap(nn.Module):
+    template = "arcface112"
+    embedding_dim = 3
+    name = "feature_map.pt"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :4, :4]
+
+
+@pytest.mark.parametrize("model, message", [
+    (Broken(), "broken.pt: cannot embed a 112x112 arcface112 crop"),
+    (FeatureMap(), "feature_map.pt: a 112x112 arcface112 crop gives an output of shape"),
+])
+def test_a_model_that_cannot_embed_fails_before_alignment(model, message, no_alignment):
+    from slimface.errors import ModelError
+    from slimface.eval.run import evaluate_lfw
+
+    with pytest.raises(ModelError, match=message):
+        evaluate_lfw(model, "/nonexistent")
+
+
+def test_an_onnx_file_of_another_input_size_is_named_before_alignment(tmp_path: Path,
+                                                                      no_alignment):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array(np.ones((4, 3 * 8 * 8), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+         helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "flat.onnx"
+    save(model, str(path))
+    from slimface.errors import ModelError
+    from slimface.eval.run import evaluate_lfw
+
+    with pytest.raises(ModelError, match=r"flat\.onnx: cannot embed .*its input is 8x8"):
+        evaluate_lfw(str(path), "/nonexistent")

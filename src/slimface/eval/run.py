@@ -24,7 +24,7 @@ import numpy as np
 from torch import nn
 
 from slimface.conventions import DEFAULT_FLIP
-from slimface.errors import DataError
+from slimface.errors import DataError, ModelError
 from slimface.eval.lfw import Pair, find_lfw_root, load_view1, load_view2, unique_images
 from slimface.eval.metrics import verification_metrics
 from slimface.eval.protocols import deployment_readouts
@@ -71,6 +71,35 @@ def _template_name(model: nn.Module) -> str:
         raise DataError(f"model {getattr(model, 'name', type(model).__name__)!r} has no "
                         "'template' attribute; cannot tell how to align its input")
     return template if isinstance(template, str) else getattr(template, "name", str(template))
+
+
+def probe_model(model: nn.Module, flip: str = DEFAULT_FLIP) -> None:
+    """Embed one blank crop of the model's template, so that a model that cannot embed
+    (not a face model, an input size its graph does not take) fails in a second, before
+    the minutes spent aligning thousands of LFW images for it.
+
+    Raises:
+        ModelError: naming the model (its file when loaded from one) and what went wrong.
+    """
+    from slimface.align.templates import get_template
+    from slimface.models.inference import embed_crops
+
+    template = get_template(_template_name(model))
+    crop = np.full((1, *template.size, 3), 128, np.uint8)
+    name = getattr(model, "name", type(model).__name__)
+    what = f"a {template.size[0]}x{template.size[1]} {template.name} crop"
+    try:
+        out = embed_crops(model, crop, flip=flip)
+    except Exception as exc:  # noqa: BLE001 - torch, ONNX Runtime... each raise their own
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        size = tuple(getattr(model, "input_size", template.size))
+        hint = f"; its input is {size[0]}x{size[1]}" if size != tuple(template.size) else ""
+        raise ModelError(f"{name}: cannot embed {what}, so it cannot be evaluated "
+                         f"({type(exc).__name__}: {first}){hint}") from None
+    if out.ndim != 2 or out.shape[0] != 1 or out.shape[1] == 0 or not np.isfinite(out).all():
+        raise ModelError(f"{name}: {what} gives an output of shape {list(out.shape)}"
+                         f"{'' if np.isfinite(out).all() else ' with NaN or inf values'}; "
+                         f"expected one finite embedding row")
 
 
 def align_pair_images(pairs: Sequence[Pair], model: nn.Module, cache: bool = True,
@@ -200,6 +229,7 @@ def evaluate_lfw(model: nn.Module | str, data_root: str | os.PathLike[str] | Non
         from slimface.runtime.loader import load_model
 
         model = load_model(model)
+    probe_model(model, flip)
     pair_list = load_lfw_pairs(data_root, pairs)
     aligned = align_pair_images(pair_list, model, cache=cache, progress=progress)
     report = evaluate_crops(model, aligned, pair_list, flip=flip, batch_size=batch_size,
