@@ -184,3 +184,31 @@ def test_small_onnx_graph_matches_onnxruntime(tmp_path: Path) -> None:
     with torch.inference_mode():
         ours = model(torch.from_numpy(images).permute(0, 3, 1, 2).float()).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def _pooled_onnx(tmp_path: Path, dim: int) -> Path:
+    """Pooled colours, then a dense layer to ``dim`` outputs (3 = the colours themselves)."""
+    from onnx import helper, numpy_helper
+
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["q"]),
+             helper.make_node("Flatten", ["q"], ["f" if dim != 3 else "y"])]
+    inits = []
+    if dim != 3:
+        inits = [numpy_helper.from_array(np.ones((dim, 3), np.float32), "fc")]
+        nodes.append(helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1))
+    return _onnx_file(tmp_path, nodes, [1, dim], name=f"pool{dim}.onnx", inits=inits)
+
+
+@pytest.mark.parametrize("dim, warned", [(3, True), (31, True), (32, False), (128, False)])
+def test_a_tiny_embedding_imports_with_a_warning(tmp_path: Path, caplog, dim: int,
+                                                 warned: bool) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="slimface.models.importers"):
+        model = import_model(_pooled_onnx(tmp_path, dim))
+    assert model.embedding_dim == dim
+    message = f"pool{dim}.onnx: its output has only {dim} dimensions"
+    assert (message in caplog.text) is warned
+    if warned:
+        assert "unlikely to be a face-embedding model" in caplog.text
+

@@ -10,6 +10,7 @@ normalisation and the alignment template.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,12 @@ IMPORT_SUFFIXES: tuple[str, ...] = (".tflite", ".onnx")
 #: The usual input normalisation of MobileFaceNet/ArcFace-style exports: (x - 127.5) / 128.
 DEFAULT_PIXEL_MEAN = 127.5
 DEFAULT_PIXEL_STD = 128.0
+#: Fewer embedding dimensions than this draw a warning: face-embedding networks output
+#: typically 128 to 512 (a few 64), while a 3-d output is what pooling an image's colours
+#: gives.
+MIN_FACE_EMBEDDING_DIM = 32
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -48,6 +55,15 @@ def _normalisation(info: dict[str, Any], pixel_mean: float | Sequence[float] | N
     return as_list(mean), as_list(std)
 
 
+def _warn_if_tiny(src: Path, dim: int) -> None:
+    """Import what is asked, but say when the output is too small to be a face embedding:
+    similarities of such vectors would look like answers and mean nothing. 0 means the
+    file leaves the size open (a dynamic dimension): nothing to judge."""
+    if 0 < dim < MIN_FACE_EMBEDDING_DIM:
+        log.warning("%s: its output has only %d dimensions (face-embedding models typically have "
+                    "128 to 512); it is unlikely to be a face-embedding model", src, dim)
+
+
 def import_model(path: str | os.PathLike[str], template: str | None = None,
                  pixel_mean: float | Sequence[float] | None = None,
                  pixel_std: float | Sequence[float] | None = None,
@@ -70,6 +86,7 @@ def import_model(path: str | os.PathLike[str], template: str | None = None,
     if not src.is_file():
         raise ModelFileError(f"{src}: model file not found")
     builder, info = _read(src)
+    _warn_if_tiny(src, int(info["embedding_dim"]))
     fused = builder.fuse_prelu()
     mean, std = _normalisation(info, pixel_mean, pixel_std)
     meta = info.get("metadata", {})
