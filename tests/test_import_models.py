@@ -212,3 +212,17 @@ def test_a_tiny_embedding_imports_with_a_warning(tmp_path: Path, caplog, dim: in
     if warned:
         assert "unlikely to be a face-embedding model" in caplog.text
 
+
+def test_info_on_an_onnx_file_says_what_it_reads_and_how_to_import(tmp_path: Path,
+                                                                   capsys) -> None:
+    from slimface.cli.main import main
+
+    path = _pooled_onnx(tmp_path, 32)
+    assert main(["info", "--model", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: an ONNX model; slimface info describes .slim files only" in err
+    assert "header claims" not in err and "Traceback" not in err
+    slim = tmp_path / "M.slim"
+    assert f"slimface import --model {path} --out M.slim" in err
+    assert main(["import", "--model", str(path), "--out", str(slim)]) == 0
+    assert main(["info", "--model", str(slim)]) == 0

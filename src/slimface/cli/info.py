@@ -25,6 +25,9 @@ from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, form
                                    positive_int, print_result)
 
 _NO_WEIGHTS = ("folded_bn", "identity")
+#: Model files ``info`` does not read, by suffix: what they are.
+_OTHER_FORMATS = {".onnx": "an ONNX model", ".tflite": "a TFLite model",
+                  ".pt": "a PyTorch checkpoint", ".pth": "a PyTorch checkpoint"}
 
 
 def register(sub: Any) -> None:
@@ -177,7 +180,22 @@ def layer_paths(path: str | os.PathLike[str], batch: int = 1,
     return rows
 
 
+def _refuse_other_formats(path: str) -> None:
+    """Say what ``info`` reads when given another model file; read as a ``.slim`` it would
+    fail as a corrupt file (the first 8 bytes of a protobuf taken as a header length)."""
+    from slimface.errors import ModelFileError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in _OTHER_FORMATS or not Path(path).is_file():
+        return
+    hint = (f"; import it first (slimface import --model {path} --out M.slim), then run "
+            f"slimface info --model M.slim" if suffix in (".onnx", ".tflite") else "")
+    raise ModelFileError(f"{path}: {_OTHER_FORMATS[suffix]}; slimface info describes .slim "
+                         f"files only (slimface's own model format){hint}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _refuse_other_formats(args.model)
     info = describe_file(args.model)
     cols = ("layer", "kind", "bits", "bytes", "fp32_bytes", "ratio")
     rows = info["rows"] + (info["float_modules"] if args.all else [])
