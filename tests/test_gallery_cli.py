@@ -79,3 +79,19 @@ def test_a_moved_model_file_is_named_with_the_gallery(tmp_path: Path, people, mo
     err = capsys.readouterr().err
     assert f"{db}: built with the model tiny-test" in err and "moved.slim" in err
     assert "pass --model FILE" in err
+
+
+def test_enroll_reports_the_name_as_stored(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, "--model", "tiny-test"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "enroll", db, "--name", "  Ada Lovelace \t",
+                 str(people["p0"][0])]) == 0
+    assert capsys.readouterr().out.startswith("enrolled Ada Lovelace: 1 image(s)")
+    out = _run_json(capsys, ["gallery", "enroll", db, "--name", " Ada Lovelace",
+                             str(people["p0"][1])])
+    assert out == {"name": "Ada Lovelace", "added": 1, "n_embeddings": 2}
+    listed = _run_json(capsys, ["gallery", "list", db])
+    assert [i["name"] for i in listed["identities"]] == ["Ada Lovelace"]
+    assert main(["gallery", "enroll", db, "--name", "   ", str(people["p0"][1])]) == 1
+    assert "identity name is empty" in capsys.readouterr().err

@@ -109,17 +109,20 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
+    from slimface.gallery.gallery import clean_name
+
     meta = parse_meta(args.meta)
+    name = clean_name(args.name)  # what is stored, and so what is reported
     with _matcher(args, args.model) as m:
         # refuse an incompatible, read-only or locked gallery before embedding anything
         m.open_gallery().store.check_writable()
         faces = m.embed_faces(args.images)
         notes = [w for f in faces for w in f.warnings]
         print_warnings(notes)
-        n = m.enroll_faces(args.name, faces, metadata=meta)
-    out = {"name": args.name, "added": len(args.images), "n_embeddings": n}
+        n = m.enroll_faces(name, faces, metadata=meta)
+    out = {"name": name, "added": len(args.images), "n_embeddings": n}
     emit_result(args.json, {**out, "warnings": notes} if notes else out,
-                f"enrolled {args.name}: {len(args.images)} image(s), {n} in total")
+                f"enrolled {name}: {len(args.images)} image(s), {n} in total")
     return 0
 
 

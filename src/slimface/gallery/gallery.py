@@ -144,7 +144,7 @@ class Gallery:
 
         Returns the number of embeddings the identity now has.
         """
-        name = _clean_name(name)
+        name = clean_name(name)
         vectors = _as_rows(vectors, self.store.embedding_dim, self.path)
         sources = list(sources) if sources is not None else [None] * len(vectors)
         with self.store.transaction() as conn:
@@ -162,7 +162,7 @@ class Gallery:
         """One identity per row, in one transaction (synthetic benchmarks, bulk imports)."""
         vectors = _as_rows(vectors, self.store.embedding_dim, self.path)
         with self.store.transaction() as conn:
-            self.store.insert_many(conn, [_clean_name(n) for n in names], vectors)
+            self.store.insert_many(conn, [clean_name(n) for n in names], vectors)
         with self.store.snapshot():
             self.rebuild_index()
 
@@ -387,7 +387,9 @@ def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
             f"({'; '.join(diffs)}); use --model {built.name} or create a new gallery")
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
+    """``name`` as the gallery stores it (surrounding spaces dropped), so that callers who
+    echo the name show the stored one; not a string, or only spaces, is refused."""
     if not isinstance(name, str):  # str(None) would enroll a person called "None"
         raise GalleryError(f"identity name must be a string; got {type(name).__name__}")
     cleaned = name.strip()
