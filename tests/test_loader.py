@@ -98,6 +98,49 @@ def test_slim_round_trip(tmp_path: Path, tiny_model):
         torch.testing.assert_close(model(_x()), tiny_model(_x()))
 
 
+def _tiny_slim(path: Path, model: torch.nn.Module) -> bytes:
+    from slimface.runtime.deploy import export_state
+    from slimface.runtime.slimfile import save_slim
+
+    tensors, layers = export_state(model)
+    save_slim(path, tensors, {"architecture": ARCH, "layers": layers, "template": "arcface112",
+                              "embedding_dim": 32})
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("where", ["weights", "metadata"])
+def test_slim_with_a_changed_byte_is_refused_as_damaged(tmp_path: Path, tiny_model, where):
+    data = bytearray(_tiny_slim(tmp_path / "m.slim", tiny_model))
+    if where == "weights":  # a flipped low mantissa bit: loads as a plausible weight
+        data[len(data) - 4096] ^= 0x01
+    else:  # still valid JSON, still the same length
+        start = data.index(b'embedding_dim\\": 32')
+        data[start:start + 19] = b'embedding_dim\\": 33'
+    (tmp_path / "m.slim").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"m\.slim: damaged model file: its contents do "
+                                             r"not match the checksum"):
+        load_model(tmp_path / "m.slim")
+
+
+def test_slim_written_before_checksums_loads_unchecked(tmp_path: Path, tiny_model):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from slimface.models.weights import shipped_file
+    from slimface.runtime.slimfile import load_slim
+
+    _tiny_slim(tmp_path / "new.slim", tiny_model)
+    tensors, meta = load_slim(tmp_path / "new.slim")
+    save_file(tensors, str(tmp_path / "old.slim"), metadata={"slimface": json.dumps(meta)})
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "old.slim")(_x()), tiny_model(_x()))
+    for name in ("q_face_resnet_small.slim", "slimface_mobile_binary.slim"):
+        path = shipped_file(name)  # bundled before checksums: pinned by their cards' sha256
+        with safe_open(str(path), framework="numpy") as f:
+            assert "slimface_crc32" not in (f.metadata() or {})
+        load_slim(path)
+
+
 def _mean_colour_onnx(path: Path, metadata: dict[str, str]) -> None:
     """An ONNX 'embedding' = per-channel mean of the image: (N,3,8,8) -> (N,3)."""
     import onnx
