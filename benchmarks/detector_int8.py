@@ -123,7 +123,8 @@ def agreement(folder: Path, int8: Path | None) -> dict[str, Any]:
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     keep = ("all", "small (<60 px)", "medium (60-200 px)", "large (>200 px)")
-    return {"other_face": report.get("other_face"), "statuses": report.get("statuses"),
+    return {"cpu_ms_per_photo_align_embed": report.get("cpu_ms_per_photo_align_embed"),
+            "other_face": report.get("other_face"), "statuses": report.get("statuses"),
             **{k: {"landmark_error": report[k]["landmark_error"]["mean"],
                    "cosine_mean": report[k]["cosine"]["mean"],
                    "cosine_p10": report[k]["cosine"]["p10"]} for k in keep if k in report}}

@@ -9,7 +9,7 @@ from PIL import Image
 
 from slimface.align import align_image, align_paths
 from slimface.align import pipeline
-from slimface.errors import (ConfigError, ImageNotFoundError, MultipleFacesError,
+from slimface.errors import (ConfigError, ImageError, ImageNotFoundError, MultipleFacesError,
                              NoFaceError)
 from slimface.io.image import load_image
 
@@ -177,3 +177,22 @@ def test_duplicates_from_tile_overlaps_are_merged() -> None:
     faces = pipeline.detect_tiled(Level(pixels), OneFace(name="one", pad=0.0))
     assert len(pipeline._tile_starts(1920)) == 2  # both tiles hold x 900-950
     assert len(faces) == 1 and np.allclose(faces[0].box, [900, 100, 950, 150])
+
+
+def test_bad_file_skip_marks_unreadable_files_and_aligns_the_others(
+        lfw_files: list[Path], tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(lfw_files[1].read_bytes()[:3000])
+    files = [lfw_files[0], text, truncated]
+    with pytest.raises(ImageError, match="notes.jpg"):
+        align_paths(files, "arcface112", cache=False, workers=1, progress=False)
+    out = align_paths(files, "arcface112", cache=False, workers=1, progress=False,
+                      bad_file="skip")
+    assert out.status == ["detected", pipeline.UNREADABLE, pipeline.UNREADABLE]
+    assert set(out.problems) == {str(text.resolve()), str(truncated.resolve())}
+    assert not out.crops[1].any() and out.crops[0].any()
+    with pytest.raises(ConfigError, match="bad_file"):
+        align_paths(files, "arcface112", cache=False, workers=1, progress=False,
+                    bad_file="ignore")

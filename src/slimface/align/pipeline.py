@@ -57,6 +57,10 @@ from slimface.align.warp import (apply_affine, centred_landmarks, compose_affine
 
 MULTI_FACE_POLICIES = ("error", "largest", "central")
 NO_FACE_POLICIES = ("error", "centre")
+#: What :func:`align_paths` does with a file that cannot be read as an image.
+BAD_FILE_POLICIES = ("error", "skip")
+#: The status of a file skipped by ``bad_file="skip"`` (its crop is all zeros).
+UNREADABLE = "unreadable"
 STATUSES = ("detected", "fallback_detector", "centre")
 #: Faces smaller than this fraction of the largest do not count for ``multi_face="error"``.
 MIN_RELATIVE_AREA = 0.25
@@ -104,6 +108,8 @@ class AlignedBatch:
     faces: list[Face | None] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     template: str = ""
+    #: Files skipped by ``bad_file="skip"`` (status :data:`UNREADABLE`), with their problem.
+    problems: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -539,18 +545,22 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
                 detector: str | Detector = "retinaface",
                 fallback_detector: str | Detector | None = None, multi_face: str = "largest",
                 no_face: str = "centre", cache: bool = True, workers: int = 2,
-                progress: bool = True) -> AlignedBatch:
+                progress: bool = True, bad_file: str = "error") -> AlignedBatch:
     """Align many files; crops come back in input order as one (N, H, W, 3) uint8 array.
 
     With ``cache=True`` detections and crops are stored under
     ``cache_root()/"crops"`` keyed by (absolute path, size, mtime, detector chain and
     settings, multi-face policy, template geometry); files already there are neither
-    detected nor decoded again. A file that cannot be read raises its ImageError.
+    detected nor decoded again. A file that cannot be read raises its ImageError; with
+    ``bad_file="skip"`` it gets the status :data:`UNREADABLE` and a zero crop instead, its
+    problem goes into ``problems``, and the other files are aligned (one bad photo among
+    thousands does not stop a folder).
     """
     from slimface.align.cache import CropCache, FileKey, chain_signature
 
     _check_policy("multi_face", multi_face, ("largest", "central", "error"))
     _check_policy("no_face", no_face, NO_FACE_POLICIES)
+    _check_policy("bad_file", bad_file, BAD_FILE_POLICIES)
     t = get_template(template)
     det, fb = resolve_detector(detector), resolve_detector(fallback_detector)
     keys = [FileKey.of(p) for p in paths]
@@ -574,10 +584,17 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
         tasks.append((idx[0], key.path, hit[1] if hit else None, hit is not None))
     job = _Job(t, det, fb, multi_face)
     new: list[tuple[FileKey, str, Face | None, np.ndarray]] = []
+    problems: dict[str, str] = {}
     try:
         for result in _run_jobs(job, tasks, workers, progress, f"align {t.name}"):
             if result[1] == "error":
-                _raise_worker_error(result)
+                if bad_file == "error":
+                    _raise_worker_error(result)
+                key = keys[result[0]]
+                problems[key.path] = result[4]
+                for i in unique[key]:
+                    status[i] = UNREADABLE
+                continue
             first, st, face, crop = result
             key = keys[first]
             st = known[key][0] if st == "known" else st
@@ -596,4 +613,4 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
         more = f" ({len(bad) - 1} more files without a face)" if len(bad) > 1 else ""
         raise errors.NoFaceError(bad[0], f"no face found{more}")
     return AlignedBatch(crops=crops, status=status, faces=faces,
-                        paths=[k.path for k in keys], template=t.name)
+                        paths=[k.path for k in keys], template=t.name, problems=problems)

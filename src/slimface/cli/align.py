@@ -126,78 +126,23 @@ def _make_folder(folder: Path) -> None:
 
 
 def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
-    """``align_paths`` with the command's options; a several-faces error names the
-    command-line option that picks one."""
+    """``align_paths`` with the command's options. A several-faces error names the
+    command-line option that picks one; with ``--bad-file error`` an unreadable file in a
+    folder says how to align the others anyway."""
     from slimface.align import align_paths
-    from slimface.errors import MultipleFacesError
+    from slimface.errors import FaceError, ImageError, MultipleFacesError
 
     try:
         return align_paths(files, template, detector=_detector(args.detector, args.pad),
                            fallback_detector=_detector(args.fallback_detector, args.pad),
                            multi_face=args.face,
                            no_face="error" if args.no_face == "error" else "centre",
-                           cache=not args.no_cache, workers=args.workers, progress=True)
+                           cache=not args.no_cache, workers=args.workers, progress=True,
+                           bad_file=args.bad_file)
     except MultipleFacesError as exc:
         raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
                                            f"face, or pass --face largest or --face central"
                                  ) from None
-
-
-def _header_problems(files: list[Path]) -> dict[Path, str]:
-    """Files whose header already shows they cannot be read (empty, not an image, an
-    unsupported format, too many pixels): found in one cheap pass, so that such files,
-    the usual strays in a photo folder, never interrupt detection."""
-    from slimface.errors import ImageError
-    from slimface.io.decode import read_header
-
-    bad = {}
-    for path in files:
-        try:
-            read_header(path)
-        except ImageError as exc:
-            bad[path] = exc.problem
-    return bad
-
-
-def _source_of(files: list[Path], reported: str | None) -> Path | None:
-    """The source file an error names (the pipeline reports absolute paths)."""
-    if reported is None:
-        return None
-    where = os.path.abspath(reported)
-    return next((f for f in files if os.path.abspath(f) == where), None)
-
-
-def _align_skipping(files: list[Path], template: Any, args: argparse.Namespace
-                    ) -> tuple[Any, dict[Path, str]]:
-    """``--bad-file skip``: align every readable file; returns the batch (None when no file
-    was readable) and each unreadable file with its problem. Damage that only decoding
-    finds (a truncated JPEG) stops the pipeline, so the run starts again without that
-    file; with the crop cache, files already aligned are not detected again."""
-    from slimface.errors import FaceError, ImageError
-
-    bad = _header_problems(files)
-    while True:
-        todo = [f for f in files if f not in bad]
-        if not todo:
-            return None, {f: bad[f] for f in files if f in bad}
-        try:
-            return _align(todo, template, args), {f: bad[f] for f in files if f in bad}
-        except FaceError:
-            raise
-        except ImageError as exc:
-            source = _source_of(todo, exc.path)
-            if source is None:
-                raise
-            bad[source] = exc.problem
-
-
-def _align_all(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
-    """``--bad-file error``: the first unreadable file stops the run; for a folder the
-    message says how to align the other files anyway."""
-    from slimface.errors import FaceError, ImageError
-
-    try:
-        return _align(files, template, args)
     except FaceError:
         raise
     except ImageError as exc:
@@ -224,10 +169,13 @@ def _write_crop(out: Path, crop: Any) -> None:
 
 
 def _write_crops(outputs: list[Path], batch: Any, no_face: str) -> int:
-    """Write the batch's crops to ``outputs`` (same order); returns how many were written."""
+    """Write the batch's crops to ``outputs`` (same order), leaving out unreadable files
+    and, with ``--no-face skip``, faceless ones; returns how many were written."""
+    from slimface.align.pipeline import UNREADABLE
+
     written = 0
     for out, crop, status in zip(outputs, batch.crops, batch.status):
-        if status == "centre" and no_face == "skip":
+        if status == UNREADABLE or (status == "centre" and no_face == "skip"):
             continue
         _make_folder(out.parent)
         _write_crop(out, crop)
@@ -236,9 +184,9 @@ def _write_crops(outputs: list[Path], batch: Any, no_face: str) -> int:
 
 
 def _counts(batch: Any) -> dict[str, int]:
-    counts = batch.counts() if batch is not None else {}
-    return {"detected": counts.get("detected", 0),
-            "fallback": counts.get("fallback_detector", 0), "no_face": counts.get("centre", 0)}
+    counts = batch.counts()
+    return {"detected": counts["detected"], "fallback": counts["fallback_detector"],
+            "no_face": counts["centre"]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -251,14 +199,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ext {args.ext!r}: choose .png, .jpg, .bmp or .webp")
     root, files = _find_images(Path(args.src))
     dst = Path(args.dst)
-    outputs = dict(zip(files, _output_paths(files, root, dst, ext)))
-    if args.bad_file == "skip":
-        batch, bad = _align_skipping(files, template, args)
-        _report_bad_files(bad)
-    else:
-        batch, bad = _align_all(files, template, args), {}
-    readable = [outputs[f] for f in files if f not in bad]
-    written = _write_crops(readable, batch, args.no_face) if batch is not None else 0
+    outputs = _output_paths(files, root, dst, ext)
+    batch = _align(files, template, args)
+    bad = {f: batch.problems[os.path.abspath(f)] for f in files
+           if os.path.abspath(f) in batch.problems}
+    _report_bad_files(bad)
+    written = _write_crops(outputs, batch, args.no_face)
     summary = {"template": template.name, "images": len(files), "written": written,
                **_counts(batch), "bad_files": len(bad), "dst": str(dst)}
     details = {**summary, "bad_file_list": [{"file": str(f), "problem": problem}
