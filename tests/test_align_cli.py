@@ -142,3 +142,20 @@ def test_a_damaged_crop_cache_is_rebuilt(tmp_path: Path, capsys, monkeypatch) ->
                  "--workers", "1"]) == 0
     assert (tmp_path / "dst" / "x.png").is_file()
     assert (tmp_path / "cache" / "crops" / "index.sqlite.corrupt").read_bytes() == b"\x17" * 5000
+
+
+def test_allow_damaged_aligns_a_truncated_jpeg_with_a_warning(tmp_path: Path, capsys,
+                                                              monkeypatch) -> None:
+    monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path / "cache"))
+    _tree(tmp_path / "src")
+    _with_bad_files(tmp_path / "src")
+    cut = tmp_path / "src" / "a" / "cut.jpg"
+    assert main(["align", str(cut), str(tmp_path / "strict"), "--workers", "1"]) == 1
+    assert "pass --allow-damaged to use it anyway" in capsys.readouterr().err
+    assert main(["align", str(cut), str(tmp_path / "dst"), "--workers", "1",
+                 "--allow-damaged"]) == 0
+    assert (tmp_path / "dst" / "cut.png").is_file()
+    assert "cut.jpg: Premature end of JPEG file; aligned anyway" in capsys.readouterr().err
+    # a damaged image is never cached: a strict run still reports it
+    assert main(["align", str(cut), str(tmp_path / "strict2"), "--workers", "1"]) == 1
+    assert "damaged image data" in capsys.readouterr().err

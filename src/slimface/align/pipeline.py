@@ -110,6 +110,8 @@ class AlignedBatch:
     template: str = ""
     #: Files skipped by ``bad_file="skip"`` (status :data:`UNREADABLE`), with their problem.
     problems: dict[str, str] = field(default_factory=dict)
+    #: Damaged files aligned anyway (``allow_damaged=True``), with what is wrong with them.
+    damaged: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -444,6 +446,7 @@ class _Job:
     detector: Detector | None
     fallback: Detector | None
     multi_face: str
+    allow_damaged: bool = False
 
 
 _WORKER: dict[str, Any] = {}
@@ -468,20 +471,22 @@ def _init_worker(job: _Job, forked: bool = True) -> None:
 
 
 def _work(task: tuple[int, str, Face | None, bool]) -> tuple:
-    """Align one file; returns ``(index, status, face, crop)`` or ``(index, "error", cls, msg)``.
+    """Align one file; returns ``(index, status, face, crop, damage)`` (damage: what is
+    wrong with a damaged image used anyway, else None) or ``(index, "error", cls, path,
+    problem)``.
 
     ImageError subclasses take (path, problem) and do not survive pickling, so errors travel
     back as data and are re-raised in the parent."""
     index, path, known_face, known = task
     job: _Job = _WORKER["job"]
     try:
-        photo = Photo.open(path)
+        photo = Photo.open(path, allow_damaged=job.allow_damaged)
         if known:
             face, status = known_face, ("centre" if known_face is None else "known")
         else:
             face, status = detect_photo(photo, job.detector, job.fallback, job.multi_face,
                                         path)
-        return index, status, face, crop_photo(photo, face, job.template)
+        return index, status, face, crop_photo(photo, face, job.template), photo.damage
     except errors.ImageError as exc:
         return index, "error", type(exc).__name__, exc.path, exc.problem
 
@@ -545,7 +550,8 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
                 detector: str | Detector = "retinaface",
                 fallback_detector: str | Detector | None = None, multi_face: str = "largest",
                 no_face: str = "centre", cache: bool = True, workers: int = 2,
-                progress: bool = True, bad_file: str = "error") -> AlignedBatch:
+                progress: bool = True, bad_file: str = "error",
+                allow_damaged: bool = False) -> AlignedBatch:
     """Align many files; crops come back in input order as one (N, H, W, 3) uint8 array.
 
     With ``cache=True`` detections and crops are stored under
@@ -554,7 +560,9 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
     detected nor decoded again. A file that cannot be read raises its ImageError; with
     ``bad_file="skip"`` it gets the status :data:`UNREADABLE` and a zero crop instead, its
     problem goes into ``problems``, and the other files are aligned (one bad photo among
-    thousands does not stop a folder).
+    thousands does not stop a folder). ``allow_damaged=True`` aligns a damaged image (a
+    truncated JPEG) from the pixels its decoder produced, records it in ``damaged`` and
+    keeps it out of the cache, so a later strict run still reports it.
     """
     from slimface.align.cache import CropCache, FileKey, chain_signature
 
@@ -582,9 +590,10 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
     for key, idx in unique.items():
         hit = known.get(key)
         tasks.append((idx[0], key.path, hit[1] if hit else None, hit is not None))
-    job = _Job(t, det, fb, multi_face)
+    job = _Job(t, det, fb, multi_face, allow_damaged)
     new: list[tuple[FileKey, str, Face | None, np.ndarray]] = []
     problems: dict[str, str] = {}
+    damaged: dict[str, str] = {}
     try:
         for result in _run_jobs(job, tasks, workers, progress, f"align {t.name}"):
             if result[1] == "error":
@@ -595,11 +604,14 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
                 for i in unique[key]:
                     status[i] = UNREADABLE
                 continue
-            first, st, face, crop = result
+            first, st, face, crop, damage = result
             key = keys[first]
             st = known[key][0] if st == "known" else st
             for i in unique[key]:
                 crops[i], status[i], faces[i] = crop, st, face
+            if damage is not None:
+                damaged[key.path] = damage
+                continue
             new.append((key, st, face, crop))
             if store is not None and len(new) >= store.chunk_rows:
                 store.add(new)
@@ -613,4 +625,5 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
         more = f" ({len(bad) - 1} more files without a face)" if len(bad) > 1 else ""
         raise errors.NoFaceError(bad[0], f"no face found{more}")
     return AlignedBatch(crops=crops, status=status, faces=faces,
-                        paths=[k.path for k in keys], template=t.name, problems=problems)
+                        paths=[k.path for k in keys], template=t.name, problems=problems,
+                        damaged=damaged)

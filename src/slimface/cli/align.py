@@ -8,7 +8,9 @@ fallback detector did (fallback), and where none did (no-face: centre crop, skip
 by ``--no-face``). ``--face`` picks the face when an image holds several.
 A file that cannot be read as an image (not an image, empty, truncated, damaged) stops the
 run with its error; ``--bad-file skip`` names each such file on stderr, counts it in the
-summary (bad_files) and writes the crops of the others.
+summary (bad_files) and writes the crops of the others. ``--allow-damaged`` aligns a damaged
+image (a truncated JPEG) from what its decoder could read, with a warning; such crops are
+never cached.
 """
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ def register(sub: Any) -> None:
                    help="a file that cannot be read as an image (damaged, truncated, not an "
                         "image): stop with its error (default), or skip it (named on stderr, "
                         "counted in the summary)")
+    p.add_argument("--allow-damaged", action="store_true",
+                   help="align a damaged image (a truncated JPEG) from what its decoder could "
+                        "read, with a warning, instead of treating it as unreadable")
     p.add_argument("--pad", default=None,
                    help="border added before detection as a fraction of the image size; "
                         "default 'auto' (25%% for images up to 224 px, tight crops)")
@@ -130,7 +135,7 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
     command-line option that picks one; with ``--bad-file error`` an unreadable file in a
     folder says how to align the others anyway."""
     from slimface.align import align_paths
-    from slimface.errors import FaceError, ImageError, MultipleFacesError
+    from slimface.errors import DamagedImageError, FaceError, ImageError, MultipleFacesError
 
     try:
         return align_paths(files, template, detector=_detector(args.detector, args.pad),
@@ -138,7 +143,7 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
                            multi_face=args.face,
                            no_face="error" if args.no_face == "error" else "centre",
                            cache=not args.no_cache, workers=args.workers, progress=True,
-                           bad_file=args.bad_file)
+                           bad_file=args.bad_file, allow_damaged=args.allow_damaged)
     except MultipleFacesError as exc:
         raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
                                            f"face, or pass --face largest or --face central"
@@ -146,15 +151,21 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
     except FaceError:
         raise
     except ImageError as exc:
-        if len(files) < 2:
+        hints = (["--allow-damaged to use it anyway"] if isinstance(exc, DamagedImageError)
+                 else []) + (["--bad-file skip to align the other images"]
+                             if len(files) > 1 else [])
+        if not hints:
             raise
-        raise type(exc)(exc.path, f"{exc.problem}; pass --bad-file skip to align the other "
-                                  f"images") from None
+        problem = exc.problem.split("; pass ")[0]
+        raise type(exc)(exc.path, f"{problem}; pass {', or '.join(hints)}") from None
 
 
-def _report_bad_files(bad: dict[Path, str]) -> None:
+def _report_bad_files(bad: dict[Path, str], damaged: dict[Path, str]) -> None:
     for path, problem in bad.items():
         print(f"slimface: warning: {path}: {problem}; skipped", file=sys.stderr)
+    for path, problem in damaged.items():
+        print(f"slimface: warning: {path}: {problem}; aligned anyway (--allow-damaged)",
+              file=sys.stderr)
 
 
 def _write_crop(out: Path, crop: Any) -> None:
@@ -189,6 +200,11 @@ def _counts(batch: Any) -> dict[str, int]:
             "no_face": counts["centre"]}
 
 
+def _by_file(files: list[Path], by_path: dict[str, str]) -> dict[Path, str]:
+    """Entries of a batch's per-path dict (absolute paths) under the files as given."""
+    return {f: by_path[os.path.abspath(f)] for f in files if os.path.abspath(f) in by_path}
+
+
 def run(args: argparse.Namespace) -> int:
     from slimface.align import get_template
     from slimface.errors import ConfigError
@@ -201,9 +217,10 @@ def run(args: argparse.Namespace) -> int:
     dst = Path(args.dst)
     outputs = _output_paths(files, root, dst, ext)
     batch = _align(files, template, args)
-    bad = {f: batch.problems[os.path.abspath(f)] for f in files
-           if os.path.abspath(f) in batch.problems}
-    _report_bad_files(bad)
+    # the problems as the command reports them: without the library's own remedy
+    bad = {f: problem.split("; pass ")[0]
+           for f, problem in _by_file(files, batch.problems).items()}
+    _report_bad_files(bad, _by_file(files, batch.damaged))
     written = _write_crops(outputs, batch, args.no_face)
     summary = {"template": template.name, "images": len(files), "written": written,
                **_counts(batch), "bad_files": len(bad), "dst": str(dst)}
