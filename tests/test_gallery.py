@@ -62,6 +62,23 @@ def test_remove_deletes_identity_from_database_and_index(gallery: Gallery):
         gallery.remove("nobody")
 
 
+def test_remove_takes_the_name_as_enroll_stored_it_and_suggests_near_misses(gallery: Gallery):
+    rng = np.random.default_rng(3)
+    for i, v in enumerate(_unit(rng, 12)):
+        gallery.enroll(f"Person {i:02d}", v[None])
+    assert gallery.remove("  Person 03 ") == 1  # enroll strips the spaces, so does remove
+    with pytest.raises(GalleryError, match=r"no identity named 'person 04'; did you mean "
+                                           r"'Person 04'\?") as err:
+        gallery.remove("person 04")
+    assert "Person 00" in str(err.value) and "(11 in all)" in str(err.value)
+    with pytest.raises(GalleryError, match="identity name is empty"):
+        gallery.remove("   ")
+    for i in [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]:
+        gallery.remove(f"Person {i:02d}")
+    with pytest.raises(GalleryError, match=r"no identity named 'x' \(the gallery is empty\)"):
+        gallery.remove("x")
+
+
 def test_reopen_uses_persisted_index_and_refuses_other_model(tmp_path: Path, gallery: Gallery):
     gallery.enroll("x", _unit(np.random.default_rng(3), 1))
     gallery.close()

@@ -95,3 +95,14 @@ def test_enroll_reports_the_name_as_stored(tmp_path: Path, people, capsys):
     assert [i["name"] for i in listed["identities"]] == ["Ada Lovelace"]
     assert main(["gallery", "enroll", db, "--name", "   ", str(people["p0"][1])]) == 1
     assert "identity name is empty" in capsys.readouterr().err
+
+
+def test_remove_reports_the_name_as_stored(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    assert main(["gallery", "create", db, "--model", "tiny-test"]) == 0
+    assert main(["gallery", "enroll", db, "--name", "Ada", str(people["p0"][0])]) == 0
+    capsys.readouterr()
+    assert _run_json(capsys, ["gallery", "remove", db, "--name", " Ada "]) == {
+        "name": "Ada", "removed_embeddings": 1}
+    assert main(["gallery", "remove", db, "--name", "Ada"]) == 1
+    assert "no identity named 'Ada' (the gallery is empty)" in capsys.readouterr().err

@@ -162,10 +162,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from slimface.gallery.gallery import Gallery
+    from slimface.gallery.gallery import Gallery, clean_name
 
+    name = clean_name(args.name)  # as enroll stored it, and so as reported
     with Gallery.open(args.db) as g:
-        n = g.remove(args.name)
-    emit_result(args.json, {"name": args.name, "removed_embeddings": n},
-                f"removed {args.name} ({n} embedding(s))")
+        n = g.remove(name)
+    emit_result(args.json, {"name": name, "removed_embeddings": n},
+                f"removed {name} ({n} embedding(s))")
     return 0

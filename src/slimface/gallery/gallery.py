@@ -168,12 +168,13 @@ class Gallery:
 
     def remove(self, name: str) -> int:
         """Delete an identity and its embeddings; returns how many embeddings went."""
+        name = clean_name(name)  # enroll stored it without surrounding spaces
         with self.store.transaction() as conn:
             identity_id = self.store.find_identity(name)
             if identity_id is None:
-                known = [i.name for i in self.store.identities()][:10]
-                raise GalleryError(f"{self.path}: no identity named {name!r} "
-                                   f"(enrolled: {', '.join(known) or 'none'})")
+                known = [i.name for i in self.store.identities()]
+                raise GalleryError(f"{self.path}: no identity named {name!r}"
+                                   f"{_known_names(name, known)}")
             removed = self.store.delete_identity(conn, identity_id)
             own_change = self.store.generation + 1  # what COMMIT makes it
         self._after_write({own_change: removed})
@@ -396,6 +397,24 @@ def clean_name(name: str) -> str:
     if not cleaned:
         raise GalleryError("identity name is empty")
     return cleaned
+
+
+def _known_names(name: str, known: list[str], shown: int = 10) -> str:
+    """What a refused name is compared with: the closest enrolled names first (a case or
+    spelling slip), then the first of the others, and how many there are in all."""
+    import difflib
+
+    if not known:
+        return " (the gallery is empty)"
+    folded = {k.casefold(): k for k in known}
+    same_letters = folded.get(name.casefold())
+    close = [same_letters] if same_letters else [
+        folded[k] for k in difflib.get_close_matches(name.casefold(), list(folded), n=3,
+                                                     cutoff=0.75)]
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listed = ", ".join(known[:shown]) + (f", ... ({len(known)} in all)"
+                                         if len(known) > shown else "")
+    return f"{hint} (enrolled: {listed})"
 
 
 def _as_rows(vectors: np.ndarray, dim: int, path: Path) -> np.ndarray:
