@@ -46,19 +46,21 @@ def _errors_of_refused(commands: list[list[str]], capsys) -> list[str]:
 def _bad_files(tmp: Path) -> dict[str, Path]:
     files = {"no_face": tmp / "black.png", "corrupt": tmp / "truncated.jpg",
              "not_image": tmp / "notes.jpg", "huge": tmp / "huge.png",
-             "missing": tmp / "missing.jpg", "empty": tmp / "empty.png"}
+             "missing": tmp / "missing.jpg", "empty": tmp / "empty.png",
+             "strip": tmp / "strip.png"}
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(files["no_face"])
     Image.fromarray(np.full((60, 60, 3), 99, np.uint8)).save(tmp / "ok.jpg")
     files["corrupt"].write_bytes((tmp / "ok.jpg").read_bytes()[:200])
     files["not_image"].write_text("this is a text file, not a photo\n")
     Image.fromarray(np.full((100, 120, 3), 80, np.uint8)).save(files["huge"])
     files["empty"].write_bytes(b"")
+    Image.new("RGB", (1, 10_000), (120, 90, 80)).save(files["strip"])
     return files
 
 
 @pytest.mark.parametrize("case,message", [
     ("no_face", "no face found"), ("corrupt", ""), ("not_image", ""), ("huge", ""),
-    ("missing", "no such file"), ("empty", "empty")])
+    ("missing", "no such file"), ("empty", "empty"), ("strip", "1x10000 pixels, a strip")])
 def test_bad_image_fails_cleanly_everywhere(setup, case, message, capsys, monkeypatch):
     import slimface.io.image as image_io
 
@@ -197,3 +199,17 @@ def test_no_face_in_a_big_photo_says_how_small_a_face_can_be_missed():
     assert small_face_note(SimpleNamespace(size=(250, 250)), retinaface) == ""  # LFW-size
     note = small_face_note(SimpleNamespace(size=(6000, 4500)), retinaface)
     assert "6000x4500" in note and "50 px" in note and "crop around the face" in note
+
+
+def test_a_strip_of_an_image_is_refused_before_the_detector_sees_it(tmp_path):
+    """The real pipeline's downscaling once shrank a 1x10000 image's short side to nothing
+    (an OpenCV traceback); the check reads the size a Photo reports before any decoding."""
+    from slimface.align.photo import Photo
+    from slimface.errors import NoFaceError
+    from slimface.gallery.embedder import _check_proportions
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (30, 20_000), (120, 90, 80)).save(strip)
+    with pytest.raises(NoFaceError, match=r"strip.png: the image is 30x20000 pixels, a strip"):
+        _check_proportions(strip, Photo.open(strip))
+    _check_proportions(strip, np.zeros((1000, 10, 3), np.uint8))  # 100:1 still goes through

@@ -20,7 +20,7 @@ import numpy as np
 
 from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
 from slimface.errors import (DamagedImageError, FaceError, ModelError, MultipleFacesError,
-                             SlimfaceError)
+                             NoFaceError, SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
 from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
 
@@ -157,6 +157,7 @@ class FaceEmbedder:
 
         with stage("decode"):
             image, damage = self._load(path)
+        _check_proportions(path, image)
         aligned = self._align(path, image, multi_face, no_face)
         with stage("embed"):
             emb = embed_crops_any(self.runner, aligned.crop[None], self.flip)[0]
@@ -243,6 +244,23 @@ class FaceEmbedder:
             hint = option_hint(self.interface, "no_face", "centre")
             raise type(exc)(path, f"no face found (detectors tried: {tried}); for a "
                                   f"pre-cropped face pass {hint}{exc.note}") from None
+
+
+#: Longest side over shortest beyond which an image is a strip, not a photo: no face fits
+#: it, and the detector's downscaling would shrink its short side to nothing.
+MAX_ASPECT_RATIO = 100
+
+
+def _check_proportions(path: str | os.PathLike[str], image: Any) -> None:
+    """Refuse a strip of an image (1x10000 pixels) with a message naming the file."""
+    size = getattr(image, "size", None)  # a Photo: (width, height)
+    if not isinstance(size, tuple):
+        size = (int(image.shape[1]), int(image.shape[0]))
+    width, height = size
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+        raise NoFaceError(path, f"the image is {width}x{height} pixels, a strip more than "
+                                f"{MAX_ASPECT_RATIO} times as long as it is wide: no face "
+                                f"can be found in it")
 
 
 def default_threads() -> int:
