@@ -95,3 +95,14 @@ def test_import_refuses_an_out_that_is_not_a_slim_file(tmp_path, capsys):
     assert main(["import", "--model", str(source), "--out", str(source)]) == 1
     assert "an imported model is a .slim file" in capsys.readouterr().err
     assert source.read_bytes() == b"kept"
+
+
+def test_help_says_what_the_exit_status_means(capsys):
+    """A script testing `slimface verify A B` for a match must learn from --help that a
+    "different" verdict exits 0 too."""
+    for argv in (["--help"], ["verify", "--help"], ["gallery", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "Exit status: 0" in text and "usage error" in text, argv
+        assert ("same or different" in text) == (argv[0] != "gallery"), argv

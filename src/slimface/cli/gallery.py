@@ -10,6 +10,10 @@ The database (SQLite) records the model and alignment it was built with and refu
 list and identify open it read-only and never write; results go to stdout, messages to
 stderr (with ``--json``, stdout carries the JSON only). Several processes may enroll and
 identify at once: identify always answers from the latest committed state.
+
+Exit status: 0 when the command did its work (identify also when nobody clears the
+threshold: ``unknown``, ``"match": null``); 1 when an image or the gallery cannot be used
+(the message names the file); 2 for a usage error.
 """
 from __future__ import annotations
 

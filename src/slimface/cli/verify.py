@@ -3,6 +3,10 @@
 ``slimface verify --calibrate --model M`` (re)computes the model's default threshold on LFW
 view 1 at FAR 1e-3 and stores it in the user's ``thresholds.json`` (``$SLIMFACE_HOME``, else
 the platform's user data folder); it overrides the table shipped with slimface.
+
+Exit status: 0 when the two faces were compared, whether the verdict is same or different
+(read the first word of the line, or ``same`` in the JSON); 1 when an image cannot be used
+(the message names the file); 2 for a usage error.
 """
 from __future__ import annotations
 
