@@ -87,6 +87,31 @@ def test_json_into_a_folder_is_refused_before_the_work(tmp_path, capsys):
     assert exc.value.code == 2 and "is a folder" in capsys.readouterr().err
 
 
+def test_json_before_the_images_never_overwrites_an_image(faces, capsys):
+    """`--json` takes an optional OUT: before the images it takes the first image as OUT,
+    which once replaced that photo with the JSON."""
+    from slimface.cli.main import main
+
+    a, b = faces["p0"]
+    kept = a.read_bytes()
+    for argv in (["embed", "--json", str(a), str(b)], ["verify", "--json", str(a), str(b)]):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--model", "tiny-test"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"--json {a}: is not a JSON file name" in err
+        assert "put --json after them" in err
+    photo_without_suffix = a.with_name("photo")
+    photo_without_suffix.write_bytes(kept)
+    with pytest.raises(SystemExit):
+        main(["embed", "--json", str(photo_without_suffix), str(b), "--model", "tiny-test"])
+    assert "exists and is not JSON" in capsys.readouterr().err
+    assert a.read_bytes() == kept and photo_without_suffix.read_bytes() == kept
+    out = a.with_name("out.json")
+    for _ in range(2):  # a JSON file of an earlier run is replaced
+        assert main(["embed", str(b), "--model", "tiny-test", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["faces"][0]["image"] == str(b)
+
+
 def test_import_refuses_an_out_that_is_not_a_slim_file(tmp_path, capsys):
     from slimface.cli.main import main
 

@@ -33,6 +33,33 @@ def add_json_arg(parser: Any) -> None:
                              "omitted; the human result then goes to stderr)")
 
 
+#: Names --json refuses to write to: images (``--json`` before the images takes the first
+#: one as its OUT, which would replace the photo with JSON).
+_NOT_JSON_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp",
+                      ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".slim", ".onnx",
+                      ".tflite", ".pt", ".db")
+
+
+def json_dest_problem(dest: str) -> str | None:
+    """Why ``--json dest`` must not be written (checked before the work), or None."""
+    path = Path(dest)
+    if path.is_dir():
+        return "is a folder; pass a file name"
+    misplaced = ("; --json takes an optional file name, so before the inputs it takes the "
+                 "first of them: put --json after them, or write --json=OUT.json")
+    if path.suffix.lower() in _NOT_JSON_SUFFIXES:
+        return f"is not a JSON file name, refusing to overwrite it{misplaced}"
+    if path.is_file():
+        try:
+            with path.open("rb") as f:
+                head = f.read(64).lstrip()
+        except OSError:
+            return None  # the write will say what is wrong
+        if head and head[:1] not in (b"{", b"["):
+            return f"exists and is not JSON, refusing to overwrite it{misplaced}"
+    return None
+
+
 class Several(argparse.Action):
     """``nargs="+"`` that also collects repeated flags (``--model A B`` = ``--model A
     --model B``); values given on the command line replace the default instead of

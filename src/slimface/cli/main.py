@@ -11,13 +11,12 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
                           info, models, report, train, verify)
 from slimface.cli import eval as eval_
-from slimface.cli._common import group_usage, tidy_usage
+from slimface.cli._common import group_usage, json_dest_problem, tidy_usage
 from slimface.errors import SlimfaceError
 
 # Topic modules, in the order their subcommands appear in --help.
@@ -53,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         return group_usage(parser)
     json_dest = getattr(args, "json", None)
-    if isinstance(json_dest, str) and json_dest != "-" and Path(json_dest).is_dir():
-        parser.error(f"--json {json_dest}: is a folder; pass a file name")  # before the work
+    if isinstance(json_dest, str) and json_dest != "-":
+        problem = json_dest_problem(json_dest)
+        if problem:
+            parser.error(f"--json {json_dest}: {problem}")  # before the work
     try:
         return int(args.func(args) or 0)
     except SlimfaceError as exc:
