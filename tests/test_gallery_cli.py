@@ -48,6 +48,7 @@ def test_gallery_refuses_another_model(tmp_path: Path, people, monkeypatch, caps
     assert main(["gallery", "enroll", db, "--name", "x", img, "--model", "tiny-other"]) == 1
     err = capsys.readouterr().err
     assert f"{db}: gallery was built with model 'tiny-test'" in err
+    assert "cannot be used with model 'tiny-other'" in err  # an enroll searches nothing
     assert "--model tiny-test" in err
 
 

@@ -384,7 +384,7 @@ def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
         raise GalleryError(
             f"{path}: gallery was built with model {built.name!r} "
             f"(template {built.template}, {built.embedding_dim}-d, fingerprint "
-            f"{built.fingerprint[:12]}) and cannot be searched with model {asked.name!r} "
+            f"{built.fingerprint[:12]}) and cannot be used with model {asked.name!r} "
             f"({'; '.join(diffs)}); use --model {built.name} or create a new gallery")
 
 
