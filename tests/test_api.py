@@ -156,3 +156,20 @@ def test_names_top_k_and_empty_queries_are_checked(tmp_path: Path, people):
 def test_flip_and_pad_are_checked_before_the_model_loads(option):
     with pytest.raises(SlimfaceError, match=next(iter(option))):
         slimface.FaceMatcher("no-such-model", **option)
+
+
+def test_an_image_that_is_not_a_path_or_a_threshold_out_of_range_is_named(people):
+    """Pixels, a PIL image or an open file were a TypeError from deep inside pathlib."""
+    from PIL import Image
+
+    fm = slimface.FaceMatcher(embedder=make_embedder(), threshold=0.5)
+    pixels = np.asarray(Image.open(people["p0"][0]))
+    for wrong, kind in ((pixels, "numpy.ndarray"), (Image.open(people["p0"][0]), "Image"),
+                        (None, "builtins.NoneType")):
+        with pytest.raises(TypeError, match=rf"path of its file .*got .*{kind}.*save pixels"):
+            fm.embed(wrong)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        fm.verify(people["p0"][0], pixels)
+    for bad in (2.0, -1.5, True):
+        with pytest.raises(SlimfaceError, match="threshold is a cosine similarity"):
+            slimface.FaceMatcher(embedder=make_embedder(), threshold=bad)

@@ -112,6 +112,10 @@ class FaceMatcher:
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise SlimfaceError(f"threads must be a positive integer, got {threads!r}")
         self.threads = default_threads() if threads is None else int(threads)
+        if threshold is not None and (isinstance(threshold, bool)
+                                      or not -1.0 <= float(threshold) <= 1.0):
+            raise SlimfaceError(f"threshold is a cosine similarity between -1 and 1; got "
+                                f"{threshold!r}")
         self._threshold_override = threshold
         self.gallery_path = None if gallery is None else Path(gallery)
         self._gallery: Gallery | None = None

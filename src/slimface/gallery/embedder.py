@@ -153,6 +153,11 @@ class FaceEmbedder:
         """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
         check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
+        if not isinstance(path, (str, os.PathLike)):  # pixels, an open file, None...
+            raise TypeError(f"an image is given as the path of its file (str or "
+                            f"os.PathLike); got {type(path).__module__}."
+                            f"{type(path).__qualname__}: save pixels to a file first, e.g. "
+                            f"PIL.Image.fromarray(pixels).save('face.png')")
         from slimface.align.stages import stage
 
         with stage("decode"):
