@@ -142,7 +142,7 @@ def test_huge_dimensions_refused_without_decoding(tmp_path: Path, side: int) -> 
         load_image(path)
     message = str(info.value)
     assert f"{side * side / 1e6:.1f} megapixels, over the {MAX_PIXELS // 1_000_000} " \
-           f"megapixel limit" in message
+           f"megapixel limit; save a smaller copy" in message  # what to do about it
     assert "178956970" not in message and "178,956,970" not in message  # Pillow's own limit
 
 

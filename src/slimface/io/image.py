@@ -31,6 +31,9 @@ from slimface.errors import (DamagedImageError, EmptyImageError, ImageDecodeErro
 #: Decode limit; larger images are refused before their pixels are decoded.
 MAX_PIXELS = 50_000_000
 
+#: What the over-the-limit message advises.
+_SMALLER_COPY = "; save a smaller copy (12 megapixels is plenty for a face)"
+
 #: Pillow format names we read (PGM/PPM are "PPM"; MPO is the JPEG variant phones write).
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP")
 SUPPORTED_NAMES = "JPEG, PNG, PGM/PPM, BMP, WebP"
@@ -158,7 +161,7 @@ def _open_checked(p: Path) -> Image.Image:
         found = _BOMB_PIXELS.search(str(exc))
         size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
         raise ImageTooLargeError(p, f"{size}, over the {MAX_PIXELS // 1_000_000} megapixel "
-                                    f"limit") from None
+                                    f"limit{_SMALLER_COPY}") from None
     except UnidentifiedImageError:
         with open(p, "rb") as f:
             head = f.read(16)
@@ -186,7 +189,7 @@ def _check_dimensions(p: Path, im: Image.Image) -> None:
         raise EmptyImageError(p, f"image has a zero dimension ({w}x{h})")
     if w * h > MAX_PIXELS:
         raise ImageTooLargeError(p, f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the "
-                                    f"{MAX_PIXELS // 1_000_000} megapixel limit")
+                                    f"{MAX_PIXELS // 1_000_000} megapixel limit{_SMALLER_COPY}")
 
 
 def _decode(p: Path, im: Image.Image) -> Image.Image:
