@@ -122,7 +122,7 @@ def test_bad_file_skip_writes_the_good_ones_and_reports_the_others(tmp_path: Pat
     assert rc == 0
     summary = json.loads(out.read_text())
     assert summary["images"] == 6 and summary["written"] == 3 and summary["bad_files"] == 3
-    problems = {Path(b["file"]).name: b["problem"] for b in summary["bad_file_list"]}
+    problems = {Path(b["path"]).name: b["problem"] for b in summary["skipped"]}
     assert set(problems) == {"cut.jpg", "empty.png", "text.jpg"}
     assert "empty" in problems["empty.png"] and "not an image" in problems["text.jpg"]
     assert "damaged" in problems["cut.jpg"]  # found by decoding, not by the header

@@ -173,3 +173,24 @@ def test_an_image_that_is_not_a_path_or_a_threshold_out_of_range_is_named(people
     for bad in (2.0, -1.5, True):
         with pytest.raises(SlimfaceError, match="threshold is a cosine similarity"):
             slimface.FaceMatcher(embedder=make_embedder(), threshold=bad)
+
+
+def test_embed_faces_bad_file_skip_leaves_each_error_in_its_place(tmp_path: Path, people):
+    from slimface.errors import ConfigError, ImageError
+
+    from PIL import Image
+
+    black = tmp_path / "black.png"  # no face for the test aligner
+    Image.new("RGB", (40, 40)).save(black)
+    with slimface.FaceMatcher(embedder=make_embedder(), gallery=tmp_path / "g.db",
+                              threshold=0.5) as fm:
+        fm.enroll("p0", people["p0"][:2])
+        images = [people["p0"][2], black]
+        with pytest.raises(ImageError, match="black.png"):
+            fm.embed_faces(images)
+        got = fm.embed_faces(images, bad_file="skip")
+        assert isinstance(got[1], NoFaceError) and got[1].path == str(black)
+        (result,) = fm.identify_faces([got[0]])
+        assert result.match is not None and result.match.name == "p0"
+        with pytest.raises(ConfigError, match="bad_file"):
+            fm.embed_faces(images, bad_file="ignore")

@@ -107,3 +107,34 @@ def test_remove_reports_the_name_as_stored(tmp_path: Path, people, capsys):
         "name": "Ada", "removed_embeddings": 1}
     assert main(["gallery", "remove", db, "--name", "Ada"]) == 1
     assert "no identity named 'Ada' (the gallery is empty)" in capsys.readouterr().err
+
+
+def test_identify_bad_file_skip_answers_the_other_images(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    _run_json(capsys, ["gallery", "create", db, "--model", "tiny-test"])
+    for name, imgs in people.items():
+        _run_json(capsys, ["gallery", "enroll", db, "--name", name, str(imgs[0])])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    probes = [str(people["p0"][2]), str(text), str(people["p2"][2])]
+    # the default stops at the bad image and says how to go on
+    assert main(["gallery", "identify", db, *probes]) == 1
+    assert "notes.jpg" in (err := capsys.readouterr().err) and "--bad-file skip" in err
+    out = _run_json(capsys, ["gallery", "identify", db, *probes, "--bad-file", "skip"])
+    assert [r["candidates"][0]["name"] for r in out["results"]] == ["p0", "p2"]
+    assert [Path(s["path"]).name for s in out["skipped"]] == ["notes.jpg"]
+    assert "not an image" in out["skipped"][0]["problem"]
+    # nothing usable at all is an error, each image named
+    assert main(["gallery", "identify", db, str(text), "--bad-file", "skip"]) == 1
+    assert "notes.jpg" in capsys.readouterr().err
+
+
+def test_embed_bad_file_skip_embeds_the_other_images(tmp_path: Path, people, capsys):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    images = [str(people["p0"][0]), str(text)]
+    out = _run_json(capsys, ["embed", *images, "--model", "tiny-test", "--bad-file", "skip"])
+    assert [Path(f["image"]).name for f in out["faces"]] == [Path(images[0]).name]
+    assert [Path(s["path"]).name for s in out["skipped"]] == ["notes.jpg"]
+    assert main(["embed", *images, "--model", "tiny-test"]) == 1
+    assert "--bad-file skip" in capsys.readouterr().err

@@ -141,12 +141,14 @@ class FaceMatcher:
                                         no_face=self.no_face)
 
     def embed_faces(self, images: Sequence[PathLike], progress: bool = False,
-                    threads: int | None = None) -> list[EmbeddedFace]:
+                    threads: int | None = None, bad_file: str = "error") -> list[Any]:
         """:meth:`embed_face` of every image, ``threads`` (default: :attr:`threads`) at
-        once, in input order; the first bad image raises."""
+        once, in input order; the first bad image raises. With ``bad_file="skip"`` an image
+        that cannot be used (unreadable, no face, several faces) leaves its
+        :class:`~slimface.errors.ImageError` in its place and the others are embedded."""
         return self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
                                          no_face=self.no_face, progress=progress,
-                                         threads=threads or self.threads)
+                                         threads=threads or self.threads, bad_file=bad_file)
 
     def embed(self, image: PathLike) -> np.ndarray:
         """L2-normalised embedding of the one face in ``image``."""
@@ -214,8 +216,16 @@ class FaceMatcher:
         """Top-k identities of each image, from the gallery as committed at the search."""
         if not images:
             return []
+        self.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
+        return self.identify_faces(self.embed_faces(images), top_k)
+
+    def identify_faces(self, faces: Sequence[EmbeddedFace], top_k: int = 1
+                       ) -> list[IdentifyResult]:
+        """Top-k identities of faces already embedded (:meth:`embed_faces`), as
+        :meth:`enroll_faces` enrolls them."""
+        if not faces:
+            return []
         gallery = self.open_gallery(readonly=True)
-        faces = self.embed_faces(images)
         ranked = gallery.identify(np.stack([f.embedding for f in faces]), top_k)
         try:
             threshold: float | None = self.threshold.value

@@ -77,6 +77,22 @@ class Several(argparse.Action):
         setattr(namespace, self.dest, items + list(values))
 
 
+def add_bad_file_arg(parser: Any, what: str) -> None:
+    """``--bad-file {error,skip}``: whether one image that cannot be used (``what``) stops a
+    batch (the default, nothing is written or answered) or is named on stderr with its
+    problem, listed in the JSON, and the other images go on."""
+    parser.add_argument("--bad-file", choices=("error", "skip"), default="error",
+                        help=f"{what}: stop with its error (default), or skip it (named on "
+                             f"stderr with its problem, listed in the JSON) and go on")
+
+
+def report_skipped(skipped: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Name each skipped image and its problem on stderr; the JSON list of them."""
+    for path, problem in skipped:
+        print(f"slimface: warning: {path}: {problem}; skipped", file=sys.stderr)
+    return [{"path": path, "problem": problem} for path, problem in skipped]
+
+
 def hidden_alias(parser: Any, action: argparse.Action, *flags: str) -> argparse.Action:
     """Earlier spellings ``flags`` of ``action``'s option: parsed into the same value, shown
     nowhere (not in ``--help``, not in usage lines)."""

@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_result, format_table, fraction, hidden_alias
-
-#: ``--bad-file``: what an unreadable source image does to the run.
-BAD_FILE_CHOICES = ("error", "skip")
+from slimface.cli._common import (add_bad_file_arg, add_json_arg, emit_result, format_table,
+                                  fraction, hidden_alias, report_skipped)
 
 
 def register(sub: Any) -> None:
@@ -46,10 +44,8 @@ def register(sub: Any) -> None:
     hidden_alias(p, face, "--multi-face")
     p.add_argument("--no-face", choices=("centre", "skip", "error"), default="centre",
                    help="no face found: write a centre crop (default), skip the file, or stop")
-    p.add_argument("--bad-file", choices=BAD_FILE_CHOICES, default="error",
-                   help="a file that cannot be read as an image (damaged, truncated, not an "
-                        "image): stop with its error (default), or skip it (named on stderr, "
-                        "counted in the summary)")
+    add_bad_file_arg(p, "a file that cannot be read as an image (damaged, truncated, not an "
+                        "image); skipped files are counted in the summary")
     p.add_argument("--allow-damaged", action="store_true",
                    help="align a damaged image (a truncated JPEG) from what its decoder could "
                         "read, with a warning, instead of treating it as unreadable")
@@ -160,9 +156,7 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
         raise type(exc)(exc.path, f"{problem}; pass {', or '.join(hints)}") from None
 
 
-def _report_bad_files(bad: dict[Path, str], damaged: dict[Path, str]) -> None:
-    for path, problem in bad.items():
-        print(f"slimface: warning: {path}: {problem}; skipped", file=sys.stderr)
+def _report_damaged(damaged: dict[Path, str]) -> None:
     for path, problem in damaged.items():
         print(f"slimface: warning: {path}: {problem}; aligned anyway (--allow-damaged)",
               file=sys.stderr)
@@ -220,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
     # the problems as the command reports them: without the library's own remedy
     bad = {f: problem.split("; pass ")[0]
            for f, problem in _by_file(files, batch.problems).items()}
-    _report_bad_files(bad, _by_file(files, batch.damaged))
+    skipped = report_skipped([(str(f), problem) for f, problem in bad.items()])
+    _report_damaged(_by_file(files, batch.damaged))
     written = _write_crops(outputs, batch, args.no_face)
     summary = {"template": template.name, "images": len(files), "written": written,
                **_counts(batch), "bad_files": len(bad), "dst": str(dst)}
-    details = {**summary, "bad_file_list": [{"file": str(f), "problem": problem}
-                                            for f, problem in bad.items()]}
+    details = {**summary, **({"skipped": skipped} if skipped else {})}
     emit_result(args.json, details, format_table([summary], title="slimface align"))
     return 0

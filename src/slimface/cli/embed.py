@@ -17,9 +17,10 @@ import argparse
 import sys
 from typing import Any
 
-from slimface.cli._common import add_json_arg, emit_result, positive_int
+from slimface.cli._common import (add_bad_file_arg, add_json_arg, emit_result, positive_int,
+                                  report_skipped)
 from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
-from slimface.cli.verify import add_model_args, make_matcher, print_warnings
+from slimface.cli.verify import add_model_args, embed_batch, make_matcher, print_warnings
 
 
 def register(sub: Any) -> None:
@@ -33,6 +34,8 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=positive_int, default=2,
                    help="images embedded at once, one thread each (default 2); with one "
                         "image, the model's CPU threads")
+    add_bad_file_arg(p, "an image that cannot be used (unreadable, no face, several faces "
+                        "under --face error)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     # one image: its model may use every thread; several: one thread per image in flight
     torch.set_num_threads(args.threads if len(args.images) == 1 else 1)
     matcher = make_matcher(args, threads=args.threads)
-    faces = matcher.embed_faces(args.images)
+    faces, skipped = embed_batch(matcher, args.images, args.bad_file)
     records = []
     for face in faces:
         record: dict[str, Any] = {"image": face.path, "status": face.status}
@@ -56,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
         record["embedding"] = [round(float(v), 6) for v in face.embedding]
         records.append(record)
     print_warnings([w for f in faces for w in f.warnings])
+    skipped_list = report_skipped(skipped)
     embedder = matcher.embedder
     dim = int(faces[0].embedding.shape[0])
     print(f"embedded {len(records)} image(s) with {embedder.model_name} ({dim}-d, flip "
           f"{embedder.flip})", file=sys.stderr)
     lines = [f"{r['image']}\t{' '.join(f'{v:.6f}' for v in r['embedding'])}" for r in records]
     emit_result(args.json, {"model": embedder.model_name, "template": embedder.template,
-                            "flip": embedder.flip, "embedding_dim": dim, "faces": records},
+                            "flip": embedder.flip, "embedding_dim": dim, "faces": records,
+                            **({"skipped": skipped_list} if skipped else {})},
                 "\n".join(lines))
     return 0

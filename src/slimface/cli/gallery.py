@@ -22,9 +22,9 @@ import json
 import sys
 from typing import Any
 
-from slimface.cli._common import (add_json_arg, add_model_arg, emit_result, format_table,
-                                   group_usage, parse_meta)
-from slimface.cli.verify import add_model_args, make_matcher, print_warnings
+from slimface.cli._common import (add_bad_file_arg, add_json_arg, add_model_arg, emit_result,
+                                  format_table, group_usage, parse_meta, report_skipped)
+from slimface.cli.verify import add_model_args, embed_batch, make_matcher, print_warnings
 from slimface.errors import GalleryError
 
 
@@ -63,6 +63,8 @@ def register(sub: Any) -> None:
     i.add_argument("images", nargs="+", metavar="IMG", help="image files, one face each")
     i.add_argument("--top", type=int, default=1, help="candidates per image")
     add_model_args(i)
+    add_bad_file_arg(i, "an image that cannot be used (unreadable, no face, several faces "
+                        "under --face error)")
     add_json_arg(i)
     i.set_defaults(func=_identify)
 
@@ -134,15 +136,18 @@ def _identify(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise GalleryError(f"--top must be at least 1, got {args.top}")
     with _matcher(args, args.model) as m:
-        results = m.identify_many(args.images, top_k=args.top)
+        m.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
+        faces, skipped = embed_batch(m, args.images, args.bad_file)
+        results = m.identify_faces(faces, top_k=args.top)
         threshold = results[0].threshold if results else None
     print_warnings([w for r in results for w in r.warnings])
+    skipped_list = report_skipped(skipped)
     lines = []
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
         lines.append(f"{r.path}: {r.match.name if r.match else 'unknown'}  [{cands}]")
-    emit_result(args.json, {"threshold": threshold, "results": [r.as_dict() for r in results]},
-                *lines)
+    emit_result(args.json, {"threshold": threshold, "results": [r.as_dict() for r in results],
+                            **({"skipped": skipped_list} if skipped else {})}, *lines)
     return 0
 
 

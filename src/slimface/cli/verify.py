@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_result, fraction,
-                                  hidden_alias)
+                                  hidden_alias, report_skipped)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -48,6 +48,27 @@ def make_matcher(args: argparse.Namespace, model: str | None = None, **kw: Any) 
                             flip=getattr(args, "flip", DEFAULT_FLIP), pad=args.pad,
                             allow_damaged=args.allow_damaged, interface="cli")
     return FaceMatcher(embedder=embedder, face=args.face, no_face=args.no_face, **kw)
+
+
+def embed_batch(matcher: Any, images: Sequence[str], bad_file: str
+                ) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The faces of ``images`` and, with ``--bad-file skip``, the images that could not
+    be used with their problems. Stopping at a bad image of several says how to go on."""
+    from slimface.errors import ImageError, SlimfaceError
+
+    try:
+        results = matcher.embed_faces(images, bad_file=bad_file)
+    except ImageError as exc:
+        if len(images) < 2:
+            raise
+        raise type(exc)(exc.path, f"{exc.problem}; pass --bad-file skip to go on with "
+                                  f"the other images") from None
+    faces = [r for r in results if not isinstance(r, ImageError)]
+    skipped = [(r.path or "", r.problem) for r in results if isinstance(r, ImageError)]
+    if not faces:
+        report_skipped(skipped)
+        raise SlimfaceError(f"none of the {len(images)} images could be used")
+    return faces, skipped
 
 
 def print_warnings(notes: list[str]) -> None:

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import numpy as np
 
 from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
-from slimface.errors import (DamagedImageError, FaceError, ModelError, MultipleFacesError,
-                             NoFaceError, SlimfaceError)
+from slimface.errors import (ConfigError, DamagedImageError, FaceError, ImageError,
+                             ModelError, MultipleFacesError, NoFaceError, SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
 from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
 
@@ -29,6 +29,9 @@ MultiFace = Literal["error", "largest", "central"]
 MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest", "central")
 #: No face found: refuse, or use the template's centre crop (pre-cropped faces).
 NO_FACE_CHOICES: tuple[str, ...] = ("error", "centre")
+#: An image of a batch that cannot be used (unreadable, no face, several faces): stop the
+#: batch, or report it and go on with the others.
+BAD_FILE_POLICIES: tuple[str, ...] = ("error", "skip")
 #: Where a user meets these options: ``"cli"`` spells them ``--face largest``, ``"api"``
 #: ``face="largest"``.
 INTERFACES = ("api", "cli")
@@ -176,15 +179,26 @@ class FaceEmbedder:
 
     def embed_files(self, paths: Sequence[str | os.PathLike[str]],
                     multi_face: MultiFace = "error", no_face: str = "error",
-                    progress: bool = False, threads: int = 1) -> list[EmbeddedFace]:
-        """All or nothing: the first bad file (in input order) raises before anything is
-        returned. ``threads`` files are in flight at once, one thread each: JPEG decoding,
-        OpenCV and ONNX Runtime release the GIL, so one photo's decode overlaps another's
-        detection and the threads use as many cores."""
+                    progress: bool = False, threads: int = 1,
+                    bad_file: str = "error") -> list[Any]:
+        """All or nothing by default: the first bad file (in input order) raises before
+        anything is returned. ``bad_file="skip"`` puts each image's :class:`ImageError`
+        (unreadable, no face, several faces) in its place instead, so a batch command can
+        report it and go on with the others. ``threads`` files are in flight at once, one
+        thread each: JPEG decoding, OpenCV and ONNX Runtime release the GIL, so one photo's
+        decode overlaps another's detection and the threads use as many cores."""
         from tqdm import tqdm
 
-        def one(path: str | os.PathLike[str]) -> EmbeddedFace:
-            return self.embed_file(path, multi_face=multi_face, no_face=no_face)
+        if bad_file not in BAD_FILE_POLICIES:
+            raise ConfigError(f"bad_file must be one of {BAD_FILE_POLICIES}, got {bad_file!r}")
+
+        def one(path: str | os.PathLike[str]) -> EmbeddedFace | ImageError:
+            try:
+                return self.embed_file(path, multi_face=multi_face, no_face=no_face)
+            except ImageError as exc:
+                if bad_file == "error":
+                    raise
+                return exc
 
         workers = max(1, min(int(threads), len(paths)))
         bar = tqdm(total=len(paths), desc="embed", unit="img", disable=not progress,
