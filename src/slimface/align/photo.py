@@ -61,7 +61,8 @@ class Level:
         column is dropped), then one resize by less than 2x with ``final`` (area by
         default): the same filter as a single area resize at a fraction of its cost."""
         level = self
-        while level.long_side >= 2 * long_side:
+        # (a strip of an image, 1x10000 px, is not halved to nothing)
+        while level.long_side >= 2 * long_side and min(level.pixels.shape[:2]) >= 2:
             h, w = level.pixels.shape[:2]
             even = level.pixels[:h - h % 2, :w - w % 2]
             half = cv2.resize(even, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
