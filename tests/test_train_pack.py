@@ -16,7 +16,7 @@ from slimface.errors import ConfigError, DataError
 from slimface.train.config import TrainConfig, validate
 from slimface.train.distributed import DistInfo, resolve_device
 from slimface.train.function_matching import FaceCanvases, FunctionMatching
-from slimface.train.teacher import EnsembleTeacher
+from slimface.train.teacher import EnsembleTeacher, teacher_members
 from slimface.train.pack import MANIFEST, pack_fidelity, read_pack, write_pack
 from slimface.train.run import canvases_from_pack
 from slimface.train.trainer import Trainer
@@ -103,7 +103,7 @@ def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templat
     monkeypatch.setattr(workers_module.ViewWorkers, "submit",
                         lambda self, step, idx, info: (submitted.append(step),
                                                        original(self, step, idx, info)))
-    weights = []
+    weights, teacher_calls = [], []
     for workers in (0, 2):
         if templates == "one":
             cfg, (data, teacher) = distill_config(), (FaceCanvases(canvases()), PixelTeacher())
@@ -117,9 +117,13 @@ def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templat
         t.fit()
         assert objective._workers is None             # stopped at the end, files removed
         weights.append(t.backbone.state_dict())
+        teacher_calls.append(sum(len(m.seen) for m in teacher_members(teacher)))
     for (k, a), b in zip(weights[0].items(), weights[1].values()):
         assert torch.equal(a, b), k
     assert submitted == list(range(1, 6))             # every later step, each once
+    # on the CPU the workers ran the teacher for steps 1-5: the loop only for step 0
+    members = 1 if templates == "one" else 2
+    assert teacher_calls[0] - teacher_calls[1] == 5 * members
     assert not list(Path(tempfile.gettempdir()).glob("slimface-views-*"))
 
 

@@ -2,7 +2,9 @@
 whose embedding is the members' normalised embeddings concatenated, scaled to unit norm."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ from slimface.errors import ConfigError, UnknownNameError
 from slimface.train.config import TrainConfig, validate
 from slimface.train.teacher import EnsembleTeacher, load_teacher, teacher_members
 from tests._train_tiny import PixelTeacher, canvases
+
+# the user's cache as it was before the tests isolated theirs (fetched models live there)
+_USER_CACHE = Path(os.environ.get("SLIMFACE_CACHE", Path.home() / ".cache" / "slimface"))
 
 
 class ScaledTeacher(PixelTeacher):
@@ -95,3 +100,26 @@ def test_ensemble_recipe_builds_its_student_at_the_teacher_width() -> None:
 def test_a_gpu_teacher_cannot_ask_for_the_cpu_only_runtime() -> None:
     with pytest.raises(ConfigError, match="teacher_runtime='litert' runs on the CPU"):
         load_teacher("mobilefacenet-tflite", "litert", device="cuda")
+
+
+def test_a_litert_teacher_travels_to_a_data_worker_and_embeds_the_same() -> None:
+    import pickle
+
+    from slimface.errors import ModelError
+    from slimface.train.teacher import LiteRTTeacher
+
+    from slimface.models.pretrained import PRETRAINED
+
+    entry = PRETRAINED["mobilefacenet-tflite"]
+    found = list((_USER_CACHE / "models").glob(f"*/{entry.filename}"))
+    if not found:
+        pytest.skip("run `slimface models fetch --model mobilefacenet-tflite` for this test")
+    try:
+        teacher = LiteRTTeacher(found[0], entry.pixel_mean, entry.pixel_std, entry.template,
+                                entry.name)
+    except ModelError as exc:
+        pytest.skip(f"LiteRT is not installed ({exc})")
+    crops = np.random.default_rng(0).integers(0, 255, (5, 112, 112, 3), dtype=np.uint8)
+    before = teacher.embed(crops)
+    copy = pickle.loads(pickle.dumps(teacher))   # what spawning a worker does
+    assert np.array_equal(copy.embed(crops), before)

@@ -44,7 +44,7 @@ from slimface.errors import ConfigError, DataError, ModelFileError
 from slimface.train.augment import AugmentConfig
 from slimface.train.config import TrainConfig
 from slimface.train.distributed import DistInfo, model_device
-from slimface.train.teacher import teacher_members
+from slimface.train.teacher import embed_views, teacher_members
 from slimface.train.workers import ViewMaker, ViewWorkers
 
 log = logging.getLogger("slimface.train")
@@ -293,7 +293,10 @@ class FunctionMatching:
         workers (``config.data_workers`` processes, :mod:`slimface.train.workers`; the
         trainer calls it only when there are some)."""
         if self._workers is None:
-            self._workers = ViewWorkers(self.maker, self.config.data_workers)
+            # on the CPU the workers run the teacher too (on a GPU it stays with the student)
+            on_cpu = str(self.config.device).startswith("cpu")
+            self._workers = ViewWorkers(self.maker, self.config.data_workers,
+                                        teacher=self.teacher if on_cpu else None)
         for step, idx in upcoming:
             self._workers.submit(step, idx, info)
 
@@ -304,24 +307,24 @@ class FunctionMatching:
             self._workers = None
 
     def _views_of_step(self, idx: np.ndarray, step: int, info: DistInfo
-                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """This step's views: made ahead by a data worker, or now."""
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """This step's views: made ahead by a data worker (with the teacher's targets when
+        it ran the teacher, on the CPU), or now (targets None: the loop runs the teacher)."""
         made = self._workers.take(step) if self._workers is not None else None
-        return made if made is not None else self.views(idx, step, info)
+        return made if made is not None else (*self.views(idx, step, info), None)
 
     def embed_teacher(self, views: dict[str, np.ndarray]) -> np.ndarray:
         """The teacher's embeddings of ``views`` (per template): each member gets its own."""
-        if hasattr(self.teacher, "members"):
-            return self.teacher.embed([views[m.template] for m in self.members])
-        return self.teacher.embed(views[self.teacher.template])
+        return embed_views(self.teacher, views)
 
     def loss(self, model: nn.Module, idx: np.ndarray, slots: np.ndarray, step: int,
              info: DistInfo) -> tuple[torch.Tensor, dict[str, float]]:
         t0 = time.perf_counter()
-        views, teacher_views = self._views_of_step(idx, step, info)
+        views, teacher_views, made = self._views_of_step(idx, step, info)
         t1 = time.perf_counter()
         device = model_device(model)
-        target = torch.from_numpy(self.embed_teacher(teacher_views)).to(device)
+        target = torch.from_numpy(self.embed_teacher(teacher_views) if made is None
+                                  else made).to(device)
         t2 = time.perf_counter()
         x = torch.from_numpy(views).to(device).permute(0, 3, 1, 2).float()
         if self.config.channels_last:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ class LiteRTTeacher:
         except ImportError:
             raise ModelError("LiteRT is not installed (pip install ai-edge-litert); or pass "
                              "teacher_runtime='torch'") from None
+        self._path, self._threads = str(path), threads
         self.interp = Interpreter(model_path=str(path), num_threads=threads)
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -51,6 +52,18 @@ class LiteRTTeacher:
         self.embedding_dim = int(self.out["shape"][-1])
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.template, self.name = template, name
+
+    def __getstate__(self) -> dict:
+        """Picklable for a data worker (spawned): the interpreter is made again there."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("interp", "_prepared")}
+        state["batch"] = int(self.inp["shape"][0])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.__dict__.update(state)
+        self.interp = Interpreter(model_path=self._path, num_threads=self._threads)
 
     def _try_batch(self, batch: int) -> None:
         """Resize the input to ``batch`` once; files whose graph fixes the batch (a constant
@@ -150,6 +163,14 @@ class EnsembleTeacher:
 def teacher_members(teacher: Teacher) -> tuple[Teacher, ...]:
     """The teachers whose crops ``teacher.embed`` takes: an ensemble's members, else itself."""
     return tuple(getattr(teacher, "members", None) or (teacher,))
+
+
+def embed_views(teacher: Any, views: dict[str, np.ndarray]) -> np.ndarray:
+    """The teacher's embeddings of one step's views (one batch per template): an ensemble's
+    members each get their own template's."""
+    if hasattr(teacher, "members"):
+        return teacher.embed([views[m.template] for m in teacher_members(teacher)])
+    return teacher.embed(views[teacher.template])
 
 
 def _load_one(spec: str, runtime: str, threads: int, device: str = "cpu") -> Teacher:

@@ -1,5 +1,12 @@
 """Data workers: processes that augment the next steps' batches while the loop trains.
 
+On the CPU a worker also runs the teacher on the batch it made and hands back its targets
+instead of the teacher's views: the teacher is about half of a step there, so with one
+worker the loop's core runs only the student while the other core prepares the next step
+(a spawned worker gets its own copy of the teacher; LiteRT's interpreter is made again in
+it). The targets are the ones the loop would compute: same views, same runtime, same thread
+count.
+
 A step's views are a pure function of ``(seed, step, indices)`` (:class:`ViewMaker`), so a
 batch made ahead in a worker is bit for bit the batch the loop would make itself. The
 workers are *spawned*, not forked: a forked child inherits the locks of the parent's thread
@@ -61,10 +68,16 @@ class ViewMaker:
         return views, teacher_views
 
 
-class ViewWorkers:
-    """``n`` spawned processes that make :class:`ViewMaker` views ahead of the loop."""
+#: What a worker hands back for a step: the student's views, the teacher's views (empty
+#: when the worker ran the teacher) and the teacher's targets (None when it did not).
+Made = tuple[np.ndarray, dict[str, np.ndarray], "np.ndarray | None"]
 
-    def __init__(self, maker: ViewMaker, n: int):
+
+class ViewWorkers:
+    """``n`` spawned processes that make :class:`ViewMaker` views ahead of the loop and,
+    given a ``teacher``, its targets for them."""
+
+    def __init__(self, maker: ViewMaker, n: int, teacher: Any = None):
         self._folder = Path(tempfile.mkdtemp(prefix="slimface-views-"))
         try:
             spec = replace(maker, canvas=self._save("canvas", maker.canvas),
@@ -72,7 +85,7 @@ class ViewWorkers:
                                    for k, (name, (canvas, to, hw))
                                    in enumerate(maker.others.items())})
             self._pool = mp.get_context("spawn").Pool(n, initializer=_start_worker,
-                                                      initargs=(spec,))
+                                                      initargs=(spec, teacher))
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
@@ -87,7 +100,7 @@ class ViewWorkers:
         """Start making ``step``'s views."""
         self._pending[step] = self._pool.apply_async(_worker_views, (idx, step, info))
 
-    def take(self, step: int) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    def take(self, step: int) -> Made | None:
         """``step``'s views if they were submitted (waiting for them), else None; views of
         earlier steps still pending are dropped."""
         for stale in [s for s in self._pending if s < step]:
@@ -102,19 +115,27 @@ class ViewWorkers:
 
 
 _MAKER: ViewMaker | None = None
+_TEACHER: Any = None
 
 
-def _start_worker(spec: ViewMaker) -> None:
+def _start_worker(spec: ViewMaker, teacher: Any = None) -> None:
     """Map the canvases (their paths stand in ``spec``'s arrays); one thread per worker."""
     import cv2
+    import torch
 
-    global _MAKER
+    global _MAKER, _TEACHER
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    _TEACHER = teacher
     _MAKER = replace(spec, canvas=np.load(spec.canvas, mmap_mode="r"),
                      others={name: (np.load(path, mmap_mode="r"), to, hw)
                              for name, (path, to, hw) in spec.others.items()})
 
 
-def _worker_views(idx: np.ndarray, step: int, info: DistInfo
-                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return _MAKER.views(idx, step, info)
+def _worker_views(idx: np.ndarray, step: int, info: DistInfo) -> Made:
+    views, teacher_views = _MAKER.views(idx, step, info)
+    if _TEACHER is None:
+        return views, teacher_views, None
+    from slimface.train.teacher import embed_views
+
+    return views, {}, embed_views(_TEACHER, teacher_views)
