@@ -115,3 +115,10 @@ def distill_config(**kw) -> TrainConfig:
                        steps_per_epoch=6, warmup_steps=2, lr=1e-3, threads=1, log_every=2,
                        eval_every=0, checkpoint_minutes=0.0, channels_last=False)
     return replace(base, **kw)
+
+
+class UnloadableTeacher(PixelTeacher):
+    """A teacher whose copy cannot be made in a data worker (as when its model file moved)."""
+
+    def __setstate__(self, state: dict) -> None:
+        raise RuntimeError("teacher weights not found")

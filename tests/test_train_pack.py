@@ -103,6 +103,7 @@ def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templat
     monkeypatch.setattr(workers_module.ViewWorkers, "submit",
                         lambda self, step, idx, info: (submitted.append(step),
                                                        original(self, step, idx, info)))
+    before = set(Path(tempfile.gettempdir()).glob("slimface-views-*"))  # other runs' own
     weights, teacher_calls = [], []
     for workers in (0, 2):
         if templates == "one":
@@ -124,7 +125,7 @@ def test_data_workers_train_the_same_weights_as_the_loop(tmp_path: Path, templat
     # on the CPU the workers ran the teacher for steps 1-5: the loop only for step 0
     members = 1 if templates == "one" else 2
     assert teacher_calls[0] - teacher_calls[1] == 5 * members
-    assert not list(Path(tempfile.gettempdir()).glob("slimface-views-*"))
+    assert set(Path(tempfile.gettempdir()).glob("slimface-views-*")) <= before
 
 
 def test_device_and_worker_settings_are_checked() -> None:
@@ -165,3 +166,27 @@ def test_a_pack_of_real_faces_trains_like_the_aligned_images(data_root: Path,
     cfg = replace(distill_config(), data_pack=str(tmp_path / "pack"), crop_pad=16)
     got = canvases_from_pack(cfg, "arcface112", ("arcface112",))
     assert got.canvas.shape == (12, 144, 144, 3) and got.canvas.std() > 20  # faces, not blank
+
+
+def test_a_teacher_that_cannot_start_in_a_worker_fails_the_step_not_hangs(tmp_path: Path
+                                                                          ) -> None:
+    from tests._train_tiny import UnloadableTeacher
+
+    cfg = replace(distill_config(), data_workers=1)
+    objective = FunctionMatching(cfg, FaceCanvases(canvases()), UnloadableTeacher())
+    t = Trainer(cfg, objective, tmp_path, progress=False, info=DistInfo())
+    with pytest.raises(RuntimeError, match="teacher weights not found"):
+        t.fit()
+    assert objective._workers is None
+
+
+def test_a_torch_teacher_travels_to_a_worker_by_name_and_embeds_the_same() -> None:
+    import pickle
+
+    from slimface.train.teacher import ModelTeacher
+
+    teacher = ModelTeacher("slimface-mobile")
+    packed = pickle.dumps(teacher)
+    assert len(packed) < 1000  # the name, not the weights
+    crops = np.random.default_rng(0).integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
+    assert np.array_equal(pickle.loads(packed).embed(crops), teacher.embed(crops))

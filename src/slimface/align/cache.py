@@ -41,7 +41,7 @@ from slimface.io.paths import cache_root
 log = logging.getLogger(__name__)
 
 #: Bump when detection or warping changes in a way that invalidates stored crops.
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 CHUNK_ROWS = 1024
 
 _SCHEMA = """
@@ -260,8 +260,16 @@ class CropCache:
                  for row, (k, _, _, _) in enumerate(records)])
 
 
+#: SQLite's messages for the damage codes, for Pythons without ``sqlite_errorname`` (3.10).
+_DAMAGED_MESSAGES = ("file is not a database", "database disk image is malformed")
+
+
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
-    return getattr(exc, "sqlite_errorname", None) in _DAMAGED
+    """Whether ``exc`` says the index file is damaged (rebuildable), not locked or read-only."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if name is not None:
+        return name in _DAMAGED
+    return any(m in str(exc) for m in _DAMAGED_MESSAGES)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

@@ -81,7 +81,8 @@ class TrainConfig:
     #                                        (`slimface data pack`) instead of aligning images
     device: str = "cpu"                    # "cpu", or "cuda" / "cuda:N" where torch sees a GPU
     data_workers: int = 0                  # distill: processes that augment the next steps'
-    #                                        batches ahead of the loop (0 = in the loop)
+    #                                        batches ahead of the loop (0 = in the loop) and,
+    #                                        on the CPU, run the teacher on them
 
     @property
     def optimizer_name(self) -> str:

@@ -296,7 +296,8 @@ class FunctionMatching:
             # on the CPU the workers run the teacher too (on a GPU it stays with the student)
             on_cpu = str(self.config.device).startswith("cpu")
             self._workers = ViewWorkers(self.maker, self.config.data_workers,
-                                        teacher=self.teacher if on_cpu else None)
+                                        teacher=self.teacher if on_cpu else None,
+                                        threads=self.config.threads)
         for step, idx in upcoming:
             self._workers.submit(step, idx, info)
 

@@ -54,16 +54,22 @@ class LiteRTTeacher:
         self.template, self.name = template, name
 
     def __getstate__(self) -> dict:
-        """Picklable for a data worker (spawned): the interpreter is made again there."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("interp", "_prepared")}
-        state["batch"] = int(self.inp["shape"][0])
-        return state
+        """Picklable for a data worker (spawned): the interpreter is made again there, with
+        the batch size this copy was resized to, so both copies run the same graph."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("interp", "inp", "out")}
 
     def __setstate__(self, state: dict) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        batch, prepared = state.pop("batch"), state.pop("_prepared", False)
         self.__dict__.update(state)
         self.interp = Interpreter(model_path=self._path, num_threads=self._threads)
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+        self.batch = int(self.inp["shape"][0])
+        if prepared:
+            self._try_batch(batch)
+            self._prepared = True
 
     def _try_batch(self, batch: int) -> None:
         """Resize the input to ``batch`` once; files whose graph fixes the batch (a constant
@@ -110,6 +116,14 @@ class ModelTeacher:
         self.template = str(getattr(self.model, "template", "arcface112"))
         self.embedding_dim = int(self.model.embedding_dim)
         self.name = spec
+
+    def __getstate__(self) -> dict:
+        """Picklable for a data worker by name: the worker loads the same pretrained weights
+        (sending the tensors would go through shared memory, small in containers)."""
+        return {"spec": self.name, "device": str(self.device)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["spec"], device=state["device"])
 
     @torch.inference_mode()
     def embed(self, crops_nhwc: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ instead of the teacher's views: the teacher is about half of a step there, so wi
 worker the loop's core runs only the student while the other core prepares the next step
 (a spawned worker gets its own copy of the teacher; LiteRT's interpreter is made again in
 it). The targets are the ones the loop would compute: same views, same runtime, same thread
-count.
+count (``TrainConfig.threads`` applies to each process).
 
 A step's views are a pure function of ``(seed, step, indices)`` (:class:`ViewMaker`), so a
 batch made ahead in a worker is bit for bit the batch the loop would make itself. The
@@ -77,7 +77,7 @@ class ViewWorkers:
     """``n`` spawned processes that make :class:`ViewMaker` views ahead of the loop and,
     given a ``teacher``, its targets for them."""
 
-    def __init__(self, maker: ViewMaker, n: int, teacher: Any = None):
+    def __init__(self, maker: ViewMaker, n: int, teacher: Any = None, threads: int = 1):
         self._folder = Path(tempfile.mkdtemp(prefix="slimface-views-"))
         try:
             spec = replace(maker, canvas=self._save("canvas", maker.canvas),
@@ -85,7 +85,8 @@ class ViewWorkers:
                                    for k, (name, (canvas, to, hw))
                                    in enumerate(maker.others.items())})
             self._pool = mp.get_context("spawn").Pool(n, initializer=_start_worker,
-                                                      initargs=(spec, teacher))
+                                                      initargs=(spec, _packed(teacher),
+                                                                threads))
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
@@ -116,23 +117,43 @@ class ViewWorkers:
 
 _MAKER: ViewMaker | None = None
 _TEACHER: Any = None
+#: Why this worker could not start (its teacher could not be made): raised with each batch,
+#: so the loop fails with it instead of waiting for a pool that keeps restarting workers.
+_START_ERROR: BaseException | None = None
 
 
-def _start_worker(spec: ViewMaker, teacher: Any = None) -> None:
-    """Map the canvases (their paths stand in ``spec``'s arrays); one thread per worker."""
+def _packed(teacher: Any) -> bytes | None:
+    """The teacher as bytes: unpacked inside :func:`_start_worker`, where a failure (a moved
+    model file) can be kept and reported instead of killing the worker at start-up."""
+    import pickle
+
+    return None if teacher is None else pickle.dumps(teacher)
+
+
+def _start_worker(spec: ViewMaker, teacher: bytes | None = None, threads: int = 1) -> None:
+    """Map the canvases (their paths stand in ``spec``'s arrays); OpenCV on one thread, torch
+    on the run's ``threads`` (a torch teacher then computes as the loop's would)."""
     import cv2
     import torch
 
-    global _MAKER, _TEACHER
+    global _MAKER, _TEACHER, _START_ERROR
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-    _TEACHER = teacher
+    torch.set_num_threads(threads)
+    try:
+        import pickle
+
+        _TEACHER = None if teacher is None else pickle.loads(teacher)
+    except Exception as exc:  # noqa: BLE001 - handed back with the first batch
+        _START_ERROR = exc
     _MAKER = replace(spec, canvas=np.load(spec.canvas, mmap_mode="r"),
                      others={name: (np.load(path, mmap_mode="r"), to, hw)
                              for name, (path, to, hw) in spec.others.items()})
 
 
 def _worker_views(idx: np.ndarray, step: int, info: DistInfo) -> Made:
+    """One step's views and, with a teacher, its targets (see :data:`Made`)."""
+    if _START_ERROR is not None:
+        raise _START_ERROR
     views, teacher_views = _MAKER.views(idx, step, info)
     if _TEACHER is None:
         return views, teacher_views, None
