@@ -196,3 +196,28 @@ def test_bad_file_skip_marks_unreadable_files_and_aligns_the_others(
     with pytest.raises(ConfigError, match="bad_file"):
         align_paths(files, "arcface112", cache=False, workers=1, progress=False,
                     bad_file="ignore")
+
+
+def test_a_face_cut_by_a_tile_edge_is_not_a_second_face() -> None:
+    from slimface.align.detect import Detector, Face
+    from slimface.align.photo import Level
+
+    class CutFace(Detector):
+        """One face at x 1010-1060 of the whole copy, cut to what each tile holds of it (a
+        tile's pixels carry their own column: red = x // 256, green = x % 256)."""
+
+        def _detect(self, image):
+            x0 = int(image[0, 0, 0]) * 256 + int(image[0, 0, 1])
+            a, b = max(1010, x0), min(1060, x0 + image.shape[1])
+            if b - a < 10:
+                return []
+            box = np.array([a - x0, 100, b - x0, 140], np.float32)
+            return [Face(box=box, score=0.9, landmarks=np.zeros((5, 2), np.float32),
+                         kind="5pt")]
+
+    x = np.arange(1920)
+    pixels = np.zeros((1000, 1920, 3), np.uint8)
+    pixels[..., 0], pixels[..., 1] = x // 256, x % 256
+    # the first tile (x 0-1024) holds 14 px of it: too little overlap for NMS to merge
+    faces = pipeline.detect_tiled(Level(pixels), CutFace(name="cut", pad=0.0))
+    assert len(faces) == 1 and np.allclose(faces[0].box, [1010, 100, 1060, 140])

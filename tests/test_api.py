@@ -176,7 +176,7 @@ def test_an_image_that_is_not_a_path_or_a_threshold_out_of_range_is_named(people
 
 
 def test_embed_faces_bad_file_skip_leaves_each_error_in_its_place(tmp_path: Path, people):
-    from slimface.errors import ConfigError, ImageError
+    from slimface.errors import ImageError
 
     from PIL import Image
 
@@ -192,5 +192,7 @@ def test_embed_faces_bad_file_skip_leaves_each_error_in_its_place(tmp_path: Path
         assert isinstance(got[1], NoFaceError) and got[1].path == str(black)
         (result,) = fm.identify_faces([got[0]])
         assert result.match is not None and result.match.name == "p0"
-        with pytest.raises(ConfigError, match="bad_file"):
+        with pytest.raises(SlimfaceError, match="bad_file must be one of error, skip"):
             fm.embed_faces(images, bad_file="ignore")
+        with pytest.raises(TypeError, match="leave out what"):
+            fm.identify_faces(got)

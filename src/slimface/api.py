@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from slimface.errors import GalleryError, SlimfaceError
+from slimface.errors import GalleryError, ImageError, SlimfaceError
 from slimface.gallery.embedder import (DEFAULT_FLIP, MULTI_FACE_CHOICES, NO_FACE_CHOICES,
                                        EmbeddedFace, FaceEmbedder, check_choice,
                                        default_threads)
@@ -141,7 +141,8 @@ class FaceMatcher:
                                         no_face=self.no_face)
 
     def embed_faces(self, images: Sequence[PathLike], progress: bool = False,
-                    threads: int | None = None, bad_file: str = "error") -> list[Any]:
+                    threads: int | None = None, bad_file: str = "error"
+                    ) -> list[EmbeddedFace | ImageError]:
         """:meth:`embed_face` of every image, ``threads`` (default: :attr:`threads`) at
         once, in input order; the first bad image raises. With ``bad_file="skip"`` an image
         that cannot be used (unreadable, no face, several faces) leaves its
@@ -225,6 +226,11 @@ class FaceMatcher:
         :meth:`enroll_faces` enrolls them."""
         if not faces:
             return []
+        errors = [f for f in faces if isinstance(f, Exception)]
+        if errors:
+            raise TypeError(f"identify_faces takes embedded faces; {len(errors)} of them are "
+                            f"errors (first: {errors[0]}): leave out what "
+                            f"embed_faces(..., bad_file='skip') could not embed")
         gallery = self.open_gallery(readonly=True)
         ranked = gallery.identify(np.stack([f.embedding for f in faces]), top_k)
         try:

@@ -187,7 +187,8 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
                            detector if det is fallback else None, main_copy, status)
     fine = fine_copy(photo) if chain else None
     if fine is not None:
-        det, status = chain[-1]
+        # the detector that sees the smallest faces (RetinaFace's 16 px, not HOG's 80)
+        det, status = min(chain, key=lambda c: c[0].min_face_px())
         faces = detect_tiled(fine, det)
         if faces:
             return _chosen(photo, det, faces, fine, multi_face, path,
@@ -264,17 +265,32 @@ def detect_tiled(level: Level, detector: Detector) -> list[Face]:
     """Faces (full-resolution coordinates, best first) on ``level`` looked at in tiles of at
     most :data:`~slimface.align.photo.DETECT_SIDE` pixels that overlap by
     :data:`TILE_OVERLAP`, so no detector shrinks its input and a face on a tile border is
-    whole on one tile; duplicates from the overlaps are merged by non-maximum suppression."""
+    whole on one tile. Each tile keeps only the faces centred in its own share of the
+    overlaps (up to their middle), so a face cut by a tile's edge, whose whole is on the
+    neighbour, is not a second face; what still overlaps is merged by non-maximum
+    suppression."""
     h, w = level.pixels.shape[:2]
     faces: list[Face] = []
-    for y0 in _tile_starts(h):
-        for x0 in _tile_starts(w):
+    for y0, (top, bottom) in _tiles(h):
+        for x0, (left, right) in _tiles(w):
             tile = level.region(x0, y0, x0 + DETECT_SIDE, y0 + DETECT_SIDE)
-            faces += _to_full(detector.detect(tile.pixels, pad=0.0), tile)
+            found = [f for f in detector.detect(tile.pixels, pad=0.0)
+                     if left <= x0 + (f.box[0] + f.box[2]) / 2 < right
+                     and top <= y0 + (f.box[1] + f.box[3]) / 2 < bottom]
+            faces += _to_full(found, tile)
     if len(faces) < 2:
         return faces
     keep = nms(np.stack([f.box for f in faces]), np.array([f.score for f in faces]), 0.4)
     return [faces[i] for i in keep]
+
+
+def _tiles(length: int) -> list[tuple[int, tuple[float, float]]]:
+    """Each tile's offset along ``length`` and the span of face centres it keeps: from the
+    middle of its overlap with the tile before to the middle of that with the tile after."""
+    starts = _tile_starts(length)
+    cuts = [(a + DETECT_SIDE + b) / 2 for a, b in zip(starts, starts[1:])]
+    bounds = [-math.inf, *cuts, math.inf]
+    return [(s, (bounds[i], bounds[i + 1])) for i, s in enumerate(starts)]
 
 
 def _tile_starts(length: int) -> list[int]:
@@ -418,14 +434,15 @@ def align_image(image_or_path: np.ndarray | Photo | str | os.PathLike[str],
     else:
         photo, path = Photo.open(image_or_path), image_or_path
     t = get_template(template)
-    main = resolve_detector(detector)
+    main, fallback = resolve_detector(detector), resolve_detector(fallback_detector)
     with stage("detect"):
-        face, status = detect_photo(photo, main, resolve_detector(fallback_detector),
-                                    multi_face, path)
+        face, status = detect_photo(photo, main, fallback, multi_face, path)
     if face is None and no_face == "error":
+        finest = min((d for d in (main, fallback) if d is not None),
+                     key=lambda d: d.min_face_px())
         raise errors.NoFaceError(path, "no face found (tried "
                                        f"{_chain_names(detector, fallback_detector)})",
-                                 note=small_face_note(photo, main))
+                                 note=small_face_note(photo, finest))
     with stage("align"):
         crop = crop_photo(photo, face, t)
     return AlignedFace(crop=crop, face=face, status=status)
@@ -597,8 +614,9 @@ def align_paths(paths: Sequence[str | os.PathLike[str]], template: str | Templat
     try:
         for result in _run_jobs(job, tasks, workers, progress, f"align {t.name}"):
             if result[1] == "error":
-                if bad_file == "error":
-                    _raise_worker_error(result)
+                if bad_file == "error" or issubclass(getattr(errors, result[2]),
+                                                     errors.FaceError):
+                    _raise_worker_error(result)  # a face problem is --face/--no-face's
                 key = keys[result[0]]
                 problems[key.path] = result[4]
                 for i in unique[key]:

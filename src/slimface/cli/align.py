@@ -201,7 +201,7 @@ def _by_file(files: list[Path], by_path: dict[str, str]) -> dict[Path, str]:
 
 def run(args: argparse.Namespace) -> int:
     from slimface.align import get_template
-    from slimface.errors import ConfigError
+    from slimface.errors import ConfigError, ImageError, SlimfaceError
 
     template = get_template(args.template)
     ext = args.ext if args.ext.startswith(".") else f".{args.ext}"
@@ -214,7 +214,11 @@ def run(args: argparse.Namespace) -> int:
     # the problems as the command reports them: without the library's own remedy
     bad = {f: problem.split("; pass ")[0]
            for f, problem in _by_file(files, batch.problems).items()}
+    if len(bad) == len(files) == 1:
+        raise ImageError(str(files[0]), bad[files[0]])
     skipped = report_skipped([(str(f), problem) for f, problem in bad.items()])
+    if len(bad) == len(files):
+        raise SlimfaceError(f"none of the {len(files)} images could be read")
     _report_damaged(_by_file(files, batch.damaged))
     written = _write_crops(outputs, batch, args.no_face)
     summary = {"template": template.name, "images": len(files), "written": written,

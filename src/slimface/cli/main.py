@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slimface", description="Small, fast face recognition: align, train, compress, "
                                      "evaluate on LFW, verify and identify.",
         epilog="Results go to stdout (--json: JSON only), messages to stderr. Exit status: 0 "
-               "success (verify: same or different alike; identify: a match or unknown), 1 a "
-               "problem with an input (the message names the file), 2 a usage error.")
+               "success (verify: same or different alike; identify: a match or unknown), 1 an "
+               "input or setting that cannot be used (the message names it), 2 a usage "
+               "error.")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, libraries' informational messages included")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

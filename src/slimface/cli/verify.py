@@ -65,6 +65,8 @@ def embed_batch(matcher: Any, images: Sequence[str], bad_file: str
                                   f"the other images") from None
     faces = [r for r in results if not isinstance(r, ImageError)]
     skipped = [(r.path or "", r.problem) for r in results if isinstance(r, ImageError)]
+    if not faces and len(results) == 1:
+        raise results[0]  # one image: its own error, as without --bad-file skip
     if not faces:
         report_skipped(skipped)
         raise SlimfaceError(f"none of the {len(images)} images could be used")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import numpy as np
 
 from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
-from slimface.errors import (ConfigError, DamagedImageError, FaceError, ImageError,
+from slimface.errors import (DamagedImageError, FaceError, ImageError,
                              ModelError, MultipleFacesError, NoFaceError, SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
 from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
@@ -189,8 +189,7 @@ class FaceEmbedder:
         decode overlaps another's detection and the threads use as many cores."""
         from tqdm import tqdm
 
-        if bad_file not in BAD_FILE_POLICIES:
-            raise ConfigError(f"bad_file must be one of {BAD_FILE_POLICIES}, got {bad_file!r}")
+        check_choice(self.interface, "bad_file", bad_file, BAD_FILE_POLICIES)
 
         def one(path: str | os.PathLike[str]) -> EmbeddedFace | ImageError:
             try:
