@@ -61,7 +61,8 @@ def embed_batch(matcher: Any, images: Sequence[str], bad_file: str
     except ImageError as exc:
         if len(images) < 2:
             raise
-        raise type(exc)(exc.path, f"{exc.problem}; pass --bad-file skip to go on with "
+        joiner = ", or" if "; pass " in exc.problem else "; pass"
+        raise type(exc)(exc.path, f"{exc.problem}{joiner} --bad-file skip to go on with "
                                   f"the other images") from None
     faces = [r for r in results if not isinstance(r, ImageError)]
     skipped = [(r.path or "", r.problem) for r in results if isinstance(r, ImageError)]
