@@ -213,3 +213,12 @@ def test_a_strip_of_an_image_is_refused_before_the_detector_sees_it(tmp_path):
     with pytest.raises(NoFaceError, match=r"strip.png: the image is 30x20000 pixels, a strip"):
         _check_proportions(strip, Photo.open(strip))
     _check_proportions(strip, np.zeros((1000, 10, 3), np.uint8))  # 100:1 still goes through
+
+
+def test_no_face_advice_does_not_offer_a_centre_crop_of_nothing() -> None:
+    from slimface.gallery.embedder import _no_face_advice
+
+    rng = np.random.default_rng(0)
+    assert "too small" in _no_face_advice(rng.integers(0, 255, (20, 20, 3), np.uint8))
+    assert "blank" in _no_face_advice(np.full((300, 300, 3), 90, np.uint8))
+    assert _no_face_advice(rng.integers(0, 255, (300, 300, 3), np.uint8)) == ""

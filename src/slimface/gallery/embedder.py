@@ -259,9 +259,28 @@ class FaceEmbedder:
                                            f"{hint}") from None
         except FaceError as exc:
             tried = " then ".join(n for n in (self.detector_name, self.fallback_name) if n)
-            hint = option_hint(self.interface, "no_face", "centre")
-            raise type(exc)(path, f"no face found (detectors tried: {tried}); for a "
-                                  f"pre-cropped face pass {hint}{exc.note}") from None
+            centre = option_hint(self.interface, "no_face", "centre")
+            advice = (_no_face_advice(image)
+                      or f"for a pre-cropped face pass {centre}{exc.note}")
+            raise type(exc)(path, f"no face found (detectors tried: {tried}); "
+                                  f"{advice}") from None
+
+
+#: Images with a shorter side below this hold no face a detector or a model can use.
+MIN_FACE_IMAGE_SIDE = 32
+
+
+def _no_face_advice(image: Any) -> str:
+    """What to say instead of suggesting a centre crop, when a centre crop would embed
+    nothing: an image too small for a face, or one of a single colour; else ""."""
+    size = getattr(image, "size", None)  # a Photo: (width, height)
+    pixels = getattr(getattr(image, "detection_level", None), "pixels", image)
+    width, height = size if isinstance(size, tuple) else (pixels.shape[1], pixels.shape[0])
+    if min(width, height) < MIN_FACE_IMAGE_SIDE:
+        return f"the image is {width}x{height} pixels, too small to hold a face"
+    if float(np.asarray(pixels).std()) < 2.0:
+        return "the image is blank (one colour all over)"
+    return ""
 
 
 #: Longest side over shortest beyond which an image is a strip, not a photo: no face fits
