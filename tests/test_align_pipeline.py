@@ -155,30 +155,6 @@ def test_a_face_too_small_for_every_copy_is_found_on_the_fine_tiles(lfw_files: l
     assert np.abs(out.face.landmarks - (alone.face.landmarks + [4400, 3000])).max() < 6
 
 
-def test_duplicates_from_tile_overlaps_are_merged() -> None:
-    from slimface.align.detect import Detector, Face
-    from slimface.align.photo import Level
-
-    class OneFace(Detector):
-        """Sees the face at x 900-950 of the whole copy on every tile that holds it; a
-        tile's pixels carry their own column (red = x // 256, green = x % 256)."""
-
-        def _detect(self, image):
-            x0 = int(image[0, 0, 0]) * 256 + int(image[0, 0, 1])
-            if not (x0 <= 900 and 950 <= x0 + image.shape[1]):
-                return []
-            box = np.array([900 - x0, 100, 950 - x0, 150], np.float32)
-            return [Face(box=box, score=0.9, landmarks=np.zeros((5, 2), np.float32),
-                         kind="5pt")]
-
-    x = np.arange(1920)
-    pixels = np.zeros((1000, 1920, 3), np.uint8)
-    pixels[..., 0], pixels[..., 1] = x // 256, x % 256
-    faces = pipeline.detect_tiled(Level(pixels), OneFace(name="one", pad=0.0))
-    assert len(pipeline._tile_starts(1920)) == 2  # both tiles hold x 900-950
-    assert len(faces) == 1 and np.allclose(faces[0].box, [900, 100, 950, 150])
-
-
 def test_bad_file_skip_marks_unreadable_files_and_aligns_the_others(
         lfw_files: list[Path], tmp_path: Path) -> None:
     text = tmp_path / "notes.jpg"
@@ -198,17 +174,21 @@ def test_bad_file_skip_marks_unreadable_files_and_aligns_the_others(
                     bad_file="ignore")
 
 
-def test_a_face_cut_by_a_tile_edge_is_not_a_second_face() -> None:
+@pytest.mark.parametrize("span", [(900, 950), (1010, 1060)])
+def test_a_face_on_two_tiles_is_one_face(span: tuple[int, int]) -> None:
+    """(900, 950) lies whole on both tiles of a 1,920 px copy (x 0-1024 and 896-1920): the
+    duplicates merge. (1010, 1060) is cut by the first tile's edge, which holds 14 px of it:
+    too little overlap for NMS, so only the tile whose share holds its centre keeps it."""
     from slimface.align.detect import Detector, Face
     from slimface.align.photo import Level
 
-    class CutFace(Detector):
-        """One face at x 1010-1060 of the whole copy, cut to what each tile holds of it (a
+    class OneFace(Detector):
+        """The face at ``span`` of the whole copy, cut to what each tile holds of it (a
         tile's pixels carry their own column: red = x // 256, green = x % 256)."""
 
         def _detect(self, image):
             x0 = int(image[0, 0, 0]) * 256 + int(image[0, 0, 1])
-            a, b = max(1010, x0), min(1060, x0 + image.shape[1])
+            a, b = max(span[0], x0), min(span[1], x0 + image.shape[1])
             if b - a < 10:
                 return []
             box = np.array([a - x0, 100, b - x0, 140], np.float32)
@@ -218,6 +198,6 @@ def test_a_face_cut_by_a_tile_edge_is_not_a_second_face() -> None:
     x = np.arange(1920)
     pixels = np.zeros((1000, 1920, 3), np.uint8)
     pixels[..., 0], pixels[..., 1] = x // 256, x % 256
-    # the first tile (x 0-1024) holds 14 px of it: too little overlap for NMS to merge
-    faces = pipeline.detect_tiled(Level(pixels), CutFace(name="cut", pad=0.0))
-    assert len(faces) == 1 and np.allclose(faces[0].box, [1010, 100, 1060, 140])
+    assert len(pipeline._tile_starts(1920)) == 2
+    faces = pipeline.detect_tiled(Level(pixels), OneFace(name="one", pad=0.0))
+    assert len(faces) == 1 and np.allclose(faces[0].box, [span[0], 100, span[1], 140])
