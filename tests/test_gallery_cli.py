@@ -32,6 +32,7 @@ def test_create_enroll_identify_list_remove(tmp_path: Path, people, capsys):
     out = _run_json(capsys, ["gallery", "identify", db, *probes, "--top", "2"])
     assert [r["candidates"][0]["name"] for r in out["results"]] == list(people)
     assert all(len(r["candidates"]) == 2 for r in out["results"])
+    assert out["model"] == "tiny-test"  # which model answered, as embed and verify say
     listed = _run_json(capsys, ["gallery", "list", db])
     assert [i["name"] for i in listed["identities"]] == sorted(people)
     assert listed["identities"][0]["metadata"] == {"team": "a"}

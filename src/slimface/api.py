@@ -160,7 +160,8 @@ class FaceMatcher:
         threshold = self.threshold  # fail before the (slow) embedding if uncalibrated
         fa, fb = self.embed_face(a), self.embed_face(b)
         sim = float(np.dot(fa.embedding, fb.embedding))
-        faces = [{"path": f.path, "status": f.status, "box": f.box,
+        faces = [{"path": f.path, "status": f.status,
+                  "box": None if f.box is None else [round(float(v), 2) for v in f.box],
                   **({"warnings": f.warnings} if f.warnings else {})} for f in (fa, fb)]
         return VerifyResult(sim > threshold.value, sim, threshold.value, threshold.source, faces)
 

@@ -140,13 +140,15 @@ def _identify(args: argparse.Namespace) -> int:
         faces, skipped = embed_batch(m, args.images, args.bad_file)
         results = m.identify_faces(faces, top_k=args.top)
         threshold = results[0].threshold if results else None
+        model_name = m.embedder.model_name
     print_warnings([w for r in results for w in r.warnings])
     skipped_list = report_skipped(skipped)
     lines = []
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
         lines.append(f"{r.path}: {r.match.name if r.match else 'unknown'}  [{cands}]")
-    emit_result(args.json, {"threshold": threshold, "results": [r.as_dict() for r in results],
+    emit_result(args.json, {"model": model_name, "threshold": threshold,
+                            "results": [r.as_dict() for r in results],
                             **({"skipped": skipped_list} if skipped else {})}, *lines)
     return 0
 
