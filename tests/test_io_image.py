@@ -221,3 +221,21 @@ def test_alpha_compositing_in_blocks_matches_exact_rounding() -> None:
     alpha = rgba[..., 3:4] / 255.0
     exact = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     np.testing.assert_array_equal(_over_white(rgba, rows=8), exact)   # blocks of 8 rows
+
+
+def test_avif_photos_are_read_upright_where_pillow_decodes_them(tmp_path: Path) -> None:
+    from slimface.io import image as image_module
+
+    if "AVIF" not in image_module.SUPPORTED_FORMATS:
+        pytest.skip("this Pillow has no AVIF decoder")
+    y, x = np.mgrid[0:24, 0:32]  # smooth: lossy AVIF keeps it close
+    pixels = np.stack([x * 8, y * 10, (x + y) * 4], axis=-1).astype(np.uint8)
+    flat = tmp_path / "x.avif"
+    Image.fromarray(pixels).save(flat, quality=95)
+    got = load_image(flat)
+    assert got.shape == pixels.shape and np.abs(got.astype(int) - pixels).mean() < 8
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: turned upright when read
+    Image.fromarray(pixels).save(tmp_path / "turned.avif", quality=95, exif=exif.tobytes())
+    assert load_image(tmp_path / "turned.avif").shape == (pixels.shape[1], pixels.shape[0], 3)
+    assert ".avif" in image_module.IMAGE_EXTENSIONS

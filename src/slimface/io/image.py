@@ -34,12 +34,27 @@ MAX_PIXELS = 50_000_000
 #: What the over-the-limit message advises.
 _SMALLER_COPY = "; save a smaller copy (12 megapixels is plenty for a face)"
 
+
+def _avif_readable() -> bool:
+    """Whether this Pillow decodes AVIF (its wheels bundle libavif from 11.2 on), the format
+    some phones and most web pages now save photos in."""
+    from PIL import features
+
+    try:
+        return bool(features.check("avif"))
+    except (ValueError, KeyError):  # a Pillow that does not know the feature
+        return False
+
+
+_AVIF = _avif_readable()
+
 #: Pillow format names we read (PGM/PPM are "PPM"; MPO is the JPEG variant phones write).
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP")
-SUPPORTED_NAMES = "JPEG, PNG, PGM/PPM, BMP, WebP"
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP") + (("AVIF",) if _AVIF else ())
+SUPPORTED_NAMES = "JPEG, PNG, PGM/PPM, BMP, WebP" + (", AVIF" if _AVIF else "")
 
 #: Extensions that folder walks pick up (``slimface align`` and friends).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp")
+IMAGE_EXTENSIONS = ((".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp")
+                    + ((".avif",) if _AVIF else ()))
 
 # Leading bytes of image formats: a file that starts like an image but fails to open is
 # "corrupt", anything else is "not an image".
