@@ -139,3 +139,15 @@ def test_embed_bad_file_skip_embeds_the_other_images(tmp_path: Path, people, cap
     assert [Path(s["path"]).name for s in out["skipped"]] == ["notes.jpg"]
     assert main(["embed", *images, "--model", "tiny-test"]) == 1
     assert "--bad-file skip" in capsys.readouterr().err
+
+
+def test_enrolling_the_same_photo_again_stores_it_once(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    _run_json(capsys, ["gallery", "create", db, "--model", "tiny-test"])
+    first = [str(p) for p in people["p0"][:2]]
+    assert _run_json(capsys, ["gallery", "enroll", db, "--name", "p0", *first]
+                     )["n_embeddings"] == 2
+    out = _run_json(capsys, ["gallery", "enroll", db, "--name", "p0", first[0],
+                             str(people["p0"][2]), first[0]])
+    assert out["added"] == 1 and out["n_embeddings"] == 3
+    assert sum("already enrolled for p0" in w for w in out["warnings"]) == 2

@@ -126,9 +126,14 @@ def _enroll(args: argparse.Namespace) -> int:
         notes = [w for f in faces for w in f.warnings]
         print_warnings(notes)
         n = m.enroll_faces(name, faces, metadata=meta)
-    out = {"name": name, "added": len(args.images), "n_embeddings": n}
+        repeats = m.open_gallery().last_repeats
+    again = [f"{source}: already enrolled for {name}; not stored again" for source in repeats]
+    print_warnings(again)
+    notes += again
+    added = len(args.images) - len(repeats)
+    out = {"name": name, "added": added, "n_embeddings": n}
     emit_result(args.json, {**out, "warnings": notes} if notes else out,
-                f"enrolled {name}: {len(args.images)} image(s), {n} in total")
+                f"enrolled {name}: {added} image(s), {n} in total")
     return 0
 
 

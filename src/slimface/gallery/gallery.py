@@ -88,6 +88,8 @@ class Gallery:
         self._forced_kind = index_kind
         #: The database generation the last :meth:`identify` answered from.
         self.last_generation = -1
+        #: Sources of the images the last :meth:`enroll` found already enrolled (not stored).
+        self.last_repeats: list[str | None] = []
         with self.store.snapshot():
             self._load_or_rebuild_index()
 
@@ -142,7 +144,9 @@ class Gallery:
                metadata: Mapping[str, Any] | None = None) -> int:
         """Add embeddings (one per image) to ``name``, creating it if new; all or nothing.
 
-        Returns the number of embeddings the identity now has.
+        Returns the number of embeddings the identity now has. A file the identity already
+        holds with the same embedding (the same photo enrolled again, by a re-run script) is
+        not stored twice; such sources are left in :attr:`last_repeats`.
         """
         name = clean_name(name)
         vectors = _as_rows(vectors, self.store.embedding_dim, self.path)
@@ -153,7 +157,11 @@ class Gallery:
                 identity_id = self.store.insert_identity(conn, name, metadata)
             elif metadata:
                 self.store.update_metadata(conn, identity_id, metadata)
-            self.store.insert_embeddings(conn, identity_id, vectors, sources)
+            new = _new_rows(vectors, sources, *self.store.vectors_of(identity_id))
+            self.last_repeats = [sources[i] for i in range(len(vectors)) if i not in new]
+            if new:
+                self.store.insert_embeddings(conn, identity_id, vectors[new],
+                                             [sources[i] for i in new])
             count = self.store.count_embeddings_of(identity_id)
         self._after_write()
         return count
@@ -415,6 +423,33 @@ def _known_names(name: str, known: list[str], shown: int = 10) -> str:
     listed = ", ".join(known[:shown]) + (f", ... ({len(known)} in all)"
                                          if len(known) > shown else "")
     return f"{hint} (enrolled: {listed})"
+
+
+#: Cosine above which two embeddings from one file are the same photo (a photo embedded
+#: twice gives the same vector to within the runtime's rounding; a file saved over with
+#: another photo does not).
+REPEAT_COSINE = 0.9999
+
+
+def _new_rows(vectors: np.ndarray, sources: Sequence[str | None],
+              held_sources: Sequence[str | None], held: np.ndarray) -> list[int]:
+    """Rows of ``vectors`` that are not a repeat: the same file (``sources``) with the same
+    embedding, already held or earlier in the batch."""
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    seen: dict[str, list[np.ndarray]] = {}
+    for src, v in zip(held_sources, held):
+        if src is not None:
+            seen.setdefault(src, []).append(unit(v))
+    new: list[int] = []
+    for i, (src, v) in enumerate(zip(sources, vectors)):
+        u = unit(v)
+        if src is None or not any(float(u @ w) > REPEAT_COSINE for w in seen.get(src, [])):
+            new.append(i)
+            if src is not None:
+                seen.setdefault(src, []).append(u)
+    return new
 
 
 def _as_rows(vectors: np.ndarray, dim: int, path: Path) -> np.ndarray:

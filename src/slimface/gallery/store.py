@@ -310,6 +310,12 @@ class GalleryStore:
         row = self._q("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
         return None if row is None else int(row[0])
 
+    def vectors_of(self, identity_id: int) -> tuple[list[str | None], np.ndarray]:
+        """The sources and float32 embeddings of one identity (rows in id order)."""
+        rows = self._q("SELECT source, vector FROM embeddings WHERE identity_id = ? "
+                       "ORDER BY id", (identity_id,)).fetchall()
+        return [r[0] for r in rows], blobs_to_matrix([r[1] for r in rows], self.embedding_dim)
+
     def embedding_ids(self, upto: int | None = None) -> np.ndarray:
         """Ids of the stored embeddings (those ``<= upto`` when given), ascending."""
         sql, args = "SELECT id FROM embeddings", ()
