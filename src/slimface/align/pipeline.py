@@ -81,8 +81,9 @@ REFINE_CONTEXT = 2.0
 #: (a finer level is decoded for it). A face in a group photo, a panorama or a 27-megapixel
 #: shot is often under 2% of the long side: 16-20 px on the 1,024 px copy, at RetinaFace's
 #: limit; here it is twice that. 1,920 px is two tiles per side of a 4:3 photo. It costs a
-#: photo without any face a second decode and four 1,024 px detections (about 0.3 s on one
-#: core); photos with a face found earlier never reach it.
+#: photo without any face a second decode and four 1,024 px detections (about a quarter of
+#: a second of one core: docs/speed-photos.md); photos with a face found earlier never
+#: reach it.
 FINE_DETECT_SIDE = 1920
 FINE_MIN_RATIO = 1.5
 #: Pixels neighbouring tiles of the fine copy share: more than any face the coarser copies
