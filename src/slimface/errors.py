@@ -21,12 +21,19 @@ def _where(path: str | PathLike[str] | None, problem: str) -> str:
 
 
 class ImageError(SlimfaceError):
-    """An input image could not be used; the message starts with the file path."""
+    """An input image could not be used; the message starts with the file path.
 
-    def __init__(self, path: str | PathLike[str] | None, problem: str):
+    ``remedy`` ("pass allow_damaged=True to use it anyway") ends the message. It is kept
+    apart (``bare_problem`` is the message without it) so that a caller who spells the
+    option differently (``--allow-damaged`` on the command line) or adds another way out
+    rewords the remedy instead of cutting it out of the text."""
+
+    def __init__(self, path: str | PathLike[str] | None, problem: str, remedy: str = ""):
         self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(_where(path, problem))
+        self.bare_problem = problem
+        self.remedy = remedy
+        self.problem = f"{problem}; {remedy}" if remedy else problem
+        super().__init__(_where(path, self.problem))
 
 
 class ImageNotFoundError(ImageError):
@@ -62,9 +69,10 @@ class FaceError(ImageError):
     """Detection did not give exactly the one face the caller needs; ``note`` is advice
     that ends the message (kept by callers that reword the rest)."""
 
-    def __init__(self, path: str | PathLike[str] | None, problem: str, note: str = ""):
+    def __init__(self, path: str | PathLike[str] | None, problem: str, note: str = "",
+                 remedy: str = ""):
         self.note = note
-        super().__init__(path, problem + note)
+        super().__init__(path, problem + note, remedy)
 
 
 class NoFaceError(FaceError):

@@ -506,12 +506,12 @@ def _work(task: tuple[int, str, Face | None, bool]) -> tuple:
                                         path)
         return index, status, face, crop_photo(photo, face, job.template), photo.damage
     except errors.ImageError as exc:
-        return index, "error", type(exc).__name__, exc.path, exc.problem
+        return index, "error", type(exc).__name__, exc.path, exc.bare_problem, exc.remedy
 
 
 def _raise_worker_error(result: tuple) -> None:
-    _, _, cls_name, path, problem = result
-    raise getattr(errors, cls_name)(path, problem)
+    _, _, cls_name, path, problem, remedy = result
+    raise getattr(errors, cls_name)(path, problem, remedy=remedy)
 
 
 @contextlib.contextmanager

@@ -152,8 +152,8 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
                              if len(files) > 1 else [])
         if not hints:
             raise
-        problem = exc.problem.split("; pass ")[0]
-        raise type(exc)(exc.path, f"{problem}; pass {', or '.join(hints)}") from None
+        raise type(exc)(exc.path, exc.bare_problem,
+                        remedy=f"pass {', or '.join(hints)}") from None
 
 
 def _report_damaged(damaged: dict[Path, str]) -> None:
@@ -211,9 +211,7 @@ def run(args: argparse.Namespace) -> int:
     dst = Path(args.dst)
     outputs = _output_paths(files, root, dst, ext)
     batch = _align(files, template, args)
-    # the problems as the command reports them: without the library's own remedy
-    bad = {f: problem.split("; pass ")[0]
-           for f, problem in _by_file(files, batch.problems).items()}
+    bad = _by_file(files, batch.problems)
     if len(bad) == len(files) == 1:
         raise ImageError(str(files[0]), bad[files[0]])
     skipped = report_skipped([(str(f), problem) for f, problem in bad.items()])

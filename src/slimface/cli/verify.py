@@ -61,9 +61,10 @@ def embed_batch(matcher: Any, images: Sequence[str], bad_file: str
     except ImageError as exc:
         if len(images) < 2:
             raise
-        joiner = ", or" if "; pass " in exc.problem else "; pass"
-        raise type(exc)(exc.path, f"{exc.problem}{joiner} --bad-file skip to go on with "
-                                  f"the other images") from None
+        go_on = "--bad-file skip to go on with the other images"
+        raise type(exc)(exc.path, exc.bare_problem,
+                        remedy=f"{exc.remedy}, or {go_on}" if exc.remedy
+                        else f"pass {go_on}") from None
     faces = [r for r in results if not isinstance(r, ImageError)]
     skipped = [(r.path or "", r.problem) for r in results if isinstance(r, ImageError)]
     if not faces and len(results) == 1:

@@ -236,10 +236,9 @@ class FaceEmbedder:
                     return photo, photo.damage
                 decoded = decode_image(path, allow_damaged=self.allow_damaged)
             except DamagedImageError as exc:
-                detail = exc.problem.split("; pass ")[0]
-                raise DamagedImageError(path, f"{detail}; pass "
-                                              f"{option_hint(self.interface, 'allow_damaged')} "
-                                              f"to use it anyway") from None
+                hint = option_hint(self.interface, "allow_damaged")
+                raise DamagedImageError(path, exc.bare_problem,
+                                        remedy=f"pass {hint} to use it anyway") from None
             image, damage = decoded.pixels, decoded.damage
         return (_pad_replicate(image, self.pad) if self.pad > 0 else image), damage
 

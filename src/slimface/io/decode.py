@@ -121,7 +121,7 @@ def decode_scaled(path: str | os.PathLike[str], factor: int = 1, *,
     ``upright=False`` leaves a reduced JPEG as stored (turning a big image costs more than
     reading it turned: ``to_full`` includes the turn).
     """
-    from slimface.io.image import decode_image
+    from slimface.io.image import DAMAGED_REMEDY, decode_image
 
     if factor not in FACTORS:
         raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}")
@@ -131,8 +131,8 @@ def decode_scaled(path: str | os.PathLike[str], factor: int = 1, *,
         if damage is None and pixels is not None:
             return _scaled(pixels, head, factor, upright)
         if damage is not None and not allow_damaged:
-            raise DamagedImageError(head.path, f"damaged image data ({damage}); pass "
-                                               f"allow_damaged=True to use it anyway")
+            raise DamagedImageError(head.path, f"damaged image data ({damage})",
+                                    remedy=DAMAGED_REMEDY)
     decoded = decode_image(head.path, allow_damaged=allow_damaged)
     h, w = decoded.pixels.shape[:2]
     return ScaledImage(decoded.pixels, 1, (w, h), np.array([[1.0, 0, 0], [0, 1.0, 0]]),

@@ -31,6 +31,9 @@ from slimface.errors import (DamagedImageError, EmptyImageError, ImageDecodeErro
 #: Decode limit; larger images are refused before their pixels are decoded.
 MAX_PIXELS = 50_000_000
 
+#: How a caller of the library uses a damaged image anyway (the CLI says --allow-damaged).
+DAMAGED_REMEDY = "pass allow_damaged=True to use it anyway"
+
 #: What the over-the-limit message advises.
 _SMALLER_COPY = "; save a smaller copy (12 megapixels is plenty for a face)"
 
@@ -139,8 +142,8 @@ def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -
             _check_dimensions(p, im)
             damage = _jpeg_damage(p) if im.format in ("JPEG", "MPO") else None
             if damage is not None and not allow_damaged:
-                raise DamagedImageError(p, f"damaged image data ({damage}); pass "
-                                           f"allow_damaged=True to use it anyway")
+                raise DamagedImageError(p, f"damaged image data ({damage})",
+                                        remedy=DAMAGED_REMEDY)
             im = _decode(p, im) if damage is None else _decode_damaged_jpeg(p, im)
             im = _exif_upright(im)
             return DecodedImage(_to_rgb_uint8(p, im), damage)
