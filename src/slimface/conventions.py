@@ -13,3 +13,6 @@ FlipMode = Literal["none", "sum", "concat"]
 FLIP_MODES: tuple[str, ...] = ("none", "sum", "concat")
 #: What every user-facing path embeds with, evaluation included.
 DEFAULT_FLIP: FlipMode = "sum"
+#: What a batch does with an image it cannot use (``align_paths``, ``embed_faces``, the
+#: commands' ``--bad-file``): stop, or name it and go on with the others.
+BAD_FILE_POLICIES: tuple[str, ...] = ("error", "skip")

@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from slimface import errors
+from slimface.conventions import BAD_FILE_POLICIES
 from slimface.align.detect import Detector, Face, create_detector, nms
 from slimface.align.photo import DETECT_SIDE, Level, Photo
 from slimface.align.stages import stage
@@ -57,8 +58,6 @@ from slimface.align.warp import (apply_affine, centred_landmarks, compose_affine
 
 MULTI_FACE_POLICIES = ("error", "largest", "central")
 NO_FACE_POLICIES = ("error", "centre")
-#: What :func:`align_paths` does with a file that cannot be read as an image.
-BAD_FILE_POLICIES = ("error", "skip")
 #: The status of a file skipped by ``bad_file="skip"`` (its crop is all zeros).
 UNREADABLE = "unreadable"
 STATUSES = ("detected", "fallback_detector", "centre")

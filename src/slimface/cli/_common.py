@@ -81,7 +81,9 @@ def add_bad_file_arg(parser: Any, what: str) -> None:
     """``--bad-file {error,skip}``: whether one image that cannot be used (``what``) stops a
     batch (the default, nothing is written or answered) or is named on stderr with its
     problem, listed in the JSON, and the other images go on."""
-    parser.add_argument("--bad-file", choices=("error", "skip"), default="error",
+    from slimface.conventions import BAD_FILE_POLICIES
+
+    parser.add_argument("--bad-file", choices=BAD_FILE_POLICIES, default="error",
                         help=f"{what}: stop with its error (default), or skip it (named on "
                              f"stderr with its problem, listed in the JSON) and go on")
 

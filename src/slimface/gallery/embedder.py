@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from slimface.conventions import DEFAULT_FLIP, FLIP_MODES
+from slimface.conventions import BAD_FILE_POLICIES, DEFAULT_FLIP, FLIP_MODES
 from slimface.errors import (DamagedImageError, FaceError, ImageError,
                              ModelError, MultipleFacesError, NoFaceError, SlimfaceError)
 from slimface.gallery.gallery import ModelInfo
@@ -29,9 +29,6 @@ MultiFace = Literal["error", "largest", "central"]
 MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest", "central")
 #: No face found: refuse, or use the template's centre crop (pre-cropped faces).
 NO_FACE_CHOICES: tuple[str, ...] = ("error", "centre")
-#: An image of a batch that cannot be used (unreadable, no face, several faces): stop the
-#: batch, or report it and go on with the others.
-BAD_FILE_POLICIES: tuple[str, ...] = ("error", "skip")
 #: Where a user meets these options: ``"cli"`` spells them ``--face largest``, ``"api"``
 #: ``face="largest"``.
 INTERFACES = ("api", "cli")
@@ -269,12 +266,17 @@ class FaceEmbedder:
 MIN_FACE_IMAGE_SIDE = 32
 
 
+def _size(image: Any) -> tuple[int, int]:
+    """``(width, height)`` of a :class:`~slimface.align.photo.Photo` or an image array."""
+    size = getattr(image, "size", None)  # a Photo: (width, height)
+    return size if isinstance(size, tuple) else (int(image.shape[1]), int(image.shape[0]))
+
+
 def _no_face_advice(image: Any) -> str:
     """What to say instead of suggesting a centre crop, when a centre crop would embed
     nothing: an image too small for a face, or one of a single colour; else ""."""
-    size = getattr(image, "size", None)  # a Photo: (width, height)
+    width, height = _size(image)
     pixels = getattr(getattr(image, "detection_level", None), "pixels", image)
-    width, height = size if isinstance(size, tuple) else (pixels.shape[1], pixels.shape[0])
     if min(width, height) < MIN_FACE_IMAGE_SIDE:
         return f"the image is {width}x{height} pixels, too small to hold a face"
     if float(np.asarray(pixels).std()) < 2.0:
@@ -283,16 +285,13 @@ def _no_face_advice(image: Any) -> str:
 
 
 #: Longest side over shortest beyond which an image is a strip, not a photo: no face fits
-#: it, and the detector's downscaling would shrink its short side to nothing.
+#: it, so it is refused before decoding levels and detecting.
 MAX_ASPECT_RATIO = 100
 
 
 def _check_proportions(path: str | os.PathLike[str], image: Any) -> None:
     """Refuse a strip of an image (1x10000 pixels) with a message naming the file."""
-    size = getattr(image, "size", None)  # a Photo: (width, height)
-    if not isinstance(size, tuple):
-        size = (int(image.shape[1]), int(image.shape[0]))
-    width, height = size
+    width, height = _size(image)
     if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
         raise NoFaceError(path, f"the image is {width}x{height} pixels, a strip more than "
                                 f"{MAX_ASPECT_RATIO} times as long as it is wide: no face "
