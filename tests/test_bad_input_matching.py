@@ -199,6 +199,12 @@ def test_no_face_in_a_big_photo_says_how_small_a_face_can_be_missed():
     assert small_face_note(SimpleNamespace(size=(250, 250)), retinaface) == ""  # LFW-size
     note = small_face_note(SimpleNamespace(size=(6000, 4500)), retinaface)
     assert "6000x4500" in note and "50 px" in note and "crop around the face" in note
+    # and the note reaches the error of a real photo with no face
+    from slimface.align.pipeline import align_image
+    from slimface.errors import NoFaceError
+
+    with pytest.raises(NoFaceError, match="3000x2000 photo, faces narrower than about 25 px"):
+        align_image(np.full((2000, 3000, 3), 128, np.uint8))
 
 
 def test_a_strip_of_an_image_is_refused_before_the_detector_sees_it(tmp_path):
