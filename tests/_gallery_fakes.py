@@ -54,6 +54,21 @@ def fake_align(image, template="arcface112", detector=None, multi_face="error",
     return SimpleNamespace(crop=crop, face=face, status="detected")
 
 
+def fake_align_all(image, template="arcface112", detector=None, no_face="error",
+                   fallback_detector=None):
+    """Every face :func:`fake_align` knows of, left to right: both of a red-marked image
+    (the larger on the left), the whole of another; an all-black image has none (its
+    centre crop under ``no_face="centre"``)."""
+    if image.max() == 0:
+        if no_face == "error":
+            raise NoFaceError(None, "no face found")
+        crop = np.array(Image.fromarray(image).resize((112, 112)))
+        return [SimpleNamespace(crop=crop, face=None, status="centre")]
+    if image[0, 0, 0] == 255 and image[0, 0, 1] == 0:
+        return [fake_align(image, multi_face="largest"), fake_align(image, multi_face="central")]
+    return [fake_align(image)]
+
+
 def fake_load(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -78,7 +93,7 @@ def make_embedder(seed: int = 0, flip: str = "none"):
     from slimface.gallery.embedder import FaceEmbedder
 
     return FaceEmbedder(TinyBackbone(seed).eval(), flip=flip, aligner=fake_align,
-                        image_loader=fake_load)
+                        all_aligner=fake_align_all, image_loader=fake_load)
 
 
 def register_tiny(monkeypatch, name: str = "tiny-test", seed: int = 0) -> str:
@@ -92,6 +107,7 @@ def register_tiny(monkeypatch, name: str = "tiny-test", seed: int = 0) -> str:
     monkeypatch.setitem(BACKBONES._factories, name.replace("-", "_"), factory)
     monkeypatch.setitem(BACKBONES._display, name.replace("-", "_"), name)
     monkeypatch.setattr(emb, "_default_aligner", lambda: fake_align)
+    monkeypatch.setattr(emb, "_default_all_aligner", lambda: fake_align_all)
     return name
 
 

@@ -70,7 +70,7 @@ def test_earlier_spelling_stays_out_of_help(capsys):
     with pytest.raises(SystemExit):
         main(["embed", "--help"])
     help_text = capsys.readouterr().out
-    assert "--face {error,largest,central}" in help_text and "--multi-face" not in help_text
+    assert "--face {error,largest,central,all}" in help_text and "--multi-face" not in help_text
 
 
 def test_several_faces_message_names_the_python_keyword(tmp_path: Path):

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from slimface.errors import GalleryError, ImageError, SlimfaceError
-from slimface.gallery.embedder import (DEFAULT_FLIP, MULTI_FACE_CHOICES, NO_FACE_CHOICES,
-                                       EmbeddedFace, FaceEmbedder, check_choice,
+from slimface.gallery.embedder import (ALL_FACES, DEFAULT_FLIP, MULTI_FACE_CHOICES,
+                                       NO_FACE_CHOICES, EmbeddedFace, FaceEmbedder, check_choice,
                                        default_threads)
 from slimface.gallery.gallery import Gallery, Match
 from slimface.gallery.thresholds import Threshold, lookup_threshold
@@ -57,6 +57,10 @@ class IdentifyResult:
     warnings: list[str] = field(default_factory=list)
     #: The gallery generation (count of committed writes) the answer reflects.
     generation: int = -1
+    #: Which face of a group photo (counted from 1, left to right) and its box
+    #: (:meth:`FaceMatcher.identify_all`); None for the one face of an image.
+    face: int | None = None
+    box: list[float] | None = None
 
     @property
     def match(self) -> Match | None:
@@ -67,8 +71,12 @@ class IdentifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         m = self.match
-        out = {"path": self.path, "match": None if m is None else m.name,
-               "candidates": [c.as_dict() for c in self.candidates]}
+        out: dict[str, Any] = {"path": self.path}
+        if self.face is not None:
+            out["face"] = self.face
+            out["box"] = None if self.box is None else [round(v, 2) for v in self.box]
+        out.update({"match": None if m is None else m.name,
+                    "candidates": [c.as_dict() for c in self.candidates]})
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out
@@ -82,7 +90,8 @@ class FaceMatcher:
             means the default model.
         threshold: overrides the model's calibrated verify threshold.
         face: several faces in one image: ``"error"`` refuses the image, ``"largest"`` takes
-            the biggest face, ``"central"`` the one nearest the image centre.
+            the biggest face, ``"central"`` the one nearest the image centre. Every face of
+            a group photo: :meth:`embed_all` and :meth:`identify_all`.
         no_face: ``"error"`` refuses images without a detected face; ``"centre"`` uses the
             template's centre crop (tight, pre-cropped faces such as AT&T).
         gallery: path of a gallery database for enroll/identify (created on first enroll).
@@ -101,6 +110,9 @@ class FaceMatcher:
                  flip: str = DEFAULT_FLIP, allow_damaged: bool = False,
                  embedder: FaceEmbedder | None = None, threads: int | None = None):
         interface = embedder.interface if embedder is not None else "api"
+        if face == ALL_FACES:
+            raise SlimfaceError('face="all" is not a choice of one face: FaceMatcher.embed_all '
+                                'and identify_all answer for every face of an image')
         check_choice(interface, "face", face, MULTI_FACE_CHOICES)
         check_choice(interface, "no_face", no_face, NO_FACE_CHOICES)
         self.embedder = embedder or FaceEmbedder(model, flip=flip, pad=pad,
@@ -148,6 +160,20 @@ class FaceMatcher:
         that cannot be used (unreadable, no face, several faces) leaves its
         :class:`~slimface.errors.ImageError` in its place and the others are embedded."""
         return self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
+                                         no_face=self.no_face, progress=progress,
+                                         threads=threads or self.threads, bad_file=bad_file)
+
+    def embed_all(self, image: PathLike) -> list[EmbeddedFace]:
+        """Every face of ``image`` (a group photo), left to right, each with its box and
+        ``face`` number; none found: as ``no_face`` says."""
+        return self.embedder.embed_file_all(image, no_face=self.no_face)
+
+    def embed_all_faces(self, images: Sequence[PathLike], progress: bool = False,
+                        threads: int | None = None, bad_file: str = "error"
+                        ) -> list[list[EmbeddedFace] | ImageError]:
+        """:meth:`embed_all` of every image (a list of faces per image), as
+        :meth:`embed_faces` runs them: ``threads`` at once, input order, ``bad_file``."""
+        return self.embedder.embed_files(images, multi_face=ALL_FACES,  # type: ignore[arg-type]
                                          no_face=self.no_face, progress=progress,
                                          threads=threads or self.threads, bad_file=bad_file)
 
@@ -221,6 +247,12 @@ class FaceMatcher:
         self.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
         return self.identify_faces(self.embed_faces(images), top_k)
 
+    def identify_all(self, image: PathLike, top_k: int = 1) -> list[IdentifyResult]:
+        """Who each face of ``image`` is (a group photo): one result per face, left to right,
+        with its ``face`` number and ``box``."""
+        self.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
+        return self.identify_faces(self.embed_all(image), top_k)
+
     def identify_faces(self, faces: Sequence[EmbeddedFace], top_k: int = 1
                        ) -> list[IdentifyResult]:
         """Top-k identities of faces already embedded (:meth:`embed_faces`), as
@@ -238,7 +270,8 @@ class FaceMatcher:
             threshold: float | None = self.threshold.value
         except SlimfaceError:
             threshold = None
-        return [IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation)
+        return [IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation,
+                               face=f.face, box=f.box if f.face is not None else None)
                 for f, r in zip(faces, ranked)]
 
     def remove(self, name: str) -> int:

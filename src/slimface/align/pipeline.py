@@ -41,7 +41,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
@@ -57,6 +56,8 @@ from slimface.align.warp import (apply_affine, centred_landmarks, compose_affine
                                  face_transform, invert_affine, warp_with_matrix)
 
 MULTI_FACE_POLICIES = ("error", "largest", "central")
+#: Every face of an image (:func:`align_all`, ``--face all``) rather than one.
+ALL_FACES = "all"
 NO_FACE_POLICIES = ("error", "centre")
 #: The status of a file skipped by ``bad_file="skip"`` (its crop is all zeros).
 UNREADABLE = "unreadable"
@@ -174,6 +175,56 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
     """The chosen face (full-resolution coordinates) and its status; ``(None, "centre")``
     when no detector found one, on its usual copies nor on the fine one
     (:data:`FINE_DETECT_SIDE`)."""
+    found = _first_found(photo, detector, fallback, multi_face)
+    if found is None:
+        return None, "centre"
+    return found.refined(photo, select_face(found.faces, photo.shape, multi_face, path))
+
+
+def detect_all(photo: Photo, detector: Detector | None, fallback: Detector | None
+               ) -> list[tuple[Face, str]]:
+    """Every face the first detector of the chain that finds any sees on the largest copy
+    (:data:`~slimface.align.photo.DETECT_SIDE`; the fine copy's tiles when none does), each
+    refined as :func:`detect_photo` refines its one face, left to right; with its status.
+    A group photo needs every face found at once, so there is no coarse-to-fine shortcut."""
+    found = _first_found(photo, detector, fallback, ALL_FACES)
+    if found is None:
+        return []
+    return [found.refined(photo, f) for f in sorted(found.faces, key=lambda f: f.centre[0])]
+
+
+@dataclass
+class _Found:
+    """The faces one detector of a chain found, the copy it found them on and, for a
+    fallback detector, the main detector and its copy (to hand small faces back to it)."""
+
+    detector: Detector
+    faces: list[Face]
+    copy: Level
+    status: str
+    main: Detector | None = None
+    main_copy: Level | None = None
+
+    def refined(self, photo: Photo, face: Face) -> tuple[Face, str]:
+        """``face`` refined (:func:`refine_face`); a face only the fallback found is handed
+        back to the main detector in a region around it."""
+        face = refine_face(photo, self.detector, face, self.copy)
+        if self.main is None or self.main_copy is None:
+            return face, self.status
+        # a face too small on the main detector's copies: the main detector sees it at its
+        # own working size, in a region around it, and gives its landmarks (not when its
+        # copy was as fine as the file: LFW-size images)
+        on_main = _face_width(face) / self.main_copy.full_per_pixel
+        again = redetect_around(photo, self.main, face,
+                                max(REFINE_FACE_PX, 2 * self.main.min_face_px()),
+                                min_width_px=REFINE_GAIN * on_main)
+        return (again, "detected") if again is not None else (face, self.status)
+
+
+def _first_found(photo: Photo, detector: Detector | None, fallback: Detector | None,
+                 multi_face: str) -> _Found | None:
+    """The main detector's faces, else the fallback's, else the tiled look's (None when
+    none of them finds a face)."""
     main_copy = None
     chain = [(det, status) for det, status in ((detector, "detected"),
                                                (fallback, "fallback_detector"))
@@ -183,36 +234,23 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
         if det is detector:
             main_copy = copy
         if faces:
-            return _chosen(photo, det, faces, copy, multi_face, path,
-                           detector if det is fallback else None, main_copy, status)
+            return _Found(det, faces, copy, status, *_handed_back(det, detector, fallback,
+                                                                  main_copy))
     fine = fine_copy(photo) if chain else None
     if fine is not None:
         # the detector that sees the smallest faces (RetinaFace's 16 px, not HOG's 80)
         det, status = min(chain, key=lambda c: c[0].min_face_px())
         faces = detect_tiled(fine, det)
         if faces:
-            return _chosen(photo, det, faces, fine, multi_face, path,
-                           detector if det is fallback else None, main_copy, status)
-    return None, "centre"
+            return _Found(det, faces, fine, status, *_handed_back(det, detector, fallback,
+                                                                  main_copy))
+    return None
 
 
-def _chosen(photo: Photo, det: Detector, faces: list[Face], copy: Level, multi_face: str,
-            path: Any, main: Detector | None, main_copy: Level | None, status: str
-            ) -> tuple[Face, str]:
-    """The face :func:`select_face` picks, refined; a face only the fallback found (``main``
-    is the main detector then) is handed back to ``main`` in a region around it."""
-    face = refine_face(photo, det, select_face(faces, photo.shape, multi_face, path), copy)
-    if main is not None and main_copy is not None:
-        # a face too small on the main detector's copies: the main detector sees it at its
-        # own working size, in a region around it, and gives its landmarks (not when its
-        # copy was as fine as the file: LFW-size images)
-        on_main = _face_width(face) / main_copy.full_per_pixel
-        again = redetect_around(photo, main, face,
-                                max(REFINE_FACE_PX, 2 * main.min_face_px()),
-                                min_width_px=REFINE_GAIN * on_main)
-        if again is not None:
-            return again, "detected"
-    return face, status
+def _handed_back(det: Detector, main: Detector | None, fallback: Detector | None,
+                 main_copy: Level | None) -> tuple[Detector | None, Level | None]:
+    """(main detector, its copy) when ``det`` is the fallback, else (None, None)."""
+    return (main, main_copy) if det is fallback and det is not main else (None, None)
 
 
 def fine_copy(photo: Photo) -> Level | None:
@@ -251,7 +289,8 @@ def detection_sides(photo: Photo, detector: Detector, multi_face: str) -> list[i
     longest = photo.detection_level.long_side
     sides = [DETECT_SIDE]
     coarse = int(COARSE_SIDE_PER_MIN_FACE * detector.min_face_px())
-    if coarse < DETECT_SIDE and multi_face != "central":  # a small central face may hide
+    if coarse < DETECT_SIDE and multi_face not in ("central", ALL_FACES):
+        # a small central face may hide behind a big one; every face is wanted
         sides = [coarse, int(round(math.sqrt(coarse * DETECT_SIDE))), DETECT_SIDE]
     out = []
     for side in sides:
@@ -323,7 +362,8 @@ def detect_faces(photo: Photo, detector: Detector, multi_face: str = "largest"
     A copy is made only when the one before it did not settle the question: for
     ``"largest"`` any face does (a face it missed is smaller than one it found); for
     ``"error"`` a largest face at least twice the detector's smallest, so every face of a
-    quarter of its area was findable too. ``"central"`` always detects on the fine copy."""
+    quarter of its area was findable too. ``"central"`` and ``"all"`` always detect on the
+    fine copy."""
     sides = detection_sides(photo, detector, multi_face)
     need = 2 * detector.min_face_px() if multi_face == "error" else 0.0
     base = photo.detection_level
@@ -427,25 +467,63 @@ def align_image(image_or_path: np.ndarray | Photo | str | os.PathLike[str],
     """
     _check_policy("multi_face", multi_face, MULTI_FACE_POLICIES)
     _check_policy("no_face", no_face, NO_FACE_POLICIES)
-    if isinstance(image_or_path, np.ndarray):
-        photo, path = Photo.from_array(image_or_path), None
-    elif isinstance(image_or_path, Photo):
-        photo, path = image_or_path, image_or_path.path
-    else:
-        photo, path = Photo.open(image_or_path), image_or_path
+    photo, path = _as_photo(image_or_path)
     t = get_template(template)
     main, fallback = resolve_detector(detector), resolve_detector(fallback_detector)
     with stage("detect"):
         face, status = detect_photo(photo, main, fallback, multi_face, path)
     if face is None and no_face == "error":
-        finest = min((d for d in (main, fallback) if d is not None),
-                     key=lambda d: d.min_face_px())
-        raise errors.NoFaceError(path, "no face found (tried "
-                                       f"{_chain_names(detector, fallback_detector)})",
-                                 note=small_face_note(photo, finest))
+        raise _no_face_error(photo, path, detector, fallback_detector)
     with stage("align"):
         crop = crop_photo(photo, face, t)
     return AlignedFace(crop=crop, face=face, status=status)
+
+
+def align_all(image_or_path: np.ndarray | Photo | str | os.PathLike[str],
+              template: str | Template = "arcface112",
+              detector: str | Detector = "retinaface", no_face: str = "error",
+              fallback_detector: str | Detector | None = None) -> list[AlignedFace]:
+    """Every face of one image aligned, left to right (a group photo: :func:`detect_all`);
+    with ``no_face="centre"`` an image without a face gives its centre crop.
+
+    Raises:
+        NoFaceError: no face and ``no_face="error"``.
+        ImageError: the file cannot be read.
+    """
+    _check_policy("no_face", no_face, NO_FACE_POLICIES)
+    photo, path = _as_photo(image_or_path)
+    t = get_template(template)
+    main, fallback = resolve_detector(detector), resolve_detector(fallback_detector)
+    with stage("detect"):
+        found = detect_all(photo, main, fallback)
+    if not found:
+        if no_face == "error":
+            raise _no_face_error(photo, path, detector, fallback_detector)
+        found = [(None, "centre")]
+    with stage("align"):
+        return [AlignedFace(crop=crop_photo(photo, face, t), face=face, status=status)
+                for face, status in found]
+
+
+def _as_photo(image_or_path: np.ndarray | Photo | str | os.PathLike[str]
+              ) -> tuple[Photo, Any]:
+    """A :class:`Photo` and its path (None for pixels in memory)."""
+    if isinstance(image_or_path, np.ndarray):
+        return Photo.from_array(image_or_path), None
+    if isinstance(image_or_path, Photo):
+        return image_or_path, image_or_path.path
+    return Photo.open(image_or_path), image_or_path
+
+
+def _no_face_error(photo: Photo, path: Any, detector: str | Detector,
+                   fallback_detector: str | Detector | None) -> errors.NoFaceError:
+    """The error for an image where no detector of the chain found a face, with the face
+    size below which the finest of them cannot see one in a photo this big."""
+    finest = min((d for d in (resolve_detector(detector), resolve_detector(fallback_detector))
+                  if d is not None), key=lambda d: d.min_face_px())
+    return errors.NoFaceError(path, "no face found (tried "
+                                    f"{_chain_names(detector, fallback_detector)})",
+                              note=small_face_note(photo, finest))
 
 
 def _chain_names(detector: str | Detector, fallback: str | Detector | None) -> str:

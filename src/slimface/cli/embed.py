@@ -2,7 +2,9 @@
 
 Prints one line per image, the path, a tab, then the vector's values separated by spaces
 (``cut -f2`` keeps the numbers); ``--json`` gives one JSON object with the model, template,
-flip, and per image its status, face box, score and embedding.
+flip, and per image its status, face box, score and embedding. ``--face all`` embeds every
+face of each image (group photos), left to right: one line per face, the path followed by
+``#`` and the face's number (``group.jpg#2``), and in the JSON its ``face`` number and box.
 
 The same pipeline and defaults as ``slimface verify``, ``slimface gallery`` and
 ``slimface.FaceMatcher`` (mirror image's embedding summed, ``--flip sum``), so
@@ -26,8 +28,9 @@ from slimface.cli.verify import add_model_args, embed_batch, make_matcher, print
 def register(sub: Any) -> None:
     p = sub.add_parser("embed", help="face embeddings of images", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, one face each")
-    add_model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, one face each (--face all: any number)")
+    add_model_args(p, all_faces=True)
     p.add_argument("--flip", default=DEFAULT_FLIP, choices=FLIP_MODES,
                    help="add the mirror image's embedding: sum (default, what verify, "
                         "gallery and FaceMatcher use), none, or concatenate")
@@ -46,10 +49,13 @@ def run(args: argparse.Namespace) -> int:
     # one image: its model may use every thread; several: one thread per image in flight
     torch.set_num_threads(args.threads if len(args.images) == 1 else 1)
     matcher = make_matcher(args, threads=args.threads)
-    faces, skipped = embed_batch(matcher, args.images, args.bad_file)
+    faces, skipped = embed_batch(matcher, args.images, args.bad_file,
+                                 all_faces=args.face == "all")
     records = []
     for face in faces:
         record: dict[str, Any] = {"image": face.path, "status": face.status}
+        if face.face is not None:
+            record["face"] = face.face
         if face.box is not None:
             record["box"] = [round(v, 2) for v in face.box]
         if face.score is not None:
@@ -62,11 +68,18 @@ def run(args: argparse.Namespace) -> int:
     skipped_list = report_skipped(skipped)
     embedder = matcher.embedder
     dim = int(faces[0].embedding.shape[0])
-    print(f"embedded {len(records)} image(s) with {embedder.model_name} ({dim}-d, flip "
-          f"{embedder.flip})", file=sys.stderr)
-    lines = [f"{r['image']}\t{' '.join(f'{v:.6f}' for v in r['embedding'])}" for r in records]
+    what = (f"{len(records)} face(s) of {len({f.path for f in faces})} image(s)"
+            if args.face == "all" else f"{len(records)} image(s)")
+    print(f"embedded {what} with {embedder.model_name} ({dim}-d, flip {embedder.flip})",
+          file=sys.stderr)
+    lines = [f"{_label(r)}\t{' '.join(f'{v:.6f}' for v in r['embedding'])}" for r in records]
     emit_result(args.json, {"model": embedder.model_name, "template": embedder.template,
                             "flip": embedder.flip, "embedding_dim": dim, "faces": records,
                             **({"skipped": skipped_list} if skipped else {})},
                 "\n".join(lines))
     return 0
+
+
+def _label(record: dict[str, Any]) -> str:
+    """The first field of a face's line: its image, and ``#N`` for the N-th face of a group."""
+    return record["image"] + (f"#{record['face']}" if "face" in record else "")

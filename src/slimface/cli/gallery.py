@@ -2,7 +2,7 @@
 
   create DB [--model M] [--index auto|flat|ivf_flat|ivf_pq|hnsw]
   enroll DB --name NAME IMG...      several images per person, all or nothing
-  identify DB IMG... [--top k]      best identities per image
+  identify DB IMG... [--top k]      best identities per image (--face all: per face)
   list DB                           identities and image counts
   remove DB --name NAME
 
@@ -60,9 +60,10 @@ def register(sub: Any) -> None:
 
     i = inner.add_parser("identify", help="who is in these images?")
     i.add_argument("db", metavar="DB", help=DB_HELP)
-    i.add_argument("images", nargs="+", metavar="IMG", help="image files, one face each")
-    i.add_argument("--top", type=int, default=1, help="candidates per image")
-    add_model_args(i)
+    i.add_argument("images", nargs="+", metavar="IMG",
+                   help="image files, one face each (--face all: any number)")
+    i.add_argument("--top", type=int, default=1, help="candidates per image (per face)")
+    add_model_args(i, all_faces=True)
     add_bad_file_arg(i, "an image that cannot be used (unreadable, no face, several faces "
                         "under --face error)")
     add_json_arg(i)
@@ -142,7 +143,8 @@ def _identify(args: argparse.Namespace) -> int:
         raise GalleryError(f"--top must be at least 1, got {args.top}")
     with _matcher(args, args.model) as m:
         m.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
-        faces, skipped = embed_batch(m, args.images, args.bad_file)
+        faces, skipped = embed_batch(m, args.images, args.bad_file,
+                                     all_faces=args.face == "all")
         results = m.identify_faces(faces, top_k=args.top)
         threshold = results[0].threshold if results else None
         model_name = m.embedder.model_name
@@ -151,11 +153,17 @@ def _identify(args: argparse.Namespace) -> int:
     lines = []
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
-        lines.append(f"{r.path}: {r.match.name if r.match else 'unknown'}  [{cands}]")
+        where = r.path if r.face is None else f"{r.path} face {r.face} at {_box(r.box)}"
+        lines.append(f"{where}: {r.match.name if r.match else 'unknown'}  [{cands}]")
     emit_result(args.json, {"model": model_name, "threshold": threshold,
                             "results": [r.as_dict() for r in results],
                             **({"skipped": skipped_list} if skipped else {})}, *lines)
     return 0
+
+
+def _box(box: list[float] | None) -> str:
+    """A face's box as the human result line shows it: whole pixels, left top right bottom."""
+    return "the centre crop" if box is None else "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -18,15 +18,19 @@ from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_resu
                                   hidden_alias, report_skipped)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Options every command that embeds faces shares (embed, verify, gallery)."""
-    from slimface.gallery.embedder import MULTI_FACE_CHOICES, NO_FACE_CHOICES
+def add_model_args(p: argparse.ArgumentParser, all_faces: bool = False) -> None:
+    """Options every command that embeds faces shares (embed, verify, gallery);
+    ``all_faces`` offers ``--face all`` (commands that answer per face)."""
+    from slimface.gallery.embedder import ALL_FACES, MULTI_FACE_CHOICES, NO_FACE_CHOICES
 
     add_model_arg(p, help="registry name or model file (.slim/.pt/.onnx); default: the "
                           "default model")
-    face = p.add_argument("--face", choices=MULTI_FACE_CHOICES, default="error",
+    choices = MULTI_FACE_CHOICES + ((ALL_FACES,) if all_faces else ())
+    face = p.add_argument("--face", choices=choices, default="error",
                           help="several faces in one image: refuse (default), use the largest, "
-                               "or use the one nearest the centre")
+                               "or use the one nearest the centre" + (
+                                   "; all: every face, left to right (group photos), each "
+                                   "answered with its box" if all_faces else ""))
     hidden_alias(p, face, "--multi-face")
     p.add_argument("--no-face", choices=NO_FACE_CHOICES, default="error",
                    help="no face detected: refuse (default) or use the template's centre "
@@ -47,24 +51,33 @@ def make_matcher(args: argparse.Namespace, model: str | None = None, **kw: Any) 
     embedder = FaceEmbedder(model if model is not None else args.model,
                             flip=getattr(args, "flip", DEFAULT_FLIP), pad=args.pad,
                             allow_damaged=args.allow_damaged, interface="cli")
-    return FaceMatcher(embedder=embedder, face=args.face, no_face=args.no_face, **kw)
+    # --face all is answered by embed_batch(all_faces=True); the matcher's own choice of one
+    # face is then unused
+    face = "error" if args.face == "all" else args.face
+    return FaceMatcher(embedder=embedder, face=face, no_face=args.no_face, **kw)
 
 
-def embed_batch(matcher: Any, images: Sequence[str], bad_file: str
+def embed_batch(matcher: Any, images: Sequence[str], bad_file: str, all_faces: bool = False
                 ) -> tuple[list[Any], list[tuple[str, str]]]:
-    """The faces of ``images`` and, with ``--bad-file skip``, the images that could not
-    be used with their problems. Stopping at a bad image of several says how to go on."""
-    from slimface.errors import ImageError, SlimfaceError
+    """The faces of ``images`` (``all_faces``: every face of each, in image order, then left
+    to right) and, with ``--bad-file skip``, the images that could not be used with their
+    problems. Stopping at a bad image of several says how to go on."""
+    from slimface.errors import ImageError, MultipleFacesError, SlimfaceError
 
+    embed = matcher.embed_all_faces if all_faces else matcher.embed_faces
     try:
-        results = matcher.embed_faces(images, bad_file=bad_file)
+        results = embed(images, bad_file=bad_file)
     except ImageError as exc:
-        if len(images) < 2:
+        remedy = exc.remedy
+        if isinstance(exc, MultipleFacesError) and remedy:
+            remedy = f"{remedy} (--face all: every face)"
+        if len(images) > 1:
+            go_on = "--bad-file skip to go on with the other images"
+            remedy = f"{remedy}, or {go_on}" if remedy else f"pass {go_on}"
+        if remedy == exc.remedy:
             raise
-        go_on = "--bad-file skip to go on with the other images"
-        raise type(exc)(exc.path, exc.bare_problem,
-                        remedy=f"{exc.remedy}, or {go_on}" if exc.remedy
-                        else f"pass {go_on}") from None
+        raise type(exc)(exc.path, exc.bare_problem, remedy=remedy) from None
+    results = [f for r in results for f in (r if isinstance(r, list) else [r])]
     faces = [r for r in results if not isinstance(r, ImageError)]
     skipped = [(r.path or "", r.problem) for r in results if isinstance(r, ImageError)]
     if not faces and len(results) == 1:

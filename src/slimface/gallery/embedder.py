@@ -27,6 +27,10 @@ from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-ex
 MultiFace = Literal["error", "largest", "central"]
 #: Several faces in one image: refuse, take the largest, or take the one nearest the centre.
 MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest", "central")
+#: Every face of an image (a group photo), left to right, each embedded: the choice
+#: :meth:`FaceEmbedder.embed_file_all` makes, offered where an answer per face makes sense
+#: (``embed``, ``gallery identify``), not where one face is compared (``verify``, ``enroll``).
+ALL_FACES = "all"
 #: No face found: refuse, or use the template's centre crop (pre-cropped faces).
 NO_FACE_CHOICES: tuple[str, ...] = ("error", "centre")
 #: Where a user meets these options: ``"cli"`` spells them ``--face largest``, ``"api"``
@@ -92,6 +96,9 @@ class EmbeddedFace:
     score: float | None = None
     #: What is wrong with an image used anyway (``allow_damaged``); empty when it is clean.
     warnings: list[str] = field(default_factory=list)
+    #: Which of the image's faces, counted from 1 left to right, when every face was
+    #: embedded (:data:`ALL_FACES`); None for the one face of an image.
+    face: int | None = None
 
 
 class FaceEmbedder:
@@ -100,7 +107,8 @@ class FaceEmbedder:
     def __init__(self, model: Any = None, *, flip: str = DEFAULT_FLIP, pad: float = 0.0,
                  detector: str | None = None, aligner: Callable[..., Any] | None = None,
                  image_loader: Callable[[str], np.ndarray] | None = None,
-                 allow_damaged: bool = False, interface: str = "api"):
+                 allow_damaged: bool = False, interface: str = "api",
+                 all_aligner: Callable[..., Any] | None = None):
         if interface not in INTERFACES:
             raise ValueError(f"interface must be one of {INTERFACES}, got {interface!r}")
         self.interface = interface
@@ -116,6 +124,7 @@ class FaceEmbedder:
         self.detector_name = detector or getattr(self.model, "detector", None) or "retinaface"
         self.fallback_name = None if detector else getattr(self.model, "fallback_detector", None)
         self._aligner = aligner
+        self._all_aligner = all_aligner
         self._image_loader = image_loader
         self._fingerprint: str | None = None
         self._runner: Any = None
@@ -153,6 +162,29 @@ class FaceEmbedder:
         """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
         check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
+        image, damage = self._prepared(path)
+        aligned = self._align(path, image, multi_face, no_face)
+        return self._embedded(path, [aligned], damage)[0]
+
+    def embed_file_all(self, path: str | os.PathLike[str], no_face: str = "error"
+                       ) -> list[EmbeddedFace]:
+        """Every face of the image (a group photo), left to right, embedded in one batch;
+        ``face`` numbers them from 1. None found: as ``no_face`` says (``"centre"``: the
+        centre crop, as one face)."""
+        check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
+        image, damage = self._prepared(path)
+        align_all = self._all_aligner or _default_all_aligner()
+        aligned = self._mapped_face_errors(
+            path, image, lambda: align_all(image, template=self.template,
+                                           detector=self.detector_name, no_face=no_face,
+                                           fallback_detector=self.fallback_name))
+        faces = self._embedded(path, aligned, damage)
+        for i, face in enumerate(faces, 1):
+            face.face = i
+        return faces
+
+    def _prepared(self, path: str | os.PathLike[str]) -> tuple[Any, str | None]:
+        """The image of ``path`` loaded for alignment, refused when it cannot hold a face."""
         if not isinstance(path, (str, os.PathLike)):  # pixels, an open file, None...
             raise TypeError(f"an image is given as the path of its file (str or "
                             f"os.PathLike); got {type(path).__module__}."
@@ -163,33 +195,46 @@ class FaceEmbedder:
         with stage("decode"):
             image, damage = self._load(path)
         _check_proportions(path, image)
-        aligned = self._align(path, image, multi_face, no_face)
+        return image, damage
+
+    def _embedded(self, path: str | os.PathLike[str], aligned: Sequence[Any],
+                  damage: str | None) -> list[EmbeddedFace]:
+        """The aligned faces of one image embedded as one batch (a face and its mirror, or
+        every face of a group photo, in one call of the model)."""
+        from slimface.align.stages import stage
+
         with stage("embed"):
-            emb = embed_crops_any(self.runner, aligned.crop[None], self.flip)[0]
-        face = getattr(aligned, "face", None)
-        box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
-        score = None if face is None else float(getattr(face, "score", np.nan))
+            embs = embed_crops_any(self.runner, np.stack([a.crop for a in aligned]), self.flip)
         flag = option_hint(self.interface, "allow_damaged")
         notes = [] if damage is None else [
             f"{path}: damaged image data ({damage}); used anyway ({flag})"]
-        return EmbeddedFace(str(path), emb, aligned.crop, aligned.status, box, score, notes)
+        out = []
+        for a, emb in zip(aligned, embs):
+            face = getattr(a, "face", None)
+            box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
+            score = None if face is None else float(getattr(face, "score", np.nan))
+            out.append(EmbeddedFace(str(path), emb, a.crop, a.status, box, score, list(notes)))
+        return out
 
     def embed_files(self, paths: Sequence[str | os.PathLike[str]],
                     multi_face: MultiFace = "error", no_face: str = "error",
                     progress: bool = False, threads: int = 1,
                     bad_file: str = "error") -> list[Any]:
-        """All or nothing by default: the first bad file (in input order) raises before
-        anything is returned. ``bad_file="skip"`` puts each image's :class:`ImageError`
-        (unreadable, no face, several faces) in its place instead, so a batch command can
-        report it and go on with the others. ``threads`` files are in flight at once, one
+        """:meth:`embed_file` of each file (``multi_face="all"``: :meth:`embed_file_all`, a
+        list of faces per file). All or nothing by default: the first bad file (in input
+        order) raises before anything is returned. ``bad_file="skip"`` puts each image's
+        :class:`ImageError` (unreadable, no face, several faces) in its place instead, so a
+        batch command can report it and go on with the others. ``threads`` files are in flight at once, one
         thread each: JPEG decoding, OpenCV and ONNX Runtime release the GIL, so one photo's
         decode overlaps another's detection and the threads use as many cores."""
         from tqdm import tqdm
 
         check_choice(self.interface, "bad_file", bad_file, BAD_FILE_POLICIES)
 
-        def one(path: str | os.PathLike[str]) -> EmbeddedFace | ImageError:
+        def one(path: str | os.PathLike[str]) -> EmbeddedFace | list[EmbeddedFace] | ImageError:
             try:
+                if multi_face == ALL_FACES:
+                    return self.embed_file_all(path, no_face=no_face)
                 return self.embed_file(path, multi_face=multi_face, no_face=no_face)
             except ImageError as exc:
                 if bad_file == "error":
@@ -243,16 +288,23 @@ class FaceEmbedder:
                no_face: str) -> Any:
         """Detector, then the model's fallback detector; face errors re-raised naming ``path``."""
         aligner = self._aligner or _default_aligner()
+        return self._mapped_face_errors(
+            path, image, lambda: aligner(image, template=self.template,
+                                         detector=self.detector_name, multi_face=multi_face,
+                                         no_face=no_face, fallback_detector=self.fallback_name))
+
+    def _mapped_face_errors(self, path: str | os.PathLike[str], image: Any,
+                            align: Callable[[], Any]) -> Any:
+        """``align()``, its face errors re-raised naming ``path`` and the options of this
+        interface that would take the image."""
         try:
-            return aligner(image, template=self.template, detector=self.detector_name,
-                           multi_face=multi_face, no_face=no_face,
-                           fallback_detector=self.fallback_name)
+            return align()
         except MultipleFacesError as exc:
             found = exc.problem.split(";")[0]  # "N faces found"
             hint = " or ".join(option_hint(self.interface, "face", c)
                                for c in MULTI_FACE_CHOICES if c != "error")
-            raise MultipleFacesError(path, f"{found}; use a photo with one face, or pass "
-                                           f"{hint}") from None
+            raise MultipleFacesError(path, found, remedy=f"use a photo with one face, or pass "
+                                                         f"{hint}") from None
         except FaceError as exc:
             tried = " then ".join(n for n in (self.detector_name, self.fallback_name) if n)
             centre = option_hint(self.interface, "no_face", "centre")
@@ -330,6 +382,12 @@ def _default_aligner() -> Callable[..., Any]:
     from slimface.align.pipeline import align_image
 
     return align_image
+
+
+def _default_all_aligner() -> Callable[..., Any]:
+    from slimface.align.pipeline import align_all
+
+    return align_all
 
 
 def _pad_replicate(image: np.ndarray, fraction: float) -> np.ndarray:

@@ -1,0 +1,156 @@
+"""Every face of a group photo: ``align_all``, ``FaceMatcher.embed_all`` / ``identify_all``
+and ``--face all`` on ``embed`` and ``gallery identify`` (one answer per face, left to right,
+with its box); the commands that compare one face (verify, enroll) do not offer it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _gallery_fakes import make_embedder, register_tiny, two_face_image, write_faces
+from PIL import Image
+
+import slimface
+from slimface.cli.main import build_parser, main
+from slimface.errors import NoFaceError, SlimfaceError
+
+
+@pytest.fixture()
+def setup(tmp_path: Path, monkeypatch):
+    register_tiny(monkeypatch)
+    faces = write_faces(tmp_path / "img", 2, 2)
+    two = two_face_image(tmp_path / "two.png")
+    db = tmp_path / "g.db"
+    assert main(["gallery", "create", str(db), "--model", "tiny-test"]) == 0
+    assert main(["gallery", "enroll", str(db), "--name", "p0", str(faces["p0"][0])]) == 0
+    return faces, two, db
+
+
+def test_embed_all_gives_each_face_left_to_right_as_the_single_choices_give_it(tmp_path):
+    two = two_face_image(tmp_path / "two.png")
+    faces = slimface.FaceMatcher(embedder=make_embedder()).embed_all(two)
+    assert [f.face for f in faces] == [1, 2]
+    assert faces[0].box[0] < faces[1].box[0]  # left to right
+    largest = slimface.FaceMatcher(embedder=make_embedder(), face="largest").embed(two)
+    central = slimface.FaceMatcher(embedder=make_embedder(), face="central").embed(two)
+    np.testing.assert_allclose(faces[0].embedding, largest, atol=1e-5)
+    np.testing.assert_allclose(faces[1].embedding, central, atol=1e-5)
+
+
+def test_embed_all_of_an_image_without_a_face_follows_no_face(tmp_path):
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(black)
+    with pytest.raises(NoFaceError, match="black.png"):
+        slimface.FaceMatcher(embedder=make_embedder()).embed_all(black)
+    faces = slimface.FaceMatcher(embedder=make_embedder(), no_face="centre").embed_all(black)
+    assert len(faces) == 1 and faces[0].status == "centre" and faces[0].box is None
+
+
+def test_face_all_is_not_a_choice_of_one_face():
+    with pytest.raises(SlimfaceError, match="embed_all and identify_all"):
+        slimface.FaceMatcher(embedder=make_embedder(), face="all")
+
+
+def test_identify_all_answers_each_face_with_its_box(setup):
+    faces, two, db = setup
+    fm = slimface.FaceMatcher("tiny-test", gallery=db)
+    results = fm.identify_all(two, top_k=1)
+    assert [r.face for r in results] == [1, 2]
+    assert all(r.path == str(two) and len(r.box) == 4 for r in results)
+    record = results[1].as_dict()
+    assert record["face"] == 2 and record["box"] == [round(v, 2) for v in results[1].box]
+    assert "face" not in fm.identify(faces["p0"][1]).as_dict()  # one face: as before
+
+
+def test_embed_command_with_face_all_labels_each_face(setup, capsys):
+    faces, two, _ = setup
+    capsys.readouterr()
+    assert main(["embed", str(two), str(faces["p1"][0]), "--model", "tiny-test",
+                 "--face", "all"]) == 0
+    labels = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert labels == [f"{two}#1", f"{two}#2", f"{faces['p1'][0]}#1"]
+    assert main(["embed", str(two), "--model", "tiny-test", "--face", "all", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [f["face"] for f in out["faces"]] == [1, 2]
+    assert all(len(f["box"]) == 4 and len(f["embedding"]) == 16 for f in out["faces"])
+
+
+def test_identify_command_with_face_all_answers_per_face(setup, capsys):
+    _, two, db = setup
+    capsys.readouterr()
+    assert main(["gallery", "identify", str(db), str(two), "--face", "all", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["face"] for r in results] == [1, 2] and all(r["path"] == str(two)
+                                                          for r in results)
+    assert main(["gallery", "identify", str(db), str(two), "--face", "all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{two} face 1 at (0, 0, ") and lines[1].startswith(
+        f"{two} face 2 at (")
+
+
+@pytest.mark.parametrize("argv", [["verify", "a", "b"], ["gallery", "enroll", "db", "--name",
+                                                         "n", "a"]])
+def test_commands_that_compare_one_face_do_not_offer_all(argv):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--face", "all"])
+
+
+@pytest.mark.parametrize("command", ["embed", "identify"])
+def test_several_faces_message_offers_face_all_where_it_is_a_choice(setup, command, capsys):
+    faces, two, db = setup
+    argv = {"embed": ["embed", str(two), "--model", "tiny-test"],
+            "identify": ["gallery", "identify", str(db), str(two)]}[command]
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--face largest or --face central (--face all: every face)" in err, err
+
+
+def test_verify_several_faces_message_does_not_offer_all(setup, capsys):
+    faces, two, _ = setup
+    capsys.readouterr()
+    assert main(["verify", str(two), str(faces["p0"][1]), "--model", "tiny-test",
+                 "--threshold", "0.5"]) == 1
+    assert "--face all" not in capsys.readouterr().err
+
+
+# ---- a real group photo -------------------------------------------------------------------
+GROUP = ["Colin_Powell", "George_W_Bush", "Tony_Blair"]
+
+
+@pytest.fixture(scope="module")
+def group_photo(lfw_root: Path, tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
+    """Three LFW people side by side on a grey 1,500x600 canvas (each face about 200 px
+    wide), and two other images of each person to enroll."""
+    from slimface.io.image import load_image
+
+    base = lfw_root / "lfw-deepfunneled"
+    people = {name: sorted((base / name).glob("*.jpg"))[:3] for name in GROUP}
+    if not all(len(files) == 3 for files in people.values()):
+        pytest.skip("LFW images of the group photo's people are missing")
+    canvas = np.full((600, 1500, 3), 110, np.uint8)
+    for i, files in enumerate(people.values()):
+        face = load_image(files[0])[50:200, 50:200]  # the face, not the neighbours'
+        big = np.asarray(Image.fromarray(face).resize((300, 300), Image.BILINEAR))
+        canvas[150:450, 100 + 480 * i: 400 + 480 * i] = big
+    path = tmp_path_factory.mktemp("group") / "group.jpg"
+    Image.fromarray(canvas).save(path, quality=92)
+    return path, {name: files[1:] for name, files in people.items()}
+
+
+@pytest.mark.data
+def test_every_face_of_a_group_photo_is_found_and_named(group_photo, tmp_path):
+    path, enrolled = group_photo
+    from slimface.align import align_all
+
+    aligned = align_all(path)
+    assert len(aligned) == 3 and all(a.status == "detected" for a in aligned)
+    centres = [(a.face.box[0] + a.face.box[2]) / 2 for a in aligned]
+    # each face where its image was pasted (centres at 250, 730, 1210 px)
+    assert all(abs(c - (250 + 480 * i)) < 60 for i, c in enumerate(centres)), centres
+    with slimface.FaceMatcher(gallery=tmp_path / "g.db") as fm:
+        for name, files in enrolled.items():
+            fm.enroll(name, files)
+        results = fm.identify_all(path)
+    assert [r.match.name if r.match else None for r in results] == GROUP
