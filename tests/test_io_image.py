@@ -239,3 +239,51 @@ def test_avif_photos_are_read_upright_where_pillow_decodes_them(tmp_path: Path) 
     Image.fromarray(pixels).save(tmp_path / "turned.avif", quality=95, exif=exif.tobytes())
     assert load_image(tmp_path / "turned.avif").shape == (pixels.shape[1], pixels.shape[0], 3)
     assert ".avif" in image_module.IMAGE_EXTENSIONS
+
+
+def _heic_ready() -> None:
+    import slimface.io.image as image_module
+
+    if "HEIF" not in image_module.SUPPORTED_FORMATS:
+        pytest.skip("pillow-heif is not installed")
+
+
+def test_heic_photos_are_read_upright(tmp_path: Path) -> None:
+    _heic_ready()
+    import slimface.io.image as image_module
+
+    y, x = np.mgrid[0:48, 0:64]  # smooth: lossy HEVC keeps it close
+    pixels = np.stack([x * 4, y * 5, (x + y) * 2], -1).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.heic", quality=95)
+    out = load_image(tmp_path / "x.heic")
+    assert out.shape == pixels.shape and np.abs(out.astype(int) - pixels).mean() < 4
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: the phone's rotation, applied once on reading
+    Image.fromarray(np.ascontiguousarray(np.rot90(pixels))).save(
+        tmp_path / "turned.heic", quality=95, exif=exif.tobytes())
+    turned = load_image(tmp_path / "turned.heic")
+    assert turned.shape == pixels.shape and np.abs(turned.astype(int) - pixels).mean() < 4
+    assert {".heic", ".heif"} <= set(image_module.IMAGE_EXTENSIONS)
+
+
+@pytest.mark.parametrize("keep", ["half", 40, 12])
+def test_cut_off_heic_is_a_decode_error_naming_the_file(tmp_path: Path, keep) -> None:
+    _heic_ready()
+    Image.fromarray(_rgb(64, 64)).save(tmp_path / "whole.heic")
+    data = (tmp_path / "whole.heic").read_bytes()
+    cut = tmp_path / "cut.heic"
+    cut.write_bytes(data[:len(data) // 2 if keep == "half" else keep])
+    with pytest.raises(ImageDecodeError, match=r"cut\.heic: (truncated|corrupt)"):
+        load_image(cut)
+
+
+def test_heic_without_its_decoder_says_what_to_install(tmp_path: Path, monkeypatch) -> None:
+    _heic_ready()
+    import slimface.io.image as image_module
+
+    cut = tmp_path / "phone.heic"  # a header Pillow cannot open: as without the opener
+    cut.write_bytes(b"\x00\x00\x00\x1cftypheic" + bytes(20))
+    monkeypatch.setattr(image_module, "_HEIF", False)
+    with pytest.raises(UnsupportedImageError, match="phone.heic: HEIC images need the "
+                                                    "pillow-heif package"):
+        load_image(cut)

@@ -49,21 +49,39 @@ def _avif_readable() -> bool:
         return False
 
 
+def _heif_readable() -> bool:
+    """Whether HEIC/HEIF (what iPhones save photos as) can be read: ``pillow-heif`` (a
+    dependency) registers a Pillow opener. libheif applies the file's rotation itself and
+    the opener resets the EXIF orientation to 1, so the photo is not turned twice."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 _AVIF = _avif_readable()
+_HEIF = _heif_readable()
 
 #: Pillow format names we read (PGM/PPM are "PPM"; MPO is the JPEG variant phones write).
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP") + (("AVIF",) if _AVIF else ())
-SUPPORTED_NAMES = "JPEG, PNG, PGM/PPM, BMP, WebP" + (", AVIF" if _AVIF else "")
+SUPPORTED_FORMATS = (("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP") + (("AVIF",) if _AVIF else ())
+                     + (("HEIF",) if _HEIF else ()))
+SUPPORTED_NAMES = ("JPEG, PNG, PGM/PPM, BMP, WebP" + (", AVIF" if _AVIF else "")
+                   + (", HEIC/HEIF" if _HEIF else ""))
 
 #: Extensions that folder walks pick up (``slimface align`` and friends).
 IMAGE_EXTENSIONS = ((".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp")
-                    + ((".avif",) if _AVIF else ()))
+                    + ((".avif",) if _AVIF else ()) + ((".heic", ".heif") if _HEIF else ()))
 
 # Leading bytes of image formats: a file that starts like an image but fails to open is
 # "corrupt", anything else is "not an image".
 _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"P1", b"P2", b"P3", b"P4", b"P5",
           b"P6", b"II*\x00", b"MM\x00*")
 
+
+#: ISO media brands of HEIC/HEIF still images (bytes 8-12, after ``ftyp``).
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
 #: libjpeg warnings that mean the entropy-coded data is damaged (jerror.h, JWRN_*); other
 #: warnings (an unknown JFIF revision, an Adobe transform code) leave the pixels right.
@@ -188,6 +206,14 @@ def _open_checked(p: Path) -> Image.Image:
         if head.startswith((b"GIF8", b"II*\x00", b"MM\x00*")):
             raise UnsupportedImageError(p, f"GIF/TIFF images are not supported (supported: "
                                            f"{SUPPORTED_NAMES})") from None
+        if head[4:8] == b"ftyp":  # an ISO media file: HEIC, AVIF, or a video
+            if not _HEIF and head[8:12] in _HEIF_BRANDS:
+                raise UnsupportedImageError(p, "HEIC images need the pillow-heif package "
+                                               "(pip install pillow-heif), or save the photo "
+                                               "as JPEG") from None
+            raise ImageDecodeError(p, "corrupt or truncated image header, or an ISO media "
+                                      f"file that is not an image (supported: "
+                                      f"{SUPPORTED_NAMES})") from None
         raise NotAnImageError(p, f"not an image file (supported: {SUPPORTED_NAMES})") from None
     except OSError as exc:
         raise ImageDecodeError(p, f"cannot read image: {exc}") from None
