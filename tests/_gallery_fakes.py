@@ -118,3 +118,17 @@ def two_face_image(path: Path) -> Path:
     img[0, 0] = (255, 0, 0)
     Image.fromarray(img).save(path)
     return path
+
+
+def small_gallery(tmp_path: Path, monkeypatch) -> tuple[dict[str, list[Path]], Path, Path]:
+    """The tiny model registered, two people's images, a two-face image, and a gallery made
+    for the tiny model with one image of ``p0`` enrolled: (faces, two-face image, gallery)."""
+    from slimface.cli.main import main
+
+    register_tiny(monkeypatch)
+    faces = write_faces(tmp_path / "img", 2, 2)
+    two = two_face_image(tmp_path / "two.png")
+    db = tmp_path / "g.db"
+    assert main(["gallery", "create", str(db), "--model", "tiny-test"]) == 0
+    assert main(["gallery", "enroll", str(db), "--name", "p0", str(faces["p0"][0])]) == 0
+    return faces, two, db

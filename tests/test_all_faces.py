@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _gallery_fakes import make_embedder, register_tiny, two_face_image, write_faces
+from _gallery_fakes import make_embedder, small_gallery, two_face_image
 from PIL import Image
 
 import slimface
@@ -18,13 +18,7 @@ from slimface.errors import NoFaceError, SlimfaceError
 
 @pytest.fixture()
 def setup(tmp_path: Path, monkeypatch):
-    register_tiny(monkeypatch)
-    faces = write_faces(tmp_path / "img", 2, 2)
-    two = two_face_image(tmp_path / "two.png")
-    db = tmp_path / "g.db"
-    assert main(["gallery", "create", str(db), "--model", "tiny-test"]) == 0
-    assert main(["gallery", "enroll", str(db), "--name", "p0", str(faces["p0"][0])]) == 0
-    return faces, two, db
+    return small_gallery(tmp_path, monkeypatch)
 
 
 def test_embed_all_gives_each_face_left_to_right_as_the_single_choices_give_it(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _gallery_fakes import make_embedder, register_tiny, two_face_image, write_faces
+from _gallery_fakes import make_embedder, small_gallery, two_face_image
 
 import slimface
 from slimface.cli.main import build_parser, main
@@ -17,13 +17,7 @@ from slimface.errors import MultipleFacesError, SlimfaceError
 
 @pytest.fixture()
 def setup(tmp_path: Path, monkeypatch):
-    register_tiny(monkeypatch)
-    faces = write_faces(tmp_path / "img", 2, 2)
-    two = two_face_image(tmp_path / "two.png")
-    db = tmp_path / "g.db"
-    assert main(["gallery", "create", str(db), "--model", "tiny-test"]) == 0
-    assert main(["gallery", "enroll", str(db), "--name", "p0", str(faces["p0"][0])]) == 0
-    return faces, two, db
+    return small_gallery(tmp_path, monkeypatch)
 
 
 def _commands(db: Path, two: Path, other: Path) -> dict[str, list[str]]:
