@@ -219,7 +219,7 @@ CARDS: tuple[ModelCard, ...] = (
                f"({_WEIGHTS_README})",
         training_data=_function_matching_data("mobilefacenet-tflite"),
         embedding_dim=192, file="slimface_mobile.safetensors", size_bytes=3_868_616,
-        sha256="2ad78d712d4bc02101097ed20a8262c4b7fbe91322cbb85d35f78224f8ee9f55",
+        sha256="45901e40d48b0da9844312981f6810389fb042920114a51a890bbdbb1db4d570",
         delivery="shipped", factory="slimface_mobile",
         lfw=LfwFigures(98.13, 0.48, 77.62, 85.56,
                        "slimface eval --model slimface-mobile --benchmark lfw --flip none",
