@@ -148,3 +148,33 @@ def test_every_face_of_a_group_photo_is_found_and_named(group_photo, tmp_path):
             fm.enroll(name, files)
         results = fm.identify_all(path)
     assert [r.match.name if r.match else None for r in results] == GROUP
+
+
+@pytest.mark.data
+def test_small_faces_beside_big_ones_in_a_big_group_photo_are_found(lfw_root, tmp_path):
+    """A 4,000x2,000 photo with three faces about 280 px wide and six about 55 px (14 px on
+    the 1,024 px copy, too small for RetinaFace there): the tiled look finds the six."""
+    from slimface.align import align_all
+    from slimface.io.image import load_image
+
+    base = lfw_root / "lfw-deepfunneled"
+    files = [sorted((base / name).glob("*.jpg"))[:1] for name in
+             (*GROUP, "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon", "Hugo_Chavez",
+              "Jean_Chretien", "John_Ashcroft")]
+    if not all(files):
+        pytest.skip("LFW images of the group photo's people are missing")
+    canvas = np.full((2000, 4000, 3), 110, np.uint8)
+    centres = []
+    for i, (file,) in enumerate(files):
+        side, top = (450, 300) if i < 3 else (90, 1200)
+        face = Image.fromarray(load_image(file)[50:200, 50:200]).resize((side, side))
+        left = 150 + 420 * i
+        canvas[top:top + side, left:left + side] = np.asarray(face)
+        centres.append((left + side / 2, top + side / 2, max(20.0, 0.15 * side)))
+    path = tmp_path / "big_group.jpg"
+    Image.fromarray(canvas).save(path, quality=90)
+    boxes = [a.face.box for a in align_all(path)]
+    found = [(float(b[0] + b[2]) / 2, float(b[1] + b[3]) / 2) for b in boxes]
+    assert len(found) == 9
+    assert all(any(abs(x - cx) < tol and abs(y - cy) < tol for x, y in found)
+               for cx, cy, tol in centres), (found, centres)
