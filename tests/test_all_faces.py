@@ -178,3 +178,98 @@ def test_small_faces_beside_big_ones_in_a_big_group_photo_are_found(lfw_root, tm
     assert len(found) == 9
     assert all(any(abs(x - cx) < tol and abs(y - cy) < tol for x, y in found)
                for cx, cy, tol in centres), (found, centres)
+
+
+def _whole_image_aligner(image, **kwargs):
+    """One 'face' whose box is the whole (possibly padded) image and 3 px past its edges."""
+    from types import SimpleNamespace
+
+    from slimface.align.detect import Face
+
+    h, w = image.shape[:2]
+    face = Face(np.array([-3.0, -3.0, w + 3.0, h + 3.0]), 0.9, np.zeros((5, 2)), "5pt")
+    crop = np.array(Image.fromarray(image).resize((112, 112)))
+    return SimpleNamespace(crop=crop, face=face, status="detected")
+
+
+@pytest.mark.parametrize("pad", [0.0, 0.25])
+def test_boxes_are_in_the_files_pixels_and_clipped_to_them(tmp_path, pad):
+    from _gallery_fakes import TinyBackbone, fake_load
+
+    from slimface.gallery.embedder import FaceEmbedder
+
+    path = tmp_path / "face.png"
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(path)
+    embedder = FaceEmbedder(TinyBackbone().eval(), flip="none", pad=pad,
+                            aligner=_whole_image_aligner, image_loader=fake_load)
+    assert embedder.embed_file(path).box == [0.0, 0.0, 40.0, 30.0]
+
+
+def test_identify_all_gives_each_face_its_detection_score(setup):
+    _, two, db = setup
+    results = slimface.FaceMatcher("tiny-test", gallery=db).identify_all(two)
+    assert all(r.as_dict()["score"] == round(r.score, 4) for r in results)
+
+
+@pytest.mark.parametrize("method", ["embed_faces", "embed_all_faces", "identify_many"])
+def test_one_path_where_a_list_is_expected_is_refused_clearly(tmp_path, method):
+    two = two_face_image(tmp_path / "two.png")
+    fm = slimface.FaceMatcher(embedder=make_embedder())
+    with pytest.raises(TypeError, match=f"FaceMatcher.{method} takes a list of image paths"):
+        getattr(fm, method)(str(two))
+
+
+def test_python_several_faces_message_names_the_every_face_methods(tmp_path):
+    from slimface.errors import MultipleFacesError
+
+    two = two_face_image(tmp_path / "two.png")
+    with pytest.raises(MultipleFacesError, match="every face: FaceMatcher.embed_all"):
+        slimface.FaceMatcher(embedder=make_embedder()).embed(two)
+
+
+def test_an_embedder_with_its_own_one_face_aligner_needs_one_for_every_face(tmp_path):
+    from _gallery_fakes import TinyBackbone, fake_align, fake_load
+
+    from slimface.gallery.embedder import FaceEmbedder
+
+    two = two_face_image(tmp_path / "two.png")
+    embedder = FaceEmbedder(TinyBackbone().eval(), aligner=fake_align, image_loader=fake_load)
+    with pytest.raises(SlimfaceError, match="give it all_aligner="):
+        embedder.embed_file_all(two)
+    nobody = FaceEmbedder(TinyBackbone().eval(), aligner=fake_align, image_loader=fake_load,
+                          all_aligner=lambda image, **kw: [])
+    with pytest.raises(NoFaceError, match="two.png: no face found"):
+        nobody.embed_file_all(two)
+
+
+def test_a_damage_note_shared_by_every_face_is_printed_once(capsys):
+    from slimface.cli.verify import print_warnings
+
+    print_warnings(["g.jpg: damaged", "g.jpg: damaged", "h.jpg: damaged"])
+    assert capsys.readouterr().err.count("g.jpg: damaged") == 1
+
+
+@pytest.mark.data
+def test_every_face_with_a_detector_chain_keeps_the_fallbacks_small_faces(lfw_root, tmp_path):
+    """dlib's HOG (80 px window) finds the three big faces; RetinaFace, its fallback, finds
+    the small one beside them (a chain stopping at the first detector would lose it) and
+    hands it back to HOG at HOG's size, as for a single face."""
+    from slimface.align import align_all
+    from slimface.io.image import load_image
+
+    base = lfw_root / "lfw-deepfunneled"
+    files = [sorted((base / name).glob("*.jpg"))[:1] for name in (*GROUP, "Hugo_Chavez")]
+    if not all(files):
+        pytest.skip("LFW images of the group photo's people are missing")
+    canvas = np.full((600, 1500, 3), 110, np.uint8)
+    for i, (file,) in enumerate(files):
+        side, top, left = (300, 150, 100 + 400 * i) if i < 3 else (80, 40, 1350)
+        face = Image.fromarray(load_image(file)[50:200, 50:200]).resize((side, side))
+        canvas[top:top + side, left:left + side] = np.asarray(face)
+    path = tmp_path / "chain.jpg"
+    Image.fromarray(canvas).save(path, quality=92)
+    faces = align_all(path, template="dlib150", detector="dlib_hog",
+                      fallback_detector="retinaface")
+    assert len(faces) == 4  # the small one handed back to HOG at its size: "detected"
+    small = faces[3].face.box
+    assert 1350 < (small[0] + small[2]) / 2 < 1430 and 40 < (small[1] + small[3]) / 2 < 120

@@ -287,3 +287,18 @@ def test_heic_without_its_decoder_says_what_to_install(tmp_path: Path, monkeypat
     with pytest.raises(UnsupportedImageError, match="phone.heic: HEIC images need the "
                                                     "pillow-heif package"):
         load_image(cut)
+
+
+def test_a_video_is_not_an_image_and_avif_without_its_decoder_says_what_to_install(
+        tmp_path: Path, monkeypatch) -> None:
+    import slimface.io.image as image_module
+
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(40))
+    with pytest.raises(NotAnImageError, match="clip.mp4: an ISO media file"):
+        load_image(video)
+    avif = tmp_path / "photo.avif"  # a header Pillow cannot open: as without a decoder
+    avif.write_bytes(b"\x00\x00\x00\x1cftypavif" + bytes(20))
+    monkeypatch.setattr(image_module, "_AVIF", False)
+    with pytest.raises(UnsupportedImageError, match="photo.avif: AVIF images need Pillow 11.2"):
+        load_image(avif)

@@ -61,6 +61,10 @@ class IdentifyResult:
     #: (:meth:`FaceMatcher.identify_all`); None for the one face of an image.
     face: int | None = None
     box: list[float] | None = None
+    #: The detector's confidence in that face (0-1), to filter doubtful boxes.
+    score: float | None = None
+    #: How that face was found (``detected``, ``fallback_detector``, ``centre``).
+    status: str | None = None
 
     @property
     def match(self) -> Match | None:
@@ -74,7 +78,9 @@ class IdentifyResult:
         out: dict[str, Any] = {"path": self.path}
         if self.face is not None:
             out["face"] = self.face
+            out["status"] = self.status
             out["box"] = None if self.box is None else [round(v, 2) for v in self.box]
+            out["score"] = None if self.score is None else round(self.score, 4)
         out.update({"match": None if m is None else m.name,
                     "candidates": [c.as_dict() for c in self.candidates]})
         if self.warnings:
@@ -159,6 +165,7 @@ class FaceMatcher:
         once, in input order; the first bad image raises. With ``bad_file="skip"`` an image
         that cannot be used (unreadable, no face, several faces) leaves its
         :class:`~slimface.errors.ImageError` in its place and the others are embedded."""
+        _check_list(images, "embed_faces", "embed_face")
         return self.embedder.embed_files(images, multi_face=self.face,  # type: ignore[arg-type]
                                          no_face=self.no_face, progress=progress,
                                          threads=threads or self.threads, bad_file=bad_file)
@@ -173,7 +180,8 @@ class FaceMatcher:
                         ) -> list[list[EmbeddedFace] | ImageError]:
         """:meth:`embed_all` of every image (a list of faces per image), as
         :meth:`embed_faces` runs them: ``threads`` at once, input order, ``bad_file``."""
-        return self.embedder.embed_files(images, multi_face=ALL_FACES,  # type: ignore[arg-type]
+        _check_list(images, "embed_all_faces", "embed_all")
+        return self.embedder.embed_files(images, multi_face=ALL_FACES,
                                          no_face=self.no_face, progress=progress,
                                          threads=threads or self.threads, bad_file=bad_file)
 
@@ -242,6 +250,7 @@ class FaceMatcher:
 
     def identify_many(self, images: Sequence[PathLike], top_k: int = 1) -> list[IdentifyResult]:
         """Top-k identities of each image, from the gallery as committed at the search."""
+        _check_list(images, "identify_many", "identify")
         if not images:
             return []
         self.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
@@ -271,7 +280,9 @@ class FaceMatcher:
         except SlimfaceError:
             threshold = None
         return [IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation,
-                               face=f.face, box=f.box if f.face is not None else None)
+                               face=f.face, box=f.box if f.face is not None else None,
+                               score=f.score if f.face is not None else None,
+                               status=f.status if f.face is not None else None)
                 for f, r in zip(faces, ranked)]
 
     def remove(self, name: str) -> int:
@@ -287,3 +298,11 @@ class FaceMatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_list(images: Any, method: str, single: str) -> None:
+    """Refuse one path where a list of them is expected (a string would be walked letter by
+    letter, each letter "no such file")."""
+    if isinstance(images, (str, os.PathLike)):
+        raise TypeError(f"FaceMatcher.{method} takes a list of image paths; got one path "
+                        f"({str(images)!r}): pass [path], or use FaceMatcher.{single}")

@@ -183,33 +183,55 @@ def detect_photo(photo: Photo, detector: Detector | None, fallback: Detector | N
 
 def detect_all(photo: Photo, detector: Detector | None, fallback: Detector | None
                ) -> list[tuple[Face, str]]:
-    """Every face the first detector of the chain that finds any sees on the largest copy
-    (:data:`~slimface.align.photo.DETECT_SIDE`) and, in a photo big enough for it, on the
-    fine copy's tiles (:func:`fine_copy`: faces down to about 1.5% of the long side), each
-    refined as :func:`detect_photo` refines its one face, left to right; with its status.
-    A group photo needs every face found at once, so there is no coarse-to-fine shortcut,
-    and a big one pays for the tiles (a finer decode and a few more 1,024 px detections)
-    whatever it holds."""
-    found = _first_found(photo, detector, fallback, ALL_FACES)
-    if found is None:
+    """Every face of a group photo, left to right, each refined as :func:`detect_photo`
+    refines its one face; with its status.
+
+    Every detector of the chain looks at its largest copy
+    (:data:`~slimface.align.photo.DETECT_SIDE`), and in a photo big enough for it the one
+    that sees the smallest faces looks at the fine copy's tiles too (:func:`fine_copy`:
+    faces down to about 1.5% of the long side). A face found more than once is kept as the
+    main detector found it, then the fallback, then the tiles: a group photo needs every
+    face at once, so there is no coarse-to-fine shortcut, and a big one pays for the tiles
+    (a finer decode and a few more 1,024 px detections) whatever it holds."""
+    chain = _chain(detector, fallback)
+    if not chain:
         return []
-    faces = found.faces
+    owned: list[tuple[Face, _Found]] = []
+    main_copy = None
+    for det, status in chain:
+        faces, copy = detect_faces(photo, det, ALL_FACES)
+        if det is detector:
+            main_copy = copy
+        owner = _Found(det, faces, copy, status, *_handed_back(det, detector, fallback,
+                                                               main_copy))
+        owned += [(f, owner) for f in faces]
     fine = fine_copy(photo)
-    if fine is not None and fine.long_side > found.copy.long_side:
-        # a group photo's small faces (a class photo's are often 15-30 px on the 1,024 px
-        # copy) are missed there whatever the size of the faces that were found
-        faces = _merged(faces, detect_tiled(fine, found.detector))
-    return [found.refined(photo, f) for f in sorted(faces, key=lambda f: f.centre[0])]
+    if fine is not None:
+        det, status = min(chain, key=lambda c: c[0].min_face_px())
+        faces = detect_tiled(fine, det)
+        owner = _Found(det, faces, fine, status, *_handed_back(det, detector, fallback,
+                                                               main_copy))
+        owned += [(f, owner) for f in faces]
+    kept = _first_of_each_face(owned)
+    return [owner.refined(photo, f) for f, owner in sorted(kept, key=lambda p: p[0].centre[0])]
 
 
-def _merged(faces: list[Face], more: list[Face]) -> list[Face]:
-    """Both lists (full-resolution coordinates) without the faces found twice: overlapping
-    boxes keep the higher score."""
-    every = faces + more
-    if len(every) < 2:
-        return every
-    keep = nms(np.stack([f.box for f in every]), np.array([f.score for f in every]), 0.4)
-    return [every[i] for i in keep]
+def _first_of_each_face(owned: list[tuple[Face, "_Found"]]) -> list[tuple[Face, "_Found"]]:
+    """``owned`` without the later finds of a face found earlier (boxes overlapping by an
+    intersection over union of 0.4 or more): detectors' scores are not comparable, so the
+    order of the search decides."""
+    kept: list[tuple[Face, _Found]] = []
+    for face, owner in owned:
+        if all(_iou(face.box, other.box) < 0.4 for other, _ in kept):
+            kept.append((face, owner))
+    return kept
+
+
+def _chain(detector: Detector | None, fallback: Detector | None) -> list[tuple[Detector, str]]:
+    """The detectors to try in order, with the status a face found by each gets."""
+    return [(det, status) for det, status in ((detector, "detected"),
+                                              (fallback, "fallback_detector"))
+            if det is not None]
 
 
 @dataclass
@@ -245,9 +267,7 @@ def _first_found(photo: Photo, detector: Detector | None, fallback: Detector | N
     """The main detector's faces, else the fallback's, else the tiled look's (None when
     none of them finds a face)."""
     main_copy = None
-    chain = [(det, status) for det, status in ((detector, "detected"),
-                                               (fallback, "fallback_detector"))
-             if det is not None]
+    chain = _chain(detector, fallback)
     for det, status in chain:
         faces, copy = detect_faces(photo, det, multi_face)
         if det is detector:
@@ -269,7 +289,7 @@ def _first_found(photo: Photo, detector: Detector | None, fallback: Detector | N
 def _handed_back(det: Detector, main: Detector | None, fallback: Detector | None,
                  main_copy: Level | None) -> tuple[Detector | None, Level | None]:
     """(main detector, its copy) when ``det`` is the fallback, else (None, None)."""
-    return (main, main_copy) if det is fallback and det is not main else (None, None)
+    return (main, main_copy) if det is fallback else (None, None)
 
 
 def fine_copy(photo: Photo) -> Level | None:

@@ -89,7 +89,8 @@ def embed_batch(matcher: Any, images: Sequence[str], bad_file: str, all_faces: b
 
 
 def print_warnings(notes: list[str]) -> None:
-    for note in notes:
+    """Each note once (every face of a damaged group photo carries its note)."""
+    for note in dict.fromkeys(notes):
         print(f"slimface: warning: {note}", file=sys.stderr)
 
 

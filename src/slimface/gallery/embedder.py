@@ -25,6 +25,9 @@ from slimface.gallery.gallery import ModelInfo
 from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
 
 MultiFace = Literal["error", "largest", "central"]
+#: :data:`MultiFace` or every face (:data:`ALL_FACES`), as :meth:`FaceEmbedder.embed_files`
+#: takes it.
+FaceChoice = Literal["error", "largest", "central", "all"]
 #: Several faces in one image: refuse, take the largest, or take the one nearest the centre.
 MULTI_FACE_CHOICES: tuple[str, ...] = ("error", "largest", "central")
 #: Every face of an image (a group photo), left to right, each embedded: the choice
@@ -162,9 +165,9 @@ class FaceEmbedder:
         """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
         check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
-        image, damage = self._prepared(path)
+        image, damage, frame = self._prepared(path, self._aligner or _default_aligner())
         aligned = self._align(path, image, multi_face, no_face)
-        return self._embedded(path, [aligned], damage)[0]
+        return self._embedded(path, [aligned], damage, frame)[0]
 
     def embed_file_all(self, path: str | os.PathLike[str], no_face: str = "error"
                        ) -> list[EmbeddedFace]:
@@ -172,19 +175,27 @@ class FaceEmbedder:
         ``face`` numbers them from 1. None found: as ``no_face`` says (``"centre"``: the
         centre crop, as one face)."""
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
-        image, damage = self._prepared(path)
+        if self._aligner is not None and self._all_aligner is None:
+            raise SlimfaceError("this embedder aligns one face with its own aligner; give it "
+                                "all_aligner= as well to embed every face of an image")
         align_all = self._all_aligner or _default_all_aligner()
+        image, damage, frame = self._prepared(path, align_all)
         aligned = self._mapped_face_errors(
             path, image, lambda: align_all(image, template=self.template,
                                            detector=self.detector_name, no_face=no_face,
                                            fallback_detector=self.fallback_name))
-        faces = self._embedded(path, aligned, damage)
+        if not aligned:  # a custom all_aligner's "none" (the pipeline's raises or centres)
+            raise NoFaceError(path, "no face found")
+        faces = self._embedded(path, aligned, damage, frame)
         for i, face in enumerate(faces, 1):
             face.face = i
         return faces
 
-    def _prepared(self, path: str | os.PathLike[str]) -> tuple[Any, str | None]:
-        """The image of ``path`` loaded for alignment, refused when it cannot hold a face."""
+    def _prepared(self, path: str | os.PathLike[str], aligner: Callable[..., Any]
+                  ) -> tuple[Any, str | None, tuple[int, int, int, int]]:
+        """The image of ``path`` loaded for alignment, refused when it cannot hold a face,
+        with the damage note and the file's own pixels within it, ``(x0, y0, width,
+        height)`` (``pad`` adds a border around them)."""
         if not isinstance(path, (str, os.PathLike)):  # pixels, an open file, None...
             raise TypeError(f"an image is given as the path of its file (str or "
                             f"os.PathLike); got {type(path).__module__}."
@@ -193,14 +204,20 @@ class FaceEmbedder:
         from slimface.align.stages import stage
 
         with stage("decode"):
-            image, damage = self._load(path)
+            image, damage = self._load(path, aligner)
         _check_proportions(path, image)
-        return image, damage
+        width, height = _size(image)
+        if self.pad == 0:
+            return image, damage, (0, 0, width, height)
+        x0, y0 = int(round(width * self.pad)), int(round(height * self.pad))
+        return _pad_replicate(image, x0, y0), damage, (x0, y0, width, height)
 
     def _embedded(self, path: str | os.PathLike[str], aligned: Sequence[Any],
-                  damage: str | None) -> list[EmbeddedFace]:
+                  damage: str | None, frame: tuple[int, int, int, int]
+                  ) -> list[EmbeddedFace]:
         """The aligned faces of one image embedded as one batch (a face and its mirror, or
-        every face of a group photo, in one call of the model)."""
+        every face of a group photo, in one call of the model); boxes in the file's own
+        pixels (``frame``), clipped to them."""
         from slimface.align.stages import stage
 
         with stage("embed"):
@@ -211,13 +228,14 @@ class FaceEmbedder:
         out = []
         for a, emb in zip(aligned, embs):
             face = getattr(a, "face", None)
-            box = None if face is None else [float(v) for v in np.asarray(face.box).ravel()]
-            score = None if face is None else float(getattr(face, "score", np.nan))
+            box = None if face is None else _box_in(frame, face.box)
+            score = None if face is None else getattr(face, "score", None)
+            score = None if score is None or not np.isfinite(score) else float(score)
             out.append(EmbeddedFace(str(path), emb, a.crop, a.status, box, score, list(notes)))
         return out
 
     def embed_files(self, paths: Sequence[str | os.PathLike[str]],
-                    multi_face: MultiFace = "error", no_face: str = "error",
+                    multi_face: FaceChoice = "error", no_face: str = "error",
                     progress: bool = False, threads: int = 1,
                     bad_file: str = "error") -> list[Any]:
         """:meth:`embed_file` of each file (``multi_face="all"``: :meth:`embed_file_all`, a
@@ -259,21 +277,23 @@ class FaceEmbedder:
                     raise
 
     # ---- steps ---------------------------------------------------------------------------
-    def _load(self, path: str | os.PathLike[str]) -> tuple[Any, str | None]:
+    def _load(self, path: str | os.PathLike[str], aligner: Callable[..., Any]
+              ) -> tuple[Any, str | None]:
         """Pixels and, for a damaged image used anyway, what the decoder reported.
 
-        For the pipeline's own aligner the pixels are a :class:`slimface.align.photo.Photo`:
-        a big JPEG decoded at the reduced scale detection needs, finer levels on demand."""
+        For the pipeline's own aligners (``aligner``, the one that will run) the pixels are
+        a :class:`slimface.align.photo.Photo`: a big JPEG decoded at the reduced scale
+        detection needs, finer levels on demand; other aligners get an array."""
         damage = None
         if self._image_loader is not None:
             image = self._image_loader(str(path))
         else:
             from slimface.align.photo import Photo
-            from slimface.align.pipeline import align_image
+            from slimface.align.pipeline import align_all, align_image
             from slimface.io.image import decode_image
 
             try:
-                if self.pad == 0 and (self._aligner or _default_aligner()) is align_image:
+                if self.pad == 0 and aligner in (align_image, align_all):
                     photo = Photo.open(path, allow_damaged=self.allow_damaged)
                     return photo, photo.damage
                 decoded = decode_image(path, allow_damaged=self.allow_damaged)
@@ -282,7 +302,7 @@ class FaceEmbedder:
                 raise DamagedImageError(path, exc.bare_problem,
                                         remedy=f"pass {hint} to use it anyway") from None
             image, damage = decoded.pixels, decoded.damage
-        return (_pad_replicate(image, self.pad) if self.pad > 0 else image), damage
+        return image, damage
 
     def _align(self, path: str | os.PathLike[str], image: np.ndarray, multi_face: str,
                no_face: str) -> Any:
@@ -303,6 +323,8 @@ class FaceEmbedder:
             found = exc.problem.split(";")[0]  # "N faces found"
             hint = " or ".join(option_hint(self.interface, "face", c)
                                for c in MULTI_FACE_CHOICES if c != "error")
+            if self.interface == "api":  # the CLI names --face all where a command has it
+                hint += " (every face: FaceMatcher.embed_all, identify_all)"
             raise MultipleFacesError(path, found, remedy=f"use a photo with one face, or pass "
                                                          f"{hint}") from None
         except FaceError as exc:
@@ -373,7 +395,8 @@ def _torch_threads_shared(runner: Any, workers: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _counted(face: EmbeddedFace, bar: Any) -> EmbeddedFace:
+def _counted(face: Any, bar: Any) -> Any:
+    """``face`` (a face, the faces of a group photo, or an image's error), counted."""
     bar.update()
     return face
 
@@ -390,8 +413,16 @@ def _default_all_aligner() -> Callable[..., Any]:
     return align_all
 
 
-def _pad_replicate(image: np.ndarray, fraction: float) -> np.ndarray:
-    """Tight crops (AT&T, UTKFace) need context around the face before detection."""
-    h, w = image.shape[:2]
-    py, px = int(round(h * fraction)), int(round(w * fraction))
-    return np.pad(image, ((py, py), (px, px), (0, 0)), mode="edge")
+def _box_in(frame: tuple[int, int, int, int], box: Any) -> list[float]:
+    """A detector's box (left, top, right, bottom; it may reach past the edges where a face
+    does) in the coordinates of ``frame``'s pixels, clipped to them."""
+    x0, y0, width, height = frame
+    left, top, right, bottom = (float(v) for v in np.asarray(box).ravel())
+    return [min(max(left - x0, 0.0), width), min(max(top - y0, 0.0), height),
+            min(max(right - x0, 0.0), width), min(max(bottom - y0, 0.0), height)]
+
+
+def _pad_replicate(image: np.ndarray, x: int, y: int) -> np.ndarray:
+    """Tight crops (AT&T, UTKFace) need context around the face before detection: ``x``
+    and ``y`` pixels of replicated border."""
+    return np.pad(image, ((y, y), (x, x), (0, 0)), mode="edge")

@@ -72,7 +72,8 @@ SUPPORTED_NAMES = ("JPEG, PNG, PGM/PPM, BMP, WebP" + (", AVIF" if _AVIF else "")
 
 #: Extensions that folder walks pick up (``slimface align`` and friends).
 IMAGE_EXTENSIONS = ((".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp")
-                    + ((".avif",) if _AVIF else ()) + ((".heic", ".heif") if _HEIF else ()))
+                    + ((".avif",) if _AVIF else ())
+                    + ((".heic", ".heif", ".hif") if _HEIF else ()))
 
 # Leading bytes of image formats: a file that starts like an image but fails to open is
 # "corrupt", anything else is "not an image".
@@ -207,13 +208,7 @@ def _open_checked(p: Path) -> Image.Image:
             raise UnsupportedImageError(p, f"GIF/TIFF images are not supported (supported: "
                                            f"{SUPPORTED_NAMES})") from None
         if head[4:8] == b"ftyp":  # an ISO media file: HEIC, AVIF, or a video
-            if not _HEIF and head[8:12] in _HEIF_BRANDS:
-                raise UnsupportedImageError(p, "HEIC images need the pillow-heif package "
-                                               "(pip install pillow-heif), or save the photo "
-                                               "as JPEG") from None
-            raise ImageDecodeError(p, "corrupt or truncated image header, or an ISO media "
-                                      f"file that is not an image (supported: "
-                                      f"{SUPPORTED_NAMES})") from None
+            _refuse_iso_media(p, head[8:12])
         raise NotAnImageError(p, f"not an image file (supported: {SUPPORTED_NAMES})") from None
     except OSError as exc:
         raise ImageDecodeError(p, f"cannot read image: {exc}") from None
@@ -225,6 +220,24 @@ def _open_checked(p: Path) -> Image.Image:
         raise UnsupportedImageError(p, f"{fmt} images are not supported "
                                        f"(supported: {SUPPORTED_NAMES})")
     return im
+
+
+def _refuse_iso_media(p: Path, brand: bytes) -> None:
+    """The error for an ISO media file (``ftyp`` box, major ``brand``) Pillow cannot open:
+    a HEIC that is cut off or lacks its decoder, an AVIF this Pillow cannot read, else not
+    an image at all (a video)."""
+    if brand in _HEIF_BRANDS:
+        if _HEIF:
+            raise ImageDecodeError(p, "corrupt or truncated HEIC image") from None
+        raise UnsupportedImageError(p, "HEIC images need the pillow-heif package (pip install "
+                                       "pillow-heif), or save the photo as JPEG") from None
+    if brand in (b"avif", b"avis"):
+        if _AVIF:
+            raise ImageDecodeError(p, "corrupt or truncated AVIF image") from None
+        raise UnsupportedImageError(p, "AVIF images need Pillow 11.2 or later (pip install -U "
+                                       "pillow), or save the photo as JPEG") from None
+    raise NotAnImageError(p, f"an ISO media file (a video?), not an image (supported: "
+                             f"{SUPPORTED_NAMES})") from None
 
 
 def _check_dimensions(p: Path, im: Image.Image) -> None:
