@@ -273,3 +273,15 @@ def test_every_face_with_a_detector_chain_keeps_the_fallbacks_small_faces(lfw_ro
     assert len(faces) == 4  # the small one handed back to HOG at its size: "detected"
     small = faces[3].face.box
     assert 1350 < (small[0] + small[2]) / 2 < 1430 and 40 < (small[1] + small[3]) / 2 < 120
+
+
+def test_one_person_is_named_for_one_face_of_a_photo(setup):
+    _, two, db = setup  # the gallery holds p0 only: both faces' best name
+    fm = slimface.FaceMatcher("tiny-test", gallery=db, threshold=-1.0)
+    first, second = fm.identify_all(two)
+    named, other = (first, second) if first.match else (second, first)
+    assert named.match.name == "p0" and other.match is None
+    assert other.best.name == "p0" and other.name_taken_by == named.face
+    assert named.candidates[0].score >= other.candidates[0].score
+    assert other.as_dict()["name_taken_by"] == named.face and "name_taken_by" not in \
+        named.as_dict()

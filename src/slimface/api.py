@@ -65,9 +65,18 @@ class IdentifyResult:
     score: float | None = None
     #: How that face was found (``detected``, ``fallback_detector``, ``centre``).
     status: str | None = None
+    #: The face of the same photo that holds this face's best name with a higher score: one
+    #: person is one face of a photo, so this face is then ``unknown`` (its candidates stay).
+    name_taken_by: int | None = None
 
     @property
     def match(self) -> Match | None:
+        top = self.best
+        return None if self.name_taken_by is not None else top
+
+    @property
+    def best(self) -> Match | None:
+        """The top candidate when it clears the threshold, whatever the photo's other faces."""
         top = self.candidates[0] if self.candidates else None
         if top is None or (self.threshold is not None and top.score <= self.threshold):
             return None
@@ -81,8 +90,10 @@ class IdentifyResult:
             out["status"] = self.status
             out["box"] = None if self.box is None else [round(v, 2) for v in self.box]
             out["score"] = None if self.score is None else round(self.score, 4)
-        out.update({"match": None if m is None else m.name,
-                    "candidates": [c.as_dict() for c in self.candidates]})
+        out["match"] = None if m is None else m.name
+        if self.name_taken_by is not None:
+            out["name_taken_by"] = self.name_taken_by
+        out["candidates"] = [c.as_dict() for c in self.candidates]
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out
@@ -279,11 +290,12 @@ class FaceMatcher:
             threshold: float | None = self.threshold.value
         except SlimfaceError:
             threshold = None
-        return [IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation,
-                               face=f.face, box=f.box if f.face is not None else None,
-                               score=f.score if f.face is not None else None,
-                               status=f.status if f.face is not None else None)
-                for f, r in zip(faces, ranked)]
+        return _one_face_per_name([
+            IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation,
+                           face=f.face, box=f.box if f.face is not None else None,
+                           score=f.score if f.face is not None else None,
+                           status=f.status if f.face is not None else None)
+            for f, r in zip(faces, ranked)])
 
     def remove(self, name: str) -> int:
         return self.open_gallery().remove(name)
@@ -298,6 +310,25 @@ class FaceMatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_face_per_name(results: list[IdentifyResult]) -> list[IdentifyResult]:
+    """Among the faces of one group photo (results with a ``face`` number), a name that
+    several faces clear the threshold for goes to the one with the highest score; the
+    others become unknown and say which face holds it (``name_taken_by``)."""
+    holder: dict[tuple[str, str], IdentifyResult] = {}
+    for r in results:
+        best = r.best
+        if r.face is None or best is None:
+            continue
+        key = (r.path, best.name)
+        if key not in holder or best.score > holder[key].candidates[0].score:
+            holder[key] = r
+    for r in results:
+        best = r.best
+        if r.face is not None and best is not None and holder[(r.path, best.name)] is not r:
+            r.name_taken_by = holder[(r.path, best.name)].face
+    return results
 
 
 def _check_list(images: Any, method: str, single: str) -> None:

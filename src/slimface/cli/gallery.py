@@ -154,7 +154,9 @@ def _identify(args: argparse.Namespace) -> int:
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
         where = r.path if r.face is None else f"{r.path} face {r.face} at {_box(r.box)}"
-        lines.append(f"{where}: {r.match.name if r.match else 'unknown'}  [{cands}]")
+        taken = ("" if r.name_taken_by is None
+                 else f"  ({r.best.name} is face {r.name_taken_by}, with a higher score)")
+        lines.append(f"{where}: {r.match.name if r.match else 'unknown'}  [{cands}]{taken}")
     emit_result(args.json, {"model": model_name, "threshold": threshold,
                             "results": [r.as_dict() for r in results],
                             **({"skipped": skipped_list} if skipped else {})}, *lines)
