@@ -109,3 +109,24 @@ def test_report_rows_take_their_role_from_the_model_card(tmp_path):
         assert cand.role == ("int8" if "int8" in cand.label else roles[name]), cand.label
     int8 = [c for c in rows if c.role == "int8"]
     assert int8 and all(roles[c.source] == "student" for c in int8)
+
+
+def test_report_command_summary_shows_the_low_far_and_1n_read_outs(tmp_path, monkeypatch,
+                                                                    capsys):
+    """The table the command prints (and ``make demo`` shows a newcomer) carries TAR at FAR
+    1e-4 and rank-1 beside pair accuracy; n/a where the images cannot resolve a rate."""
+    import slimface.eval.report as report_module
+    from slimface.cli.main import main
+
+    row = {"model": "m (fp32)", "accuracy_mean": 0.98, "all_pairs_tar_at_far_1e-4": 0.8232,
+           "rank1": 0.8845, "bytes": 3_868_616, "compression": 5.8, "ms_b1": 3.7,
+           "speedup_b1": 2.14}
+    unresolved = {**row, "model": "n (fp32)", "all_pairs_tar_at_far_1e-4": None}
+    monkeypatch.setattr(report_module, "build_report",
+                        lambda *a, **k: {"meta": {}, "models": [row, unresolved]})
+    assert main(["report", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    header, _, first, second = out.splitlines()[1:5]
+    assert "TAR@1e-4 %" in header and "rank-1 %" in header
+    assert "82.32" in first and "88.45" in first
+    assert "n/a" in second
