@@ -51,8 +51,8 @@ def test_face_error_names_the_command_line_option(tmp_path: Path, capsys, monkey
 
     def two_faces(files, template, **kw):
         assert kw["multi_face"] == "error"
-        raise MultipleFacesError(files[0], "2 faces found; use a photo with one face, or pass "
-                                           "multi_face='largest' or 'central'")
+        raise MultipleFacesError(files[0], "2 faces found", remedy="use a photo with one face, "
+                                 "or pass multi_face='largest' or 'central'")
 
     monkeypatch.setattr(slimface.align, "align_paths", two_faces)
     _tree(tmp_path / "src")

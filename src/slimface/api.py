@@ -57,8 +57,9 @@ class IdentifyResult:
     warnings: list[str] = field(default_factory=list)
     #: The gallery generation (count of committed writes) the answer reflects.
     generation: int = -1
-    #: Which face of a group photo (counted from 1, left to right) and its box
-    #: (:meth:`FaceMatcher.identify_all`); None for the one face of an image.
+    #: Which face of a group photo (counted from 1, left to right;
+    #: :meth:`FaceMatcher.identify_all`), None for the one face of an image; the JSON shows
+    #: the face's box, score and status only then.
     face: int | None = None
     box: list[float] | None = None
     #: The detector's confidence in that face (0-1), to filter doubtful boxes.
@@ -88,7 +89,7 @@ class IdentifyResult:
         if self.face is not None:
             out["face"] = self.face
             out["status"] = self.status
-            out["box"] = None if self.box is None else [round(v, 2) for v in self.box]
+            out["box"] = self.box
             out["score"] = None if self.score is None else round(self.score, 4)
         out["match"] = None if m is None else m.name
         if self.name_taken_by is not None:
@@ -206,7 +207,7 @@ class FaceMatcher:
         fa, fb = self.embed_face(a), self.embed_face(b)
         sim = float(np.dot(fa.embedding, fb.embedding))
         faces = [{"path": f.path, "status": f.status,
-                  "box": None if f.box is None else [round(float(v), 2) for v in f.box],
+                  "box": f.box,
                   **({"warnings": f.warnings} if f.warnings else {})} for f in (fa, fb)]
         return VerifyResult(sim > threshold.value, sim, threshold.value, threshold.source, faces)
 
@@ -292,9 +293,7 @@ class FaceMatcher:
             threshold = None
         return _one_face_per_name([
             IdentifyResult(f.path, r, threshold, list(f.warnings), gallery.last_generation,
-                           face=f.face, box=f.box if f.face is not None else None,
-                           score=f.score if f.face is not None else None,
-                           status=f.status if f.face is not None else None)
+                           face=f.face, box=f.box, score=f.score, status=f.status)
             for f, r in zip(faces, ranked)])
 
     def remove(self, name: str) -> int:

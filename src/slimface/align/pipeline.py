@@ -159,8 +159,8 @@ def select_face(faces: list[Face], image_shape: tuple[int, ...], multi_face: str
     big = [f for f in faces if f.area >= MIN_RELATIVE_AREA * largest]
     if len(big) > 1:
         raise errors.MultipleFacesError(
-            path, f"{len(big)} faces found; use a photo with one face, or pass "
-                  f"multi_face='largest' or 'central'")
+            path, f"{len(big)} faces found",
+            remedy="use a photo with one face, or pass multi_face='largest' or 'central'")
     return max(faces, key=lambda f: f.area)
 
 
@@ -193,25 +193,8 @@ def detect_all(photo: Photo, detector: Detector | None, fallback: Detector | Non
     main detector found it, then the fallback, then the tiles: a group photo needs every
     face at once, so there is no coarse-to-fine shortcut, and a big one pays for the tiles
     (a finer decode and a few more 1,024 px detections) whatever it holds."""
-    chain = _chain(detector, fallback)
-    if not chain:
-        return []
-    owned: list[tuple[Face, _Found]] = []
-    main_copy = None
-    for det, status in chain:
-        faces, copy = detect_faces(photo, det, ALL_FACES)
-        if det is detector:
-            main_copy = copy
-        owner = _Found(det, faces, copy, status, *_handed_back(det, detector, fallback,
-                                                               main_copy))
-        owned += [(f, owner) for f in faces]
-    fine = fine_copy(photo)
-    if fine is not None:
-        det, status = min(chain, key=lambda c: c[0].min_face_px())
-        faces = detect_tiled(fine, det)
-        owner = _Found(det, faces, fine, status, *_handed_back(det, detector, fallback,
-                                                               main_copy))
-        owned += [(f, owner) for f in faces]
+    owned = [(face, search) for search in _searches(photo, detector, fallback, ALL_FACES)
+             for face in search.faces]
     kept = _first_of_each_face(owned)
     return [owner.refined(photo, f) for f, owner in sorted(kept, key=lambda p: p[0].centre[0])]
 
@@ -266,24 +249,28 @@ def _first_found(photo: Photo, detector: Detector | None, fallback: Detector | N
                  multi_face: str) -> _Found | None:
     """The main detector's faces, else the fallback's, else the tiled look's (None when
     none of them finds a face)."""
-    main_copy = None
+    return next((s for s in _searches(photo, detector, fallback, multi_face) if s.faces), None)
+
+
+def _searches(photo: Photo, detector: Detector | None, fallback: Detector | None,
+              multi_face: str) -> Iterator[_Found]:
+    """Each detector of the chain on its copies (:func:`detect_faces`), then, in a photo
+    big enough for it (:func:`fine_copy`), the detector that sees the smallest faces
+    (RetinaFace's 16 px, not HOG's 80) on the fine copy's tiles; made one at a time, so a
+    caller that stops at the first faces pays for nothing after them."""
     chain = _chain(detector, fallback)
+    main_copy = None
     for det, status in chain:
         faces, copy = detect_faces(photo, det, multi_face)
         if det is detector:
             main_copy = copy
-        if faces:
-            return _Found(det, faces, copy, status, *_handed_back(det, detector, fallback,
-                                                                  main_copy))
+        yield _Found(det, faces, copy, status, *_handed_back(det, detector, fallback,
+                                                              main_copy))
     fine = fine_copy(photo) if chain else None
     if fine is not None:
-        # the detector that sees the smallest faces (RetinaFace's 16 px, not HOG's 80)
         det, status = min(chain, key=lambda c: c[0].min_face_px())
-        faces = detect_tiled(fine, det)
-        if faces:
-            return _Found(det, faces, fine, status, *_handed_back(det, detector, fallback,
-                                                                  main_copy))
-    return None
+        yield _Found(det, detect_tiled(fine, det), fine, status,
+                     *_handed_back(det, detector, fallback, main_copy))
 
 
 def _handed_back(det: Detector, main: Detector | None, fallback: Detector | None,

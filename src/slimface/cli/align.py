@@ -141,9 +141,9 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
                            cache=not args.no_cache, workers=args.workers, progress=True,
                            bad_file=args.bad_file, allow_damaged=args.allow_damaged)
     except MultipleFacesError as exc:
-        raise MultipleFacesError(exc.path, f"{exc.problem.split(';')[0]}; use a photo with one "
-                                           f"face, or pass --face largest or --face central"
-                                 ) from None
+        raise MultipleFacesError(exc.path, exc.bare_problem,
+                                 remedy="use a photo with one face, or pass --face largest or "
+                                        "--face central") from None
     except FaceError:
         raise
     except ImageError as exc:

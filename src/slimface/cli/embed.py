@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if face.face is not None:
             record["face"] = face.face
         if face.box is not None:
-            record["box"] = [round(v, 2) for v in face.box]
+            record["box"] = face.box
         if face.score is not None:
             record["score"] = round(face.score, 6)
         if face.warnings:

@@ -242,9 +242,10 @@ class FaceEmbedder:
         list of faces per file). All or nothing by default: the first bad file (in input
         order) raises before anything is returned. ``bad_file="skip"`` puts each image's
         :class:`ImageError` (unreadable, no face, several faces) in its place instead, so a
-        batch command can report it and go on with the others. ``threads`` files are in flight at once, one
-        thread each: JPEG decoding, OpenCV and ONNX Runtime release the GIL, so one photo's
-        decode overlaps another's detection and the threads use as many cores."""
+        batch command can report it and go on with the others. ``threads`` files are in
+        flight at once, one thread each: JPEG decoding, OpenCV and ONNX Runtime release the
+        GIL, so one photo's decode overlaps another's detection and the threads use as many
+        cores."""
         from tqdm import tqdm
 
         check_choice(self.interface, "bad_file", bad_file, BAD_FILE_POLICIES)
@@ -320,13 +321,13 @@ class FaceEmbedder:
         try:
             return align()
         except MultipleFacesError as exc:
-            found = exc.problem.split(";")[0]  # "N faces found"
             hint = " or ".join(option_hint(self.interface, "face", c)
                                for c in MULTI_FACE_CHOICES if c != "error")
             if self.interface == "api":  # the CLI names --face all where a command has it
                 hint += " (every face: FaceMatcher.embed_all, identify_all)"
-            raise MultipleFacesError(path, found, remedy=f"use a photo with one face, or pass "
-                                                         f"{hint}") from None
+            raise MultipleFacesError(path, exc.bare_problem,
+                                     remedy=f"use a photo with one face, or pass {hint}"
+                                     ) from None
         except FaceError as exc:
             tried = " then ".join(n for n in (self.detector_name, self.fallback_name) if n)
             centre = option_hint(self.interface, "no_face", "centre")
@@ -415,11 +416,12 @@ def _default_all_aligner() -> Callable[..., Any]:
 
 def _box_in(frame: tuple[int, int, int, int], box: Any) -> list[float]:
     """A detector's box (left, top, right, bottom; it may reach past the edges where a face
-    does) in the coordinates of ``frame``'s pixels, clipped to them."""
+    does) in the coordinates of ``frame``'s pixels, clipped to them, to 0.01 px (what every
+    result shows)."""
     x0, y0, width, height = frame
     left, top, right, bottom = (float(v) for v in np.asarray(box).ravel())
-    return [min(max(left - x0, 0.0), width), min(max(top - y0, 0.0), height),
-            min(max(right - x0, 0.0), width), min(max(bottom - y0, 0.0), height)]
+    return [round(min(max(v - shift, 0.0), side), 2) for v, shift, side in
+            ((left, x0, width), (top, y0, height), (right, x0, width), (bottom, y0, height))]
 
 
 def _pad_replicate(image: np.ndarray, x: int, y: int) -> np.ndarray:
