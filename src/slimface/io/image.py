@@ -64,16 +64,20 @@ def _heif_readable() -> bool:
 _AVIF = _avif_readable()
 _HEIF = _heif_readable()
 
-#: Pillow format names we read (PGM/PPM are "PPM"; MPO is the JPEG variant phones write).
-SUPPORTED_FORMATS = (("JPEG", "MPO", "PNG", "PPM", "BMP", "WEBP") + (("AVIF",) if _AVIF else ())
-                     + (("HEIF",) if _HEIF else ()))
-SUPPORTED_NAMES = ("JPEG, PNG, PGM/PPM, BMP, WebP" + (", AVIF" if _AVIF else "")
-                   + (", HEIC/HEIF" if _HEIF else ""))
+#: The formats this installation reads: Pillow's format name, the name messages give, the
+#: file extensions. MPO is the JPEG variant phones write; PGM/PPM are Pillow's "PPM".
+_FORMATS = ([("JPEG", "JPEG", (".jpg", ".jpeg")), ("MPO", "", ()), ("PNG", "PNG", (".png",)),
+             ("PPM", "PGM/PPM", (".pgm", ".ppm", ".pnm")), ("BMP", "BMP", (".bmp",)),
+             ("WEBP", "WebP", (".webp",))]
+            + ([("AVIF", "AVIF", (".avif",))] if _AVIF else [])
+            + ([("HEIF", "HEIC/HEIF", (".heic", ".heif", ".hif"))] if _HEIF else []))
+
+#: Pillow format names we read.
+SUPPORTED_FORMATS = tuple(name for name, _, _ in _FORMATS)
+SUPPORTED_NAMES = ", ".join(shown for _, shown, _ in _FORMATS if shown)
 
 #: Extensions that folder walks pick up (``slimface align`` and friends).
-IMAGE_EXTENSIONS = ((".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".webp")
-                    + ((".avif",) if _AVIF else ())
-                    + ((".heic", ".heif", ".hif") if _HEIF else ()))
+IMAGE_EXTENSIONS = tuple(ext for _, _, exts in _FORMATS for ext in exts)
 
 # Leading bytes of image formats: a file that starts like an image but fails to open is
 # "corrupt", anything else is "not an image".
