@@ -157,8 +157,10 @@ class Gallery:
                 identity_id = self.store.insert_identity(conn, name, metadata)
             elif metadata:
                 self.store.update_metadata(conn, identity_id, metadata)
-            new = _new_rows(vectors, sources, *self.store.vectors_of(identity_id))
-            self.last_repeats = [sources[i] for i in range(len(vectors)) if i not in new]
+            held = self.store.vectors_of(identity_id, [s for s in sources if s is not None])
+            new = _new_rows(vectors, sources, *held)
+            kept = set(new)
+            self.last_repeats = [sources[i] for i in range(len(vectors)) if i not in kept]
             if new:
                 self.store.insert_embeddings(conn, identity_id, vectors[new],
                                              [sources[i] for i in new])
@@ -435,21 +437,23 @@ def _new_rows(vectors: np.ndarray, sources: Sequence[str | None],
               held_sources: Sequence[str | None], held: np.ndarray) -> list[int]:
     """Rows of ``vectors`` that are not a repeat: the same file (``sources``) with the same
     embedding, already held or earlier in the batch."""
-    def unit(v: np.ndarray) -> np.ndarray:
-        return v / max(float(np.linalg.norm(v)), 1e-12)
-
     seen: dict[str, list[np.ndarray]] = {}
-    for src, v in zip(held_sources, held):
+    for src, u in zip(held_sources, _unit_rows(held)):
         if src is not None:
-            seen.setdefault(src, []).append(unit(v))
+            seen.setdefault(src, []).append(u)
     new: list[int] = []
-    for i, (src, v) in enumerate(zip(sources, vectors)):
-        u = unit(v)
+    for i, (src, u) in enumerate(zip(sources, _unit_rows(vectors))):
         if src is None or not any(float(u @ w) > REPEAT_COSINE for w in seen.get(src, [])):
             new.append(i)
             if src is not None:
                 seen.setdefault(src, []).append(u)
     return new
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (as ``models.inference.l2_normalize``, without importing
+    torch into a gallery that only searches)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _as_rows(vectors: np.ndarray, dim: int, path: Path) -> np.ndarray:

@@ -310,11 +310,19 @@ class GalleryStore:
         row = self._q("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
         return None if row is None else int(row[0])
 
-    def vectors_of(self, identity_id: int) -> tuple[list[str | None], np.ndarray]:
-        """The sources and float32 embeddings of one identity (rows in id order)."""
-        rows = self._q("SELECT source, vector FROM embeddings WHERE identity_id = ? "
-                       "ORDER BY id", (identity_id,)).fetchall()
-        return [r[0] for r in rows], blobs_to_matrix([r[1] for r in rows], self.embedding_dim)
+    def vectors_of(self, identity_id: int, sources: Sequence[str]
+                   ) -> tuple[list[str | None], np.ndarray]:
+        """The sources and float32 embeddings of one identity's rows from ``sources`` (the
+        files an enroll is about to store: only their rows can be repeats), in id order."""
+        names = sorted(set(sources))
+        rows = []
+        for start in range(0, len(names), 500):  # within SQLite's limit on parameters
+            chunk = names[start:start + 500]
+            rows += self._q(f"SELECT id, source, vector FROM embeddings WHERE identity_id = ? "
+                            f"AND source IN ({', '.join('?' * len(chunk))})",
+                            (identity_id, *chunk)).fetchall()
+        rows.sort()
+        return [r[1] for r in rows], blobs_to_matrix([r[2] for r in rows], self.embedding_dim)
 
     def embedding_ids(self, upto: int | None = None) -> np.ndarray:
         """Ids of the stored embeddings (those ``<= upto`` when given), ascending."""
