@@ -37,6 +37,7 @@ from slimface.align.templates import Template
 from slimface.errors import ImageNotFoundError
 from slimface.io.atomic import atomic_save
 from slimface.io.paths import cache_root
+from slimface.io.sqlite import sqlite_error_name
 
 log = logging.getLogger(__name__)
 
@@ -260,16 +261,9 @@ class CropCache:
                  for row, (k, _, _, _) in enumerate(records)])
 
 
-#: SQLite's messages for the damage codes, for Pythons without ``sqlite_errorname`` (3.10).
-_DAMAGED_MESSAGES = ("file is not a database", "database disk image is malformed")
-
-
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether ``exc`` says the index file is damaged (rebuildable), not locked or read-only."""
-    name = getattr(exc, "sqlite_errorname", None)
-    if name is not None:
-        return name in _DAMAGED
-    return any(m in str(exc) for m in _DAMAGED_MESSAGES)
+    return sqlite_error_name(exc) in _DAMAGED
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

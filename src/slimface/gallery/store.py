@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from slimface.errors import GalleryError
+from slimface.io.sqlite import sqlite_error_name
 
 SCHEMA_VERSION = 1
 
@@ -187,7 +188,7 @@ class GalleryStore:
             meta = {k: json.loads(v) for k, v in rows}
         except (sqlite3.Error, ValueError) as exc:
             self.close()
-            if not isinstance(exc, sqlite3.Error) or _error_name(exc) in (
+            if not isinstance(exc, sqlite3.Error) or sqlite_error_name(exc) in (
                     "SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR"):
                 raise GalleryError(f"{self.path}: not a slimface gallery ({exc})") from None
             raise gallery_io_error(self.path, exc, "read the gallery", self.timeout_s) from None
@@ -431,10 +432,6 @@ class _WriteProbe(Exception):
     """Raised inside a transaction only to roll it back (``check_writable``)."""
 
 
-def _error_name(exc: sqlite3.Error) -> str:
-    return str(getattr(exc, "sqlite_errorname", "") or "")
-
-
 def _uri(path: Path, **params: str) -> str:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return f"file:{urllib.parse.quote(str(path.resolve()))}?{query}"
@@ -454,7 +451,7 @@ def _connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
         return conn
     except sqlite3.Error as exc:
         conn.close()
-        cannot_init = _error_name(exc) in ("SQLITE_READONLY_DIRECTORY",
+        cannot_init = sqlite_error_name(exc) in ("SQLITE_READONLY_DIRECTORY",
                                            "SQLITE_READONLY_CANTINIT", "SQLITE_CANTOPEN")
         if not cannot_init or Path(f"{path}-wal").exists():
             raise
@@ -501,7 +498,7 @@ def _space_cause(folder: Path) -> str | None:
 def gallery_io_error(path: Path, exc: sqlite3.Error, doing: str,
                      timeout_s: float = LOCK_TIMEOUT_S) -> GalleryError:
     """A :class:`GalleryError` that says which file, what was being done and why it failed."""
-    name = _error_name(exc)
+    name = sqlite_error_name(exc)
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
