@@ -294,7 +294,7 @@ class FunctionMatching:
         trainer calls it only when there are some)."""
         if self._workers is None:
             # on the CPU the workers run the teacher too (on a GPU it stays with the student)
-            on_cpu = str(self.config.device).startswith("cpu")
+            on_cpu = torch.device(self.config.device).type == "cpu"
             self._workers = ViewWorkers(self.maker, self.config.data_workers,
                                         teacher=self.teacher if on_cpu else None,
                                         threads=self.config.threads)

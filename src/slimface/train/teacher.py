@@ -45,10 +45,7 @@ class LiteRTTeacher:
             raise ModelError("LiteRT is not installed (pip install ai-edge-litert); or pass "
                              "teacher_runtime='torch'") from None
         self._path, self._threads = str(path), threads
-        self.interp = Interpreter(model_path=str(path), num_threads=threads)
-        self.inp = self.interp.get_input_details()[0]
-        self.out = self.interp.get_output_details()[0]
-        self.batch = int(self.inp["shape"][0])
+        self._open(Interpreter)
         self.embedding_dim = int(self.out["shape"][-1])
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.template, self.name = template, name
@@ -63,13 +60,17 @@ class LiteRTTeacher:
 
         batch, prepared = state.pop("batch"), state.pop("_prepared", False)
         self.__dict__.update(state)
-        self.interp = Interpreter(model_path=self._path, num_threads=self._threads)
-        self.inp = self.interp.get_input_details()[0]
-        self.out = self.interp.get_output_details()[0]
-        self.batch = int(self.inp["shape"][0])
+        self._open(Interpreter)
         if prepared:
             self._try_batch(batch)
             self._prepared = True
+
+    def _open(self, interpreter: Any) -> None:
+        """The interpreter of the file at its own batch size, and its input and output."""
+        self.interp = interpreter(model_path=self._path, num_threads=self._threads)
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+        self.batch = int(self.inp["shape"][0])
 
     def _try_batch(self, batch: int) -> None:
         """Resize the input to ``batch`` once; files whose graph fixes the batch (a constant
