@@ -1,6 +1,7 @@
 """Fourth cycle of the default recipe (``distill_mobilefacenet_fm``): the same function
-matching from the imported MobileFaceNet, restarted from the third cycle's kept weights (the
-shipped ``slimface-mobile``) with a cosine nearly twice as long as the third's.
+matching from the imported MobileFaceNet, restarted from the third cycle's kept weights with
+a cosine nearly twice as long as the third's. Its kept weights (step 20,000) are the shipped
+``slimface-mobile``.
 
 Each warm restart so far cost 5-7 points of LFW view-1 all-pairs TAR at FAR 1e-4 for its
 first 1,000 steps and ended 1-2 points above the cycle before; a longer cycle spends less of
@@ -10,7 +11,9 @@ its budget recovering. Run it after the third cycle, from its work dir:
     slimface train configs/distill_mobilefacenet_fm_stage4.py          # cycle 4
     slimface train configs/distill_mobilefacenet_fm_stage4.py --resume # every later run
 
-From the shipped weights instead: ``--set init_from=slimface-mobile``.
+The run that produced the shipped weights started from the third cycle's weights as they
+were then shipped (``--set init_from=slimface-mobile``); the file now names the work dir
+the third cycle's command writes.
 """
 from dataclasses import replace
 from pathlib import Path

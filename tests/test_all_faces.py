@@ -21,11 +21,11 @@ def setup(tmp_path: Path, monkeypatch):
     return small_gallery(tmp_path, monkeypatch)
 
 
-def test_embed_all_gives_each_face_left_to_right_as_the_single_choices_give_it(tmp_path):
+def test_embed_all_numbers_each_face_and_embeds_it_as_the_single_choices_do(tmp_path):
+    # (the left-to-right order is the pipeline's: the group-photo tests below check it)
     two = two_face_image(tmp_path / "two.png")
     faces = slimface.FaceMatcher(embedder=make_embedder()).embed_all(two)
     assert [f.face for f in faces] == [1, 2]
-    assert faces[0].box[0] < faces[1].box[0]  # left to right
     largest = slimface.FaceMatcher(embedder=make_embedder(), face="largest").embed(two)
     central = slimface.FaceMatcher(embedder=make_embedder(), face="central").embed(two)
     np.testing.assert_allclose(faces[0].embedding, largest, atol=1e-5)
@@ -208,6 +208,7 @@ def test_boxes_are_in_the_files_pixels_and_clipped_to_them(tmp_path, pad):
 def test_identify_all_gives_each_face_its_detection_score(setup):
     _, two, db = setup
     results = slimface.FaceMatcher("tiny-test", gallery=db).identify_all(two)
+    assert [r.score for r in results] == [pytest.approx(0.9)] * 2  # the fake detector's
     assert all(r.as_dict()["score"] == round(r.score, 4) for r in results)
 
 
