@@ -324,6 +324,32 @@ def test_binary_weights_take_one_bit_each_in_the_file(tmp_path):
     assert tensors["fc5/bits"].dtype == np.uint8
 
 
+def test_half_float_weights_halve_the_float_layers_and_keep_the_embedding(tmp_path):
+    """Kept-float conv/FC weights go to float16 (the binary layers and everything else stay
+    as they were); the reloaded model computes in float32 and its embedding barely moves."""
+    from safetensors.numpy import load_file
+
+    m = _tiny_backbone(a_bits=32)
+    x = torch.rand(3, 3, 112, 96) * 255
+    with torch.no_grad():
+        ref = m(x)
+    save_deploy(copy.deepcopy(m), tmp_path / "f32.slim", backbone="face_resnet_a",
+                backbone_kwargs=TINY)
+    save_deploy(copy.deepcopy(m), tmp_path / "f16.slim", backbone="face_resnet_a",
+                backbone_kwargs=TINY, half_float_weights=True)
+    full, half = load_file(str(tmp_path / "f32.slim")), load_file(str(tmp_path / "f16.slim"))
+    assert full.keys() == half.keys()
+    changed = {k for k in full if full[k].dtype != half[k].dtype}
+    key = "float/conv1a.conv.weight"  # face_resnet_a's one float conv
+    assert changed == {key} and half[key].dtype == np.float16
+    assert half[key].nbytes * 2 == full[key].nbytes
+    loaded = load_deploy(tmp_path / "f16.slim")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    with torch.no_grad():
+        out = loaded(x)
+    assert torch.nn.functional.cosine_similarity(out, ref).min() >= 0.9999
+
+
 def test_corrupt_layer_metadata_is_a_model_file_error(tmp_path):
     from slimface.runtime.slimfile import load_slim, save_slim
 
@@ -353,6 +379,14 @@ def test_cli_quantize_and_info_round_trip(tmp_path):
     assert info["quantized_bytes"] == sum(r["bytes"] for r in info["rows"])
     assert info["quantized_ratio"] > 20 and info["overall_ratio"] > 1
     assert {r["kind"] for r in info["rows"]} == {"binary"}
+    half_out, half_json = tmp_path / "q16.slim", tmp_path / "info16.json"
+    assert main(["compress", "quantize", "--model", str(ckpt), "--scheme", "xnor",
+                 "--float16-float-weights", "--out", str(half_out),
+                 "--json", str(half_json)]) == 0
+    half = json.loads(half_json.read_text())
+    conv = next(r for r in half["float_modules"] if r["layer"] == "conv1a.conv")
+    assert conv["bits"] == 16 and conv["ratio"] == pytest.approx(2.0)
+    assert half["float_bytes"] < info["float_bytes"]
     assert main(["info", "--model", str(out), "--paths", "--threads", "1", "--json", str(info_json)]) == 0
     info = json.loads(info_json.read_text())
     assert info["cpu_info"]["isa"] and info["cpu_info"]["cpu"]

@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
                    help="comma-separated module paths kept float (default: the model's own "
                         "choice, e.g. Conv1a for Face-ResNet)")
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorms unfolded")
+    p.add_argument("--float16-float-weights", action="store_true",
+                   help="store the weights of the convolutions and FC layers left in float "
+                        "as float16 (half their bytes; cast back to float32 at load)")
     p.add_argument("--out", required=True, help="output .slim file")
     p.add_argument("--parity", type=int, default=0, metavar="N",
                    help="reload the written file and compare its embeddings with the model's "
@@ -94,6 +97,9 @@ def _architecture(model: Any, spec: str) -> tuple[str, dict[str, Any]]:
 
     if getattr(model, "backbone_name", None):
         return model.backbone_name, dict(getattr(model, "backbone_kwargs", {}) or {})
+    shipped = (getattr(model, "pretrained_meta", None) or {}).get("architecture") or {}
+    if shipped.get("backbone"):  # a shipped or exported student (safetensors metadata)
+        return shipped["backbone"], dict(shipped.get("kwargs") or {})
     if Path(spec).suffix.lower() in (".pt", ".pth"):
         import torch
 
@@ -122,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         quantize_model(model, args.scheme, args.w_bits, args.a_bits, keep, args.scale,
                        args.beta, args.h)
     save_deploy(model, args.out, backbone=backbone, backbone_kwargs=kwargs,
-                fold_bn=not args.no_fold_bn, extra_meta={"source": str(args.model)})
+                fold_bn=not args.no_fold_bn, extra_meta={"source": str(args.model)},
+                half_float_weights=args.float16_float_weights)
     summary = describe_file(args.out)
     parity = None
     if args.parity > 0:

@@ -122,6 +122,8 @@ def _float_modules(sizes: dict[str, tuple[str, int, int]]) -> list[dict[str, Any
                                        "bytes": 0, "fp32_bytes": 0})
         g["bytes"] += nbytes
         g["fp32_bytes"] += 4 * count if dtype.startswith("float") else nbytes
+        if key.endswith(".weight") and dtype == "float16":
+            g["bits"] = 16
     for g in groups.values():
         g["ratio"] = _ratio(g["fp32_bytes"], g["bytes"])
     return list(groups.values())

@@ -850,10 +850,15 @@ def architecture_of(model: nn.Module, backbone: str | None,
 
 def save_deploy(model: nn.Module, path: str | os.PathLike[str], backbone: str | None = None,
                 backbone_kwargs: Mapping[str, Any] | None = None, fold_bn: bool = True,
-                extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                extra_meta: Mapping[str, Any] | None = None,
+                half_float_weights: bool = False) -> dict[str, Any]:
     """Write a QAT (or already converted) model as a ``.slim`` deploy file; returns metadata.
 
     The model is converted in place with :func:`to_inference` (BNs folded) before export.
+    ``half_float_weights`` stores the weights of the convolutions and FC layers left in float
+    as float16: half their bytes, which is what lets a binary network keep its sensitive
+    layers float within a small budget. Loading casts them back to float32 (the network
+    still computes in float32), so the only change is float16's rounding of each weight.
     """
     from slimface.runtime.slimfile import save_slim
 
@@ -861,6 +866,8 @@ def save_deploy(model: nn.Module, path: str | os.PathLike[str], backbone: str | 
     quant = dict(getattr(model, "quantization", {}) or {})
     to_inference(model, fold_bn=fold_bn)
     tensors, layers = export_state(model)
+    if half_float_weights:
+        tensors.update(float16_layer_weights(model, tensors))
     meta: dict[str, Any] = {"architecture": arch, "layers": layers, "quantization": quant}
     for key in ("template", "embedding_dim", "input_size", "threshold"):
         if getattr(model, key, None) is not None:
@@ -869,6 +876,20 @@ def save_deploy(model: nn.Module, path: str | os.PathLike[str], backbone: str | 
     meta.update(extra_meta or {})
     save_slim(path, tensors, meta)
     return meta
+
+
+def float16_layer_weights(model: nn.Module,
+                          tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The float (``float/...``) weights of ``model``'s Conv2d and Linear layers, as float16.
+
+    Only those weights: biases and normalisation parameters are few, and the folded scales
+    they carry are the numbers float16 would round worst."""
+    half = {}
+    for path, module in model.named_modules():
+        key = f"float/{path}.weight"
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and key in tensors:
+            half[key] = tensors[key].astype(np.float16)
+    return half
 
 
 def load_deploy(path: str | os.PathLike[str]) -> nn.Module:
