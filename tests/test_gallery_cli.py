@@ -135,7 +135,7 @@ def test_embed_bad_file_skip_embeds_the_other_images(tmp_path: Path, people, cap
     text.write_text("not an image")
     images = [str(people["p0"][0]), str(text)]
     out = _run_json(capsys, ["embed", *images, "--model", "tiny-test", "--bad-file", "skip"])
-    assert [Path(f["image"]).name for f in out["faces"]] == [Path(images[0]).name]
+    assert [Path(f["path"]).name for f in out["faces"]] == [Path(images[0]).name]
     assert [Path(s["path"]).name for s in out["skipped"]] == ["notes.jpg"]
     assert main(["embed", *images, "--model", "tiny-test"]) == 1
     assert "--bad-file skip" in capsys.readouterr().err

@@ -109,7 +109,7 @@ def test_json_before_the_images_never_overwrites_an_image(faces, capsys):
     out = a.with_name("out.json")
     for _ in range(2):  # a JSON file of an earlier run is replaced
         assert main(["embed", str(b), "--model", "tiny-test", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["faces"][0]["image"] == str(b)
+    assert json.loads(out.read_text())["faces"][0]["path"] == str(b)
 
 
 def test_import_refuses_an_out_that_is_not_a_slim_file(tmp_path, capsys):

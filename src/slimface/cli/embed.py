@@ -53,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
                                  all_faces=args.face == "all")
     records = []
     for face in faces:
-        record: dict[str, Any] = {"image": face.path, "status": face.status}
+        record: dict[str, Any] = {"path": face.path, "status": face.status}
         if face.face is not None:
             record["face"] = face.face
         if face.box is not None:
             record["box"] = face.box
         if face.score is not None:
-            record["score"] = round(face.score, 6)
+            record["score"] = round(face.score, 4)
         if face.warnings:
             record["warnings"] = face.warnings
         record["embedding"] = [round(float(v), 6) for v in face.embedding]
@@ -82,4 +82,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _label(record: dict[str, Any]) -> str:
     """The first field of a face's line: its image, and ``#N`` for the N-th face of a group."""
-    return record["image"] + (f"#{record['face']}" if "face" in record else "")
+    return record["path"] + (f"#{record['face']}" if "face" in record else "")
