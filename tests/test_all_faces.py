@@ -1,5 +1,5 @@
 """Every face of a group photo: ``align_all``, ``FaceMatcher.embed_all`` / ``identify_all``
-and ``--face all`` on ``embed`` and ``gallery identify`` (one answer per face, left to right,
+and ``--face all`` on ``embed``, ``gallery identify`` and ``align`` (one answer per face, left to right,
 with its box); the commands that compare one face (verify, enroll) do not offer it."""
 from __future__ import annotations
 
@@ -148,6 +148,41 @@ def test_every_face_of_a_group_photo_is_found_and_named(group_photo, tmp_path):
             fm.enroll(name, files)
         results = fm.identify_all(path)
     assert [r.match.name if r.match else None for r in results] == GROUP
+
+
+@pytest.mark.data
+def test_align_command_with_face_all_writes_every_face(group_photo, tmp_path, capsys):
+    path, enrolled = group_photo
+    single = next(iter(enrolled.values()))[0]
+    src = tmp_path / "src"
+    src.mkdir()
+    for file in (path, single):
+        (src / file.name).write_bytes(file.read_bytes())
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    argv = ["align", str(src), str(out), "--face", "all", "--json"]
+    assert main(argv) == 1  # a bad file stops the run and says how to go on
+    assert "--bad-file skip" in capsys.readouterr().err
+    assert main([*argv, "--bad-file", "skip"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 3 and summary["bad_files"] == 1
+    assert summary["written"] == summary["detected"] == 4
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "group_face1.png", "group_face2.png", "group_face3.png", f"{single.stem}_face1.png"])
+    assert Image.open(out / "group_face2.png").size == (112, 112)
+
+
+@pytest.mark.parametrize("no_face,written", [("centre", ["black_face1.png"]), ("skip", [])])
+def test_align_face_all_of_an_image_without_a_face_follows_no_face(tmp_path, capsys, no_face,
+                                                                   written):
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(black)
+    out = tmp_path / "out"
+    assert main(["align", str(black), str(out), "--face", "all", "--no-face", no_face,
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["no_face"] == 1 and summary["written"] == len(written)
+    assert sorted(p.name for p in out.glob("*")) == written
 
 
 @pytest.mark.data

@@ -5,7 +5,9 @@ SRC is an image file or a folder (searched recursively for .jpg/.jpeg/.png/.pgm/
 extension). Detection is cached (``$SLIMFACE_CACHE/crops``), so re-running is fast.
 The summary counts images where the main detector found a face (detected), where only the
 fallback detector did (fallback), and where none did (no-face: centre crop, skipped or error
-by ``--no-face``). ``--face`` picks the face when an image holds several.
+by ``--no-face``). ``--face`` picks the face when an image holds several; ``--face all``
+writes every face of each image, left to right, as ``NAME_face1.png``, ``NAME_face2.png``...
+(group photos; no crop cache, the summary counts faces).
 A file that cannot be read as an image (not an image, empty, truncated, damaged) stops the
 run with its error; ``--bad-file skip`` names each such file on stderr, counts it in the
 summary (bad_files) and writes the crops of the others. ``--allow-damaged`` aligns a damaged
@@ -26,7 +28,7 @@ from slimface.cli._common import (add_bad_file_arg, add_json_arg, emit_result, f
 
 def register(sub: Any) -> None:
     from slimface.align.templates import list_templates
-    from slimface.gallery.embedder import MULTI_FACE_CHOICES
+    from slimface.gallery.embedder import ALL_FACES, MULTI_FACE_CHOICES
 
     p = sub.add_parser("align", help="detect and align faces into template crops",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,9 +40,11 @@ def register(sub: Any) -> None:
     p.add_argument("--detector", default="retinaface", help="retinaface (default) or dlib")
     p.add_argument("--fallback-detector", default=None,
                    help="detector tried when the first finds no face (e.g. retinaface)")
-    face = p.add_argument("--face", choices=MULTI_FACE_CHOICES, default="largest",
+    face = p.add_argument("--face", choices=MULTI_FACE_CHOICES + (ALL_FACES,),
+                          default="largest",
                           help="several faces in one image: keep the largest (default), the "
-                               "one nearest the centre, or stop (error)")
+                               "one nearest the centre, stop (error), or write every face "
+                               "(all: NAME_face1, NAME_face2, ... left to right)")
     hidden_alias(p, face, "--multi-face")
     p.add_argument("--no-face", choices=("centre", "skip", "error"), default="centre",
                    help="no face found: write a centre crop (default), skip the file, or stop")
@@ -131,7 +135,7 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
     command-line option that picks one; with ``--bad-file error`` an unreadable file in a
     folder says how to align the others anyway."""
     from slimface.align import align_paths
-    from slimface.errors import DamagedImageError, FaceError, ImageError, MultipleFacesError
+    from slimface.errors import FaceError, ImageError, MultipleFacesError
 
     try:
         return align_paths(files, template, detector=_detector(args.detector, args.pad),
@@ -147,13 +151,64 @@ def _align(files: list[Path], template: Any, args: argparse.Namespace) -> Any:
     except FaceError:
         raise
     except ImageError as exc:
-        hints = (["--allow-damaged to use it anyway"] if isinstance(exc, DamagedImageError)
-                 else []) + (["--bad-file skip to align the other images"]
-                             if len(files) > 1 else [])
-        if not hints:
+        raise _with_remedy(exc, len(files)) from None
+
+
+def _with_remedy(exc: Any, n_files: int) -> Any:
+    """An unreadable-image error that names the options that would go on: ``--allow-damaged``
+    for a damaged file, ``--bad-file skip`` when there are other images to align."""
+    from slimface.errors import DamagedImageError
+
+    hints = (["--allow-damaged to use it anyway"] if isinstance(exc, DamagedImageError)
+             else []) + (["--bad-file skip to align the other images"] if n_files > 1 else [])
+    if not hints:
+        return exc
+    return type(exc)(exc.path, exc.bare_problem, remedy=f"pass {', or '.join(hints)}")
+
+
+def _align_every_face(files: list[Path], outputs: list[Path], template: Any,
+                      args: argparse.Namespace) -> tuple[dict[str, int], list[tuple[str, str]],
+                                                         dict[Path, str]]:
+    """``--face all``: every face of each image (:func:`slimface.align.align_all`), written
+    as ``NAME_faceN`` beside where the single crop would go (no source can be there: its own
+    crop would be, and :func:`_output_paths` refused that). Returns the counts by face, the
+    skipped files with their problems and the damaged files aligned anyway."""
+    from tqdm import tqdm
+
+    from slimface.align.photo import Photo
+    from slimface.align.pipeline import align_all
+    from slimface.errors import FaceError, ImageError
+
+    detector = _detector(args.detector, args.pad)
+    fallback = _detector(args.fallback_detector, args.pad)
+    no_face = "error" if args.no_face == "error" else "centre"
+    counts = {"written": 0, "detected": 0, "fallback": 0, "no_face": 0}
+    skipped: list[tuple[str, str]] = []
+    damaged: dict[Path, str] = {}
+    for path, out in tqdm(list(zip(files, outputs)), desc="align every face", unit="img",
+                          disable=len(files) < 2):
+        try:
+            photo = Photo.open(path, allow_damaged=args.allow_damaged)
+            faces = align_all(photo, template, detector=detector, no_face=no_face,
+                              fallback_detector=fallback)
+        except FaceError:
             raise
-        raise type(exc)(exc.path, exc.bare_problem,
-                        remedy=f"pass {', or '.join(hints)}") from None
+        except ImageError as exc:
+            if args.bad_file != "skip":
+                raise _with_remedy(exc, len(files)) from None
+            skipped.append((str(path), exc.bare_problem))
+            continue
+        if photo.damage:
+            damaged[path] = photo.damage
+        counted = {"detected": "detected", "fallback_detector": "fallback", "centre": "no_face"}
+        for i, aligned in enumerate(faces, 1):
+            counts[counted.get(aligned.status, "detected")] += 1
+            if aligned.status == "centre" and args.no_face == "skip":
+                continue
+            _make_folder(out.parent)
+            _write_crop(out.with_name(f"{out.stem}_face{i}{out.suffix}"), aligned.crop)
+            counts["written"] += 1
+    return counts, skipped, damaged
 
 
 def _report_damaged(damaged: dict[Path, str]) -> None:
@@ -210,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
     root, files = _find_images(Path(args.src))
     dst = Path(args.dst)
     outputs = _output_paths(files, root, dst, ext)
+    if args.face == "all":
+        return _run_every_face(files, outputs, template, args, dst)
     batch = _align(files, template, args)
     bad = _by_file(files, batch.problems)
     if len(bad) == len(files) == 1:
@@ -223,4 +280,23 @@ def run(args: argparse.Namespace) -> int:
                **_counts(batch), "bad_files": len(bad), "dst": str(dst)}
     details = {**summary, **({"skipped": skipped} if skipped else {})}
     emit_result(args.json, details, format_table([summary], title="slimface align"))
+    return 0
+
+
+def _run_every_face(files: list[Path], outputs: list[Path], template: Any,
+                    args: argparse.Namespace, dst: Path) -> int:
+    """``run`` for ``--face all``: the same checks and summary, counted by face."""
+    from slimface.errors import ImageError, SlimfaceError
+
+    counts, bad, damaged = _align_every_face(files, outputs, template, args)
+    if len(bad) == len(files) == 1:
+        raise ImageError(*bad[0])
+    skipped = report_skipped(bad)
+    if len(bad) == len(files):
+        raise SlimfaceError(f"none of the {len(files)} images could be read")
+    _report_damaged(damaged)
+    summary = {"template": template.name, "images": len(files), **counts,
+               "bad_files": len(bad), "dst": str(dst)}
+    details = {**summary, **({"skipped": skipped} if skipped else {})}
+    emit_result(args.json, details, format_table([summary], title="slimface align --face all"))
     return 0
