@@ -241,17 +241,19 @@ CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         name="slimface-mobile-binary", role="binary",
         summary="the default model's binary-weight twin: slimnet_s2 with 1-bit weights "
-                "(XNOR-Net scales) and float activations, 192-d",
+                "(XNOR-Net scales) in stages 2 and 3, float16-stored float edges (stem, "
+                "first stage, 1x1 shortcuts, head) and float activations, 192-d",
         **_SHIPPED_STUDENT,
         source="slimface: function-matching distillation from slimface-mobile, starting from "
-               "its weights, in two cosine cycles (`slimface train "
-               "configs/distill_slimface_mobile_binary_fm.py`, then `..._fm_stage2.py`), then "
-               f"`slimface compress quantize --scheme xnor --a-bits 32` ({_WEIGHTS_README})",
+               "its weights, one 9,000-step cosine (`slimface train "
+               "configs/distill_slimface_mobile_binary_fm_float_edges.py`), then "
+               "`slimface compress quantize --scheme xnor --a-bits 32 "
+               f"--float16-float-weights` ({_WEIGHTS_README})",
         training_data=_function_matching_data("slimface-mobile"),
-        embedding_dim=192, file="slimface_mobile_binary.slim", size_bytes=263_656,
-        sha256="6d75c634127fe81636de5598f3ef569316d64ec7a0f9bf07b4fba519a836e8ef",
+        embedding_dim=192, file="slimface_mobile_binary.slim", size_bytes=609_048,
+        sha256="89c4cfd74dcbd69efef9e3bb87d5f2defab5e1819a338a3819bc4e3291cb9b5a",
         delivery="shipped",
-        lfw=LfwFigures(96.40, 0.89, 60.41, 73.74,
+        lfw=LfwFigures(97.97, 0.61, 73.87, 83.01,
                        "slimface eval --model slimface-mobile-binary --benchmark lfw",
                        "src/slimface/models/weights/README.md")),
     ModelCard(
