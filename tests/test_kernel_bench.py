@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from slimface.cli import bench_kernels
 from slimface.cli.bench_kernels import _summary, time_conv, timed
@@ -51,3 +52,22 @@ def test_time_conv_reports_words_path_and_ceiling_only_for_streamed_outputs(monk
     assert asked == [(1 * 4 * 4 * 16 * 4, 1)]  # the float output N x OH x OW x Cout, 1 thread
     assert big["torch_fp32_ms"] == 6.0 and big["torch_layout"] == "cl"
     assert big["output_write_ms"] == 0.25 and big["float_out_ceiling"] == 24.0
+
+
+def test_no_convs_runs_only_the_whole_model_rows(tmp_path, monkeypatch):
+    """``--no-convs``: no conv-shape row is timed; the model rows and summary still come."""
+    import json
+
+    from slimface.cli import bench_kernels
+    from slimface.cli.main import main
+
+    monkeypatch.setattr(bench_kernels, "time_conv", lambda *a, **k: pytest.fail("timed a conv"))
+    monkeypatch.setattr(bench_kernels, "time_models", lambda *a, **k: [])
+    student = {"model": "s.slim", "twin": "slimnet_s2", "batch": 1, "binary_ms_per_face": 1.0,
+               "fp32_ms_per_face": 1.2, "speedup": 1.2, "speedup_median": 1.1,
+               "kernel_layers": 3, "torch_layers": 0}
+    monkeypatch.setattr(bench_kernels, "time_student", lambda *a, **k: [student])
+    out = tmp_path / "k.json"
+    assert main(["bench", "kernels", "--no-convs", "--batch", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["convs"] == [] and result["summary"] == {"student_vs_fp32_twin_b1": 1.2}

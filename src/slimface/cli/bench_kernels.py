@@ -82,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     hidden_alias(p, models, "--models")
     p.add_argument("--no-model", action="store_true",
                    help="skip the whole-model runs (Q vs C, binary-weight student vs fp32 twin)")
+    p.add_argument("--no-convs", action="store_true",
+                   help="skip the conv-shape rows: only the whole-model runs (a minute, not "
+                        "a quarter of an hour)")
     p.add_argument("--isa", choices=("best", "avx512", "avx2", "portable"), default="best",
                    help="instruction set of the binary kernels (default: the best this CPU has)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
@@ -298,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     env = environment(args.threads)
-    shapes = [s for m in args.models for s in conv_shapes(m)]
+    shapes = [] if args.no_convs else [s for m in args.models for s in conv_shapes(m)]
     from tqdm import tqdm
 
     convs = []
@@ -313,9 +316,10 @@ def run(args: argparse.Namespace) -> int:
                   "float_out_ceiling": r["float_out_ceiling"],
                   "path": r["path"], "deployed_speedup": r["speedup_deployed"]}
                  for r in convs]
-    print_result(args.json, format_table(
-        conv_rows, title=f"binary conv (XNOR-popcount) vs torch fp32, {args.threads} threads; "
-                         f"{env['cpu_label']}"))
+    if conv_rows:
+        print_result(args.json, format_table(
+            conv_rows, title=f"binary conv (XNOR-popcount) vs torch fp32, {args.threads} "
+                             f"threads; {env['cpu_label']}"))
     models = [] if args.no_model else time_models(args.batch, args.threads, args.repeats,
                                                   args.budget_ms)
     if models:
