@@ -134,10 +134,11 @@ def test_slim_written_before_checksums_loads_unchecked(tmp_path: Path, tiny_mode
     save_file(tensors, str(tmp_path / "old.slim"), metadata={"slimface": json.dumps(meta)})
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "old.slim")(_x()), tiny_model(_x()))
-    for name in ("q_face_resnet_small.slim", "slimface_mobile_binary.slim"):
-        path = shipped_file(name)  # bundled before checksums: pinned by their cards' sha256
+    for name, checked in (("q_face_resnet_small.slim", False),
+                          ("slimface_mobile_binary.slim", True)):
+        path = shipped_file(name)  # older files are pinned by their cards' sha256 alone
         with safe_open(str(path), framework="numpy") as f:
-            assert "slimface_crc32" not in (f.metadata() or {})
+            assert ("slimface_crc32" in (f.metadata() or {})) is checked
         load_slim(path)
 
 
