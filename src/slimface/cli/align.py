@@ -166,8 +166,12 @@ def _with_remedy(exc: Any, n_files: int) -> Any:
     return type(exc)(exc.path, exc.bare_problem, remedy=f"pass {', or '.join(hints)}")
 
 
+#: The summary column that counts a face found with each pipeline status.
+_COUNTED_AS = {"detected": "detected", "fallback_detector": "fallback", "centre": "no_face"}
+
+
 def _align_every_face(files: list[Path], outputs: list[Path], template: Any,
-                      args: argparse.Namespace) -> tuple[dict[str, int], list[tuple[str, str]],
+                      args: argparse.Namespace) -> tuple[dict[str, int], dict[Path, str],
                                                          dict[Path, str]]:
     """``--face all``: every face of each image (:func:`slimface.align.align_all`), written
     as ``NAME_faceN`` beside where the single crop would go (no source can be there: its own
@@ -183,7 +187,7 @@ def _align_every_face(files: list[Path], outputs: list[Path], template: Any,
     fallback = _detector(args.fallback_detector, args.pad)
     no_face = "error" if args.no_face == "error" else "centre"
     counts = {"written": 0, "detected": 0, "fallback": 0, "no_face": 0}
-    skipped: list[tuple[str, str]] = []
+    skipped: dict[Path, str] = {}
     damaged: dict[Path, str] = {}
     for path, out in tqdm(list(zip(files, outputs)), desc="align every face", unit="img",
                           disable=len(files) < 2):
@@ -196,18 +200,19 @@ def _align_every_face(files: list[Path], outputs: list[Path], template: Any,
         except ImageError as exc:
             if args.bad_file != "skip":
                 raise _with_remedy(exc, len(files)) from None
-            skipped.append((str(path), exc.bare_problem))
+            skipped[path] = exc.bare_problem
             continue
         if photo.damage:
             damaged[path] = photo.damage
-        counted = {"detected": "detected", "fallback_detector": "fallback", "centre": "no_face"}
-        for i, aligned in enumerate(faces, 1):
-            counts[counted.get(aligned.status, "detected")] += 1
-            if aligned.status == "centre" and args.no_face == "skip":
-                continue
+        kept = [(i, a) for i, a in enumerate(faces, 1)
+                if not (a.status == "centre" and args.no_face == "skip")]
+        for aligned in faces:
+            counts[_COUNTED_AS[aligned.status]] += 1
+        if kept:
             _make_folder(out.parent)
+        for i, aligned in kept:
             _write_crop(out.with_name(f"{out.stem}_face{i}{out.suffix}"), aligned.crop)
-            counts["written"] += 1
+        counts["written"] += len(kept)
     return counts, skipped, damaged
 
 
@@ -256,7 +261,7 @@ def _by_file(files: list[Path], by_path: dict[str, str]) -> dict[Path, str]:
 
 def run(args: argparse.Namespace) -> int:
     from slimface.align import get_template
-    from slimface.errors import ConfigError, ImageError, SlimfaceError
+    from slimface.errors import ConfigError
 
     template = get_template(args.template)
     ext = args.ext if args.ext.startswith(".") else f".{args.ext}"
@@ -265,38 +270,31 @@ def run(args: argparse.Namespace) -> int:
     root, files = _find_images(Path(args.src))
     dst = Path(args.dst)
     outputs = _output_paths(files, root, dst, ext)
-    if args.face == "all":
-        return _run_every_face(files, outputs, template, args, dst)
-    batch = _align(files, template, args)
-    bad = _by_file(files, batch.problems)
+    if args.face == "all":  # crops written as each image is aligned
+        counts, bad, damaged = _align_every_face(files, outputs, template, args)
+    else:
+        batch = _align(files, template, args)
+        bad, damaged = _by_file(files, batch.problems), _by_file(files, batch.damaged)
+    skipped = _refuse_unreadable(files, bad)
+    _report_damaged(damaged)
+    if args.face != "all":  # crops written once every file is known readable
+        counts = {"written": _write_crops(outputs, batch, args.no_face), **_counts(batch)}
+    summary = {"template": template.name, "images": len(files), **counts,
+               "bad_files": len(bad), "dst": str(dst)}
+    details = {**summary, **({"skipped": skipped} if skipped else {})}
+    title = "slimface align" + (" --face all" if args.face == "all" else "")
+    emit_result(args.json, details, format_table([summary], title=title))
+    return 0
+
+
+def _refuse_unreadable(files: list[Path], bad: dict[Path, str]) -> list[dict[str, str]]:
+    """Stop on a lone unreadable image or when none could be read; else name the skipped
+    ones on stderr and return their JSON list."""
+    from slimface.errors import ImageError, SlimfaceError
+
     if len(bad) == len(files) == 1:
         raise ImageError(str(files[0]), bad[files[0]])
     skipped = report_skipped([(str(f), problem) for f, problem in bad.items()])
     if len(bad) == len(files):
         raise SlimfaceError(f"none of the {len(files)} images could be read")
-    _report_damaged(_by_file(files, batch.damaged))
-    written = _write_crops(outputs, batch, args.no_face)
-    summary = {"template": template.name, "images": len(files), "written": written,
-               **_counts(batch), "bad_files": len(bad), "dst": str(dst)}
-    details = {**summary, **({"skipped": skipped} if skipped else {})}
-    emit_result(args.json, details, format_table([summary], title="slimface align"))
-    return 0
-
-
-def _run_every_face(files: list[Path], outputs: list[Path], template: Any,
-                    args: argparse.Namespace, dst: Path) -> int:
-    """``run`` for ``--face all``: the same checks and summary, counted by face."""
-    from slimface.errors import ImageError, SlimfaceError
-
-    counts, bad, damaged = _align_every_face(files, outputs, template, args)
-    if len(bad) == len(files) == 1:
-        raise ImageError(*bad[0])
-    skipped = report_skipped(bad)
-    if len(bad) == len(files):
-        raise SlimfaceError(f"none of the {len(files)} images could be read")
-    _report_damaged(damaged)
-    summary = {"template": template.name, "images": len(files), **counts,
-               "bad_files": len(bad), "dst": str(dst)}
-    details = {**summary, **({"skipped": skipped} if skipped else {})}
-    emit_result(args.json, details, format_table([summary], title="slimface align --face all"))
-    return 0
+    return skipped
