@@ -48,7 +48,10 @@ def train(name: str, out: Path, steps: int) -> None:
         cmd.append("--resume")
     print(f"training {name}: {' '.join(cmd)}", file=sys.stderr)
     with open(out / "train.log", "a") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"{out / 'train.log'}: training {name} stopped with exit code {code}; "
+                         f"the end of that log says why (run the command again to resume)")
 
 
 def size_of(name: str) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def screen(names: list[str], out: Path, steps: int) -> list[dict[str, Any]]:
             train(name, out / name, steps)
             done = last_eval(out / name / "log.jsonl")
         if done is None:
-            raise SystemExit(f"{out / name}: the run wrote no view-1 read-outs; see train.log")
+            raise SystemExit(f"{out / name / 'log.jsonl'}: the run wrote no view-1 read-outs")
         rows.append({"backbone": name, **size_of(name), "steps": done["step"],
                      "hours": round(done["hours"], 3),
                      **{key: round(100 * done[key], 2) for key, _ in READ_OUTS}})
