@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     cpu = cpu_info()
     result = {"folder": str(args.folder), "model": matcher.embedder.model_name,
               "detector": matcher.embedder.detector_name,
-              "embed_runtime": "torch" if runner is matcher.embedder.model else "onnxruntime",
+              "embed_runtime": getattr(runner, "runtime", "torch"),
               "face": args.face,
               "no_face": args.no_face, "threads": args.threads, **result,
               "megapixels": {"mean": round(statistics.fmean(mp), 2) if mp else None,

@@ -129,7 +129,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from slimface.gallery.embedder import FaceEmbedder
     from slimface.gallery.thresholds import calibrate, save_threshold
 
-    embedder = FaceEmbedder(args.model)
+    embedder = FaceEmbedder(args.model, fast_start=False)  # evaluation needs the model
     entry = calibrate(embedder, args.data, far=args.far)
     table = save_threshold(embedder.model_name, entry)
     emit_result(args.json, {"model": embedder.model_name, **entry},

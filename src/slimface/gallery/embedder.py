@@ -13,7 +13,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -58,15 +57,24 @@ def check_choice(interface: str, name: str, value: Any, choices: Sequence[str]) 
         raise SlimfaceError(f"{spelled} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def load_model(spec: Any) -> tuple[Any, str]:
-    """(model, canonical name) from a registry name, a model file, or a model object."""
-    from slimface.runtime.loader import default_model_name, load_model as _load
+def load_model(spec: Any, fast_start: bool = False) -> tuple[Any, str]:
+    """(model, canonical name) from a registry name, a model file, or a model object.
+
+    ``fast_start``: a name or file whose ONNX Runtime twin was recorded by an earlier run
+    (:mod:`slimface.runtime.ort_twin`) loads as that twin, without importing PyTorch."""
+    from slimface.conventions import default_model_name
+    from slimface.runtime.ort_twin import load_twin, model_spec
 
     if spec is None:
         spec = default_model_name()
     if not isinstance(spec, (str, os.PathLike)):
         return spec, str(getattr(spec, "name", type(spec).__name__))
-    name = str(Path(spec).resolve()) if Path(spec).is_file() else str(spec)
+    name = model_spec(spec)
+    twin = load_twin(name) if fast_start else None
+    if twin is not None:
+        return twin, name
+    from slimface.runtime.loader import load_model as _load
+
     return _load(spec), name
 
 
@@ -105,13 +113,19 @@ class EmbeddedFace:
 
 
 class FaceEmbedder:
-    """Model + detector + template, loaded once; ``embed_file`` per image."""
+    """Model + detector + template, loaded once; ``embed_file`` per image.
+
+    ``fast_start`` (the default) loads a model named by a name or file as its recorded ONNX
+    Runtime twin when an earlier run chose ONNX Runtime for it (no PyTorch import: see
+    :mod:`slimface.runtime.ort_twin`); ``False`` always loads the model itself (evaluation
+    and calibration need it).
+    """
 
     def __init__(self, model: Any = None, *, flip: str = DEFAULT_FLIP, pad: float = 0.0,
                  detector: str | None = None, aligner: Callable[..., Any] | None = None,
                  image_loader: Callable[[str], np.ndarray] | None = None,
                  allow_damaged: bool = False, interface: str = "api",
-                 all_aligner: Callable[..., Any] | None = None):
+                 all_aligner: Callable[..., Any] | None = None, fast_start: bool = True):
         if interface not in INTERFACES:
             raise ValueError(f"interface must be one of {INTERFACES}, got {interface!r}")
         self.interface = interface
@@ -120,7 +134,9 @@ class FaceEmbedder:
             raise SlimfaceError(f"pad is a fraction of the image size between 0 and 1; "
                                 f"got {pad!r}")
         self.allow_damaged = bool(allow_damaged)
-        self.model, self.model_name = load_model(model)
+        self.model, self.model_name = load_model(model, fast_start=fast_start)
+        #: A name or file (not a model object): its ONNX Runtime choice may be recorded.
+        self._recordable = model is None or isinstance(model, (str, os.PathLike))
         self.template = template_name(self.model)
         self.flip = flip
         self.pad = float(pad)
@@ -151,13 +167,25 @@ class FaceEmbedder:
         if self._runner is None:
             with self._runner_lock:
                 if self._runner is None:
-                    from slimface.runtime.ort_embed import onnx_embedder
-
-                    # the weights' hash names the cached export; the gallery needs it too
-                    known = (self.info.fingerprint
-                             if callable(getattr(self.model, "state_dict", None)) else None)
-                    self._runner = onnx_embedder(self.model, fingerprint=known) or self.model
+                    self._runner = self._choose_runner()
         return self._runner
+
+    def _choose_runner(self) -> Any:
+        if callable(getattr(self.model, "embed_crops", None)):
+            return self.model  # a runtime backend or a recorded twin embeds by itself
+        from slimface.runtime.ort_embed import onnx_embedder, requested_runtime
+        from slimface.runtime.ort_twin import record_twin
+
+        # the weights' hash names the cached export; the gallery needs it too
+        known = (self.info.fingerprint
+                 if callable(getattr(self.model, "state_dict", None)) else None)
+        runtime = requested_runtime()
+        ort = onnx_embedder(self.model, runtime=runtime, fingerprint=known)
+        if ort is None:
+            return self.model
+        if self._recordable and known is not None:
+            record_twin(self.model_name, self.model, ort, known, chosen_by=runtime)
+        return ort
 
     # ---- one image -----------------------------------------------------------------------
     def embed_file(self, path: str | os.PathLike[str], multi_face: MultiFace = "error",

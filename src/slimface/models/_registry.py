@@ -11,9 +11,10 @@ compression and export can treat them alike:
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from torch import nn
+if TYPE_CHECKING:  # annotations only: the registries load without PyTorch
+    from torch import nn
 
 from slimface._registry import Registry
 

@@ -27,9 +27,10 @@ import difflib
 import importlib.resources
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # annotations only: the cards load without PyTorch
+    from torch import nn
 
 from slimface.errors import ModelError, UnknownNameError
 from slimface.models._registry import register_backbone

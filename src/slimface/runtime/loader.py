@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimface.conventions import DEFAULT_MODEL, default_model_name  # noqa: F401 - re-exported
 from slimface.errors import ModelError, ModelFileError, UnknownNameError
 
 MODEL_FILE_SUFFIXES: tuple[str, ...] = (".slim", ".pt", ".pth", ".onnx", ".tflite",
@@ -43,17 +44,6 @@ log = logging.getLogger(__name__)
 #: How ``load_model`` hands back product-quantized layers (see its ``pq_layers``).
 PQ_LAYER_CHOICES = ("plain", "pq")
 _CONTRACT_ATTRS = ("template", "input_size", "embedding_dim", "threshold")
-
-
-#: The model used when none is named (``$SLIMFACE_MODEL`` overrides): ``slimface-mobile``,
-#: the 0.96M-parameter student distilled from the imported MobileFaceNet; its card
-#: (``slimface models show --model slimface-mobile``) has its LFW figures and their command.
-DEFAULT_MODEL = "slimface-mobile"
-
-
-def default_model_name() -> str:
-    """``$SLIMFACE_MODEL`` when set, else :data:`DEFAULT_MODEL`."""
-    return os.environ.get("SLIMFACE_MODEL") or DEFAULT_MODEL
 
 
 def _looks_like_file(spec: str) -> bool:

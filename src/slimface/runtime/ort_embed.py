@@ -6,7 +6,9 @@ overhead costs as much as the arithmetic. ONNX Runtime runs the same graph witho
 2 on one thread). :func:`onnx_embedder` exports the backbone once (cached under
 ``cache_root()/"onnx"``, keyed by the weights' fingerprint), checks that ONNX Runtime gives
 the same embeddings as PyTorch (:data:`~slimface.runtime.export.PARITY_MIN_COSINE`), times
-both at batch 2 and returns an :class:`OrtEmbedder` only when ONNX Runtime is faster.
+both at batch 2 and returns an :class:`OrtEmbedder` only when ONNX Runtime is faster. The
+embedder then records the choice, so that the next process loads the export without
+PyTorch (:mod:`slimface.runtime.ort_twin`).
 Anything that goes wrong (no onnxruntime, a layer the exporter cannot write, parity lost)
 leaves the PyTorch path in place, with the reason logged.
 
@@ -16,7 +18,6 @@ the timing (parity is still checked), ``auto`` (the default) is as above.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimface.errors import ConfigError
-from slimface.models.inference import FlipMode, embed_batches
+from slimface.runtime.ort_twin import (EMBED_RUNTIMES, ENV_VAR,  # noqa: F401 - re-exported
+                                       OrtEmbedder, requested_runtime)
 
 log = logging.getLogger(__name__)
-
-ENV_VAR = "SLIMFACE_EMBED_RUNTIME"
-EMBED_RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch")
 #: ONNX Runtime is taken when its median time at batch 2 is below this share of PyTorch's.
 FASTER_SHARE = 0.9
-
-
-class OrtEmbedder:
-    """An ONNX Runtime session for a backbone, with :func:`~slimface.models.inference.
-    embed_crops`'s flip handling and normalisation (crops and mirrors in one batch).
-
-    ``session.run`` is thread-safe, so threads embedding different photos share one.
-    """
-
-    def __init__(self, session: Any, embedding_dim: int, batch_size: int = 64):
-        self.session = session
-        self.embedding_dim = int(embedding_dim)
-        self.batch_size = batch_size
-
-    def raw(self, crops: np.ndarray) -> np.ndarray:
-        """Raw embeddings of uint8 NHWC crops (float32 NCHW 0..255 in, as the backbone)."""
-        from slimface.runtime.export import run_onnx
-
-        return run_onnx(self.session, crops, batch_size=max(1, len(crops)))
-
-    def embed_crops(self, crops: np.ndarray, flip: FlipMode = "none",
-                    normalize: bool = True) -> np.ndarray:
-        """The embeddings ``embed_crops(model, crops, flip=flip)`` gives."""
-        return embed_batches(self.raw, crops, self.embedding_dim, self.batch_size, flip,
-                             normalize)
-
-
-def requested_runtime() -> str:
-    """``$SLIMFACE_EMBED_RUNTIME`` (``auto`` when unset); an unknown value is an error."""
-    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if value not in EMBED_RUNTIMES:
-        raise ConfigError(f"{ENV_VAR}={value!r} unknown (choose from "
-                          f"{', '.join(EMBED_RUNTIMES)})")
-    return value
 
 
 def onnx_embedder(model: Any, runtime: str | None = None,
@@ -120,8 +84,9 @@ def _build(model: nn.Module, fingerprint: str | None) -> OrtEmbedder:
     from slimface.runtime.export import session
 
     # one intra-op thread: photos are parallel across threads, not inside one photo
-    return OrtEmbedder(session(cached_export(model, fingerprint), threads=1, spin=False),
-                       int(getattr(model, "embedding_dim", 0)))
+    path = cached_export(model, fingerprint)
+    return OrtEmbedder(session(path, threads=1, spin=False),
+                       int(getattr(model, "embedding_dim", 0)), path=path)
 
 
 def _probe_crops(model: Any) -> np.ndarray:
