@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,15 @@ def lfw_root(data_root: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Tests never write to the user's ~/.cache or data folder; one temp cache per session,
-    and an empty user data folder (calibrated thresholds) per test."""
-    monkeypatch.setenv("SLIMFACE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    """Tests never write to the user's ~/.cache or data folder; one temp cache per session
+    (its recorded ONNX Runtime twins removed after each test), and an empty user data folder
+    (calibrated thresholds) per test."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("SLIMFACE_CACHE", str(cache))
     monkeypatch.setenv("SLIMFACE_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    # a model's recorded ONNX Runtime twin would change what the next test's embedder loads
+    shutil.rmtree(cache / "onnx" / "twins", ignore_errors=True)
 
 
 @pytest.fixture()

@@ -45,7 +45,8 @@ def _seed_images() -> dict[str, bytes]:
     for name, fmt, kw in (("png", "PNG", {}), ("jpg", "JPEG", {"quality": 80}),
                           ("progressive.jpg", "JPEG", {"progressive": True}),
                           ("bmp", "BMP", {}), ("webp", "WEBP", {"lossless": True}),
-                          ("ppm", "PPM", {}), ("gif", "GIF", {})):
+                          ("ppm", "PPM", {}), ("gif", "GIF", {}), ("tif", "TIFF", {}),
+                          ("lzw.tif", "TIFF", {"compression": "tiff_lzw"})):
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format=fmt, **kw)
         out[name] = buf.getvalue()

@@ -130,9 +130,46 @@ def test_truncated_jpeg_is_a_decode_error(tmp_path: Path) -> None:
 
 
 def test_unsupported_format(tmp_path: Path) -> None:
-    Image.fromarray(_rgb()).save(tmp_path / "x.gif")
-    with pytest.raises(UnsupportedImageError, match="GIF"):
-        load_image(tmp_path / "x.gif")
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "x.ico")
+    with pytest.raises(UnsupportedImageError, match="ICO images are not supported.*TIFF, GIF"):
+        load_image(tmp_path / "x.ico")
+
+
+@pytest.mark.parametrize("compression", [None, "tiff_lzw", "tiff_adobe_deflate", "jpeg"])
+def test_tiff_reads_as_rgb(tmp_path: Path, compression: str | None) -> None:
+    """Scans and camera exports: plain and compressed TIFF, the pixels as saved."""
+    pixels = _rgb()
+    Image.fromarray(pixels).save(tmp_path / "x.tif", compression=compression)
+    out = load_image(tmp_path / "x.tif")
+    assert out.shape == pixels.shape and out.dtype == np.uint8
+    tolerance = 40 if compression == "jpeg" else 0
+    assert np.abs(out.astype(int) - pixels).max() <= tolerance
+
+
+def test_sixteen_bit_tiff_is_scaled(tmp_path: Path) -> None:
+    grey = (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 85)
+    Image.fromarray(grey).save(tmp_path / "x.tiff")
+    out = load_image(tmp_path / "x.tiff")
+    np.testing.assert_array_equal(out[..., 0], np.round(grey / 257).astype(np.uint8))
+
+
+def test_multi_page_tiff_and_animated_gif_give_their_first_page(tmp_path: Path) -> None:
+    first, second = _rgb(seed=1), _rgb(seed=2)
+    pages = [Image.fromarray(first), Image.fromarray(second)]
+    pages[0].save(tmp_path / "x.tif", save_all=True, append_images=pages[1:])
+    np.testing.assert_array_equal(load_image(tmp_path / "x.tif"), first)
+    still = [Image.fromarray(np.full((24, 32, 3), v, np.uint8)) for v in (40, 200)]
+    still[0].save(tmp_path / "x.gif", save_all=True, append_images=still[1:], duration=100)
+    assert (load_image(tmp_path / "x.gif") == 40).all()
+
+
+@pytest.mark.parametrize("name", ["x.tif", "x.gif"])
+def test_cut_off_tiff_and_gif_are_decode_errors(tmp_path: Path, name: str) -> None:
+    Image.fromarray(_rgb(64, 64)).save(tmp_path / name)
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[:10])
+    with pytest.raises(ImageDecodeError, match=name):
+        load_image(tmp_path / name)
 
 
 @pytest.mark.parametrize("side", [8000, 20000])  # 64 MP (over our limit), 400 MP (Pillow bomb)

@@ -85,12 +85,41 @@ def test_torch_runtime_never_uses_a_twin(checkpoint, monkeypatch):
     assert isinstance(FaceEmbedder(str(checkpoint)).model, torch.nn.Module)
 
 
+def _save_other_weights(path: Path) -> None:
+    """Other weights of the same size, saved over ``path`` with its old modification time."""
+    from slimface.models import create_backbone
+
+    stat = path.stat()
+    torch.manual_seed(1)
+    model = create_backbone(ARCH["backbone"], **ARCH["kwargs"]).eval()
+    torch.save({"architecture": ARCH, "state_dict": model.state_dict(),
+                "template": "arcface112"}, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_changed_weights_file_loads_the_model_again(checkpoint, monkeypatch):
     _first_run(str(checkpoint), "onnx", monkeypatch)
-    stat = checkpoint.stat()
-    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    _save_other_weights(checkpoint)
     assert ort_twin.load_twin(str(checkpoint)) is None
     assert isinstance(FaceEmbedder(str(checkpoint)).model, torch.nn.Module)
+
+
+def test_weights_replaced_after_loading_are_not_recorded(checkpoint, monkeypatch):
+    monkeypatch.setenv(ort_twin.ENV_VAR, "onnx")
+    embedder = FaceEmbedder(str(checkpoint))
+    _save_other_weights(checkpoint)  # e.g. a training run writes a newer checkpoint
+    assert isinstance(embedder.runner, ort_twin.OrtEmbedder)
+    assert not ort_twin.record_path(ort_twin.model_spec(checkpoint)).exists()
+
+
+def test_changed_slimface_module_loads_the_model_again(checkpoint, monkeypatch):
+    _first_run(str(checkpoint), "onnx", monkeypatch)
+    record = ort_twin.record_path(ort_twin.model_spec(checkpoint))
+    data = json.loads(record.read_text())
+    assert "runtime/ort_twin.py" in data["code"]["files"]
+    data["code"]["files"]["runtime/ort_twin.py"][0] += 1  # as if the file had been edited
+    record.write_text(json.dumps(data))
+    assert ort_twin.load_twin(str(checkpoint)) is None
 
 
 @pytest.mark.parametrize("damage", ["record", "export"])
@@ -112,21 +141,37 @@ def test_model_object_is_never_recorded(checkpoint, monkeypatch):
     assert not ort_twin.record_path(ort_twin.model_spec(checkpoint)).exists()
 
 
-def test_calibration_path_loads_the_model_itself(checkpoint, monkeypatch):
+def test_calibration_evaluates_the_model_not_its_twin(checkpoint, monkeypatch):
+    from slimface.eval import run as eval_run
+    from slimface.gallery.thresholds import calibrate
+
     _first_run(str(checkpoint), "onnx", monkeypatch)
-    assert isinstance(FaceEmbedder(str(checkpoint), fast_start=False).model, torch.nn.Module)
+    embedder = FaceEmbedder(str(checkpoint))
+    assert isinstance(embedder.model, ort_twin.OrtTwin)
+    seen = []
+
+    def fake_view1(model, data_root, flip, pairs):
+        seen.append(model)
+        scores = np.random.default_rng(0).random(2000)
+        return {"scores": scores.tolist(), "labels": (scores > 0.5).tolist()}
+
+    monkeypatch.setattr(eval_run, "evaluate_lfw", fake_view1)
+    calibrate(embedder, None)
+    assert isinstance(seen[0], torch.nn.Module)
 
 
 def test_pretrained_name_is_stamped_with_its_shipped_file(checkpoint, monkeypatch):
     _first_run(str(checkpoint), "onnx", monkeypatch)
     tiny = ort_twin.load_twin(str(checkpoint))
-    assert ort_twin.record_twin("slimface-mobile", tiny, tiny, "f" * 24, "onnx") is not None
+    stamp = ort_twin.weights_stamp("slimface-mobile")
+    assert ort_twin.record_twin("slimface-mobile", tiny, tiny, "f" * 24, "onnx",
+                                stamp) is not None
     twin = ort_twin.load_twin("slimface-mobile")
     assert isinstance(twin, ort_twin.OrtTwin) and twin.fingerprint == "f" * 24
     from slimface.models.pretrained import find_card
 
-    stamp = json.loads(ort_twin.record_path("slimface-mobile").read_text())["stamp"]
-    assert stamp["weights"]["path"] == str(find_card("slimface-mobile").path().resolve())
+    weights = json.loads(ort_twin.record_path("slimface-mobile").read_text())["weights"]
+    assert weights["path"] == str(find_card("slimface-mobile").path().resolve())
 
 
 def test_second_process_embeds_without_importing_torch(checkpoint, monkeypatch):

@@ -24,11 +24,20 @@ def _key(name: str) -> str:
 class Registry(Generic[T]):
     """Maps names to factories; ``create`` drops ``None`` kwargs so CLI defaults pass through."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, populate: Callable[[], None] | None = None):
+        """``populate`` imports the modules that register entries; it runs once, before the
+        first lookup, so registering modules can be imported only when an entry is needed."""
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
         self._display: dict[str, str] = {}
         self._hidden: set[str] = set()
+        self._populate = populate
+
+    def _populated(self) -> Registry[T]:
+        populate, self._populate = self._populate, None  # once, even if it reads us again
+        if populate is not None:
+            populate()
+        return self
 
     def register(self, fn: Callable[..., T] | None = None, *, name: str | None = None,
                  aliases: tuple[str, ...] = (), hidden_aliases: tuple[str, ...] = ()) -> Any:
@@ -52,10 +61,11 @@ class Registry(Generic[T]):
         return wrap(fn) if fn is not None else wrap
 
     def __contains__(self, name: str) -> bool:
-        return _key(name.split(".")[0]) in self._factories
+        return _key(name.split(".")[0]) in self._populated()._factories
 
     def names(self) -> list[str]:
         """Registered names (aliases included, hidden aliases left out), sorted."""
+        self._populated()
         return sorted(self._display[k] for k in self._factories if k not in self._hidden)
 
     def __iter__(self) -> Iterator[str]:
@@ -63,7 +73,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         base = _key(name.split(".")[0])
-        if base not in self._factories:
+        if base not in self._populated()._factories:
             listed = [k for k in self._factories if k not in self._hidden]
             close = difflib.get_close_matches(base, listed, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(self._display[c] for c in close)}?" if close else ""

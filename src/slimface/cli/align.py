@@ -1,7 +1,7 @@
 """``slimface align SRC DST --template NAME``: aligned face crops, mirrored folder tree.
 
 SRC is an image file or a folder (searched recursively for .jpg/.jpeg/.png/.pgm/.ppm/.bmp/
-.webp); every crop is written under DST at the same relative path (with ``--ext``'s
+.webp/.tif/.tiff/.gif, and HEIC/AVIF where they can be read); every crop is written under DST at the same relative path (with ``--ext``'s
 extension). Detection is cached (``$SLIMFACE_CACHE/crops``), so re-running is fast.
 The summary counts images where the main detector found a face (detected), where only the
 fallback detector did (fallback), and where none did (no-face: centre crop, skipped or error

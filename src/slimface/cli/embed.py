@@ -44,11 +44,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    # one image: its model may use every thread; several: one thread per image in flight
-    torch.set_num_threads(args.threads if len(args.images) == 1 else 1)
     matcher = make_matcher(args, threads=args.threads)
+    if "torch" in sys.modules:  # a model in PyTorch (a recorded ONNX twin never loads it)
+        import torch
+
+        # one image: its model may use every thread; several: one thread per image in flight
+        torch.set_num_threads(args.threads if len(args.images) == 1 else 1)
     faces, skipped = embed_batch(matcher, args.images, args.bad_file,
                                  all_faces=args.face == "all")
     records = []

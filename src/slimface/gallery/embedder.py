@@ -57,11 +57,13 @@ def check_choice(interface: str, name: str, value: Any, choices: Sequence[str]) 
         raise SlimfaceError(f"{spelled} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def load_model(spec: Any, fast_start: bool = False) -> tuple[Any, str]:
+def load_model(spec: Any, fast_start: bool = False,
+               weights: dict[str, Any] | None = None) -> tuple[Any, str]:
     """(model, canonical name) from a registry name, a model file, or a model object.
 
     ``fast_start``: a name or file whose ONNX Runtime twin was recorded by an earlier run
-    (:mod:`slimface.runtime.ort_twin`) loads as that twin, without importing PyTorch."""
+    (:mod:`slimface.runtime.ort_twin`) loads as that twin, without importing PyTorch
+    (``weights``: its file's stamp, when the caller has taken it)."""
     from slimface.conventions import default_model_name
     from slimface.runtime.ort_twin import load_twin, model_spec
 
@@ -70,12 +72,28 @@ def load_model(spec: Any, fast_start: bool = False) -> tuple[Any, str]:
     if not isinstance(spec, (str, os.PathLike)):
         return spec, str(getattr(spec, "name", type(spec).__name__))
     name = model_spec(spec)
-    twin = load_twin(name) if fast_start else None
+    twin = load_twin(name, weights) if fast_start else None
     if twin is not None:
         return twin, name
     from slimface.runtime.loader import load_model as _load
 
     return _load(spec), name
+
+
+def _weights_before_loading(spec: Any) -> dict[str, Any] | None:
+    """The weights file's stamp of a model named by a name or file (None for a model
+    object, which is never recorded as a twin)."""
+    from slimface.conventions import default_model_name
+    from slimface.runtime.ort_twin import model_spec, weights_stamp
+
+    if spec is None:
+        spec = default_model_name()
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    try:
+        return weights_stamp(model_spec(spec))
+    except OSError:
+        return None  # loading the model says what is wrong with the file
 
 
 def template_name(model: Any) -> str:
@@ -134,9 +152,11 @@ class FaceEmbedder:
             raise SlimfaceError(f"pad is a fraction of the image size between 0 and 1; "
                                 f"got {pad!r}")
         self.allow_damaged = bool(allow_damaged)
-        self.model, self.model_name = load_model(model, fast_start=fast_start)
-        #: A name or file (not a model object): its ONNX Runtime choice may be recorded.
-        self._recordable = model is None or isinstance(model, (str, os.PathLike))
+        #: A name or file (not a model object): its ONNX Runtime choice may be recorded,
+        #: stamped with its weights file as it was before loading.
+        self._weights = _weights_before_loading(model)
+        self.model, self.model_name = load_model(model, fast_start=fast_start,
+                                                 weights=self._weights)
         self.template = template_name(self.model)
         self.flip = flip
         self.pad = float(pad)
@@ -183,8 +203,9 @@ class FaceEmbedder:
         ort = onnx_embedder(self.model, runtime=runtime, fingerprint=known)
         if ort is None:
             return self.model
-        if self._recordable and known is not None:
-            record_twin(self.model_name, self.model, ort, known, chosen_by=runtime)
+        if known is not None:
+            record_twin(self.model_name, self.model, ort, known, chosen_by=runtime,
+                        weights=self._weights)
         return ort
 
     # ---- one image -----------------------------------------------------------------------

@@ -142,8 +142,14 @@ def calibrate(embedder: Any, data_root: Path | None, far: float = DEFAULT_FAR) -
     when no face), so the threshold matches how accuracy is reported.
     """
     from slimface.eval.run import evaluate_lfw
+    from slimface.runtime.ort_twin import OrtTwin
 
-    result = evaluate_lfw(embedder.model, data_root, flip=embedder.flip, pairs="view1")
+    model = embedder.model
+    if isinstance(model, OrtTwin):  # evaluation runs the model itself
+        from slimface.runtime.loader import load_model
+
+        model = load_model(embedder.model_name)
+    result = evaluate_lfw(model, data_root, flip=embedder.flip, pairs="view1")
     scores = np.asarray(result["scores"], np.float64)
     same = np.asarray(result["labels"]).astype(bool)
     value = threshold_at_far(scores[~same], far)

@@ -65,10 +65,12 @@ _AVIF = _avif_readable()
 _HEIF = _heif_readable()
 
 #: The formats this installation reads: Pillow's format name, the name messages give, the
-#: file extensions. MPO is the JPEG variant phones write; PGM/PPM are Pillow's "PPM".
+#: file extensions. MPO is the JPEG variant phones write; PGM/PPM are Pillow's "PPM". A
+#: multi-page TIFF or an animated GIF is read as its first page or frame.
 _FORMATS = ([("JPEG", "JPEG", (".jpg", ".jpeg")), ("MPO", "", ()), ("PNG", "PNG", (".png",)),
              ("PPM", "PGM/PPM", (".pgm", ".ppm", ".pnm")), ("BMP", "BMP", (".bmp",)),
-             ("WEBP", "WebP", (".webp",))]
+             ("WEBP", "WebP", (".webp",)), ("TIFF", "TIFF", (".tif", ".tiff")),
+             ("GIF", "GIF", (".gif",))]
             + ([("AVIF", "AVIF", (".avif",))] if _AVIF else [])
             + ([("HEIF", "HEIC/HEIF", (".heic", ".heif", ".hif"))] if _HEIF else []))
 
@@ -161,6 +163,8 @@ def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -
     p = existing_image_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # a TIFF's or JPEG's broken metadata tag: the pixels are still right
+        warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
         with _open_checked(p) as im:
             _check_dimensions(p, im)
             damage = _jpeg_damage(p) if im.format in ("JPEG", "MPO") else None
@@ -206,11 +210,8 @@ def _open_checked(p: Path) -> Image.Image:
     except UnidentifiedImageError:
         with open(p, "rb") as f:
             head = f.read(16)
-        if head.startswith(_MAGIC) and not head.startswith((b"GIF8", b"II*\x00", b"MM\x00*")):
+        if head.startswith(_MAGIC):
             raise ImageDecodeError(p, "corrupt or truncated image header") from None
-        if head.startswith((b"GIF8", b"II*\x00", b"MM\x00*")):
-            raise UnsupportedImageError(p, f"GIF/TIFF images are not supported (supported: "
-                                           f"{SUPPORTED_NAMES})") from None
         if head[4:8] == b"ftyp":  # an ISO media file: HEIC, AVIF, or a video
             _refuse_iso_media(p, head[8:12])
         raise NotAnImageError(p, f"not an image file (supported: {SUPPORTED_NAMES})") from None

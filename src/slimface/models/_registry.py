@@ -11,6 +11,7 @@ compression and export can treat them alike:
 """
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # annotations only: the registries load without PyTorch
@@ -18,8 +19,21 @@ if TYPE_CHECKING:  # annotations only: the registries load without PyTorch
 
 from slimface._registry import Registry
 
-BACKBONES: Registry[nn.Module] = Registry("backbone")
-HEADS: Registry[nn.Module] = Registry("head")
+#: The modules that register backbones and heads: the one place that names them.
+FAMILIES = ("dlib_resnet", "face_resnet", "graph", "heads", "mobilefacenet", "pretrained",
+            "quantized", "students")
+
+
+def load_families() -> None:
+    """Import every family module (each registers its backbones or heads on import): the
+    first lookup in either registry does it, so that a name is found wherever it is looked
+    up, and importing ``slimface.models`` alone costs no PyTorch import."""
+    for family in FAMILIES:
+        importlib.import_module(f"slimface.models.{family}")
+
+
+BACKBONES: Registry[nn.Module] = Registry("backbone", populate=load_families)
+HEADS: Registry[nn.Module] = Registry("head", populate=load_families)
 
 
 def register_backbone(fn: Callable[..., nn.Module] | None = None, **kw: Any) -> Any:

@@ -4,13 +4,14 @@ Importing PyTorch is most of a short command's time (about 1.4 of the 1.9 second
 ``slimface verify a.jpg b.jpg``). When the embedder has chosen ONNX Runtime for a model
 (:mod:`slimface.runtime.ort_embed`: the cached export agrees with PyTorch and runs faster),
 :func:`record_twin` writes that choice beside the export: the model's contract attributes,
-its weights' fingerprint, and a stamp (path, size, modification time) of the weights file
-and of the source file of the model's class, with ONNX Runtime's version. The next process
-that names the same model finds the record (:func:`load_twin`), checks the stamp and
-embeds with the cached export directly, as the first process did after its checks: no
-PyTorch, no export, no parity check, no timing. Any mismatch (other weights or code, a
-record or export that is missing or unreadable, ``SLIMFACE_EMBED_RUNTIME=torch``) loads
-the model the usual way, which records the twin again.
+its weights' fingerprint, and stamps of the weights file (path, size, content hash, taken
+before the model was loaded), of every slimface module the process had loaded (size and
+modification time) and of ONNX Runtime's version. The next process that names the same
+model finds the record (:func:`load_twin`), checks the stamps and embeds with the cached
+export directly, as the first process did after its checks: no PyTorch, no export, no
+parity check, no timing. Any mismatch (other weights, code or installation, a record or
+export that is missing or unreadable, ``SLIMFACE_EMBED_RUNTIME=torch``) loads the model
+the usual way, which records the twin again.
 
 Only models named by a pretrained name or a model file are recorded; a model object handed
 to the API is embedded as it is.
@@ -21,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,18 +124,58 @@ def _weights_file(spec: str) -> Path | None:
     return path if path.suffix.lower() in TWIN_SUFFIXES and path.is_file() else None
 
 
-def _file_stamp(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def weights_stamp(spec: str) -> dict[str, Any] | None:
+    """The weights file of ``spec`` (see :func:`model_spec`) by path, size and content hash
+    (a few milliseconds for these files), or None when ``spec`` has no such file. Taken
+    before a model is loaded, so a record never pairs a file with weights read before it
+    was replaced."""
+    path = _weights_file(spec)
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path.resolve()), "size": path.stat().st_size,
+            "sha256": digest.hexdigest()}
 
 
-def _stamp(weights: Path, code: Path) -> dict[str, Any]:
-    """What must not have changed since the record was written: the weights file, the
-    source file of the model's class (an upgrade or edit rewrites it) and ONNX Runtime."""
+def _package_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def code_stamp() -> dict[str, Any]:
+    """Every slimface module this process has loaded (size and modification time, relative
+    to the package): what built, exported and checked the model. An edit or an upgrade of
+    any of them, or another installation of slimface, makes a record stale."""
+    root = _package_root()
+    files = {}
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if not name or not getattr(module, "__name__", "").startswith("slimface"):
+            continue
+        path = Path(name).resolve()
+        if path.is_relative_to(root):
+            stat = path.stat()
+            files[str(path.relative_to(root))] = [stat.st_size, stat.st_mtime_ns]
+    return {"root": str(root), "files": dict(sorted(files.items()))}
+
+
+def _code_unchanged(recorded: dict[str, Any]) -> bool:
+    root = _package_root()
+    if recorded.get("root") != str(root) or not recorded.get("files"):
+        return False
+    for rel, (size, mtime_ns) in recorded["files"].items():
+        stat = (root / rel).stat()
+        if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+            return False
+    return True
+
+
+def _onnxruntime_version() -> str:
     import onnxruntime
 
-    return {"weights": _file_stamp(weights), "code": _file_stamp(code),
-            "onnxruntime": onnxruntime.__version__, "record": RECORD_VERSION}
+    return f"{onnxruntime.__version__}/{RECORD_VERSION}"
 
 
 def _attrs(model: Any) -> dict[str, Any]:
@@ -154,21 +196,23 @@ def _attrs(model: Any) -> dict[str, Any]:
 
 
 def record_twin(spec: str, model: Any, embedder: OrtEmbedder, fingerprint: str,
-                chosen_by: str) -> Path | None:
+                chosen_by: str, weights: dict[str, Any] | None) -> Path | None:
     """Record that ``spec`` embeds with ``embedder``'s export (see the module docstring);
-    the record's path, or None when ``spec`` cannot have one. Never raises: a cache that
-    cannot be written only costs the next process its fast start."""
+    ``weights`` is :func:`weights_stamp` as taken before the model was loaded: nothing is
+    written when the file has changed since. The record's path, or None when there is none.
+    Never raises: a cache that cannot be written only costs the next process its fast
+    start."""
     from slimface.io.atomic import atomic_write_text
 
     try:
-        import inspect
-
-        weights = _weights_file(spec)
         attrs = _attrs(model)
         if weights is None or not attrs or embedder.path is None:
             return None
-        code = Path(inspect.getfile(type(model)))
-        record = {"spec": spec, "stamp": _stamp(weights, code), "onnx": embedder.path.name,
+        if weights_stamp(spec) != weights:
+            log.debug("%s: the weights file changed since it was loaded; no twin", spec)
+            return None
+        record = {"spec": spec, "weights": weights, "code": code_stamp(),
+                  "onnxruntime": _onnxruntime_version(), "onnx": embedder.path.name,
                   "fingerprint": fingerprint, "chosen_by": chosen_by, "attrs": attrs}
         path = record_path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,9 +223,11 @@ def record_twin(spec: str, model: Any, embedder: OrtEmbedder, fingerprint: str,
         return None
 
 
-def load_twin(spec: str | os.PathLike[str]) -> OrtTwin | None:
-    """The twin recorded for ``spec`` when its stamp still holds and the runtime requested
-    allows it, else None (load the model the usual way)."""
+def load_twin(spec: str | os.PathLike[str],
+              weights: dict[str, Any] | None = None) -> OrtTwin | None:
+    """The twin recorded for ``spec`` when its stamps still hold and the runtime requested
+    allows it, else None (load the model the usual way). ``weights``: the file's
+    :func:`weights_stamp` when the caller has taken it already."""
     runtime = requested_runtime()
     if runtime == "torch":
         return None
@@ -193,10 +239,10 @@ def load_twin(spec: str | os.PathLike[str]) -> OrtTwin | None:
         record = json.loads(path.read_text())
         if runtime == "auto" and record.get("chosen_by") != "auto":
             return None  # ONNX Runtime was forced, not measured faster
-        weights = _weights_file(name)
-        code = Path(record["stamp"]["code"]["path"])
-        if (record.get("spec") != name or weights is None
-                or record.get("stamp") != _stamp(weights, code)):
+        if (record.get("spec") != name
+                or record.get("onnxruntime") != _onnxruntime_version()
+                or not _code_unchanged(record["code"])
+                or record.get("weights") != (weights or weights_stamp(name))):
             return None
         onnx = path.parent.parent / record["onnx"]
         if not onnx.is_file():
