@@ -163,8 +163,9 @@ def decode_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -
     p = existing_image_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        # a TIFF's or JPEG's broken metadata tag: the pixels are still right
+        # a broken metadata tag: Pillow skips it; a damaged image tag fails the decode below
         warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
         with _open_checked(p) as im:
             _check_dimensions(p, im)
             damage = _jpeg_damage(p) if im.format in ("JPEG", "MPO") else None
