@@ -110,6 +110,20 @@ def test_unknown_model_name_lists_close_matches(setup, capsys):
     assert "unknown model 'tiny-tset'" in err and "tiny-test" in err
 
 
+@pytest.mark.parametrize("argv", [["verify", "A", "A", "--threshold", "0.5"], ["embed", "A"],
+                                  ["gallery", "create", "DB"]])
+def test_architecture_with_random_weights_is_refused(setup, argv, capsys, tmp_path):
+    """An architecture name would match faces with random weights: refused, with the
+    pretrained model it was probably meant to be."""
+    _, faces, _ = setup
+    argv = [str(faces["p0"][0]) if a == "A" else str(tmp_path / "new.db") if a == "DB" else a
+            for a in argv]
+    assert main([*argv, "--model", "mobilefacenet"]) == 1
+    err = capsys.readouterr().err
+    assert "architecture with random weights" in err and "mobilefacenet-tflite" in err
+    assert not (tmp_path / "new.db").exists()
+
+
 @pytest.mark.parametrize("suffix", [".slim", ".pt", ".onnx"])
 def test_broken_model_file_is_named(setup, suffix, capsys):
     tmp, faces, _ = setup

@@ -77,7 +77,27 @@ def load_model(spec: Any, fast_start: bool = False,
         return twin, name
     from slimface.runtime.loader import load_model as _load
 
-    return _load(spec), name
+    model = _load(spec)
+    if getattr(model, "random_weights", False):
+        raise untrained_model_error(str(spec))
+    return model, name
+
+
+def untrained_model_error(name: str) -> ModelError:
+    """An architecture name given where a trained model is needed: its random weights would
+    give similarities that look real and mean nothing."""
+    import difflib
+
+    from slimface.models.pretrained import list_cards
+
+    cards = [c.name for c in list_cards()]
+    close = difflib.get_close_matches(name.strip().lower().replace("_", "-"), cards, n=1,
+                                      cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return ModelError(f"{name!r} is an architecture with random weights, not a trained model: "
+                      f"its similarities would mean nothing{hint} (pretrained models: "
+                      f"{', '.join(cards)}; `slimface models` describes them; or a trained "
+                      f"model file)")
 
 
 def _weights_before_loading(spec: Any) -> dict[str, Any] | None:

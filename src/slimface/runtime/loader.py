@@ -99,7 +99,12 @@ def _load_registered(name: str, pq_layers: str = "plain", **kwargs: Any) -> nn.M
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if "pretrained" in params or accepts_any:
         kwargs.setdefault("pretrained", True)
-    return create_backbone(name, **kwargs)
+    model = create_backbone(name, **kwargs)
+    if "random_weights" not in vars(type(model)):
+        # every trained model has a card (checked above): this is an architecture's
+        # initialisation, for training and timing, not for matching faces
+        model.random_weights = True
+    return model
 
 
 def unknown_model_error(name: str) -> UnknownNameError:
