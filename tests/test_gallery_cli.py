@@ -53,11 +53,33 @@ def test_gallery_refuses_another_model(tmp_path: Path, people, monkeypatch, caps
     assert "--model tiny-test" in err
 
 
-def test_identify_with_top_zero_is_an_error_not_a_traceback(tmp_path: Path, people, capsys):
+def test_identify_with_top_zero_is_a_usage_error(tmp_path: Path, people, capsys):
     db = str(tmp_path / "g.db")
     main(["gallery", "create", db, "--model", "tiny-test"])
-    assert main(["gallery", "identify", db, str(people["p0"][0]), "--top", "0"]) == 1
-    assert "--top must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["gallery", "identify", db, str(people["p0"][0]), "--top", "0"])
+    assert stop.value.code == 2
+    assert "--top: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_identify_threshold_sets_the_operating_point(tmp_path: Path, people, capsys):
+    db = str(tmp_path / "g.db")
+    main(["gallery", "create", db, "--model", "tiny-test"])
+    main(["gallery", "enroll", db, "--name", "p0", str(people["p0"][0])])
+    capsys.readouterr()
+    probe = str(people["p1"][0])  # someone else: only a low enough threshold names p0
+    low = _run_json(capsys, ["gallery", "identify", db, probe, "--threshold", "-1"])
+    high = _run_json(capsys, ["gallery", "identify", db, probe, "--threshold", "0.9999"])
+    assert low["threshold"] == -1 and low["results"][0]["match"] == "p0"
+    assert high["threshold"] == 0.9999 and high["results"][0]["match"] is None
+
+
+def test_verify_far_without_calibrate_is_a_usage_error(people, capsys):
+    a = str(people["p0"][0])
+    with pytest.raises(SystemExit) as stop:
+        main(["verify", a, a, "--model", "tiny-test", "--far", "1e-6"])
+    assert stop.value.code == 2
+    assert "--far is the rate --calibrate sets the threshold at" in capsys.readouterr().err
 
 
 def test_missing_gallery_says_how_to_create_one(tmp_path: Path, people, capsys):

@@ -22,8 +22,9 @@ import json
 import sys
 from typing import Any
 
-from slimface.cli._common import (add_bad_file_arg, add_json_arg, add_model_arg, emit_result,
-                                  format_table, group_usage, parse_meta, report_skipped)
+from slimface.cli._common import (add_bad_file_arg, add_json_arg, add_model_arg, cosine,
+                                  emit_result, format_table, group_usage, int_at_least,
+                                  parse_meta, report_skipped)
 from slimface.cli.verify import add_model_args, embed_batch, make_matcher, print_warnings
 from slimface.errors import GalleryError
 
@@ -62,7 +63,12 @@ def register(sub: Any) -> None:
     i.add_argument("db", metavar="DB", help=DB_HELP)
     i.add_argument("images", nargs="+", metavar="IMG",
                    help="image files, one face each (--face all: any number)")
-    i.add_argument("--top", type=int, default=1, help="candidates per image (per face)")
+    i.add_argument("--top", type=int_at_least(1), default=1,
+                   help="candidates per image (per face)")
+    i.add_argument("--threshold", type=cosine, default=None,
+                   help="cosine score a match must exceed (default: the model's calibrated "
+                        "one, at a false-accept rate of 1e-3 on LFW view 1); higher: fewer "
+                        "false matches, more unknowns")
     add_model_args(i, all_faces=True)
     add_bad_file_arg(i, "an image that cannot be used (unreadable, no face, several faces "
                         "under --face error)")
@@ -81,20 +87,20 @@ def register(sub: Any) -> None:
     r.set_defaults(func=_remove)
 
 
-def _matcher(args: argparse.Namespace, model: str | None = None) -> Any:
+def _matcher(args: argparse.Namespace, model: str | None = None, **kw: Any) -> Any:
     """A FaceMatcher on the gallery's own model unless --model names another (refused)."""
     from slimface.errors import ModelFileError
     from slimface.gallery.store import GalleryStore
 
     if model is not None:
-        return make_matcher(args, model, gallery=args.db)
+        return make_matcher(args, model, gallery=args.db, **kw)
     store = GalleryStore.open(args.db, readonly=True)
     try:
         recorded = store.meta()["model_name"]
     finally:
         store.close()
     try:
-        return make_matcher(args, recorded, gallery=args.db)
+        return make_matcher(args, recorded, gallery=args.db, **kw)
     except ModelFileError as exc:  # a model file that has moved since the gallery was built
         raise GalleryError(f"{args.db}: built with the model {recorded}, which cannot be "
                            f"loaded ({exc}); pass --model FILE with the same weights at their "
@@ -139,9 +145,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _identify(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise GalleryError(f"--top must be at least 1, got {args.top}")
-    with _matcher(args, args.model) as m:
+    with _matcher(args, args.model, threshold=args.threshold) as m:
         m.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
         faces, skipped = embed_batch(m, args.images, args.bad_file,
                                      all_faces=args.face == "all")

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_result, fraction,
                                   hidden_alias, report_skipped)
+from slimface.gallery.thresholds import DEFAULT_FAR
 
 
 def add_model_args(p: argparse.ArgumentParser, all_faces: bool = False) -> None:
@@ -103,7 +104,9 @@ def register(sub: Any) -> None:
                    help="cosine threshold (default: the model's LFW-calibrated one)")
     p.add_argument("--calibrate", action="store_true",
                    help="compute the model's default threshold on LFW view 1 and store it")
-    p.add_argument("--far", type=float, default=1e-3, help="false-accept rate for --calibrate")
+    p.add_argument("--far", type=float, default=None,
+                   help=f"false-accept rate for --calibrate (default {DEFAULT_FAR:g}); to "
+                        f"verify at another rate, calibrate at it first")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="data root for --calibrate (LFW under lfw/)")
     add_json_arg(p)
@@ -113,6 +116,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         return _calibrate(args)
+    if args.far is not None:
+        args._parser.error("--far is the rate --calibrate sets the threshold at; to verify "
+                           "at another rate, run `slimface verify --calibrate --far RATE` "
+                           "first, or pass --threshold")
     if len(args.images) != 2:
         args._parser.error(f"verify needs exactly two images, got {len(args.images)}")
     matcher = make_matcher(args, threshold=args.threshold)
@@ -130,9 +137,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     from slimface.gallery.thresholds import calibrate, save_threshold
 
     embedder = FaceEmbedder(args.model, fast_start=False)  # evaluation needs the model
-    entry = calibrate(embedder, args.data, far=args.far)
+    entry = calibrate(embedder, args.data, far=DEFAULT_FAR if args.far is None else args.far)
     table = save_threshold(embedder.model_name, entry)
     emit_result(args.json, {"model": embedder.model_name, **entry},
-                f"{embedder.model_name}: threshold {entry['value']:.4f} at FAR {args.far:g} "
+                f"{embedder.model_name}: threshold {entry['value']:.4f} at FAR {entry['far']:g} "
                 f"(measured FAR {entry['far_measured']}, TAR {entry['tar']}) -> {table}")
     return 0
