@@ -158,18 +158,38 @@ def test_flip_and_pad_are_checked_before_the_model_loads(option):
         slimface.FaceMatcher("no-such-model", **option)
 
 
-def test_an_image_that_is_not_a_path_or_a_threshold_out_of_range_is_named(people):
-    """Pixels, a PIL image or an open file were a TypeError from deep inside pathlib."""
+def test_pixels_in_memory_embed_as_their_file_does(people, tmp_path):
+    """A video frame or a PIL image needs no file: the same embedding as the file's."""
     from PIL import Image
 
+    fm = slimface.FaceMatcher(embedder=make_embedder(), threshold=0.5, gallery=tmp_path / "g.db")
+    path = people["p0"][0]
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    from_file = fm.embed(path)
+    np.testing.assert_allclose(fm.embed(pixels), from_file, atol=1e-6)
+    np.testing.assert_allclose(fm.embed(Image.open(path)), from_file, atol=1e-6)
+    result = fm.verify(pixels, path)
+    assert result.same and result.faces[0]["path"].startswith("<pixels 40x40 ")
+    # one array enrolls as one image; another of the same size is another image
+    other = np.asarray(Image.open(people["p0"][1]).convert("RGB"))
+    assert fm.enroll("p0", pixels) == 1 and fm.enroll("p0", [other]) == 2
+    assert fm.identify(other).match.name == "p0"
+
+
+def test_an_image_that_is_not_a_path_or_pixels_or_a_threshold_out_of_range_is_named(people):
     fm = slimface.FaceMatcher(embedder=make_embedder(), threshold=0.5)
-    pixels = np.asarray(Image.open(people["p0"][0]))
-    for wrong, kind in ((pixels, "numpy.ndarray"), (Image.open(people["p0"][0]), "Image"),
-                        (None, "builtins.NoneType")):
-        with pytest.raises(TypeError, match=rf"path of its file .*got .*{kind}.*save pixels"):
-            fm.embed(wrong)
-    with pytest.raises(TypeError, match="numpy.ndarray"):
+    with open(people["p0"][0], "rb") as opened:
+        for wrong, kind in ((None, "builtins.NoneType"), (opened, "BufferedReader"),
+                            (b"\xff\xd8", "builtins.bytes")):
+            with pytest.raises(TypeError, match=rf"file path .*NumPy array or a PIL image; "
+                                                rf"got .*{kind}"):
+                fm.embed(wrong)
+    pixels = np.zeros((112, 112, 3), np.float32)
+    with pytest.raises(SlimfaceError, match=r"<pixels of shape \(112, 112, 3\), float32>: "
+                                            r"pixels must be uint8"):
         fm.verify(people["p0"][0], pixels)
+    with pytest.raises(TypeError, match=r"embed_faces takes a list of images; got one image"):
+        fm.embed_faces(pixels.astype(np.uint8))
     for bad in (2.0, -1.5, True):
         with pytest.raises(SlimfaceError, match="threshold is a cosine similarity"):
             slimface.FaceMatcher(embedder=make_embedder(), threshold=bad)

@@ -339,3 +339,32 @@ def test_a_video_is_not_an_image_and_avif_without_its_decoder_says_what_to_insta
     monkeypatch.setattr(image_module, "_AVIF", False)
     with pytest.raises(UnsupportedImageError, match="photo.avif: AVIF images need Pillow 11.2"):
         load_image(avif)
+
+
+def test_pixels_in_memory_become_rgb_uint8() -> None:
+    from slimface.io.image import pixels_in_memory
+
+    rgb = _rgb()
+    name, out = pixels_in_memory(rgb)
+    assert name.startswith("<pixels 32x24 ") and out is not rgb
+    np.testing.assert_array_equal(out, rgb)
+    assert pixels_in_memory(rgb.copy())[0] == name  # the name follows the pixels
+    assert pixels_in_memory(_rgb(seed=1))[0] != name
+    grey = rgb[..., 0]
+    np.testing.assert_array_equal(pixels_in_memory(grey)[1], np.stack([grey] * 3, axis=2))
+    wide = grey.astype(np.uint16) * 257
+    np.testing.assert_array_equal(pixels_in_memory(wide)[1][..., 0], grey)
+    clear = np.concatenate([rgb, np.zeros_like(rgb[..., :1])], axis=2)
+    assert (pixels_in_memory(clear)[1] == 255).all()  # transparent: white, as for files
+
+
+def test_pil_image_in_memory_is_turned_upright_like_its_file(tmp_path: Path) -> None:
+    from slimface.io.image import pixels_in_memory
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown rotated 90 degrees clockwise
+    Image.fromarray(_rgb(24, 32)).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    opened = Image.open(tmp_path / "turned.jpg")
+    np.testing.assert_array_equal(pixels_in_memory(opened)[1],
+                                  load_image(tmp_path / "turned.jpg"))
+    assert pixels_in_memory(opened)[1].shape == (32, 24, 3)

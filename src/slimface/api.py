@@ -28,6 +28,9 @@ from slimface.gallery.thresholds import Threshold, lookup_threshold
 from slimface.io.image import DamagedImageWarning
 
 PathLike = str | os.PathLike[str]
+#: An image: its file's path, or pixels already in memory (a NumPy array in RGB order, or a
+#: PIL image; see :func:`slimface.io.image.pixels_in_memory`).
+ImageLike = Any
 
 
 @dataclass
@@ -103,6 +106,10 @@ class IdentifyResult:
 class FaceMatcher:
     """Verify, embed, enroll and identify with one model.
 
+    Every method takes an image as its file's path, or as pixels already in memory (a NumPy
+    array in RGB order, e.g. a video frame, or a PIL image): results and messages then name
+    it ``<pixels WIDTHxHEIGHT HASH>``. OpenCV's BGR frames: pass ``frame[..., ::-1]``.
+
     Args:
         model: registry name, model file (.slim/.pt/.onnx) or a loaded backbone; ``None``
             means the default model.
@@ -165,12 +172,12 @@ class FaceMatcher:
                 f"{self.embedder.model_name}`")
         return found
 
-    def embed_face(self, image: PathLike) -> EmbeddedFace:
+    def embed_face(self, image: ImageLike) -> EmbeddedFace:
         """The embedding of the face in ``image`` with how it was found and any warnings."""
         return self.embedder.embed_file(image, multi_face=self.face,  # type: ignore[arg-type]
                                         no_face=self.no_face)
 
-    def embed_faces(self, images: Sequence[PathLike], progress: bool = False,
+    def embed_faces(self, images: Sequence[ImageLike], progress: bool = False,
                     threads: int | None = None, bad_file: str = "error"
                     ) -> list[EmbeddedFace | ImageError]:
         """:meth:`embed_face` of every image, ``threads`` (default: :attr:`threads`) at
@@ -182,12 +189,12 @@ class FaceMatcher:
                                          no_face=self.no_face, progress=progress,
                                          threads=threads or self.threads, bad_file=bad_file)
 
-    def embed_all(self, image: PathLike) -> list[EmbeddedFace]:
+    def embed_all(self, image: ImageLike) -> list[EmbeddedFace]:
         """Every face of ``image`` (a group photo), left to right, each with its box and
         ``face`` number; none found: as ``no_face`` says."""
         return self.embedder.embed_file_all(image, no_face=self.no_face)
 
-    def embed_all_faces(self, images: Sequence[PathLike], progress: bool = False,
+    def embed_all_faces(self, images: Sequence[ImageLike], progress: bool = False,
                         threads: int | None = None, bad_file: str = "error"
                         ) -> list[list[EmbeddedFace] | ImageError]:
         """:meth:`embed_all` of every image (a list of faces per image), as
@@ -197,11 +204,11 @@ class FaceMatcher:
                                          no_face=self.no_face, progress=progress,
                                          threads=threads or self.threads, bad_file=bad_file)
 
-    def embed(self, image: PathLike) -> np.ndarray:
+    def embed(self, image: ImageLike) -> np.ndarray:
         """L2-normalised embedding of the one face in ``image``."""
         return self.embed_face(image).embedding
 
-    def verify(self, a: PathLike, b: PathLike) -> VerifyResult:
+    def verify(self, a: ImageLike, b: ImageLike) -> VerifyResult:
         """Same person or not, by cosine similarity against the model's threshold."""
         threshold = self.threshold  # fail before the (slow) embedding if uncalibrated
         fa, fb = self.embed_face(a), self.embed_face(b)
@@ -233,10 +240,10 @@ class FaceMatcher:
         self.gallery_path = p
         return self._gallery
 
-    def enroll(self, name: str, images: Sequence[PathLike] | PathLike,
+    def enroll(self, name: str, images: Sequence[ImageLike] | ImageLike,
                metadata: dict[str, Any] | None = None) -> int:
         """Add every image of ``name``; if any image fails, nothing is written."""
-        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        paths = [images] if _is_one_image(images) else list(images)
         if not paths:
             raise GalleryError(f"enroll {name!r}: no images given")
         gallery = self.gallery_path
@@ -257,10 +264,10 @@ class FaceMatcher:
         return self.open_gallery(create=True).enroll(name, vectors, [f.path for f in faces],
                                                      metadata)
 
-    def identify(self, image: PathLike, top_k: int = 1) -> IdentifyResult:
+    def identify(self, image: ImageLike, top_k: int = 1) -> IdentifyResult:
         return self.identify_many([image], top_k)[0]
 
-    def identify_many(self, images: Sequence[PathLike], top_k: int = 1) -> list[IdentifyResult]:
+    def identify_many(self, images: Sequence[ImageLike], top_k: int = 1) -> list[IdentifyResult]:
         """Top-k identities of each image, from the gallery as committed at the search."""
         _check_list(images, "identify_many", "identify")
         if not images:
@@ -268,7 +275,7 @@ class FaceMatcher:
         self.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
         return self.identify_faces(self.embed_faces(images), top_k)
 
-    def identify_all(self, image: PathLike, top_k: int = 1) -> list[IdentifyResult]:
+    def identify_all(self, image: ImageLike, top_k: int = 1) -> list[IdentifyResult]:
         """Who each face of ``image`` is (a group photo): one result per face, left to right,
         with its ``face`` number and ``box``."""
         self.open_gallery(readonly=True)  # a missing or foreign gallery fails before embedding
@@ -330,9 +337,21 @@ def _one_face_per_name(results: list[IdentifyResult]) -> list[IdentifyResult]:
     return results
 
 
+def _is_one_image(images: Any) -> bool:
+    """A path or one image's pixels (an array of up to three dimensions, a PIL image), as
+    opposed to a list of them."""
+    from PIL import Image
+
+    return (isinstance(images, (str, os.PathLike, Image.Image))
+            or (isinstance(images, np.ndarray) and images.ndim <= 3))
+
+
 def _check_list(images: Any, method: str, single: str) -> None:
-    """Refuse one path where a list of them is expected (a string would be walked letter by
-    letter, each letter "no such file")."""
+    """Refuse one image where a list of them is expected (a string would be walked letter
+    by letter, each letter "no such file"; an array row by row)."""
+    if _is_one_image(images) and not isinstance(images, (str, os.PathLike)):
+        raise TypeError(f"FaceMatcher.{method} takes a list of images; got one image's "
+                        f"pixels: pass [image], or use FaceMatcher.{single}")
     if isinstance(images, (str, os.PathLike)):
         raise TypeError(f"FaceMatcher.{method} takes a list of image paths; got one path "
                         f"({str(images)!r}): pass [path], or use FaceMatcher.{single}")

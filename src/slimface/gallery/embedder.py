@@ -234,7 +234,8 @@ class FaceEmbedder:
         """Detect one face (several: as ``multi_face`` says; none: as ``no_face``), embed it."""
         check_choice(self.interface, "face", multi_face, MULTI_FACE_CHOICES)
         check_choice(self.interface, "no_face", no_face, NO_FACE_CHOICES)
-        image, damage, frame = self._prepared(path, self._aligner or _default_aligner())
+        path, pixels = _image_source(path)
+        image, damage, frame = self._prepared(path, self._aligner or _default_aligner(), pixels)
         aligned = self._align(path, image, multi_face, no_face)
         return self._embedded(path, [aligned], damage, frame)[0]
 
@@ -248,7 +249,8 @@ class FaceEmbedder:
             raise SlimfaceError("this embedder aligns one face with its own aligner; give it "
                                 "all_aligner= as well to embed every face of an image")
         align_all = self._all_aligner or _default_all_aligner()
-        image, damage, frame = self._prepared(path, align_all)
+        path, pixels = _image_source(path)
+        image, damage, frame = self._prepared(path, align_all, pixels)
         aligned = self._mapped_face_errors(
             path, image, lambda: align_all(image, template=self.template,
                                            detector=self.detector_name, no_face=no_face,
@@ -260,20 +262,19 @@ class FaceEmbedder:
             face.face = i
         return faces
 
-    def _prepared(self, path: str | os.PathLike[str], aligner: Callable[..., Any]
+    def _prepared(self, path: str | os.PathLike[str], aligner: Callable[..., Any],
+                  pixels: np.ndarray | None = None
                   ) -> tuple[Any, str | None, tuple[int, int, int, int]]:
-        """The image of ``path`` loaded for alignment, refused when it cannot hold a face,
-        with the damage note and the file's own pixels within it, ``(x0, y0, width,
-        height)`` (``pad`` adds a border around them)."""
-        if not isinstance(path, (str, os.PathLike)):  # pixels, an open file, None...
-            raise TypeError(f"an image is given as the path of its file (str or "
-                            f"os.PathLike); got {type(path).__module__}."
-                            f"{type(path).__qualname__}: save pixels to a file first, e.g. "
-                            f"PIL.Image.fromarray(pixels).save('face.png')")
+        """The image of ``path`` (or ``pixels`` already in memory) ready for alignment,
+        refused when it cannot hold a face, with the damage note and the file's own pixels
+        within it, ``(x0, y0, width, height)`` (``pad`` adds a border around them)."""
         from slimface.align.stages import stage
 
-        with stage("decode"):
-            image, damage = self._load(path, aligner)
+        if pixels is not None:
+            image, damage = pixels, None
+        else:
+            with stage("decode"):
+                image, damage = self._load(path, aligner)
         _check_proportions(path, image)
         width, height = _size(image)
         if self.pad == 0:
@@ -408,6 +409,17 @@ class FaceEmbedder:
 
 #: Images with a shorter side below this hold no face a detector or a model can use.
 MIN_FACE_IMAGE_SIDE = 32
+
+
+def _image_source(image: Any) -> tuple[str | os.PathLike[str], np.ndarray | None]:
+    """``(path, None)`` for a file; ``(name, RGB pixels)`` for an image in memory (see
+    :func:`slimface.io.image.pixels_in_memory`: the name stands for the path in messages
+    and results). Anything else is a TypeError."""
+    if isinstance(image, (str, os.PathLike)):
+        return image, None
+    from slimface.io.image import pixels_in_memory
+
+    return pixels_in_memory(image)
 
 
 def _size(image: Any) -> tuple[int, int]:

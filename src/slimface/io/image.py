@@ -14,12 +14,14 @@ caller passes ``allow_damaged=True``, which turns it into a :class:`DamagedImage
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -144,6 +146,56 @@ def load_image(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> 
     if decoded.damage is not None:
         warnings.warn(DamagedImageWarning(f"{path}: {decoded.damage}"), stacklevel=2)
     return decoded.pixels
+
+
+def pixels_in_memory(image: Any) -> tuple[str, np.ndarray]:
+    """A name and HxWx3 uint8 RGB pixels for an image already in memory: a NumPy array in
+    RGB order (HxW grey, HxWx1, HxWx3, or HxWx4 with alpha laid over white; uint8, or
+    uint16 scaled 65535 -> 255) or a PIL image (its EXIF orientation applied, as for files).
+
+    The name, ``<pixels WIDTHxHEIGHT HASH>``, stands for a file path in messages and results;
+    the hash of the pixels tells two images of one size apart (a gallery stores an image
+    once). OpenCV gives BGR: pass ``image[..., ::-1]``.
+
+    Raises:
+        TypeError: ``image`` is neither an array nor a PIL image.
+        UnsupportedImageError, EmptyImageError: an array that is not an image.
+    """
+    if isinstance(image, Image.Image):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            pixels = _to_rgb_uint8(Path("<PIL image>"), _exif_upright(image))
+    elif isinstance(image, np.ndarray):
+        pixels = _array_to_rgb(image)
+    else:
+        raise TypeError(f"an image is a file path (str or os.PathLike), a NumPy array or a "
+                        f"PIL image; got {type(image).__module__}.{type(image).__qualname__}")
+    height, width = pixels.shape[:2]
+    digest = hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:10]
+    return f"<pixels {width}x{height} {digest}>", pixels
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """See :func:`pixels_in_memory`."""
+    where = f"<pixels of shape {tuple(array.shape)}, {array.dtype}>"
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise UnsupportedImageError(where, "not an image: expected height x width (grey), "
+                                           "or height x width x 3 (RGB) or 4 (RGBA)")
+    if 0 in array.shape:
+        raise EmptyImageError(where, "image has a zero dimension")
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise UnsupportedImageError(where, "pixels must be uint8 (0..255) or uint16; scale "
+                                           "them first, e.g. (x * 255).round().astype("
+                                           "np.uint8) for floats in 0..1")
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.shape[2] == 4:
+        return _over_white(np.ascontiguousarray(array))
+    return array.copy()  # the caller may reuse its buffer (a video frame) while we work
 
 
 def existing_image_file(path: str | os.PathLike[str]) -> Path:
