@@ -216,3 +216,19 @@ def test_embed_faces_bad_file_skip_leaves_each_error_in_its_place(tmp_path: Path
             fm.embed_faces(images, bad_file="ignore")
         with pytest.raises(TypeError, match="leave out what"):
             fm.identify_faces(got)
+
+
+def test_enrolling_someone_elses_photo_or_two_people_under_one_name_warns(people, tmp_path):
+    import warnings as pywarnings
+
+    from slimface.errors import EnrollmentWarning
+
+    # the tiny model scores one person's photos above 0.999, two people at 0.96-0.98
+    fm = slimface.FaceMatcher(embedder=make_embedder(), threshold=0.99, gallery=tmp_path / "g.db")
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("error", EnrollmentWarning)  # a clean enrolment is quiet
+        fm.enroll("p0", people["p0"][:2])
+    with pytest.warns(EnrollmentWarning, match=r"p0_2.png: matches p0 .*not x; enrolled as x"):
+        assert fm.enroll("x", people["p0"][2]) == 1
+    with pytest.warns(EnrollmentWarning, match=r"p1_0.png and .*p2_0.png: .*not the same person"):
+        assert fm.enroll("y", [people["p1"][0], people["p2"][0]]) == 2

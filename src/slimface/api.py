@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from slimface.errors import GalleryError, ImageError, SlimfaceError
+from slimface.errors import EnrollmentWarning, GalleryError, ImageError, SlimfaceError
 from slimface.gallery.embedder import (ALL_FACES, DEFAULT_FLIP, MULTI_FACE_CHOICES,
                                        NO_FACE_CHOICES, EmbeddedFace, FaceEmbedder, check_choice,
                                        default_threads)
@@ -253,7 +253,41 @@ class FaceMatcher:
         for f in faces:
             for note in f.warnings:
                 warnings.warn(note, DamagedImageWarning, stacklevel=2)
+        for note in self.enrollment_doubts(name, faces):
+            warnings.warn(note, EnrollmentWarning, stacklevel=2)
         return self.enroll_faces(name, faces, metadata)
+
+    def enrollment_doubts(self, name: str, faces: Sequence[EmbeddedFace]) -> list[str]:
+        """What looks wrong about enrolling ``faces`` as ``name``, one line each: a face
+        that matches another enrolled identity above the threshold (a mix-up of photos or
+        names), and two of the new faces that do not match each other (two people under
+        one name). Empty when the model has no threshold: nothing to judge by."""
+        from slimface.gallery.gallery import clean_name
+
+        try:
+            threshold = self.threshold.value
+        except SlimfaceError:
+            return []
+        name = clean_name(name)
+        vectors = np.stack([f.embedding for f in faces])
+        notes = []
+        for face, ranked in zip(faces, self.open_gallery(create=True).identify(vectors, 2)):
+            other = next((m for m in ranked if m.name != name), None)
+            if other is not None and other.score > threshold and (
+                    not ranked or ranked[0].name != name or ranked[0].score <= threshold):
+                notes.append(f"{face.path}: matches {other.name} ({other.score:.4f}, "
+                             f"threshold {threshold:.4f}), not {name}; enrolled as {name} "
+                             f"anyway (check the photo and the name)")
+        sims = vectors @ vectors.T
+        apart = [(i, j) for i in range(len(faces)) for j in range(i + 1, len(faces))
+                 if sims[i, j] <= threshold]
+        if apart:
+            i, j = apart[0]
+            more = f" (and {len(apart) - 1} more pairs)" if len(apart) > 1 else ""
+            notes.append(f"{faces[i].path} and {faces[j].path}: {sims[i, j]:.4f}, not the "
+                         f"same person at the threshold {threshold:.4f}{more}; all enrolled "
+                         f"as {name} anyway")
+        return notes
 
     def enroll_faces(self, name: str, faces: Sequence[EmbeddedFace],
                      metadata: dict[str, Any] | None = None) -> int:

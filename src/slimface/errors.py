@@ -109,3 +109,8 @@ class OutputError(SlimfaceError):
 
 class GalleryError(SlimfaceError):
     """A gallery database cannot be used as asked (other model, missing identity...)."""
+
+
+class EnrollmentWarning(UserWarning):
+    """Photos enrolled under a name that look like someone else, or like two people
+    (``FaceMatcher.enrollment_doubts``): enrolled anyway, since only the user knows."""

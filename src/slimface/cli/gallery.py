@@ -130,7 +130,7 @@ def _enroll(args: argparse.Namespace) -> int:
         # refuse an incompatible, read-only or locked gallery before embedding anything
         m.open_gallery().store.check_writable()
         faces = m.embed_faces(args.images)
-        notes = [w for f in faces for w in f.warnings]
+        notes = [w for f in faces for w in f.warnings] + m.enrollment_doubts(name, faces)
         print_warnings(notes)
         n = m.enroll_faces(name, faces, metadata=meta)
         repeats = m.open_gallery().last_repeats
