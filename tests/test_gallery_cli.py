@@ -173,3 +173,16 @@ def test_enrolling_the_same_photo_again_stores_it_once(tmp_path: Path, people, c
                              str(people["p0"][2]), first[0]])
     assert out["added"] == 1 and out["n_embeddings"] == 3
     assert sum("already enrolled for p0" in w for w in out["warnings"]) == 2
+
+
+def test_verify_says_which_face_it_chose_among_several(tmp_path: Path, people, capsys):
+    from _gallery_fakes import two_face_image
+
+    two = str(two_face_image(tmp_path / "two.png"))
+    assert main(["verify", two, str(people["p0"][0]), "--model", "tiny-test",
+                 "--threshold", "0.5", "--face", "largest"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith(f"  {two}: the face at (") and len(out) == 3
+    assert main(["verify", str(people["p0"][1]), str(people["p0"][0]), "--model", "tiny-test",
+                 "--threshold", "0.5"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # one face each: nothing to say

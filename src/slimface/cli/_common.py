@@ -258,6 +258,11 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def format_box(box: Sequence[float] | None) -> str:
+    """A face's box as human result lines show it: whole pixels, left top right bottom."""
+    return "the centre crop" if box is None else "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
                  title: str | None = None) -> str:
     """A plain aligned text table, floats to 4 significant digits, ``title`` above it."""

@@ -23,8 +23,8 @@ import sys
 from typing import Any
 
 from slimface.cli._common import (add_bad_file_arg, add_json_arg, add_model_arg, cosine,
-                                  emit_result, format_table, group_usage, int_at_least,
-                                  parse_meta, report_skipped)
+                                  emit_result, format_box, format_table, group_usage,
+                                  int_at_least, parse_meta, report_skipped)
 from slimface.cli.verify import add_model_args, embed_batch, make_matcher, print_warnings
 from slimface.errors import GalleryError
 
@@ -157,7 +157,7 @@ def _identify(args: argparse.Namespace) -> int:
     lines = []
     for r in results:
         cands = ", ".join(f"{c.name} {c.score:.4f}" for c in r.candidates) or "(empty gallery)"
-        where = r.path if r.face is None else f"{r.path} face {r.face} at {_box(r.box)}"
+        where = r.path if r.face is None else f"{r.path} face {r.face} at {format_box(r.box)}"
         taken = ("" if r.name_taken_by is None
                  else f"  ({r.best.name} is face {r.name_taken_by}, with a higher score)")
         lines.append(f"{where}: {r.match.name if r.match else 'unknown'}  [{cands}]{taken}")
@@ -165,11 +165,6 @@ def _identify(args: argparse.Namespace) -> int:
                             "results": [r.as_dict() for r in results],
                             **({"skipped": skipped_list} if skipped else {})}, *lines)
     return 0
-
-
-def _box(box: list[float] | None) -> str:
-    """A face's box as the human result line shows it: whole pixels, left top right bottom."""
-    return "the centre crop" if box is None else "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
 
 
 def _list(args: argparse.Namespace) -> int:

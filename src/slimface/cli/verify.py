@@ -14,8 +14,8 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_result, fraction,
-                                  hidden_alias, report_skipped)
+from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_result,
+                                  format_box, fraction, hidden_alias, report_skipped)
 from slimface.gallery.thresholds import DEFAULT_FAR
 
 
@@ -126,9 +126,12 @@ def run(args: argparse.Namespace) -> int:
     result = matcher.verify(*args.images)
     print_warnings([w for f in result.faces for w in f.get("warnings", [])])
     verdict = "same" if result.same else "different"
+    # a face chosen among several: say which, as identify does
+    chosen = ([f"  {f['path']}: the face at {format_box(f['box'])}" for f in result.faces]
+              if args.face in ("largest", "central") else [])
     emit_result(args.json, {"model": matcher.embedder.model_name, **result.as_dict()},
-                f"{verdict}  similarity={result.similarity:.4f}  threshold="
-                f"{result.threshold:.4f}  ({result.threshold_source})")
+                "\n".join([f"{verdict}  similarity={result.similarity:.4f}  threshold="
+                           f"{result.threshold:.4f}  ({result.threshold_source})", *chosen]))
     return 0
 
 
