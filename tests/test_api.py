@@ -75,10 +75,12 @@ def test_gallery_advice_depends_on_whether_the_name_or_only_the_weights_changed(
     with pytest.raises(GalleryError, match="changed since .*slimface models"):
         check_compatible(tmp_path / "g.db", built, upgraded)
     other = ModelInfo("dlib-resnet", "c" * 24, "dlib150", 128, "sum")
-    with pytest.raises(GalleryError, match="use --model slimface-mobile or create a new"):
+    with pytest.raises(GalleryError, match=r"open it with that model \(--model slimface-mobile, "
+                                            r"or FaceMatcher\('slimface-mobile'\) in Python\) "
+                                            r"or create a new"):
         check_compatible(tmp_path / "g.db", built, other)
     other_flip = ModelInfo("slimface-mobile", "a" * 24, "arcface112", 128, "none")
-    with pytest.raises(GalleryError, match="use --model slimface-mobile"):
+    with pytest.raises(GalleryError, match="--model slimface-mobile"):
         check_compatible(tmp_path / "g.db", built, other_flip)  # same weights: no "upgrade"
     check_compatible(tmp_path / "g.db", built, built)  # the same model passes
 

@@ -395,7 +395,8 @@ def check_compatible(path: Path, built: ModelInfo, asked: ModelInfo) -> None:
             f"{path}: gallery was built with model {built.name!r} "
             f"(template {built.template}, {built.embedding_dim}-d, fingerprint "
             f"{built.fingerprint[:12]}) and cannot be used with model {asked.name!r} "
-            f"({'; '.join(diffs)}); use --model {built.name} or create a new gallery")
+            f"({'; '.join(diffs)}); open it with that model (--model {built.name}, or "
+            f"FaceMatcher({built.name!r}) in Python) or create a new gallery")
 
 
 def clean_name(name: str) -> str:
