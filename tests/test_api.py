@@ -234,3 +234,25 @@ def test_enrolling_someone_elses_photo_or_two_people_under_one_name_warns(people
         assert fm.enroll("x", people["p0"][2]) == 1
     with pytest.warns(EnrollmentWarning, match=r"p1_0.png and .*p2_0.png: .*not the same person"):
         assert fm.enroll("y", [people["p1"][0], people["p2"][0]]) == 2
+
+
+@pytest.mark.data
+def test_a_face_too_small_to_match_well_is_embedded_with_a_warning(lfw_root: Path, tmp_path):
+    """An LFW photo shrunk to 75 px holds a face about 24 px wide (see
+    benchmarks/face_size.py): embedded, with a note; the photo itself gives none."""
+    import cv2
+
+    from slimface.errors import SmallFaceWarning
+    from slimface.io.image import load_image
+
+    photo = load_image(lfw_root / "lfw-deepfunneled/Colin_Powell/Colin_Powell_0001.jpg")
+    small = cv2.resize(photo, (75, 75), interpolation=cv2.INTER_AREA)
+    fm = slimface.FaceMatcher(face="central", threshold=0.5, gallery=tmp_path / "g.db")
+    assert fm.embed_face(photo).warnings == []
+    face = fm.embed_face(small)
+    assert face.box[2] - face.box[0] < 32
+    assert face.warnings == [f"{face.path}: the face is {face.box[2] - face.box[0]:.0f} pixels "
+                             "wide; faces under 32 px match much less reliably (a closer or "
+                             "sharper photo helps)"]
+    with pytest.warns(SmallFaceWarning, match="pixels wide"):
+        fm.enroll("Powell", small)

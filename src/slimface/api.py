@@ -19,10 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from slimface.errors import EnrollmentWarning, GalleryError, ImageError, SlimfaceError
+from slimface.errors import (EnrollmentWarning, GalleryError, ImageError, SlimfaceError,
+                             SmallFaceWarning)
 from slimface.gallery.embedder import (ALL_FACES, DEFAULT_FLIP, MULTI_FACE_CHOICES,
-                                       NO_FACE_CHOICES, EmbeddedFace, FaceEmbedder, check_choice,
-                                       default_threads)
+                                       NO_FACE_CHOICES, SMALL_FACE_NOTE, EmbeddedFace,
+                                       FaceEmbedder, check_choice, default_threads)
 from slimface.gallery.gallery import Gallery, Match
 from slimface.gallery.thresholds import Threshold, lookup_threshold
 from slimface.io.image import DamagedImageWarning
@@ -252,7 +253,9 @@ class FaceMatcher:
         faces = self.embed_faces(paths)
         for f in faces:
             for note in f.warnings:
-                warnings.warn(note, DamagedImageWarning, stacklevel=2)
+                small = SMALL_FACE_NOTE in note
+                warnings.warn(note, SmallFaceWarning if small else DamagedImageWarning,
+                              stacklevel=2)
         for note in self.enrollment_doubts(name, faces):
             warnings.warn(note, EnrollmentWarning, stacklevel=2)
         return self.enroll_faces(name, faces, metadata)

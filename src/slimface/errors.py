@@ -114,3 +114,8 @@ class GalleryError(SlimfaceError):
 class EnrollmentWarning(UserWarning):
     """Photos enrolled under a name that look like someone else, or like two people
     (``FaceMatcher.enrollment_doubts``): enrolled anyway, since only the user knows."""
+
+
+class SmallFaceWarning(UserWarning):
+    """A face enrolled from too few pixels to match reliably
+    (``slimface.gallery.embedder.SMALL_FACE_PX``): enrolled anyway."""
