@@ -21,22 +21,6 @@ from pathlib import Path
 import numpy as np
 
 
-def view1_pairs(lfw: Path) -> list[tuple[Path, Path, bool]]:
-    out = []
-    for name in ("pairsDevTrain.txt", "pairsDevTest.txt"):
-        for line in (lfw / name).read_text().splitlines()[1:]:
-            p = line.split()
-            if len(p) == 3:
-                a, b, same = (p[0], int(p[1])), (p[0], int(p[2])), True
-            elif len(p) == 4:
-                a, b, same = (p[0], int(p[1])), (p[2], int(p[3])), False
-            else:
-                continue
-            out.append((*(lfw / "lfw-deepfunneled" / n / f"{n}_{i:04d}.jpg" for n, i in (a, b)),
-                        same))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="slimface-mobile")
@@ -48,14 +32,15 @@ def main() -> None:
     import cv2
 
     from slimface import FaceMatcher
+    from slimface.data.lfw import load_view1, unique_images
     from slimface.data.roots import find_data_root
     from slimface.io.image import load_image
 
     root = find_data_root()
     if root is None:
         sys.exit("face_size.py: ../shared/data not found")
-    pairs = view1_pairs(root / "lfw")
-    images = sorted({p for a, b, _ in pairs for p in (a, b)})
+    pairs = load_view1(root / "lfw").pairs
+    images = unique_images(pairs)
     fm = FaceMatcher(opts.model, face="central", no_face="centre")
     threshold = fm.threshold.value
     rows = []
@@ -74,8 +59,8 @@ def main() -> None:
                 centred += 1
             else:
                 widths.append(face.box[2] - face.box[0])
-        sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in pairs])
-        same = np.array([s for _, _, s in pairs])
+        sims = np.array([float(emb[p.path_a] @ emb[p.path_b]) for p in pairs])
+        same = np.array([p.same for p in pairs])
         rows.append({"scale": scale, "image_px": round(250 * scale),
                      "face_px_median": round(float(np.median(widths)), 1) if widths else None,
                      "no_face": centred, "images": len(images),

@@ -29,21 +29,18 @@ from pathlib import Path
 
 def default_pair() -> tuple[Path, Path]:
     """Two images of one LFW person who is in no view-1 or view-2 pair."""
+    from slimface.data.lfw import VIEW1_FILES, VIEW2_FILE, lfw_people_not_in_pairs
     from slimface.data.roots import find_data_root
 
     root = find_data_root()
     if root is None:
         sys.exit("start_time.py: ../shared/data not found; pass two images")
     lfw = root / "lfw"
-    named = set()
-    for pairs in ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt"):
-        for line in (lfw / pairs).read_text().splitlines()[1:]:
-            named.update(p for p in line.split() if not p.isdigit())
-    for person in sorted((lfw / "lfw-deepfunneled").iterdir()):
-        images = sorted(person.glob("*.jpg"))
-        if person.name not in named and len(images) >= 2:
-            return images[0], images[1]
-    sys.exit("start_time.py: no LFW person outside the pairs has two images")
+    people = lfw_people_not_in_pairs([lfw / f for f in (VIEW2_FILE, *VIEW1_FILES)])
+    pair = next((images[:2] for images in people.values() if len(images) >= 2), None)
+    if pair is None:
+        sys.exit("start_time.py: no LFW person outside the pairs has two images")
+    return pair[0], pair[1]
 
 
 def run_once(args: list[str], env: dict[str, str]) -> tuple[float, str]:
