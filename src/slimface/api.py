@@ -19,10 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from slimface.errors import (EnrollmentWarning, GalleryError, ImageError, SlimfaceError,
-                             SmallFaceWarning)
+from slimface.errors import EnrollmentWarning, GalleryError, ImageError, SlimfaceError
 from slimface.gallery.embedder import (ALL_FACES, DEFAULT_FLIP, MULTI_FACE_CHOICES,
-                                       NO_FACE_CHOICES, SMALL_FACE_NOTE, EmbeddedFace,
+                                       NO_FACE_CHOICES, EmbeddedFace,
                                        FaceEmbedder, check_choice, default_threads)
 from slimface.gallery.gallery import Gallery, Match
 from slimface.gallery.thresholds import Threshold, lookup_threshold
@@ -253,8 +252,7 @@ class FaceMatcher:
         faces = self.embed_faces(paths)
         for f in faces:
             for note in f.warnings:
-                small = SMALL_FACE_NOTE in note
-                warnings.warn(note, SmallFaceWarning if small else DamagedImageWarning,
+                warnings.warn(note, getattr(note, "category", DamagedImageWarning),
                               stacklevel=2)
         for note in self.enrollment_doubts(name, faces):
             warnings.warn(note, EnrollmentWarning, stacklevel=2)
@@ -276,8 +274,9 @@ class FaceMatcher:
         notes = []
         for face, ranked in zip(faces, self.open_gallery(create=True).identify(vectors, 2)):
             other = next((m for m in ranked if m.name != name), None)
-            if other is not None and other.score > threshold and (
-                    not ranked or ranked[0].name != name or ranked[0].score <= threshold):
+            own_best = ranked[0].name == name if ranked else False
+            if other is not None and other.score > threshold and not (
+                    own_best and ranked[0].score > threshold):
                 notes.append(f"{face.path}: matches {other.name} ({other.score:.4f}, "
                              f"threshold {threshold:.4f}), not {name}; enrolled as {name} "
                              f"anyway (check the photo and the name)")

@@ -139,7 +139,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from slimface.gallery.embedder import FaceEmbedder
     from slimface.gallery.thresholds import calibrate, save_threshold
 
-    embedder = FaceEmbedder(args.model, fast_start=False)  # evaluation needs the model
+    embedder = FaceEmbedder(args.model)
     entry = calibrate(embedder, args.data, far=DEFAULT_FAR if args.far is None else args.far)
     table = save_threshold(embedder.model_name, entry)
     emit_result(args.json, {"model": embedder.model_name, **entry},

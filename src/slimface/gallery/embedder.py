@@ -17,10 +17,11 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from slimface.conventions import BAD_FILE_POLICIES, DEFAULT_FLIP, FLIP_MODES
-from slimface.errors import (DamagedImageError, FaceError, ImageError,
-                             ModelError, MultipleFacesError, NoFaceError, SlimfaceError)
+from slimface.conventions import BAD_FILE_POLICIES, DEFAULT_FLIP, FLIP_MODES, default_model_name
+from slimface.errors import (DamagedImageError, FaceError, ImageError, ModelError,
+                             MultipleFacesError, NoFaceError, SlimfaceError, SmallFaceWarning)
 from slimface.gallery.gallery import ModelInfo
+from slimface.io.image import DamagedImageWarning
 from slimface.runtime.fingerprint import model_fingerprint  # noqa: F401 - re-exported
 
 MultiFace = Literal["error", "largest", "central"]
@@ -64,7 +65,6 @@ def load_model(spec: Any, fast_start: bool = False,
     ``fast_start``: a name or file whose ONNX Runtime twin was recorded by an earlier run
     (:mod:`slimface.runtime.ort_twin`) loads as that twin, without importing PyTorch
     (``weights``: its file's stamp, when the caller has taken it)."""
-    from slimface.conventions import default_model_name
     from slimface.runtime.ort_twin import load_twin, model_spec
 
     if spec is None:
@@ -101,19 +101,17 @@ def untrained_model_error(name: str) -> ModelError:
 
 
 def _weights_before_loading(spec: Any) -> dict[str, Any] | None:
-    """The weights file's stamp of a model named by a name or file (None for a model
-    object, which is never recorded as a twin)."""
-    from slimface.conventions import default_model_name
+    """The weights file's stamp of a model named by a name or file (``spec`` after
+    :func:`load_model`'s default); None for a model object, which is never recorded as a
+    twin, or a file that cannot be read (loading it says what is wrong)."""
     from slimface.runtime.ort_twin import model_spec, weights_stamp
 
-    if spec is None:
-        spec = default_model_name()
     if not isinstance(spec, (str, os.PathLike)):
         return None
     try:
         return weights_stamp(model_spec(spec))
     except OSError:
-        return None  # loading the model says what is wrong with the file
+        return None
 
 
 def template_name(model: Any) -> str:
@@ -174,8 +172,9 @@ class FaceEmbedder:
         self.allow_damaged = bool(allow_damaged)
         #: A name or file (not a model object): its ONNX Runtime choice may be recorded,
         #: stamped with its weights file as it was before loading.
-        self._weights = _weights_before_loading(model)
-        self.model, self.model_name = load_model(model, fast_start=fast_start,
+        spec = default_model_name() if model is None else model
+        self._weights = _weights_before_loading(spec)
+        self.model, self.model_name = load_model(spec, fast_start=fast_start,
                                                  weights=self._weights)
         self.template = template_name(self.model)
         self.flip = flip
@@ -294,7 +293,8 @@ class FaceEmbedder:
             embs = embed_crops_any(self.runner, np.stack([a.crop for a in aligned]), self.flip)
         flag = option_hint(self.interface, "allow_damaged")
         notes = [] if damage is None else [
-            f"{path}: damaged image data ({damage}); used anyway ({flag})"]
+            Note(f"{path}: damaged image data ({damage}); used anyway ({flag})",
+                 DamagedImageWarning)]
         out = []
         for a, emb in zip(aligned, embs):
             face = getattr(a, "face", None)
@@ -416,16 +416,27 @@ MIN_FACE_IMAGE_SIDE = 32
 #: the default model loses 1.7 points of pair accuracy at 34 px and 6.5 at 24 px, where 3%
 #: of the faces are not found at all (``python benchmarks/face_size.py``).
 SMALL_FACE_PX = 32
-#: The words every small-face note carries (``FaceMatcher.enroll`` warns with them).
-SMALL_FACE_NOTE = "match much less reliably"
 
 
-def _small_face_note(path: Any, box: Sequence[float] | None) -> list[str]:
+class Note(str):
+    """One line of :attr:`EmbeddedFace.warnings`: a plain string to print or put in JSON,
+    which also says the Python warning category ``FaceMatcher.enroll`` raises it as."""
+
+    category: type[Warning]
+
+    def __new__(cls, text: str, category: type[Warning]) -> Note:
+        note = super().__new__(cls, text)
+        note.category = category
+        return note
+
+
+def _small_face_note(path: Any, box: Sequence[float] | None) -> list[Note]:
     """A note for a face under :data:`SMALL_FACE_PX` wide, else nothing."""
     if box is None or box[2] - box[0] >= SMALL_FACE_PX:
         return []
-    return [f"{path}: the face is {box[2] - box[0]:.0f} pixels wide; faces under "
-            f"{SMALL_FACE_PX} px {SMALL_FACE_NOTE} (a closer or sharper photo helps)"]
+    return [Note(f"{path}: the face is {box[2] - box[0]:.0f} pixels wide; faces under "
+                 f"{SMALL_FACE_PX} px match much less reliably (a closer or sharper photo "
+                 f"helps)", SmallFaceWarning)]
 
 
 def _image_source(image: Any) -> tuple[str | os.PathLike[str], np.ndarray | None]:

@@ -29,6 +29,7 @@ from slimface.errors import GalleryError
 from slimface.gallery import index as ix
 from slimface.gallery.store import GalleryStore, Identity, describe_os_error
 from slimface.io.atomic import atomic_path
+from slimface.models.embedding import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -439,22 +440,16 @@ def _new_rows(vectors: np.ndarray, sources: Sequence[str | None],
     """Rows of ``vectors`` that are not a repeat: the same file (``sources``) with the same
     embedding, already held or earlier in the batch."""
     seen: dict[str, list[np.ndarray]] = {}
-    for src, u in zip(held_sources, _unit_rows(held)):
+    for src, u in zip(held_sources, l2_normalize(held)):
         if src is not None:
             seen.setdefault(src, []).append(u)
     new: list[int] = []
-    for i, (src, u) in enumerate(zip(sources, _unit_rows(vectors))):
+    for i, (src, u) in enumerate(zip(sources, l2_normalize(vectors))):
         if src is None or not any(float(u @ w) > REPEAT_COSINE for w in seen.get(src, [])):
             new.append(i)
             if src is not None:
                 seen.setdefault(src, []).append(u)
     return new
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (as ``models.inference.l2_normalize``, without importing
-    torch into a gallery that only searches)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _as_rows(vectors: np.ndarray, dim: int, path: Path) -> np.ndarray:

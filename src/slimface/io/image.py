@@ -171,7 +171,9 @@ def pixels_in_memory(image: Any) -> tuple[str, np.ndarray]:
         raise TypeError(f"an image is a file path (str or os.PathLike), a NumPy array or a "
                         f"PIL image; got {type(image).__module__}.{type(image).__qualname__}")
     height, width = pixels.shape[:2]
-    digest = hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:10]
+    # a name, not a checksum: every 8th pixel of every 8th row tells images apart at 1/64 of
+    # the cost (a full hash of a 1080p frame costs about as much as a tenth of matching it)
+    digest = hashlib.sha1(np.ascontiguousarray(pixels[::8, ::8]).data).hexdigest()[:10]
     return f"<pixels {width}x{height} {digest}>", pixels
 
 
@@ -186,7 +188,7 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     if 0 in array.shape:
         raise EmptyImageError(where, "image has a zero dimension")
     if array.dtype == np.uint16:
-        array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        array = _sixteen_to_eight_bits(array)
     if array.dtype != np.uint8:
         raise UnsupportedImageError(where, "pixels must be uint8 (0..255) or uint16; scale "
                                            "them first, e.g. (x * 255).round().astype("
@@ -378,6 +380,11 @@ def _sixteen_bit_to_rgb(p: Path, im: Image.Image) -> np.ndarray:
     if lo < 0 or hi > 65535:
         raise UnsupportedImageError(p, f"32-bit integer pixels out of the 16-bit range "
                                        f"({lo:.0f}..{hi:.0f})")
-    grey = np.rint(arr / 257.0).astype(np.uint8)
+    grey = _sixteen_to_eight_bits(arr)
     return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _sixteen_to_eight_bits(values: np.ndarray) -> np.ndarray:
+    """0..65535 to 0..255 by scaling (65535 -> 255), rounded to nearest."""
+    return np.rint(values / 257.0).astype(np.uint8)
 

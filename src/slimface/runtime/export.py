@@ -32,6 +32,7 @@ from torch import nn
 
 from slimface.errors import ModelError, ModelFileError
 from slimface.io.atomic import atomic_path
+from slimface.models.embedding import l2_normalize
 from slimface.runtime.ort_session import run_onnx, session  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 @torch.inference_mode()
 def torch_embeddings(model: nn.Module, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
     out = []
@@ -138,7 +135,7 @@ def torch_embeddings(model: nn.Module, crops: np.ndarray, batch_size: int = 32) 
 
 def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Per-crop cosine between two embedding sets: min, mean, and count."""
-    cos = np.sum(_unit(reference) * _unit(candidate), axis=1)
+    cos = np.sum(l2_normalize(reference) * l2_normalize(candidate), axis=1)
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
             "n_crops": int(len(cos))}
 
