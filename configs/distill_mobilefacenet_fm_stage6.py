@@ -1,6 +1,6 @@
 """Sixth cycle of the default recipe (``distill_mobilefacenet_fm``): the same function
-matching from the imported MobileFaceNet, restarted from the fifth cycle's last step (the shipped weights) with
-the same 20,000-step cosine at a lower peak rate (3e-4).
+matching from the imported MobileFaceNet, restarted from the fifth cycle's last step (the
+shipped weights) with the same 20,000-step cosine at a lower peak rate (3e-4).
 
 At 5e-4 the fifth cycle lost only 2-4 points of LFW view-1 all-pairs TAR at FAR 1e-4 in its
 first steps and made its gains in the low-rate second half; a lower peak spends less of the
@@ -19,7 +19,8 @@ from slimface.train.config import load_config
 
 config = replace(
     load_config(Path(__file__).with_name("distill_mobilefacenet_fm_stage5.py")),
-    init_from="work_dirs/distill_mobilefacenet_fm_stage5/checkpoint.pt",  # its last step: what shipped
+    # The fifth cycle's last step, which shipped (its backbone.pt is the best-TAR step).
+    init_from="work_dirs/distill_mobilefacenet_fm_stage5/checkpoint.pt",
     lr=3e-4,
     seed=5,
 )
