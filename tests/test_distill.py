@@ -50,8 +50,8 @@ def test_alias_takes_the_same_arguments_as_train():
     argv = ["CONFIG", "--resume", "--until-step", "5", "--max-minutes", "2", "--set", "lr=1"]
     a = vars(parser.parse_args(["train", *argv]))
     b = vars(parser.parse_args(["compress", "distill", *argv]))
-    assert {k: v for k, v in a.items() if k not in ("func", "command", "compress_command")} == \
-        {k: v for k, v in b.items() if k not in ("func", "command", "compress_command")}
+    assert {k: v for k, v in a.items() if k not in ("func", "command", "compress_command", "_parser")} == \
+        {k: v for k, v in b.items() if k not in ("func", "command", "compress_command", "_parser")}
 
 
 def test_a_retired_distill_config_says_where_distillation_went(tmp_path: Path, capsys):
@@ -110,3 +110,29 @@ def test_init_from_refuses_weights_that_fit_nothing(tmp_path: Path):
         load_init_weights(create_backbone("slimnet_s"), str(tmp_path / "w.safetensors"))
     with pytest.raises(ModelFileError, match="not found"):
         load_init_weights(create_backbone("slimnet_s"), str(tmp_path / "missing.pt"))
+
+
+def test_export_last_step_writes_the_checkpoint_weights(tmp_path: Path, capsys):
+    from safetensors.torch import load_file
+
+    run = _run_dir(tmp_path, input_size=(32, 32))
+    latest = create_backbone("slimnet_s", input_size=(32, 32))
+    with torch.no_grad():
+        next(latest.parameters()).add_(1.0)  # differs from backbone.pt
+    save_state(run / "checkpoint.pt", {"config": {"backbone": "slimnet_s",
+                                                  "backbone_kwargs": {"input_size": [32, 32]}},
+                                       "backbone": latest.state_dict()})
+    out = tmp_path / "last.safetensors"
+    assert main(["train", str(FM_CONFIG), "--out", str(run), "--export", str(out),
+                 "--last-step", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["from"].endswith("checkpoint.pt")
+    exported = load_file(str(out))
+    for k, v in latest.state_dict().items():
+        assert torch.equal(exported[k], v.float() if v.is_floating_point() else v), k
+
+
+def test_last_step_without_export_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(FM_CONFIG), "--last-step"])
+    assert exc.value.code == 2
+    assert "--export" in capsys.readouterr().err

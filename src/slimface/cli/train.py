@@ -2,8 +2,8 @@
 
 One command for every objective (``objective="margin"`` or ``"distill"`` in the config). Runs
 unchanged under ``torchrun --nproc_per_node N -m slimface.cli.main train CONFIG``.
-``--export FILE`` writes the run's ``backbone.pt`` as a shippable safetensors file instead of
-training.
+``--export FILE`` writes the run's ``backbone.pt`` (or, with ``--last-step``, its latest
+step) as a shippable safetensors file instead of training.
 """
 from __future__ import annotations
 
@@ -37,10 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override any config field (type-checked; repeatable)")
     p.add_argument("--export", metavar="FILE",
                    help="instead of training: write OUT/backbone.pt as fp32 safetensors FILE")
+    p.add_argument("--last-step", action="store_true",
+                   help="with --export: write the latest step (OUT/checkpoint.pt) instead of "
+                        "backbone.pt, the step with the best LFW view-1 TAR")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="extra metadata for --export (LFW figure, command...); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_arg(p)
+    p.set_defaults(_parser=p)  # for usage errors found after parsing
 
 
 def register(sub: Any) -> None:
@@ -58,7 +62,8 @@ def _export(args: argparse.Namespace) -> int:
     from slimface.train.run import export_from_config
 
     summary = export_from_config(args.config, args.export, out=args.out,
-                                 overrides=_flag_overrides(args), metadata=parse_meta(args.meta))
+                                 overrides=_flag_overrides(args), metadata=parse_meta(args.meta),
+                                 last_step=args.last_step)
     emit_result(args.json, summary, format_table([summary], title="exported"))
     return 0
 
@@ -66,6 +71,8 @@ def _export(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.export:
         return _export(args)
+    if args.last_step:
+        args._parser.error("--last-step chooses what --export writes; add --export FILE")
     from slimface.eval.view1 import LfwView1Evaluator
     from slimface.train.run import train_from_config
 

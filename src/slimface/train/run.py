@@ -12,7 +12,7 @@ import torch
 from slimface.data.lfw import VIEW2_FILE, find_lfw_root, lfw_excluded_images
 from slimface.data.roots import data_root, find_data_root
 from slimface.errors import ConfigError, DataError
-from slimface.train.checkpoint import BACKBONE_NAME, export_safetensors
+from slimface.train.checkpoint import BACKBONE_NAME, CHECKPOINT_NAME, export_safetensors
 from slimface.train.config import TrainConfig, config_to_dict, load_config
 from slimface.train.data import CropSet, load_crop_set, scan_identity_folders
 from slimface.train.distributed import (DistInfo, barrier, cleanup, init_distributed,
@@ -217,9 +217,15 @@ def train_from_config(config_path: str | Path, data: str | None = None,
 
 def export_from_config(config_path: str | Path, export: str | Path, out: str | None = None,
                        overrides: Iterable[str] = (),
-                       metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                       metadata: dict[str, Any] | None = None,
+                       last_step: bool = False) -> dict[str, Any]:
     """Write the run's ``backbone.pt`` as a shippable fp32 safetensors file ``export``, with
-    the teacher, config name and training data in its metadata."""
+    the teacher, config name and training data in its metadata.
+
+    ``backbone.pt`` is the checked step with the best view-1 TAR; ``last_step`` exports the
+    weights of ``checkpoint.pt`` (the run's latest step) instead, for a run whose last step
+    reads better on the other view-1 figures.
+    """
     config = load_config(config_path, overrides)
     out_dir = Path(out or config.out or default_out_dir(config_path))
     data_json = out_dir / "data.json"
@@ -227,5 +233,6 @@ def export_from_config(config_path: str | Path, export: str | Path, out: str | N
             "training_data": json.loads(data_json.read_text()) if data_json.is_file() else {},
             **({"distilled_from": config.teacher} if config.objective == "distill" else {}),
             **(metadata or {})}
-    path = export_safetensors(out_dir / BACKBONE_NAME, export, meta)
-    return {"file": str(path), "size_bytes": path.stat().st_size}
+    source = out_dir / (CHECKPOINT_NAME if last_step else BACKBONE_NAME)
+    path = export_safetensors(source, export, meta)
+    return {"file": str(path), "size_bytes": path.stat().st_size, "from": str(source)}
