@@ -67,6 +67,39 @@ def test_int8_quantization_keeps_embeddings_close_and_metadata(exported, tmp_pat
     assert ops & {"QuantizeLinear", "QLinearConv"}
 
 
+def test_int8_weights_are_7_bit_unless_asked_and_full_range_warns_without_vnni(
+        exported, tmp_path, monkeypatch):
+    import slimface._provenance as provenance
+    from slimface.errors import SaturatingInt8Warning
+    from slimface.runtime.loader import OnnxModel
+
+    _, path = exported
+    seven = ex.quantize_int8(path, tmp_path / "seven.onnx", _crops(8, seed=1))
+    eight = ex.quantize_int8(path, tmp_path / "eight.onnx", _crops(8, seed=1),
+                             ex.Int8Options(reduce_range=False))
+    no_vnni = {"cpu": "Some AVX2 CPU", "avx2": True}
+    assert ex.saturation_note(ex.read_metadata(seven), no_vnni) is None
+    assert "VNNI" in ex.saturation_note(ex.read_metadata(eight), no_vnni)
+    assert ex.saturation_note(ex.read_metadata(eight), {**no_vnni, "avx512_vnni": True}) is None
+    assert ex.saturation_note(ex.read_metadata(path), no_vnni) is None  # float file
+    monkeypatch.setattr(provenance, "describe_cpu", lambda: no_vnni)
+    with pytest.warns(SaturatingInt8Warning, match="eight.onnx: its int8 weights"):
+        OnnxModel(eight)
+
+
+def test_int8_cli_flags_choose_the_weight_range():
+    import argparse
+
+    from slimface.cli.export import add_int8_args, int8_options
+
+    p = argparse.ArgumentParser()
+    add_int8_args(p)
+    assert int8_options(p.parse_args([])).reduce_range
+    assert not int8_options(p.parse_args(["--full-range"])).reduce_range
+    with pytest.raises(SystemExit):
+        p.parse_args(["--full-range", "--reduce-range"])
+
+
 def test_bad_int8_option_and_unreadable_file_are_named(exported, tmp_path):
     _, path = exported
     with pytest.raises(ModelError, match="activation_type 'int4' unknown"):

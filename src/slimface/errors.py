@@ -119,3 +119,9 @@ class EnrollmentWarning(UserWarning):
 class SmallFaceWarning(UserWarning):
     """A face enrolled from too few pixels to match reliably
     (``slimface.gallery.embedder.SMALL_FACE_PX``): enrolled anyway."""
+
+
+class SaturatingInt8Warning(UserWarning):
+    """An int8 ONNX file with 8-bit weights loaded on a CPU without VNNI, where ONNX
+    Runtime's integer products saturate and the embeddings drift far from the float
+    model's (:class:`slimface.runtime.export.Int8Options`, ``reduce_range``)."""

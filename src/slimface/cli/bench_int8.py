@@ -3,7 +3,7 @@
 Exports the float model (parity-checked), quantizes it statically (calibrated on CelebA
 crops aligned with the model's template), then measures ONNX Runtime latency at batch 1 and
 32 and LFW view-2 accuracy (10-fold, ``slimface.eval.run.evaluate_lfw``) of both files.
-``--sweep`` also times the other ORT int8 recipes (QOperator, per-tensor, reduce_range,
+``--sweep`` also times the other ORT int8 recipes (QOperator, per-tensor, the other weight range,
 int8 activations, graph optimisation levels) so a disappointing speed-up can be explained.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _workdir(args: argparse.Namespace, name: str) -> Path:
 def _sweep_options(base: Any) -> list[Any]:
     variants = [dataclasses.replace(base, quant_format="qoperator"),
                 dataclasses.replace(base, per_channel=False),
-                dataclasses.replace(base, reduce_range=True),
+                dataclasses.replace(base, reduce_range=not base.reduce_range),
                 dataclasses.replace(base, activation_type="int8")]
     return [v for v in variants if v != base]
 

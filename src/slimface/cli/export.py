@@ -29,7 +29,14 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
                         "default) or integer operators (qoperator)")
     p.add_argument("--per-tensor", action="store_true",
                    help="one weight scale per tensor instead of per output channel")
-    p.add_argument("--reduce-range", action="store_true", help="7-bit weights (no-VNNI CPUs)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--reduce-range", dest="reduce_range", action="store_true",
+                         default=True,
+                         help="7-bit weights, exact on every x86 CPU (the default)")
+    weights.add_argument("--full-range", dest="reduce_range", action="store_false",
+                         help="8-bit weights: exact only on CPUs with VNNI (AVX-512 VNNI, "
+                              "AVX-VNNI); on AVX2-only CPUs ONNX Runtime saturates them and "
+                              "accuracy collapses")
     p.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8",
                    help="integer type of the quantized activations (default uint8)")
     p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"),

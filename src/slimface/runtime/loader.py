@@ -28,6 +28,7 @@ import inspect
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,18 @@ class OnnxModel(nn.Module):
         self.session = session(self.path, threads=self.threads, spin=spin)
         self.input_name = self.session.get_inputs()[0].name
         self._set_contract_attrs()
+        self._warn_if_saturating()
+
+    def _warn_if_saturating(self) -> None:
+        """An 8-bit-weight int8 file on a CPU without VNNI gives wrong embeddings: say so."""
+        from slimface._provenance import describe_cpu
+        from slimface.errors import SaturatingInt8Warning
+        from slimface.runtime.export import saturation_note
+
+        note = saturation_note(self.session.get_modelmeta().custom_metadata_map or {},
+                               describe_cpu())
+        if note:
+            warnings.warn(SaturatingInt8Warning(f"{self.path}: {note}"), stacklevel=3)
 
     def _set_contract_attrs(self) -> None:
         meta = self.session.get_modelmeta().custom_metadata_map or {}
