@@ -116,7 +116,16 @@ def test_resumes_a_checkpoint_of_the_function_matching_trainer_exactly(tmp_path:
     resumed.fit()
     expected = torch.load(DATA / "distill_step6_student.pt", weights_only=True)
     for k, v in expected.items():
-        assert torch.equal(resumed.backbone.state_dict()[k], v), k
+        if k in ("conv.bias", "bn.running_mean"):
+            # the BatchNorm after the conv cancels this bias, so its gradient is float
+            # rounding, which Adam scales up to steps of the learning rate's size: another
+            # instruction set (the fixtures come from an AVX-512 CPU) moves it by up to 1e-3,
+            # and the running mean that tracks it with it
+            continue
+        # the same instruction set gives the same bits; another one rounds differently (an
+        # optimizer state lost on resume would move every weight by about 1e-3)
+        torch.testing.assert_close(resumed.backbone.state_dict()[k], v, rtol=0, atol=1e-6,
+                                   msg=k)
     again = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert again["step"] == 6 and again["objective"] == "distill" and "backbone" in again
 
