@@ -210,3 +210,19 @@ def test_float_depthwise_keeps_grouped_convs_unquantized(tmp_path):
         producers[n.input[1]].op_type == "DequantizeLinear"  # noqa: E731
     assert grouped and not any(weight_is_dequantized(n) for n in grouped)
     assert dense and all(weight_is_dequantized(n) for n in dense)
+
+
+def test_cli_prints_slimface_warnings_as_one_line(capsys):
+    import warnings
+
+    from slimface.cli.main import _plain_warnings
+    from slimface.errors import SaturatingInt8Warning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with _plain_warnings():
+            warnings.warn(SaturatingInt8Warning("m.int8.onnx: its int8 weights ..."))
+            warnings.warn("a library's own", DeprecationWarning)
+    err = capsys.readouterr().err
+    assert "slimface: warning: m.int8.onnx: its int8 weights ...\n" in err
+    assert "a library's own" not in err  # other warnings go to the handler there was before

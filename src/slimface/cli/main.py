@@ -8,10 +8,12 @@ text (``slimface.cli._common``). Exit codes: 0 success, 1 failure, 2 usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Iterator, Sequence
 
 from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
                           info, models, report, train, verify)
@@ -43,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """slimface's own warnings (a damaged image, a doubtful enrolment, an int8 file wrong
+    for this CPU) print as one ``slimface: warning:`` line, not as Python's source-line
+    report; other libraries' warnings keep Python's form."""
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if category.__module__.startswith("slimface"):
+            print(f"slimface: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem:
             parser.error(f"--json {json_dest}: {problem}")  # before the work
     try:
-        return int(args.func(args) or 0)
+        with _plain_warnings():
+            return int(args.func(args) or 0)
     except SlimfaceError as exc:
         print(f"slimface: error: {exc}", file=sys.stderr)
         return exc.exit_code
