@@ -77,6 +77,12 @@ def test_int8_weights_are_7_bit_unless_asked_and_full_range_warns_without_vnni(
     seven = ex.quantize_int8(path, tmp_path / "seven.onnx", _crops(8, seed=1))
     eight = ex.quantize_int8(path, tmp_path / "eight.onnx", _crops(8, seed=1),
                              ex.Int8Options(reduce_range=False))
+    assert (ex.weight_bits(ex.read_metadata(seven)), ex.weight_bits(ex.read_metadata(eight)),
+            ex.weight_bits(ex.read_metadata(path))) == (7, 8, None)
+    older = {"options": "qdq,per-channel,act=uint8,minmax", "writer": 2}  # no weight_bits
+    assert ex.weight_bits({"quantization": json.dumps(older)}) == 8
+    older["options"] = "qdq,per-channel,act=uint8,reduce_range,minmax"
+    assert ex.weight_bits({"quantization": json.dumps(older)}) == 7
     no_vnni = {"cpu": "Some AVX2 CPU", "avx2": True}
     assert ex.saturation_note(ex.read_metadata(seven), no_vnni) is None
     assert "VNNI" in ex.saturation_note(ex.read_metadata(eight), no_vnni)

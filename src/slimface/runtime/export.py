@@ -190,20 +190,34 @@ class Int8Options:
                 f"{self.calibrate_method}" + "".join("," + e for e in extras))
 
 
-def saturation_note(meta: Mapping[str, str], cpu: Mapping[str, Any]) -> str | None:
-    """Why an int8 file's embeddings will be wrong on this CPU, or None when they will not.
-
-    A file written with 8-bit weights (``full_range``, or by an earlier slimface, whose
-    label has no ``reduce_range``) computes exactly only where the CPU has VNNI; without it
-    ONNX Runtime's u8*s8 products saturate (see :class:`Int8Options`). ``meta`` is the
-    file's metadata, ``cpu`` :func:`slimface._provenance.describe_cpu`.
-    """
+def weight_bits(meta: Mapping[str, str]) -> int | None:
+    """The bits of an int8 file's weights (7 or 8), None for a file slimface did not
+    quantize. Files written before the quantization record carried ``weight_bits`` say it
+    only in their options label, which names ``reduce_range`` when that was on."""
     try:
         recipe = json.loads(meta.get("quantization", ""))
     except ValueError:
         return None
-    options = recipe.get("options", "") if isinstance(recipe, dict) else ""
-    if not options or "reduce_range" in options or cpu.get("avx512_vnni") or cpu.get("avx_vnni"):
+    if not isinstance(recipe, dict) or "options" not in recipe:
+        return None
+    return int(recipe.get("weight_bits", 7 if "reduce_range" in recipe["options"] else 8))
+
+
+def saturation_note(meta: Mapping[str, str],
+                    cpu: Mapping[str, Any] | None = None) -> str | None:
+    """Why an int8 file's embeddings will be wrong on this CPU, or None when they will not.
+
+    8-bit weights compute exactly only where the CPU has VNNI; without it ONNX Runtime's
+    u8*s8 products saturate (see :class:`Int8Options`). ``meta`` is the file's metadata;
+    ``cpu`` is :func:`slimface._provenance.describe_cpu`, read only for an 8-bit file.
+    """
+    if weight_bits(meta) != 8:
+        return None
+    if cpu is None:
+        from slimface._provenance import describe_cpu
+
+        cpu = describe_cpu()
+    if cpu.get("avx512_vnni") or cpu.get("avx_vnni"):
         return None
     return ("its int8 weights use the full 8 bits, which ONNX Runtime computes exactly only "
             f"on CPUs with VNNI; this CPU ({cpu.get('cpu', 'unknown')}) has none, so its "
@@ -272,6 +286,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         proto = _smaller(onnx.load(str(qpath)), onnx.load(str(prepped)), options, fp32_path)
     set_metadata(proto, {**meta, "quantization": json.dumps(
         {"scheme": "int8 static PTQ (onnxruntime)", "options": options.label(),
+         "weight_bits": 7 if options.reduce_range else 8,
          "n_calibration_crops": int(len(calib_crops)), "writer": INT8_WRITER})})
     with atomic_path(out) as tmp_out:
         onnx.save(proto, str(tmp_out))

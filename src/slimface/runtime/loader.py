@@ -236,12 +236,10 @@ class OnnxModel(nn.Module):
 
     def _warn_if_saturating(self) -> None:
         """An 8-bit-weight int8 file on a CPU without VNNI gives wrong embeddings: say so."""
-        from slimface._provenance import describe_cpu
         from slimface.errors import SaturatingInt8Warning
         from slimface.runtime.export import saturation_note
 
-        note = saturation_note(self.session.get_modelmeta().custom_metadata_map or {},
-                               describe_cpu())
+        note = saturation_note(self.session.get_modelmeta().custom_metadata_map or {})
         if note:
             warnings.warn(SaturatingInt8Warning(f"{self.path}: {note}"), stacklevel=3)
 
