@@ -65,10 +65,8 @@ def main() -> None:
 
     from slimface.align.pipeline import align_paths
     from slimface.data.identity import scan_identity_folders
-    from slimface.data.lfw import find_lfw_root, load_view1, unique_images
     from slimface.data.roots import find_data_root
-    from slimface.eval.protocols import deployment_readouts
-    from slimface.eval.verification import cosine_scores, split_verification
+    from slimface.eval.view1 import LfwView1Evaluator
     from slimface.models.inference import embed_crops
     from slimface.runtime.loader import load_model
 
@@ -76,32 +74,23 @@ def main() -> None:
     if root is None:
         raise SystemExit("linear_postprocess: no data folder (set SLIMFACE_DATA)")
     model = load_model(opts.model)
-
-    def embeddings(paths: list[Path]) -> np.ndarray:
-        crops = align_paths(paths, model.template, detector="retinaface", multi_face="central",
-                            no_face="centre", cache=True, progress=True).crops
-        return unit_rows(embed_crops(model, crops, batch_size=64, flip="sum"))
-
+    view1 = LfwView1Evaluator(root, model.template)
     celeba = scan_identity_folders(root / "celeba_subset" / "img_align_celeba_89x109",
                                    min_images=2)
-    fit = embeddings(celeba.paths)
-    split = load_view1(find_lfw_root(root))
-    images = unique_images(split.pairs)
-    index = {p: i for i, p in enumerate(images)}
-    view1 = embeddings(images)
+    celeba_crops = align_paths(celeba.paths, model.template, detector="retinaface",
+                               multi_face="central", no_face="centre", cache=True,
+                               progress=True).crops
+    fit, judged = (unit_rows(embed_crops(model, crops, batch_size=64, flip="sum"))
+                   for crops in (celeba_crops, view1.crops))
 
     def readouts(e: np.ndarray) -> dict[str, float]:
-        def scores(pairs: list) -> tuple[np.ndarray, np.ndarray]:
-            a = np.array([index[p.path_a] for p in pairs])
-            b = np.array([index[p.path_b] for p in pairs])
-            return cosine_scores(e[a], e[b]), np.array([p.same for p in pairs])
+        m = view1.metrics(e)
+        return {"accuracy": 100 * m["lfw_view1_acc"],
+                "tar_at_far_1e-3": 100 * m["lfw_view1_tar_at_far_1e-3"],
+                "tar_at_far_1e-4": 100 * m["lfw_view1_tar_at_far_1e-4"],
+                "rank1": 100 * m["lfw_view1_rank1"]}
 
-        acc = split_verification(*scores(split.train), *scores(split.test))["test_accuracy"]
-        r = deployment_readouts(e, images)
-        return {"accuracy": 100 * acc, "tar_at_far_1e-3": 100 * r["tar_at_far"]["1e-3"],
-                "tar_at_far_1e-4": 100 * r["tar_at_far"]["1e-4"], "rank1": 100 * r["rank1"]}
-
-    rows = {name: readouts(fn(view1)) for name, fn in candidate_maps(fit, celeba.labels).items()}
+    rows = {name: readouts(fn(judged)) for name, fn in candidate_maps(fit, celeba.labels).items()}
     print(f"{opts.model}: LFW view 1, maps fitted on {len(fit)} CelebA faces "
           f"of {len(np.unique(celeba.labels))} people")
     print(f"{'map':22s} {'acc':>6s} {'TAR@1e-3':>9s} {'TAR@1e-4':>9s} {'rank-1':>7s}")

@@ -134,3 +134,40 @@ def test_an_onnx_file_of_another_input_size_is_named_before_alignment(tmp_path: 
 
     with pytest.raises(ModelError, match=r"flat\.onnx: cannot embed .*its input is 8x8"):
         evaluate_lfw(str(path), "/nonexistent")
+
+
+def test_view1_evaluator_scores_a_backbone_and_given_embeddings_alike(monkeypatch):
+    """``metrics(embeddings)`` is what calling the evaluator on a backbone reports, so a
+    benchmark can judge embeddings made another way (a map after the network) on view 1."""
+    from slimface.data.lfw import View1Split
+    from slimface.eval.view1 import LfwView1Evaluator
+    from slimface.models.inference import embed_crops
+
+    people = [f"p{i}" for i in range(8)]
+    images = [Path(f"/lfw/{p}/{p}_{k}.jpg") for p in people for k in range(3)]
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (len(images), 16, 16, 3), dtype=np.uint8)
+
+    def pairs(fold: int) -> list[Pair]:
+        same = [Pair(images[3 * i], images[3 * i + 1 + fold], True, fold) for i in range(8)]
+        diff = [Pair(images[3 * i], images[3 * ((i + 1 + fold) % 8) + 2], False, fold)
+                for i in range(8)]
+        return same + diff
+
+    ev = LfwView1Evaluator("/nowhere", "arcface112")
+
+    def prepare() -> None:
+        ev._crops, ev._images = crops, images
+        ev._index = {p: i for i, p in enumerate(images)}
+        ev._pairs = View1Split(pairs(0), pairs(1))
+
+    monkeypatch.setattr(ev, "_prepare", prepare)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16 * 3, 8))
+    model.train()
+    via_backbone = ev(model)
+    assert model.training  # the evaluator gives the backbone back in the mode it had
+    assert ev.metrics(embed_crops(model, ev.crops, flip="none")) == via_backbone
+    # embeddings that separate the people perfectly read perfectly
+    ideal = np.repeat(np.eye(8), 3, axis=0) + 1e-3 * rng.standard_normal((24, 8))
+    scored = ev.metrics(ideal)
+    assert scored["lfw_view1_acc"] == 1.0 and scored["lfw_view1_rank1"] == 1.0

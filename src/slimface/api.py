@@ -21,8 +21,8 @@ import numpy as np
 
 from slimface.errors import EnrollmentWarning, GalleryError, ImageError, SlimfaceError
 from slimface.gallery.embedder import (ALL_FACES, DEFAULT_FLIP, MULTI_FACE_CHOICES,
-                                       NO_FACE_CHOICES, EmbeddedFace, FaceEmbedder, check_choice,
-                                       default_threads)
+                                       NO_FACE_CHOICES, EmbeddedFace,
+                                       FaceEmbedder, check_choice, default_threads)
 from slimface.gallery.gallery import Gallery, Match
 from slimface.gallery.thresholds import Threshold, lookup_threshold
 from slimface.io.image import DamagedImageWarning

@@ -88,10 +88,15 @@ def add_bad_file_arg(parser: Any, what: str) -> None:
                              f"stderr with its problem, listed in the JSON) and go on")
 
 
+def print_warning(text: str) -> None:
+    """One ``slimface: warning:`` line on stderr: every warning the commands print."""
+    print(f"slimface: warning: {text}", file=sys.stderr)
+
+
 def report_skipped(skipped: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     """Name each skipped image and its problem on stderr; the JSON list of them."""
     for path, problem in skipped:
-        print(f"slimface: warning: {path}: {problem}; skipped", file=sys.stderr)
+        print_warning(f"{path}: {problem}; skipped")
     return [{"path": path, "problem": problem} for path, problem in skipped]
 
 

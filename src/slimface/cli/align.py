@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from slimface.cli._common import (add_bad_file_arg, add_json_arg, emit_result, format_table,
-                                  fraction, hidden_alias, report_skipped)
+                                  fraction, hidden_alias, print_warning, report_skipped)
 
 
 def register(sub: Any) -> None:
@@ -218,8 +217,7 @@ def _align_every_face(files: list[Path], outputs: list[Path], template: Any,
 
 def _report_damaged(damaged: dict[Path, str]) -> None:
     for path, problem in damaged.items():
-        print(f"slimface: warning: {path}: {problem}; aligned anyway (--allow-damaged)",
-              file=sys.stderr)
+        print_warning(f"{path}: {problem}; aligned anyway (--allow-damaged)")
 
 
 def _write_crop(out: Path, crop: Any) -> None:

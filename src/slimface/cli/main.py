@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 from slimface.cli import (align, bench, compress, data, embed, export, gallery, import_model,
                           info, models, report, train, verify)
 from slimface.cli import eval as eval_
-from slimface.cli._common import group_usage, json_dest_problem, tidy_usage
+from slimface.cli._common import group_usage, json_dest_problem, print_warning, tidy_usage
 from slimface.errors import SlimfaceError
 
 # Topic modules, in the order their subcommands appear in --help.
@@ -55,7 +55,7 @@ def _plain_warnings() -> Iterator[None]:
     def show(message: Any, category: type[Warning], filename: str, lineno: int,
              file: Any = None, line: str | None = None) -> None:
         if category.__module__.startswith("slimface"):
-            print(f"slimface: warning: {message}", file=sys.stderr)
+            print_warning(str(message))
         else:
             shown(message, category, filename, lineno, file, line)
 

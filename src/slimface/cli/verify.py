@@ -11,11 +11,11 @@ Exit status: 0 when the two faces were compared, whether the verdict is same or 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Sequence
 
 from slimface.cli._common import (add_json_arg, add_model_arg, cosine, emit_result,
-                                  format_box, fraction, hidden_alias, report_skipped)
+                                  format_box, fraction, hidden_alias, print_warning,
+                                  report_skipped)
 from slimface.gallery.thresholds import DEFAULT_FAR
 
 
@@ -92,7 +92,7 @@ def embed_batch(matcher: Any, images: Sequence[str], bad_file: str, all_faces: b
 def print_warnings(notes: list[str]) -> None:
     """Each note once (every face of a damaged group photo carries its note)."""
     for note in dict.fromkeys(notes):
-        print(f"slimface: warning: {note}", file=sys.stderr)
+        print_warning(note)
 
 
 def register(sub: Any) -> None:

@@ -53,16 +53,26 @@ class LfwView1Evaluator:
         b = np.array([self._index[p.path_b] for p in pairs])
         return cosine_scores(emb[a], emb[b]), np.array([p.same for p in pairs])
 
+    @property
+    def crops(self) -> np.ndarray:
+        """View 1's aligned crops, one per image (aligned on first use)."""
+        if self._crops is None:
+            self._prepare()
+        return self._crops
+
     def __call__(self, backbone: nn.Module) -> dict[str, float]:
         from slimface.models.inference import embed_crops
 
-        if self._crops is None:
-            self._prepare()
         was_training = backbone.training
         try:
-            emb = embed_crops(backbone, self._crops, batch_size=self.batch_size, flip="none")
+            emb = embed_crops(backbone, self.crops, batch_size=self.batch_size, flip="none")
         finally:
             backbone.train(was_training)
+        return self.metrics(emb)
+
+    def metrics(self, emb: np.ndarray) -> dict[str, float]:
+        """The read-outs of embeddings of :attr:`crops` (same order), however they were made
+        (another flip policy, a map applied after the network)."""
         tr_s, tr_y = self._scores(emb, self._pairs.train)
         te_s, te_y = self._scores(emb, self._pairs.test)
         res = split_verification(tr_s, tr_y, te_s, te_y)

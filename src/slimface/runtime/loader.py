@@ -231,20 +231,20 @@ class OnnxModel(nn.Module):
         self.threads = int(threads or min(2, os.cpu_count() or 1))
         self.session = session(self.path, threads=self.threads, spin=spin)
         self.input_name = self.session.get_inputs()[0].name
-        self._set_contract_attrs()
-        self._warn_if_saturating()
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        self._set_contract_attrs(meta)
+        self._warn_if_saturating(meta)
 
-    def _warn_if_saturating(self) -> None:
+    def _warn_if_saturating(self, meta: dict[str, str]) -> None:
         """An 8-bit-weight int8 file on a CPU without VNNI gives wrong embeddings: say so."""
         from slimface.errors import SaturatingInt8Warning
         from slimface.runtime.export import saturation_note
 
-        note = saturation_note(self.session.get_modelmeta().custom_metadata_map or {})
+        note = saturation_note(meta)
         if note:
             warnings.warn(SaturatingInt8Warning(f"{self.path}: {note}"), stacklevel=3)
 
-    def _set_contract_attrs(self) -> None:
-        meta = self.session.get_modelmeta().custom_metadata_map or {}
+    def _set_contract_attrs(self, meta: dict[str, str]) -> None:
         values = {k: _parse_meta_value(v) for k, v in meta.items()}
         #: written by ``slimface export``: takes 0..255 pixels as slimface feeds them
         self.has_contract = "template" in values
